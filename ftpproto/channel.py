@@ -1,0 +1,175 @@
+"""The protocol's only I/O: framed messages and exact-length file data on a socket.
+
+A :class:`Channel` owns one connected socket.  Control messages go through
+:mod:`ftpproto.framing`; file data is raw bytes read or written to an exact
+count, so it can never be taken for a message and no message can run into
+the data ("sticky packets").  Socket timeouts are the owner's business; a
+timeout surfaces as :class:`TimeoutError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from collections.abc import Callable
+from typing import BinaryIO, Protocol
+
+from ftpproto.errors import ConnectionClosed
+from ftpproto.framing import MAX_FRAME_SIZE, FrameDecoder, encode_frame
+from ftpproto.messages import Message
+
+__all__ = ["CHUNK_SIZE", "Channel", "GuardedWriter", "Hasher", "Progress", "file_digest"]
+
+CHUNK_SIZE = 256 * 1024
+Progress = Callable[[int], None]
+
+
+class Hasher(Protocol):
+    """The part of ``hashlib`` objects the channel uses."""
+
+    def update(self, data: bytes | memoryview, /) -> None: ...
+
+
+class _Sink(Protocol):
+    def write(self, data: bytes | memoryview, /) -> object: ...
+
+
+class Channel:
+    """Send and receive framed messages and exact byte counts on one socket."""
+
+    def __init__(self, sock: socket.socket, max_frame: int = MAX_FRAME_SIZE) -> None:
+        self.sock = sock
+        self._decoder = FrameDecoder(max_frame)
+        self._buffer = bytearray(CHUNK_SIZE)
+
+    def send(self, *messages: Message) -> None:
+        """Send one or more messages in a single write."""
+        self.sock.sendall(b"".join(encode_frame(m.encode()) for m in messages))
+
+    def recv(self) -> Message:
+        """Receive the next message.
+
+        Raises :class:`ConnectionClosed` at end of stream,
+        :class:`~ftpproto.errors.FramingError` on a framing violation and
+        :class:`~ftpproto.errors.MessageError` on a frame that is no message.
+        """
+        while True:
+            payload = self._decoder.next_frame()
+            if payload is not None:
+                return Message.parse(payload)
+            data = self.sock.recv(max(self._decoder.wanted(), 4096))
+            if not data:
+                raise ConnectionClosed("connection closed by peer")
+            self._decoder.feed(data)
+
+    def recv_file(
+        self, sink: _Sink, size: int, hasher: Hasher, progress: Progress | None = None
+    ) -> None:
+        """Receive exactly ``size`` bytes of file data into ``sink``, hashing them."""
+        remaining = size
+        if self._decoder.buffered and remaining:
+            data = self._decoder.take_raw(remaining)
+            hasher.update(data)
+            sink.write(data)
+            remaining -= len(data)
+            if progress:
+                progress(len(data))
+        view = memoryview(self._buffer)
+        while remaining:
+            n = self.sock.recv_into(view[: min(remaining, CHUNK_SIZE)])
+            if n == 0:
+                raise ConnectionClosed(f"connection closed with {remaining} bytes still to come")
+            chunk = view[:n]
+            hasher.update(chunk)
+            sink.write(chunk)
+            remaining -= n
+            if progress:
+                progress(n)
+
+    def send_file(self, fileobj: BinaryIO, offset: int, size: int) -> int:
+        """Send ``size`` bytes of an open file with ``sendfile``; pad with zeros if it shrank.
+
+        Returns how many bytes came from the file; fewer than ``size`` means the
+        file changed under us and the receiver must be told the data is bad.
+        The stream itself stays in step either way.
+        """
+        sent = self.sock.sendfile(fileobj, offset, size) if size else 0
+        if sent < size:
+            self.send_zeros(size - sent)
+        return sent
+
+    def send_stream(
+        self, fileobj: BinaryIO, size: int, hasher: Hasher, progress: Progress | None = None
+    ) -> int:
+        """Read ``size`` bytes from ``fileobj``, hash and send them.
+
+        Returns the bytes actually read; on a short read the rest is padded
+        with zeros so the stream stays in step, and the caller must abort.
+        """
+        view = memoryview(self._buffer)
+        done = 0
+        while done < size:
+            n = fileobj.readinto(view[: min(size - done, CHUNK_SIZE)])  # type: ignore[attr-defined]
+            if not n:
+                self.send_zeros(size - done)
+                break
+            chunk = view[:n]
+            hasher.update(chunk)
+            self.sock.sendall(chunk)
+            done += n
+            if progress:
+                progress(n)
+        return done
+
+    def send_zeros(self, count: int) -> None:
+        """Send ``count`` zero bytes (to keep the stream in step after a short file)."""
+        zeros = bytes(min(count, CHUNK_SIZE))
+        while count > 0:
+            self.sock.sendall(zeros[: min(count, len(zeros))])
+            count -= len(zeros)
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close()
+
+
+class GuardedWriter:
+    """Writes to a file descriptor until the first error, then discards the rest.
+
+    A receiver that cannot write (a full disk, say) must still read every
+    announced byte to keep the stream in step; the error is kept in
+    :attr:`error` for the caller to raise once the transfer is over.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.error: OSError | None = None
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Write all of ``data``, unless an earlier write failed."""
+        if self.error is not None:
+            return
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view) :]
+        except OSError as exc:
+            self.error = exc
+
+
+def file_digest(fileobj: BinaryIO, offset: int, size: int) -> tuple[str, int]:
+    """SHA-256 of ``size`` bytes of an open file from ``offset``, with the count read.
+
+    Reads with ``os.pread``, so the file position is left alone.
+    """
+    hasher = hashlib.sha256()
+    fd = fileobj.fileno()
+    done = 0
+    while done < size:
+        data = os.pread(fd, min(size - done, 1024 * 1024), offset + done)
+        if not data:
+            break
+        hasher.update(data)
+        done += len(data)
+    return hasher.hexdigest(), done

@@ -1,0 +1,53 @@
+"""The command table shared by server and client, declared as data.
+
+The server checks every request against this table *before* dispatching it:
+a name that is not here is refused, a command that needs a login is refused
+before one, and the argument count must fit.  Only then does it call
+``cmd_<name>``.  The client uses the same table for its help texts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["COMMANDS", "CommandSpec", "lookup"]
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """What a wire command takes and whether it needs a login."""
+
+    name: str
+    required: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+    needs_login: bool = True
+    summary: str = ""
+
+    @property
+    def usage(self) -> str:
+        """``name REQUIRED [OPTIONAL]`` as shown in help texts."""
+        words = [self.name, *self.required, *(f"[{p}]" for p in self.optional)]
+        return " ".join(words)
+
+    def accepts(self, nargs: int) -> bool:
+        """Whether ``nargs`` arguments fit this command."""
+        return len(self.required) <= nargs <= len(self.required) + len(self.optional)
+
+
+_SPECS = (
+    CommandSpec("login", ("USER", "PASSWORD"), needs_login=False, summary="log in"),
+    CommandSpec("help", (), ("COMMAND",), needs_login=False, summary="list commands or show one"),
+    CommandSpec("quit", (), needs_login=False, summary="end the session"),
+    CommandSpec("pwd", (), summary="show the remote working folder"),
+    CommandSpec("cd", ("PATH",), summary="change the remote working folder"),
+    CommandSpec("ls", (), ("PATH",), summary="list a folder: name, type, size, modification time"),
+    CommandSpec("get", ("PATH",), summary="download a file"),
+    CommandSpec("put", ("PATH", "SIZE"), summary="upload a file of SIZE bytes"),
+)
+
+COMMANDS: dict[str, CommandSpec] = {spec.name: spec for spec in _SPECS}
+
+
+def lookup(name: str) -> CommandSpec | None:
+    """The spec of a known command, or ``None``: the allow-list check."""
+    return COMMANDS.get(name)

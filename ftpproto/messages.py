@@ -1,0 +1,163 @@
+"""Control messages: ``FileTransfer|<command>|<field>|...`` as frozen dataclasses.
+
+A message is the UTF-8 text ``FileTransfer`` followed by ``|``-separated
+fields: the command name, then the command's fields.  Inside a field, ``%``
+and ``|`` are written as ``%25`` and ``%7C`` (any other byte may also be
+written as ``%XX``), so paths may hold ``|`` and any Unicode.
+
+Replies repeat the command name and put a status word first: ``ready``,
+``ok``, ``entry``, ``digest`` or ``error``; the client answers a ``ready``
+with ``recv_ready`` (or ``abort``).  The helpers below build each of them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ftpproto.errors import ErrorCode, MessageError, ProtocolError, RemoteError
+
+__all__ = [
+    "PREFIX",
+    "Message",
+    "abort",
+    "digest",
+    "error",
+    "ok",
+    "parse_digest",
+    "parse_size",
+    "ready",
+    "recv_ready",
+    "request",
+]
+
+PREFIX = "FileTransfer"
+_COMMAND = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
+_ESCAPE_BYTES = re.compile(rb"%([0-9A-Fa-f]{2})")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_DIGITS = re.compile(r"[0-9]{1,20}\Z")
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+
+
+def _quote(field: str) -> str:
+    return field.replace("%", "%25").replace("|", "%7C")
+
+
+def _unquote(field: str) -> str:
+    if "%" not in field:
+        return field
+    if _BAD_ESCAPE.search(field):
+        raise MessageError("bad %-escape in message field")
+    raw = _ESCAPE_BYTES.sub(lambda m: bytes([int(m.group(1), 16)]), field.encode("utf-8"))
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MessageError("%-escapes that are not UTF-8 in message field") from exc
+
+
+@dataclass(frozen=True)
+class Message:
+    """One control message: a command name and its (decoded) fields."""
+
+    command: str
+    fields: tuple[str, ...] = ()
+
+    def encode(self) -> bytes:
+        """The UTF-8 payload of this message (framing is added by the channel)."""
+        parts = [PREFIX, self.command, *(_quote(f) for f in self.fields)]
+        return "|".join(parts).encode("utf-8")
+
+    @classmethod
+    def parse(cls, payload: bytes) -> Message:
+        """Decode a frame payload; raise :class:`MessageError` if it is not a message."""
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MessageError("message is not valid UTF-8") from exc
+        parts = text.split("|")
+        if parts[0] != PREFIX or len(parts) < 2:
+            raise MessageError(f"message does not start with {PREFIX}|<command>")
+        if not _COMMAND.match(parts[1]):
+            raise MessageError("malformed command name")
+        return cls(parts[1], tuple(_unquote(p) for p in parts[2:]))
+
+    @property
+    def status(self) -> str:
+        """The first field: a reply's status word, or a request's first argument."""
+        return self.fields[0] if self.fields else ""
+
+    def raise_if_error(self) -> Message:
+        """Raise :class:`RemoteError` for an ``error`` reply; return ``self`` otherwise."""
+        if self.status == "error":
+            raise self.to_error()
+        return self
+
+    def to_error(self) -> RemoteError:
+        """The :class:`RemoteError` an ``error`` reply stands for."""
+        if len(self.fields) != 3 or not _DIGITS.match(self.fields[1]):
+            return RemoteError(ErrorCode.BAD_REQUEST, f"malformed error reply to {self.command}")
+        try:
+            code = ErrorCode(int(self.fields[1]))
+        except ValueError:
+            code = ErrorCode.INTERNAL
+        return RemoteError(code, self.fields[2])
+
+    def expect(self, command: str, status: str, nfields: int) -> tuple[str, ...]:
+        """Check that this is ``command|status`` with ``nfields`` more fields; return them.
+
+        An ``error`` reply is raised as :class:`RemoteError`; anything else
+        unexpected as :class:`MessageError`.
+        """
+        self.raise_if_error()
+        if self.command != command or self.status != status or len(self.fields) != nfields + 1:
+            raise MessageError(f"expected {command}|{status}, got {self.command}|{self.status}")
+        return self.fields[1:]
+
+
+def request(command: str, *args: str) -> Message:
+    """A client request such as ``FileTransfer|get|<path>``."""
+    return Message(command, args)
+
+
+def ready(command: str, size: int) -> Message:
+    """``<command>|ready|<size>``: the sender is ready to move ``size`` bytes."""
+    return Message(command, ("ready", str(size)))
+
+
+def recv_ready(command: str) -> Message:
+    """``<command>|recv_ready``: the receiver is ready for the announced bytes."""
+    return Message(command, ("recv_ready",))
+
+
+def abort(command: str) -> Message:
+    """``<command>|abort``: the transfer is called off (instead of recv_ready or digest)."""
+    return Message(command, ("abort",))
+
+
+def digest(command: str, hexdigest: str) -> Message:
+    """``<command>|digest|<sha256>``: sent by the sender after the file bytes."""
+    return Message(command, ("digest", hexdigest))
+
+
+def ok(command: str, *fields: str) -> Message:
+    """``<command>|ok|...``: success, with command-specific fields."""
+    return Message(command, ("ok", *fields))
+
+
+def error(command: str, exc: ProtocolError) -> Message:
+    """``<command>|error|<code>|<text>``."""
+    return Message(command, ("error", str(int(exc.code)), exc.text))
+
+
+def parse_size(text: str) -> int:
+    """A non-negative decimal integer of at most 20 digits, or :class:`MessageError`."""
+    if not _DIGITS.match(text):
+        raise MessageError(f"not a size: {text[:40]!r}")
+    return int(text)
+
+
+def parse_digest(text: str) -> str:
+    """A lowercase hexadecimal SHA-256, or :class:`MessageError`."""
+    if not _HEX64.match(text):
+        raise MessageError("not a SHA-256 digest")
+    return text

@@ -1,0 +1,1 @@
+"""ftpserver package."""

@@ -1,0 +1,148 @@
+"""The ``ftpserver`` command line: ``serve``, ``useradd``, ``passwd``, ``userdel``.
+
+Settings come from built-in defaults, overridden by the config file
+(``--config``, or ``config/server.yaml`` when it exists), overridden by flags.
+Exit status: 0 on success, 1 on an error (bad config, unknown user, ...),
+2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from ftpserver import users as userfile
+from ftpserver.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings, log_level
+from ftpserver.server import FileTransferServer
+
+__all__ = ["main"]
+
+log = logging.getLogger("ftpserver")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ftpserver", description="FileTransfer server daemon")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, help=f"settings file (default {DEFAULT_CONFIG})")
+        p.add_argument("--users", type=Path, help="users file (default config/users.yaml)")
+
+    serve = sub.add_parser("serve", help="run the server")
+    common(serve)
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on, 0 for any (default 9002)")
+    serve.add_argument("--home", type=Path, help="folder holding the users' homes (default home/)")
+
+    for name, text in (("useradd", "add a user"), ("passwd", "change a user's password")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("name", metavar="NAME")
+        common(p)
+        p.add_argument("--home", type=Path, help="folder holding the users' homes")
+        p.add_argument(
+            "--password-stdin", action="store_true", help="read the password from standard input"
+        )
+    p = sub.add_parser("userdel", help="remove a user (the home folder is kept)")
+    p.add_argument("name", metavar="NAME")
+    common(p)
+    p.add_argument("--home", type=Path, help=argparse.SUPPRESS)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    config: Path | None = args.config
+    if config is None and DEFAULT_CONFIG.exists():
+        config = DEFAULT_CONFIG
+    settings = load_settings(config) if config is not None else Settings()
+    return settings.replace(
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        users=args.users,
+        home=args.home,
+    )
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("New password: ")
+        if getpass.getpass("Repeat password: ") != password:
+            raise ValueError("the passwords do not match")
+    userfile.check_password_rules(password)
+    return password
+
+
+def _serve(settings: Settings) -> int:
+    logging.basicConfig(
+        level=log_level(settings),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not settings.users.exists():
+        password = secrets.token_urlsafe(12)
+        userfile.add_user(settings.users, settings.home, "demo", password, settings.bcrypt_rounds)
+        print(f"created {settings.users} with user 'demo', password: {password}", flush=True)
+    store = userfile.load_users(settings.users, settings.home)
+    for user in store.users.values():
+        user.home.mkdir(parents=True, exist_ok=True)
+    server = FileTransferServer(settings, store)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    host, port = server.address
+    print(f"listening on {host}:{port}", flush=True)
+    log.info("serving %d users from %s", len(store.users), settings.home)
+    try:
+        server.serve_forever(poll_interval=0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        log.info("stopped")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        if args.command == "serve":
+            return _serve(settings)
+        if args.command == "useradd":
+            password = _read_password(args.password_stdin)
+            home = userfile.add_user(
+                settings.users, settings.home, args.name, password, settings.bcrypt_rounds
+            )
+            print(f"added user {args.name} with home {home}")
+        elif args.command == "passwd":
+            password = _read_password(args.password_stdin)
+            userfile.set_password(settings.users, args.name, password, settings.bcrypt_rounds)
+            print(f"changed the password of {args.name}")
+        elif args.command == "userdel":
+            userfile.remove_user(settings.users, args.name)
+            print(f"removed user {args.name} (the home folder is kept)")
+    except (ConfigError, ValueError) as exc:
+        print(f"ftpserver: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"ftpserver: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
+    except (EOFError, KeyboardInterrupt):
+        print("ftpserver: cancelled", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Server settings: built-in defaults, overridden by ``server.yaml``, overridden by flags.
+
+:func:`load_settings` validates every key of the YAML file (unknown keys,
+wrong types, out-of-range values) and reports problems as
+:class:`~ftpserver.yamlfile.ConfigError` with file and line.  Relative paths
+in the file are taken relative to the file's own folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ftpserver import yamlfile
+from ftpserver.yamlfile import ConfigError
+
+__all__ = ["DEFAULT_CONFIG", "ConfigError", "Settings", "load_settings"]
+
+DEFAULT_CONFIG = Path("config/server.yaml")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Read-only server settings; see ``config/server.yaml`` for each one's meaning."""
+
+    host: str = "127.0.0.1"
+    port: int = 9002
+    users: Path = Path("config/users.yaml")
+    home: Path = Path("home")
+    listen_backlog: int = 256
+    idle_timeout: float = 300.0
+    login_failure_delay: float = 1.0
+    max_login_attempts: int = 3
+    bcrypt_rounds: int = 12
+    fsync_uploads: bool = True
+    log_level: str = "INFO"
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with the given fields changed; ``None`` values are ignored."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+# key -> (type, lowest, highest); None means no bound.
+_LIMITS: dict[str, tuple[type, float | None, float | None]] = {
+    "host": (str, None, None),
+    "port": (int, 0, 65535),
+    "users": (Path, None, None),
+    "home": (Path, None, None),
+    "listen_backlog": (int, 1, 65535),
+    "idle_timeout": (float, 1, None),
+    "login_failure_delay": (float, 0, 60),
+    "max_login_attempts": (int, 1, 100),
+    "bcrypt_rounds": (int, 4, 31),
+    "fsync_uploads": (bool, None, None),
+    "log_level": (str, None, None),
+}
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def load_settings(path: Path, base: Settings | None = None) -> Settings:
+    """Read ``path`` over ``base`` (the defaults); raise ConfigError on any problem."""
+    doc = yamlfile.load(path)
+    data = doc.data if doc.data is not None else {}
+    if not isinstance(data, dict):
+        raise doc.error((), "expected a mapping of setting: value")
+    changes: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in _LIMITS:
+            known = ", ".join(sorted(_LIMITS))
+            raise doc.error((str(key),), f"unknown setting {key!r} (known: {known})")
+        changes[key] = _check(doc, key, value)
+    return (base or Settings()).replace(**changes)
+
+
+def _check(doc: yamlfile.Document, key: str, value: Any) -> Any:
+    kind, low, high = _LIMITS[key]
+    where = (key,)
+    if kind is Path:
+        if not isinstance(value, str) or not value:
+            raise doc.error(where, f"{key}: expected a path")
+        resolved = Path(value)
+        return resolved if resolved.is_absolute() else doc.path.parent / resolved
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise doc.error(where, f"{key}: expected true or false")
+        return value
+    if kind is str:
+        if not isinstance(value, str) or not value:
+            raise doc.error(where, f"{key}: expected a non-empty string")
+        if key == "log_level":
+            if value.upper() not in _LOG_LEVELS:
+                raise doc.error(where, f"log_level: expected one of {', '.join(_LOG_LEVELS)}")
+            return value.upper()
+        return value
+    numeric = (int, float) if kind is float else (int,)
+    if isinstance(value, bool) or not isinstance(value, numeric):
+        raise doc.error(where, f"{key}: expected {'a number' if kind is float else 'an integer'}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"from {low}" + (f" to {high}" if high is not None else " up")
+        raise doc.error(where, f"{key}: {value} is out of range ({bounds})")
+    return kind(value)
+
+
+def log_level(settings: Settings) -> int:
+    """The ``logging`` level number for the configured level name."""
+    return int(logging.getLevelName(settings.log_level))

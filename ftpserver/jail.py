@@ -1,0 +1,78 @@
+"""The virtual filesystem that confines a session to its user's home folder.
+
+Clients name *virtual* paths: ``/`` is the home folder, and relative paths are
+taken against the session's virtual working folder (the process's real
+working directory is never changed).  :meth:`Jail.resolve` normalises a path,
+follows symlinks with ``realpath`` and then checks with
+``os.path.commonpath`` that the result is still inside the real home; every
+path a client names goes through it before any ``os`` call.  Replies only
+ever show virtual paths.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+
+from ftpproto.errors import ErrorCode, ProtocolError
+
+__all__ = ["MAX_NAME_BYTES", "MAX_PATH_BYTES", "RESERVED_PREFIX", "Jail", "is_reserved"]
+
+MAX_PATH_BYTES = 4096
+MAX_NAME_BYTES = 255
+RESERVED_PREFIX = ".ftp-upload-"  # the server's own temporary upload files
+
+
+def is_reserved(name: str) -> bool:
+    """Whether ``name`` is one of the server's temporary files (hidden, untouchable)."""
+    return name.startswith(RESERVED_PREFIX)
+
+
+class Jail:
+    """One session's view of its home folder: a virtual cwd and path resolution."""
+
+    def __init__(self, home: str | os.PathLike[str]) -> None:
+        self.root = os.path.realpath(home)
+        self.cwd = "/"
+
+    def virtual(self, path: str) -> str:
+        """The normalised absolute virtual path for ``path``; ``..`` stops at ``/``."""
+        if not path:
+            raise ProtocolError(ErrorCode.BAD_PATH, "empty path")
+        if "\0" in path:
+            raise ProtocolError(ErrorCode.BAD_PATH, "path contains a NUL byte")
+        if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+            raise ProtocolError(ErrorCode.PATH_TOO_LONG, f"path longer than {MAX_PATH_BYTES} bytes")
+        joined = posixpath.normpath(posixpath.join(self.cwd, path))
+        virtual = "/" + joined.lstrip("/")
+        for name in virtual.split("/"):
+            if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+                raise ProtocolError(
+                    ErrorCode.PATH_TOO_LONG, f"a name in the path is over {MAX_NAME_BYTES} bytes"
+                )
+            if is_reserved(name):
+                raise ProtocolError(ErrorCode.BAD_PATH, f"reserved name: {name}")
+        if len(virtual.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+            raise ProtocolError(ErrorCode.PATH_TOO_LONG, f"path longer than {MAX_PATH_BYTES} bytes")
+        return virtual
+
+    def resolve(self, path: str) -> tuple[str, str]:
+        """``(virtual, real)`` for a client path; refuse anything that leads outside the home.
+
+        The real path has every symlink resolved, so the caller acts on what
+        was checked.  A symlink whose target lies outside the home is refused
+        with PERMISSION_DENIED whatever the command.
+        """
+        virtual = self.virtual(path)
+        real = os.path.realpath(os.path.join(self.root, virtual.lstrip("/")))
+        if not self.contains(real):
+            raise ProtocolError(ErrorCode.PERMISSION_DENIED, f"permission denied: {virtual}")
+        return virtual, real
+
+    def contains(self, real: str) -> bool:
+        """Whether the real path ``real`` (already resolved) lies inside the home."""
+        return os.path.commonpath([self.root, real]) == self.root
+
+    def chdir(self, virtual: str) -> None:
+        """Set the virtual working folder (the caller has checked it is a folder)."""
+        self.cwd = virtual

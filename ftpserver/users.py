@@ -1,0 +1,200 @@
+"""The user store: who may log in, with which bcrypt hash, and where their home is.
+
+``users.yaml`` looks like::
+
+    users:
+      alice:
+        password: "$2b$12$..."   # a bcrypt hash, never a plain password
+        home: alice               # optional; a folder under the home root
+
+:func:`load_users` validates the file and refuses to go on with a bad one.
+:meth:`UserStore.authenticate` checks a dummy hash for unknown names, so an
+unknown user and a wrong password cost the same time and get the same answer.
+:func:`add_user`, :func:`set_password` and :func:`remove_user` rewrite the
+file atomically for the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import secrets
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import yaml
+
+from ftpserver import yamlfile
+
+__all__ = [
+    "MAX_PASSWORD_BYTES",
+    "User",
+    "UserStore",
+    "add_user",
+    "check_name",
+    "check_password_rules",
+    "hash_password",
+    "load_users",
+    "remove_user",
+    "set_password",
+]
+
+MAX_PASSWORD_BYTES = 72  # bcrypt looks at no more than this
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\Z")
+_HASH = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}\Z")
+_USER_KEYS = ("password", "home")
+_HEADER = (
+    "# Users of ftpserver, written by 'ftpserver useradd/passwd/userdel'.\n"
+    "# See config/users.example.yaml for the format.\n"
+)
+
+
+@dataclass(frozen=True)
+class User:
+    """One account: name, bcrypt hash and the real path of the home folder."""
+
+    name: str
+    password_hash: bytes
+    home: Path
+
+
+class UserStore:
+    """The users the server knows, read-only once loaded."""
+
+    def __init__(self, users: dict[str, User], dummy_rounds: int = 12) -> None:
+        self.users = users
+        self._dummy_hash = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(dummy_rounds))
+
+    def authenticate(self, name: str, password: str) -> User | None:
+        """The user if ``password`` is right, else ``None``; the same work either way."""
+        user = self.users.get(name)
+        secret = password.encode("utf-8", "surrogateescape")
+        hashed = user.password_hash if user else self._dummy_hash
+        if len(secret) > MAX_PASSWORD_BYTES:
+            bcrypt.checkpw(b"", self._dummy_hash)
+            return None
+        if bcrypt.checkpw(secret, hashed) and user is not None:
+            return user
+        return None
+
+
+def check_name(name: str) -> None:
+    """Raise ValueError unless ``name`` is a valid user name."""
+    if not _NAME.match(name) or name in (".", ".."):
+        raise ValueError(
+            f"invalid user name {name!r}: use 1-32 letters, digits, '_', '.' or '-', "
+            "not starting with '.' or '-'"
+        )
+
+
+def check_password_rules(password: str) -> None:
+    """Raise ValueError for an empty password or one longer than bcrypt takes."""
+    if not password:
+        raise ValueError("the password must not be empty")
+    if len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
+        raise ValueError(f"the password must be at most {MAX_PASSWORD_BYTES} bytes")
+
+
+def hash_password(password: str, rounds: int) -> str:
+    """A bcrypt hash of ``password`` as text for the YAML file."""
+    check_password_rules(password)
+    return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(rounds)).decode("ascii")
+
+
+def _read(path: Path) -> tuple[yamlfile.Document, dict[str, Any]]:
+    doc = yamlfile.load(path)
+    data = doc.data if doc.data is not None else {"users": {}}
+    if not isinstance(data, dict) or set(data) != {"users"}:
+        raise doc.error((), "expected one top-level key 'users'")
+    users = data["users"] if data["users"] is not None else {}
+    if not isinstance(users, dict):
+        raise doc.error(("users",), "'users' must map user names to their settings")
+    return doc, users
+
+
+def load_users(path: Path, home_root: Path) -> UserStore:
+    """Read and validate ``path``; raise ConfigError naming the file, line and problem."""
+    doc, entries = _read(path)
+    users: dict[str, User] = {}
+    rounds: Counter[int] = Counter()
+    for name, entry in entries.items():
+        where = ("users", str(name))
+        try:
+            check_name(str(name))
+        except ValueError as exc:
+            raise doc.error(where, str(exc)) from None
+        if not isinstance(entry, dict):
+            raise doc.error(where, f"user {name}: expected a mapping with 'password'")
+        unknown = sorted(set(map(str, entry)) - set(_USER_KEYS))
+        if unknown:
+            raise doc.error((*where, unknown[0]), f"user {name}: unknown key {unknown[0]!r}")
+        hashed = entry.get("password")
+        match = _HASH.match(hashed) if isinstance(hashed, str) else None
+        if match is None:
+            raise doc.error((*where, "password"), f"user {name}: password is not a bcrypt hash")
+        rounds[int(match.group(1))] += 1
+        home = entry.get("home", str(name))
+        try:
+            real_home = _home_path(home_root, home)
+        except ValueError as exc:
+            raise doc.error((*where, "home"), f"user {name}: {exc}") from None
+        users[str(name)] = User(str(name), match.group(0).encode("ascii"), real_home)
+    dummy_rounds = rounds.most_common(1)[0][0] if rounds else 12
+    return UserStore(users, dummy_rounds)
+
+
+def _home_path(home_root: Path, home: Any) -> Path:
+    """The real home folder for a relative ``home`` value; it must stay under the root."""
+    if not isinstance(home, str) or not home or "\0" in home:
+        raise ValueError("home must be a folder name under the home root")
+    relative = posixpath.normpath(home)
+    if relative.startswith(("/", "..")) or relative == ".":
+        raise ValueError(f"home {home!r} must be a folder inside the home root")
+    root = Path(os.path.realpath(home_root))
+    return root / relative
+
+
+def _write(path: Path, users: dict[str, Any]) -> None:
+    body = yaml.safe_dump({"users": users}, sort_keys=True, allow_unicode=True)
+    yamlfile.write_atomic(path, _HEADER + body)
+
+
+def _edit(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    return _read(path)[1]
+
+
+def add_user(path: Path, home_root: Path, name: str, password: str, rounds: int) -> Path:
+    """Add ``name`` to the users file (created if missing) and create the home; return it."""
+    check_name(name)
+    users = _edit(path)
+    if name in users:
+        raise ValueError(f"user {name} already exists")
+    users[name] = {"password": hash_password(password, rounds)}
+    home = _home_path(home_root, name)
+    _write(path, users)
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def set_password(path: Path, name: str, password: str, rounds: int) -> None:
+    """Replace the password hash of an existing user."""
+    users = _edit(path)
+    if name not in users or not isinstance(users[name], dict):
+        raise ValueError(f"no such user: {name}")
+    users[name]["password"] = hash_password(password, rounds)
+    _write(path, users)
+
+
+def remove_user(path: Path, name: str) -> None:
+    """Remove a user from the file; the home folder and its files are kept."""
+    users = _edit(path)
+    if name not in users:
+        raise ValueError(f"no such user: {name}")
+    del users[name]
+    _write(path, users)
