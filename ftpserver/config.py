@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,11 @@ def _check(doc: yamlfile.Document, key: str, value: Any) -> Any:
         if not isinstance(value, str) or not value:
             raise doc.error(where, f"{key}: expected a path")
         resolved = Path(value)
-        return resolved if resolved.is_absolute() else doc.path.parent / resolved
+        return (
+            resolved
+            if resolved.is_absolute()
+            else Path(os.path.normpath(doc.path.parent / resolved))
+        )
     if kind is bool:
         if not isinstance(value, bool):
             raise doc.error(where, f"{key}: expected true or false")
