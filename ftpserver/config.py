@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,8 +102,11 @@ def _check(doc: yamlfile.Document, key: str, value: Any) -> Any:
             return value.upper()
         return value
     numeric = (int, float) if kind is float else (int,)
+    expected = "a number" if kind is float else "an integer"
     if isinstance(value, bool) or not isinstance(value, numeric):
-        raise doc.error(where, f"{key}: expected {'a number' if kind is float else 'an integer'}")
+        raise doc.error(where, f"{key}: expected {expected}")
+    if (isinstance(value, float) and not math.isfinite(value)) or abs(value) > 1e15:
+        raise doc.error(where, f"{key}: expected {expected} of a sensible size")
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"from {low}" + (f" to {high}" if high is not None else " up")
         raise doc.error(where, f"{key}: {value} is out of range ({bounds})")

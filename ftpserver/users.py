@@ -45,7 +45,7 @@ __all__ = [
 
 MAX_PASSWORD_BYTES = 72  # bcrypt looks at no more than this
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\Z")
-_HASH = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}\Z")
+_HASH = re.compile(r"\$2[aby]\$([0-9]{2})\$[./A-Za-z0-9]{53}\Z")
 _USER_KEYS = ("password", "home")
 _HEADER = (
     "# Users of ftpserver, written by 'ftpserver useradd/passwd/userdel'.\n"
@@ -134,7 +134,7 @@ def load_users(path: Path, home_root: Path) -> UserStore:
             raise doc.error((*where, unknown[0]), f"user {name}: unknown key {unknown[0]!r}")
         hashed = entry.get("password")
         match = _HASH.match(hashed) if isinstance(hashed, str) else None
-        if match is None:
+        if match is None or not 4 <= int(match.group(1)) <= 31:
             raise doc.error((*where, "password"), f"user {name}: password is not a bcrypt hash")
         rounds[int(match.group(1))] += 1
         home = entry.get("home", str(name))

@@ -76,8 +76,13 @@ def _convert(
     keys: tuple[str, ...],
     lines: dict[tuple[str, ...], int],
     path: Path,
+    active: tuple[yaml.Node, ...] = (),
 ) -> Any:
-    lines[keys] = node.start_mark.line + 1
+    lines.setdefault(keys, node.start_mark.line + 1)  # a mapping entry keeps its key's line
+    if any(node is seen for seen in active):
+        where = ".".join(keys) or "the top level"
+        raise ConfigError(path, node.start_mark.line + 1, f"recursive alias under {where}")
+    active = (*active, node)
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
@@ -86,11 +91,13 @@ def _convert(
                 raise ConfigError(path, key_node.start_mark.line + 1, "keys must be plain words")
             if key in result:
                 raise ConfigError(path, key_node.start_mark.line + 1, f"duplicate key {key!r}")
-            result[key] = _convert(loader, value_node, (*keys, str(key)), lines, path)
+            entry = (*keys, str(key))
+            lines[entry] = key_node.start_mark.line + 1
+            result[key] = _convert(loader, value_node, entry, lines, path, active)
         return result
     if isinstance(node, yaml.SequenceNode):
         items = enumerate(node.value)
-        return [_convert(loader, item, (*keys, str(i)), lines, path) for i, item in items]
+        return [_convert(loader, item, (*keys, str(i)), lines, path, active) for i, item in items]
     return loader.construct_object(node, deep=True)
 
 

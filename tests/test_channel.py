@@ -1,0 +1,333 @@
+"""Tests for ftpproto.channel over a local socketpair: messages and exact-length file data."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ftpproto.channel import CHUNK_SIZE, Channel, GuardedWriter, file_digest
+from ftpproto.errors import ConnectionClosed, FramingError, MessageError
+from ftpproto.framing import encode_frame
+from ftpproto.messages import Message, digest, ready, request
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Channel, Channel]]:
+    """Two channels joined by a socketpair, each end with a 5 s timeout."""
+    left, right = socket.socketpair()
+    left.settimeout(5)
+    right.settimeout(5)
+    try:
+        yield Channel(left), Channel(right)
+    finally:
+        left.close()
+        right.close()
+
+
+def in_thread(target: Callable[[], object]) -> threading.Thread:
+    """Run ``target`` in a daemon thread (so a big send cannot block the reader)."""
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
+def send_raw(sock: socket.socket, data: bytes) -> threading.Thread | None:
+    """Send ``data`` in one ``sendall``: inline if it fits the socket buffer, else in a thread."""
+    if len(data) <= 100_000:
+        sock.sendall(data)
+        return None
+    return in_thread(lambda: sock.sendall(data))
+
+
+def pattern(size: int) -> bytes:
+    """``size`` bytes that are not all alike, so misplaced bytes show."""
+    return bytes(i % 251 for i in range(size))
+
+
+def sha(data: bytes) -> str:
+    """The SHA-256 hex digest of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [request("pwd")],
+        [request("get", "a|b %.txt")],
+        [request("login", "alice", "s3cret"), request("pwd"), request("ls", "/")],
+        [Message("ls", ("entry", "caf\u00e9", "file", "3", "0"))] * 50,
+    ],
+)
+def test_send_recv_messages(pair: tuple[Channel, Channel], messages: list[Message]) -> None:
+    sender, receiver = pair
+    sender.send(*messages)
+    assert [receiver.recv() for _ in messages] == messages
+
+
+def test_recv_byte_by_byte(pair: tuple[Channel, Channel]) -> None:
+    sender, receiver = pair
+    data = encode_frame(request("get", "x").encode())
+    result: list[Message] = []
+    thread = in_thread(lambda: result.append(receiver.recv()))
+    for byte in data:
+        sender.sock.sendall(bytes([byte]))
+    thread.join(5)
+    assert result == [request("get", "x")]
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        pytest.param(b"", ConnectionClosed, id="closed"),
+        pytest.param(b"\x00\x00", ConnectionClosed, id="closed-in-header"),
+        pytest.param(b"\x00\x00\x00\x10Fil", ConnectionClosed, id="closed-in-payload"),
+        pytest.param(b"\x00\x00\x00\x00", FramingError, id="empty-frame"),
+        pytest.param(struct.pack(">I", 0xFFFFFFFF), FramingError, id="huge-frame"),
+        pytest.param(encode_frame(b"HTTP/1.1 GET /"), MessageError, id="not-a-message"),
+        pytest.param(encode_frame(b"FileTransfer|__init__"), MessageError, id="dunder"),
+    ],
+)
+def test_recv_errors(pair: tuple[Channel, Channel], raw: bytes, error: type[Exception]) -> None:
+    sender, receiver = pair
+    sender.sock.sendall(raw)
+    sender.sock.shutdown(socket.SHUT_WR)
+    with pytest.raises(error):
+        receiver.recv()
+
+
+def test_recv_times_out(pair: tuple[Channel, Channel]) -> None:
+    _, receiver = pair
+    receiver.sock.settimeout(0.05)
+    with pytest.raises(TimeoutError):
+        receiver.recv()
+
+
+@pytest.mark.parametrize("size", [0, 1, 100, 4000, 5000, 70_000, CHUNK_SIZE + 17])
+def test_recv_file_after_frame_in_one_write(pair: tuple[Channel, Channel], size: int) -> None:
+    """The frame, the file and the next frame arrive together; each goes where it belongs."""
+    sender, receiver = pair
+    data = pattern(size)
+    wire = (
+        encode_frame(ready("get", size).encode())
+        + data
+        + encode_frame(digest("get", sha(data)).encode())
+    )
+    thread = send_raw(sender.sock, wire)
+    assert receiver.recv() == ready("get", size)
+    if size < 4000:
+        assert receiver._decoder.buffered > size  # the file data came with the frame
+    sink = io.BytesIO()
+    hasher = hashlib.sha256()
+    progress: list[int] = []
+    receiver.recv_file(sink, size, hasher, progress.append)
+    assert sink.getvalue() == data
+    assert hasher.hexdigest() == sha(data)
+    assert sum(progress) == size
+    assert receiver.recv() == digest("get", sha(data))
+    if thread:
+        thread.join(5)
+
+
+def test_recv_file_zero_bytes_leaves_next_frame(pair: tuple[Channel, Channel]) -> None:
+    sender, receiver = pair
+    sender.send(ready("get", 0), request("pwd"))
+    assert receiver.recv() == ready("get", 0)
+    sink = io.BytesIO()
+    receiver.recv_file(sink, 0, hashlib.sha256())
+    assert sink.getvalue() == b""
+    assert receiver.recv() == request("pwd")
+
+
+def test_recv_file_peer_closes_early(pair: tuple[Channel, Channel]) -> None:
+    sender, receiver = pair
+    sender.sock.sendall(encode_frame(ready("get", 10).encode()) + b"12345")
+    sender.sock.shutdown(socket.SHUT_WR)
+    assert receiver.recv() == ready("get", 10)
+    sink = io.BytesIO()
+    with pytest.raises(ConnectionClosed):
+        receiver.recv_file(sink, 10, hashlib.sha256())
+    assert sink.getvalue() == b"12345"
+
+
+@pytest.mark.parametrize(
+    ("source", "size", "expected_read"),
+    [
+        (b"", 0, 0),
+        (b"abc", 3, 3),
+        (b"abc", 10, 3),
+        (b"", 5, 0),
+        (pattern(1000), 300_000, 1000),
+        (pattern(CHUNK_SIZE + 5), CHUNK_SIZE + 5, CHUNK_SIZE + 5),
+    ],
+)
+def test_send_stream(
+    pair: tuple[Channel, Channel], source: bytes, size: int, expected_read: int
+) -> None:
+    sender, receiver = pair
+    hasher = hashlib.sha256()
+    progress: list[int] = []
+    result: list[int] = []
+
+    def send() -> None:
+        result.append(sender.send_stream(io.BytesIO(source), size, hasher, progress.append))
+        sender.send(request("pwd"))
+
+    thread = in_thread(send)
+    sink = io.BytesIO()
+    receiver.recv_file(sink, size, hashlib.sha256())
+    assert receiver.recv() == request("pwd")  # still in step after the padding
+    thread.join(5)
+    assert result == [expected_read]
+    assert sum(progress) == expected_read
+    assert hasher.hexdigest() == sha(source[:expected_read])
+    assert sink.getvalue() == source[:expected_read] + bytes(size - expected_read)
+
+
+@pytest.mark.parametrize(
+    ("content", "offset", "size", "expected_sent"),
+    [
+        (b"hello world", 0, 11, 11),
+        (b"hello world", 6, 5, 5),
+        (b"hello world", 0, 0, 0),
+        (b"hello", 0, 9, 5),
+        (b"hello", 3, 10, 2),
+        (pattern(CHUNK_SIZE * 2 + 3), 1, CHUNK_SIZE * 2 + 2, CHUNK_SIZE * 2 + 2),
+    ],
+)
+def test_send_file(
+    pair: tuple[Channel, Channel],
+    tmp_path: Path,
+    content: bytes,
+    offset: int,
+    size: int,
+    expected_sent: int,
+) -> None:
+    sender, receiver = pair
+    path = tmp_path / "f"
+    path.write_bytes(content)
+    result: list[int] = []
+
+    def send() -> None:
+        with path.open("rb") as f:
+            result.append(sender.send_file(f, offset, size))
+        sender.send(request("pwd"))
+
+    thread = in_thread(send)
+    sink = io.BytesIO()
+    receiver.recv_file(sink, size, hashlib.sha256())
+    assert receiver.recv() == request("pwd")
+    thread.join(5)
+    assert result == [expected_sent]
+    expected = content[offset : offset + expected_sent] + bytes(size - expected_sent)
+    assert sink.getvalue() == expected
+
+
+@pytest.mark.parametrize("count", [0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1])
+def test_send_zeros(pair: tuple[Channel, Channel], count: int) -> None:
+    sender, receiver = pair
+
+    def send() -> None:
+        sender.send_zeros(count)
+        sender.send(request("pwd"))
+
+    thread = in_thread(send)
+    sink = io.BytesIO()
+    receiver.recv_file(sink, count, hashlib.sha256())
+    assert sink.getvalue() == bytes(count)
+    assert receiver.recv() == request("pwd")
+    thread.join(5)
+
+
+def test_guarded_writer_writes_everything(tmp_path: Path) -> None:
+    path = tmp_path / "out"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        writer = GuardedWriter(fd)
+        writer.write(b"abc")
+        writer.write(memoryview(b"defgh")[1:4])
+    finally:
+        os.close(fd)
+    assert writer.error is None
+    assert path.read_bytes() == b"abcefg"
+
+
+def test_guarded_writer_keeps_first_error_and_stops_writing(tmp_path: Path) -> None:
+    bad = tmp_path / "read-only"
+    bad.write_bytes(b"")
+    good = tmp_path / "good"
+    read_fd = os.open(bad, os.O_RDONLY)
+    write_fd = os.open(good, os.O_WRONLY | os.O_CREAT)
+    try:
+        writer = GuardedWriter(read_fd)
+        writer.write(b"first")
+        first = writer.error
+        assert isinstance(first, OSError)
+        assert first.errno == errno.EBADF
+        writer.fd = write_fd  # a later write would now succeed if it were tried
+        writer.write(b"second")
+        assert writer.error is first
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    assert good.read_bytes() == b""
+
+
+@pytest.mark.parametrize("size", [10, 5000, CHUNK_SIZE + 1])
+def test_recv_file_into_failing_writer_stays_in_step(
+    pair: tuple[Channel, Channel], tmp_path: Path, size: int
+) -> None:
+    """A receiver that cannot write still reads every announced byte."""
+    sender, receiver = pair
+    data = pattern(size)
+    wire = encode_frame(ready("put", size).encode()) + data + encode_frame(b"FileTransfer|pwd")
+    thread = send_raw(sender.sock, wire)
+    bad = tmp_path / "read-only"
+    bad.write_bytes(b"")
+    fd = os.open(bad, os.O_RDONLY)
+    try:
+        writer = GuardedWriter(fd)
+        hasher = hashlib.sha256()
+        assert receiver.recv() == ready("put", size)
+        receiver.recv_file(writer, size, hasher)
+    finally:
+        os.close(fd)
+    assert isinstance(writer.error, OSError)
+    assert hasher.hexdigest() == sha(data)
+    assert receiver.recv() == request("pwd")
+    if thread:
+        thread.join(5)
+
+
+@pytest.mark.parametrize(
+    ("content", "offset", "size", "expected_count"),
+    [
+        (b"", 0, 0, 0),
+        (b"hello world", 0, 11, 11),
+        (b"hello world", 6, 5, 5),
+        (b"hello world", 0, 5, 5),
+        (b"hello", 0, 100, 5),
+        (b"hello", 10, 5, 0),
+        (pattern(3 * 1024 * 1024 + 7), 3, 3 * 1024 * 1024, 3 * 1024 * 1024),
+    ],
+)
+def test_file_digest(
+    tmp_path: Path, content: bytes, offset: int, size: int, expected_count: int
+) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(content)
+    with path.open("rb") as f:
+        f.seek(2)
+        result = file_digest(f, offset, size)
+        assert f.tell() == 2
+    assert result == (sha(content[offset : offset + expected_count]), expected_count)
