@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from ftpproto.errors import ErrorCode, MessageError, ProtocolError, RemoteError
 
 __all__ = [
+    "MAX_ERROR_TEXT",
     "PREFIX",
     "Message",
     "abort",
@@ -144,9 +145,13 @@ def ok(command: str, *fields: str) -> Message:
     return Message(command, ("ok", *fields))
 
 
+MAX_ERROR_TEXT = 8192  # characters; a text echoing client input is cut to this
+
+
 def error(command: str, exc: ProtocolError) -> Message:
-    """``<command>|error|<code>|<text>``."""
-    return Message(command, ("error", str(int(exc.code)), exc.text))
+    """``<command>|error|<code>|<text>``; an over-long text is cut (it may echo client input)."""
+    text = exc.text if len(exc.text) <= MAX_ERROR_TEXT else exc.text[: MAX_ERROR_TEXT - 3] + "..."
+    return Message(command, ("error", str(int(exc.code)), text))
 
 
 def parse_size(text: str) -> int:

@@ -1,0 +1,427 @@
+"""Shared fixtures for the end-to-end tests: real servers on 127.0.0.1, port 0.
+
+* ``users_file`` / ``homes``: a users file made with ``add_user`` (bcrypt rounds 4)
+  holding ``alice`` and ``bob``, and the home root under ``tmp_path``.
+* ``server``: an in-process :class:`FileTransferServer` in a daemon thread.
+* ``client``: a factory of real :class:`FileTransferClient` objects (alice by default).
+* ``raw``: a factory of raw protocol sessions (a socket plus a :class:`Channel`)
+  for what the client library will not send.
+* ``run_cli``: the ``ftpclient`` command line as a subprocess against ``server``.
+* ``ftpserver_cli`` / ``server_process``: the ``ftpserver`` command line as a subprocess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, NamedTuple
+
+import pytest
+
+from ftpclient.client import FileTransferClient
+from ftpproto.channel import Channel
+from ftpproto.framing import encode_frame
+from ftpproto.messages import Message, request
+from ftpserver.config import Settings
+from ftpserver.server import FileTransferServer
+from ftpserver.users import add_user, load_users
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+ALICE = "alice"
+ALICE_PASSWORD = "alice-secret-1"
+BOB = "bob"
+BOB_PASSWORD = "b0b|pass%word 2"  # a separator and an escape character on the wire
+CLIENT_TIMEOUT = 10.0
+SUBPROCESS_TIMEOUT = 30.0
+TEMP_PREFIX = ".ftp-upload-"
+
+
+def sha256(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of the file at ``path``."""
+    return sha256(path.read_bytes())
+
+
+def temp_files(folder: Path) -> list[Path]:
+    """The server's temporary upload files anywhere under ``folder``."""
+    return sorted(p for p in folder.rglob(f"{TEMP_PREFIX}*"))
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, step: float = 0.02) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(step)
+
+
+def subprocess_env(password: str | None = None) -> dict[str, str]:
+    """An environment for ``python -m ftpclient/ftpserver`` that finds this checkout."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("FTPCLIENT_PASSWORD", None)
+    if password is not None:
+        env["FTPCLIENT_PASSWORD"] = password
+    return env
+
+
+# -- users and homes ----------------------------------------------------------
+
+
+@pytest.fixture
+def homes(tmp_path: Path) -> Path:
+    """The home root (one folder per user below it)."""
+    root = tmp_path / "homes"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def users_file(tmp_path: Path, homes: Path) -> Path:
+    """A users file with alice and bob (bcrypt rounds 4), homes created."""
+    path = tmp_path / "users.yaml"
+    add_user(path, homes, ALICE, ALICE_PASSWORD, rounds=4)
+    add_user(path, homes, BOB, BOB_PASSWORD, rounds=4)
+    return path
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Path:
+    """A local folder for the client side of transfers."""
+    folder = tmp_path / "local"
+    folder.mkdir()
+    return folder
+
+
+# -- the in-process server ------------------------------------------------------
+
+
+@dataclass
+class RunningServer:
+    """A server serving in a daemon thread, with the paths the tests look at."""
+
+    server: FileTransferServer
+    port: int
+    homes: Path
+    users_file: Path
+    thread: threading.Thread
+
+    @property
+    def alice_home(self) -> Path:
+        return self.homes / ALICE
+
+    @property
+    def bob_home(self) -> Path:
+        return self.homes / BOB
+
+    def assert_serving(self) -> None:
+        """A fresh client can still connect, log in and ask pwd."""
+        with FileTransferClient(HOST, self.port, timeout=CLIENT_TIMEOUT) as fresh:
+            assert fresh.login(ALICE, ALICE_PASSWORD) == ALICE, "fresh login failed"
+            assert fresh.pwd() == "/", "fresh session does not start at /"
+            fresh.quit()
+        assert self.thread.is_alive(), "the serve_forever thread died"
+
+
+@pytest.fixture
+def server(users_file: Path, homes: Path) -> Iterator[RunningServer]:
+    """A real FileTransferServer on 127.0.0.1, port 0, serving in a daemon thread."""
+    settings = Settings(
+        host=HOST,
+        port=0,
+        users=users_file,
+        home=homes,
+        login_failure_delay=0.05,
+        fsync_uploads=False,
+        idle_timeout=30,
+    )
+    srv = FileTransferServer(settings, load_users(users_file, homes))
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield RunningServer(srv, srv.address[1], homes, users_file, thread)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=5)
+
+
+ClientFactory = Callable[..., FileTransferClient]
+
+
+@pytest.fixture
+def client(server: RunningServer) -> Iterator[ClientFactory]:
+    """A factory: ``client()`` is a FileTransferClient logged in as alice.
+
+    ``client(user, password)`` logs in as someone else, ``client(login=False)``
+    only connects.  Every client made is closed on teardown.
+    """
+    made: list[FileTransferClient] = []
+
+    def make(
+        user: str = ALICE, password: str = ALICE_PASSWORD, *, login: bool = True
+    ) -> FileTransferClient:
+        conn = FileTransferClient(HOST, server.port, timeout=CLIENT_TIMEOUT)
+        made.append(conn)
+        if login:
+            assert conn.login(user, password) == user
+        return conn
+
+    yield make
+    for conn in made:
+        conn.close()
+
+
+# -- raw protocol sessions ------------------------------------------------------
+
+
+class RawSession:
+    """A socket and a Channel for sending what the client library would not."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection((HOST, port), timeout=CLIENT_TIMEOUT)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.channel = Channel(self.sock)
+
+    def send(self, *messages: Message) -> None:
+        """Send messages (several in one write)."""
+        self.channel.send(*messages)
+
+    def request(self, command: str, *args: str) -> None:
+        """Send one request."""
+        self.channel.send(request(command, *args))
+
+    def frame(self, command: str, *args: str) -> bytes:
+        """The framed bytes of a request, for sending by hand."""
+        return encode_frame(request(command, *args).encode())
+
+    def send_raw(self, data: bytes) -> None:
+        """Send bytes as they are."""
+        self.sock.sendall(data)
+
+    def recv(self) -> Message:
+        """The next message from the server."""
+        return self.channel.recv()
+
+    def call(self, command: str, *args: str) -> Message:
+        """Send a request and return the next message."""
+        self.request(command, *args)
+        return self.recv()
+
+    def login(self, user: str = ALICE, password: str = ALICE_PASSWORD) -> None:
+        """Log in and check the reply."""
+        reply = self.call("login", user, password)
+        assert reply == Message("login", ("ok", user)), f"login failed: {reply}"
+
+    def is_closed_by_server(self, timeout: float = 5.0) -> bool:
+        """Whether the server closed the connection (EOF or reset) within ``timeout``."""
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+        except TimeoutError:
+            return False
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close()
+
+
+@pytest.fixture
+def raw(server: RunningServer) -> Iterator[Callable[[], RawSession]]:
+    """A factory of raw sessions to ``server`` (not logged in); closed on teardown."""
+    made: list[RawSession] = []
+
+    def make() -> RawSession:
+        session = RawSession(server.port)
+        made.append(session)
+        return session
+
+    yield make
+    for session in made:
+        session.close()
+
+
+def error_of(reply: Message) -> tuple[str, int, str]:
+    """``(command, code, text)`` of an error reply; fails the test for anything else."""
+    assert reply.status == "error", f"expected an error reply, got {reply}"
+    assert len(reply.fields) == 3, f"malformed error reply {reply}"
+    return reply.command, int(reply.fields[1]), reply.fields[2]
+
+
+# -- the ftpclient command line -------------------------------------------------
+
+
+class CliResult(NamedTuple):
+    """What a command-line run produced."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_command(
+    args: Sequence[str],
+    *,
+    cwd: Path,
+    password: str | None = None,
+    stdin: str | None = None,
+    timeout: float = SUBPROCESS_TIMEOUT,
+) -> CliResult:
+    """Run ``python ARGS`` and return its exit status and output."""
+    done = subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=subprocess_env(password),
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+RunCli = Callable[..., CliResult]
+
+
+@pytest.fixture
+def run_cli(server: RunningServer, local: Path) -> RunCli:
+    """``run_cli(*args)`` runs ``ftpclient --port PORT --user alice ARGS`` in ``local``.
+
+    Keywords: ``password`` (FTPCLIENT_PASSWORD, alice's by default), ``stdin``,
+    ``user`` (None leaves out --user), ``port`` (None leaves out --port).
+    """
+
+    def run(
+        *args: str,
+        password: str | None = ALICE_PASSWORD,
+        stdin: str | None = None,
+        user: str | None = ALICE,
+        port: int | None = server.port,
+    ) -> CliResult:
+        head: list[str] = ["-m", "ftpclient", "--host", HOST]
+        if port is not None:
+            head += ["--port", str(port)]
+        if user is not None:
+            head += ["--user", user]
+        return run_command([*head, *args], cwd=local, password=password, stdin=stdin)
+
+    return run
+
+
+# -- the ftpserver command line -------------------------------------------------
+
+
+@pytest.fixture
+def server_config(tmp_path: Path) -> Path:
+    """A server settings file: cheap bcrypt, short login delay."""
+    path = tmp_path / "server.yaml"
+    path.write_text("bcrypt_rounds: 4\nlogin_failure_delay: 0.05\nlog_level: DEBUG\n")
+    return path
+
+
+RunFtpserver = Callable[..., CliResult]
+
+
+@pytest.fixture
+def ftpserver_cli(tmp_path: Path) -> RunFtpserver:
+    """``ftpserver_cli(*args, stdin=...)`` runs ``python -m ftpserver ARGS`` to completion."""
+
+    def run(*args: str, stdin: str | None = None) -> CliResult:
+        return run_command(["-m", "ftpserver", *args], cwd=tmp_path, stdin=stdin)
+
+    return run
+
+
+@dataclass
+class ServerProcess:
+    """A ``python -m ftpserver serve`` subprocess that printed its listening line."""
+
+    proc: subprocess.Popen[str]
+    port: int
+    lines: list[str] = field(default_factory=list)  # stdout lines up to "listening on"
+    log: Path | None = None
+
+
+def _read_lines(stream: IO[str], out: queue.Queue[str | None]) -> None:
+    for line in stream:
+        out.put(line.rstrip("\n"))
+    out.put(None)
+
+
+@pytest.fixture
+def server_process(tmp_path: Path, server_config: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """A factory: start ``ftpserver serve --port 0 --users U --home H --config C``.
+
+    Waits for the ``listening on HOST:PORT`` line and returns the port and the
+    lines printed before it.  Every process started is terminated on teardown.
+    """
+    started: list[subprocess.Popen[str]] = []
+
+    def start(users: Path, home: Path, *extra: str) -> ServerProcess:
+        log = tmp_path / f"serve-{len(started)}.log"
+        args = [sys.executable, "-m", "ftpserver", "serve", "--port", "0"]
+        args += ["--users", str(users), "--home", str(home), "--config", str(server_config)]
+        with log.open("w") as log_handle:
+            proc = subprocess.Popen(
+                [*args, *extra],
+                cwd=tmp_path,
+                env=subprocess_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log_handle,
+                text=True,
+            )
+        started.append(proc)
+        assert proc.stdout is not None
+        lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
+        seen: list[str] = []
+        deadline = time.monotonic() + SUBPROCESS_TIMEOUT
+        while True:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no 'listening on' line; stdout so far: {seen}"
+            try:
+                line = lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            assert line is not None, (
+                f"server exited ({proc.wait()}) before listening; stdout: {seen}; "
+                f"log: {log.read_text()}"
+            )
+            if line.startswith("listening on "):
+                host, _, port_text = line.removeprefix("listening on ").rpartition(":")
+                assert host == HOST, f"listening line names {host!r}, not {HOST}"
+                assert port_text.isdigit() and int(port_text) > 0, f"bad port in {line!r}"
+                return ServerProcess(proc, int(port_text), seen, log)
+            seen.append(line)
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)

@@ -1,0 +1,187 @@
+"""End to end: an upload that never finishes leaves nothing behind.
+
+A client process killed with SIGKILL in the middle of a put, and a raw socket
+that resets the connection (SO_LINGER 0) at several points of the handshake:
+afterwards there is no new file, no ``.ftp-upload-*`` temporary file, an older
+file of the same name is intact, and the server still serves.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import (
+    ALICE,
+    ALICE_PASSWORD,
+    HOST,
+    RawSession,
+    RunningServer,
+    sha256,
+    subprocess_env,
+    temp_files,
+    wait_until,
+)
+
+from ftpproto.messages import Message
+
+pytestmark = pytest.mark.timeout(60)
+
+MIB = 1024 * 1024
+OLD = b"the older version that must survive\n" * 100
+
+KILLED_CLIENT = textwrap.dedent(
+    """
+    import socket, sys, time
+    from ftpproto.channel import Channel
+    from ftpproto.messages import request
+
+    port, user, password, size = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    channel = Channel(sock)
+    channel.send(request("login", user, password))
+    channel.recv().expect("login", "ok", 1)
+    channel.send(request("put", "big.bin", str(size)))
+    channel.recv().expect("put", "ready", 1)
+    sock.sendall(b"\\xab" * (1024 * 1024))
+    print("SENT", flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def start_killable_client(tmp_path: Path, port: int) -> subprocess.Popen[str]:
+    """Start the client script; return once it printed SENT (1 MiB of 10 MiB sent)."""
+    script = tmp_path / "killed_client.py"
+    script.write_text(KILLED_CLIENT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(port), ALICE, ALICE_PASSWORD, str(10 * MIB)],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()
+    try:
+        line = lines.get(timeout=20)
+    except queue.Empty:
+        proc.kill()
+        pytest.fail("the client script did not report SENT in time")
+    if line.strip() != "SENT":
+        proc.kill()
+        _, err = proc.communicate(timeout=5)
+        pytest.fail(f"the client script failed: {line!r} {err}")
+    return proc
+
+
+@pytest.mark.parametrize("old", [None, OLD], ids=["no-older-file", "older-file"])
+def test_client_killed_mid_upload(server: RunningServer, tmp_path: Path, old: bytes | None) -> None:
+    target = server.alice_home / "big.bin"
+    if old is not None:
+        target.write_bytes(old)
+    proc = start_killable_client(tmp_path, server.port)
+    try:
+        arrived = wait_until(
+            lambda: any(p.stat().st_size >= MIB for p in temp_files(server.alice_home))
+        )
+        assert arrived, "the upload did not go to a .ftp-upload-* temporary file"
+        if old is None:
+            assert not target.exists(), "the target appeared before the upload finished"
+        else:
+            assert target.read_bytes() == old, "the older file changed during the upload"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+    assert wait_until(lambda: temp_files(server.homes) == []), (
+        f"temporary files left after the client died: {temp_files(server.homes)}"
+    )
+    if old is None:
+        assert not target.exists(), "a partial file was stored"
+    else:
+        assert sha256(target.read_bytes()) == sha256(old), "the older file was damaged"
+    assert sorted(os.listdir(server.alice_home)) == (["big.bin"] if old else [])
+    server.assert_serving()
+
+
+def reset(session: RawSession) -> None:
+    """Close the socket with an RST (SO_LINGER on, timeout 0)."""
+    session.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    session.close()
+
+
+STAGES: dict[str, Callable[[RawSession, int], None]] = {
+    "after-ready": lambda s, size: None,
+    "after-some-data": lambda s, size: s.send_raw(b"\x01" * (size // 3)),
+    "after-all-data": lambda s, size: s.send_raw(b"\x01" * size),
+    "mid-digest-frame": lambda s, size: s.send_raw(b"\x01" * size + b"\x00\x00\x00\x50File"),
+}
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+@pytest.mark.parametrize("old", [None, OLD], ids=["no-older-file", "older-file"])
+@pytest.mark.parametrize("how", ["reset", "close"])
+def test_connection_dropped_mid_upload(
+    server: RunningServer,
+    stage: str,
+    old: bytes | None,
+    how: str,
+) -> None:
+    target = server.alice_home / "big.bin"
+    if old is not None:
+        target.write_bytes(old)
+    size = 3 * MIB
+    session = RawSession(server.port)
+    session.login()
+    assert session.call("put", "big.bin", str(size)) == Message("put", ("ready", str(size)))
+    STAGES[stage](session, size)
+    assert wait_until(lambda: temp_files(server.alice_home) != []), "no temporary file in use"
+    if how == "reset":
+        reset(session)
+    else:
+        session.sock.shutdown(socket.SHUT_RDWR)
+        session.close()
+    assert wait_until(lambda: temp_files(server.homes) == []), (
+        f"temporary files left after the connection dropped: {temp_files(server.homes)}"
+    )
+    if old is None:
+        assert not target.exists(), "a partial file was stored"
+    else:
+        assert target.read_bytes() == old, "the older file was damaged"
+    server.assert_serving()
+
+
+def test_connection_dropped_during_get_leaves_the_file(server: RunningServer) -> None:
+    data = os.urandom(8 * MIB)
+    (server.alice_home / "g.bin").write_bytes(data)
+    session = RawSession(server.port)
+    session.login()
+    assert session.call("get", "g.bin") == Message("get", ("ready", str(len(data))))
+    session.request("get", "recv_ready")
+    session.sock.recv(1000)
+    reset(session)
+    assert (server.alice_home / "g.bin").read_bytes() == data
+    server.assert_serving()
+
+
+def test_idle_login_does_not_block_others(server: RunningServer) -> None:
+    """A connection that never sends anything does not stop others being served."""
+    idle = socket.create_connection((HOST, server.port), timeout=5)
+    try:
+        server.assert_serving()
+    finally:
+        idle.close()
