@@ -21,7 +21,7 @@ import stat
 import time
 from dataclasses import dataclass
 
-from ftpproto.channel import Channel, GuardedWriter, Progress
+from ftpproto.channel import Channel, GuardedWriter, Progress, file_digest
 from ftpproto.errors import ErrorCode, MessageError, RemoteError
 from ftpproto.messages import (
     Message,
@@ -33,7 +33,15 @@ from ftpproto.messages import (
     request,
 )
 
-__all__ = ["PART_SUFFIX", "Entry", "FileTransferClient", "LocalError", "TransferResult"]
+__all__ = [
+    "PART_SUFFIX",
+    "Entry",
+    "FileTransferClient",
+    "LocalError",
+    "Quota",
+    "Stat",
+    "TransferResult",
+]
 
 PART_SUFFIX = ".part"
 
@@ -61,6 +69,27 @@ class TransferResult:
     size: int
     sha256: str
     seconds: float
+    offset: int = 0  # where a resumed transfer started
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Facts about one remote path."""
+
+    path: str
+    type: str
+    size: int
+    mtime: int
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A user's space on the server."""
+
+    used: int
+    limit: int | None
+    available: int
 
 
 def _local_error(exc: OSError, path: str) -> LocalError:
@@ -149,23 +178,43 @@ class FileTransferClient:
     # -- transfers -----------------------------------------------------------
 
     def get(
-        self, remote: str, local: str | None = None, progress: Progress | None = None
+        self,
+        remote: str,
+        local: str | None = None,
+        progress: Progress | None = None,
+        resume: bool = False,
     ) -> TransferResult:
-        """Download ``remote`` to ``local`` (default: its name in the current folder)."""
+        """Download ``remote`` to ``local`` (default: its name in the current folder).
+
+        Data goes to ``<local>.part``, renamed into place once the SHA-256 of
+        the whole file matched.  An interrupted download (connection lost,
+        Ctrl-C) keeps the ``.part`` file; with ``resume=True`` it is continued
+        if the server's file starts with the same bytes, else started over.
+        """
         target = _local_target(local, remote)
         part = target + PART_SUFFIX
         started = time.monotonic()
-        size = self._ready("get", remote)
+        args: tuple[str, ...] = ()
+        prefix = hashlib.sha256()
+        if resume and os.path.isfile(part):
+            with open(part, "rb") as existing:
+                prefix, have = file_digest(existing, 0, os.fstat(existing.fileno()).st_size)
+            args = (str(have), prefix.hexdigest())
+        count, offset = self._ready("get", remote, *args)
+        hasher = prefix if offset else hashlib.sha256()
         try:
-            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            os.ftruncate(fd, offset)
+            os.lseek(fd, offset, os.SEEK_SET)
         except OSError as exc:
             self.channel.send(abort("get"))
             raise _local_error(exc, part) from exc
+        keep_part = True
         try:
             writer = GuardedWriter(fd)
             self.channel.send(recv_ready("get"))
-            hasher = hashlib.sha256()
-            self.channel.recv_file(writer, size, hasher, progress)
+            self.channel.recv_file(writer, count, hasher, progress)
+            keep_part = False  # every byte arrived: only a verified file is kept now
             (claimed,) = self._reply("get").expect("get", "digest", 1)
             if parse_digest(claimed) != hasher.hexdigest():
                 raise RemoteError(ErrorCode.DIGEST_MISMATCH, f"digest mismatch: {remote}")
@@ -177,15 +226,24 @@ class FileTransferClient:
         except BaseException:
             if fd >= 0:
                 os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(part)
+            if not keep_part:
+                with contextlib.suppress(OSError):
+                    os.unlink(part)
             raise
-        return TransferResult(remote, target, size, claimed, time.monotonic() - started)
+        return TransferResult(remote, target, count, claimed, time.monotonic() - started, offset)
 
     def put(
-        self, local: str, remote: str | None = None, progress: Progress | None = None
+        self,
+        local: str,
+        remote: str | None = None,
+        progress: Progress | None = None,
+        resume: bool = False,
     ) -> TransferResult:
-        """Upload ``local`` to ``remote`` (default: its name in the remote folder)."""
+        """Upload ``local`` to ``remote`` (default: its name in the remote folder).
+
+        With ``resume=True`` an interrupted upload the server kept is
+        continued if it matches the start of the local file, else started over.
+        """
         target = remote if remote else os.path.basename(local.rstrip(os.sep))
         started = time.monotonic()
         try:
@@ -196,24 +254,80 @@ class FileTransferClient:
             st = os.fstat(source.fileno())
             if not stat.S_ISREG(st.st_mode):
                 raise LocalError(f"not a regular file: {local}")
-            size = self._ready("put", target, str(st.st_size))
-            hasher = hashlib.sha256()
-            sent = self.channel.send_stream(source, size, hasher, progress)
-            if sent < size:
+            args: tuple[str, ...] = ()
+            prefix = hashlib.sha256()
+            if resume:
+                have = self.partial(target)
+                if 0 < have <= st.st_size:
+                    prefix, _ = file_digest(source, 0, have)
+                    args = (str(have), prefix.hexdigest())
+            count, offset = self._ready("put", target, str(st.st_size), *args)
+            hasher = prefix if offset else hashlib.sha256()
+            source.seek(offset)
+            sent = self.channel.send_stream(source, count, hasher, progress)
+            if sent < count:
                 self.channel.send(abort("put"))
                 with contextlib.suppress(RemoteError):
                     self._reply("put")
                 raise LocalError(f"file shrank while it was sent: {local}")
             self.channel.send(digest("put", hasher.hexdigest()))
             stored, claimed = self._reply("put").expect("put", "ok", 2)
-            if parse_size(stored) != size or claimed != hasher.hexdigest():
+            if parse_size(stored) != st.st_size or claimed != hasher.hexdigest():
                 raise RemoteError(ErrorCode.DIGEST_MISMATCH, f"server stored other bytes: {target}")
-        return TransferResult(target, local, size, claimed, time.monotonic() - started)
+        return TransferResult(target, local, count, claimed, time.monotonic() - started, offset)
 
-    def _ready(self, command: str, *args: str) -> int:
-        """Send a transfer request and return the size from the ``ready`` reply."""
-        (size,) = self._call(command, *args).expect(command, "ready", 1)
+    def partial(self, remote: str) -> int:
+        """Bytes of an interrupted upload to ``remote`` the server keeps (0 if none)."""
+        (size,) = self._call("partial", remote).expect("partial", "ok", 1)
         return parse_size(size)
+
+    def _ready(self, command: str, *args: str) -> tuple[int, int]:
+        """Send a transfer request; ``(bytes to move, offset)`` from the ``ready`` reply."""
+        reply = self._call(command, *args)
+        resumed = len(args) > (2 if command == "put" else 1)
+        fields = reply.expect(command, "ready", 2 if resumed else 1)
+        return parse_size(fields[0]), parse_size(fields[1]) if resumed else 0
+
+    # -- managing files ------------------------------------------------------
+
+    def mkdir(self, path: str, parents: bool = False) -> str:
+        """Create a remote folder (and its parents with ``parents=True``)."""
+        (made,) = self._call("mkdir", path, *(["parents"] if parents else [])).expect(
+            "mkdir", "ok", 1
+        )
+        return made
+
+    def rmdir(self, path: str) -> str:
+        """Remove an empty remote folder."""
+        (removed,) = self._call("rmdir", path).expect("rmdir", "ok", 1)
+        return removed
+
+    def rm(self, path: str, recursive: bool = False) -> tuple[int, int]:
+        """Remove a remote file, or a tree with ``recursive=True``; ``(files, bytes)`` removed."""
+        reply = self._call("rm", path, *(["recursive"] if recursive else []))
+        files, freed = reply.expect("rm", "ok", 2)
+        return parse_size(files), parse_size(freed)
+
+    def mv(self, old: str, new: str) -> str:
+        """Rename or move a remote file or folder; returns the new path."""
+        (moved,) = self._call("mv", old, new).expect("mv", "ok", 1)
+        return moved
+
+    def stat(self, path: str, sha256: bool = False) -> Stat:
+        """Type, size, modification time (and SHA-256 of a file on request)."""
+        reply = self._call("stat", path, *(["sha256"] if sha256 else []))
+        fields = reply.expect("stat", "ok", len(reply.fields) - 1)
+        if len(fields) not in (3, 4):
+            raise MessageError("malformed stat reply")
+        digest_text = parse_digest(fields[3]) if len(fields) == 4 else None
+        return Stat(path, fields[0], parse_size(fields[1]), parse_size(fields[2]), digest_text)
+
+    def quota(self) -> Quota:
+        """Bytes used, the quota (None for none) and bytes available."""
+        used, limit, available = self._call("quota").expect("quota", "ok", 3)
+        return Quota(
+            parse_size(used), None if limit == "-" else parse_size(limit), parse_size(available)
+        )
 
 
 def _local_target(local: str | None, remote: str) -> str:

@@ -158,12 +158,15 @@ class GuardedWriter:
             self.error = exc
 
 
-def file_digest(fileobj: BinaryIO, offset: int, size: int) -> tuple[str, int]:
-    """SHA-256 of ``size`` bytes of an open file from ``offset``, with the count read.
+def file_digest(
+    fileobj: BinaryIO, offset: int, size: int, hasher: hashlib._Hash | None = None
+) -> tuple[hashlib._Hash, int]:
+    """SHA-256 (or ``hasher`` continued) over ``size`` bytes of a file from ``offset``.
 
-    Reads with ``os.pread``, so the file position is left alone.
+    Returns the hasher and the count read (less than ``size`` if the file is
+    shorter).  Reads with ``os.pread``, so the file position is left alone.
     """
-    hasher = hashlib.sha256()
+    hasher = hasher if hasher is not None else hashlib.sha256()
     fd = fileobj.fileno()
     done = 0
     while done < size:
@@ -172,4 +175,4 @@ def file_digest(fileobj: BinaryIO, offset: int, size: int) -> tuple[str, int]:
             break
         hasher.update(data)
         done += len(data)
-    return hasher.hexdigest(), done
+    return hasher, done

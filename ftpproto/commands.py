@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["COMMANDS", "CommandSpec", "lookup"]
+__all__ = ["COMMANDS", "READ_ONLY", "RIGHTS", "CommandSpec", "lookup"]
+
+# The rights a user can be given in users.yaml, and the read-only shorthand.
+RIGHTS = ("list", "read", "write", "mkdir", "delete", "rename")
+READ_ONLY = ("list", "read")
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,7 @@ class CommandSpec:
     optional: tuple[str, ...] = ()
     needs_login: bool = True
     summary: str = ""
+    permission: str | None = None  # the right a user needs (see RIGHTS), if any
 
     @property
     def usage(self) -> str:
@@ -40,9 +45,45 @@ _SPECS = (
     CommandSpec("quit", (), needs_login=False, summary="end the session"),
     CommandSpec("pwd", (), summary="show the remote working folder"),
     CommandSpec("cd", ("PATH",), summary="change the remote working folder"),
-    CommandSpec("ls", (), ("PATH",), summary="list a folder: name, type, size, modification time"),
-    CommandSpec("get", ("PATH",), summary="download a file"),
-    CommandSpec("put", ("PATH", "SIZE"), summary="upload a file of SIZE bytes"),
+    CommandSpec(
+        "ls", (), ("PATH",), summary="list a folder: name, type, size, mtime", permission="list"
+    ),
+    CommandSpec(
+        "stat",
+        ("PATH",),
+        ("sha256",),
+        summary="type, size, mtime (and SHA-256) of a path",
+        permission="list",
+    ),
+    CommandSpec(
+        "get",
+        ("PATH",),
+        ("OFFSET", "PREFIX_SHA256"),
+        summary="download a file, or resume from OFFSET",
+        permission="read",
+    ),
+    CommandSpec(
+        "put",
+        ("PATH", "SIZE"),
+        ("OFFSET", "PREFIX_SHA256"),
+        summary="upload a file of SIZE bytes, or resume from OFFSET",
+        permission="write",
+    ),
+    CommandSpec(
+        "partial",
+        ("PATH",),
+        summary="bytes of an interrupted upload kept for resuming",
+        permission="write",
+    ),
+    CommandSpec("mkdir", ("PATH",), ("parents",), summary="create a folder", permission="mkdir"),
+    CommandSpec("rmdir", ("PATH",), summary="remove an empty folder", permission="delete"),
+    CommandSpec(
+        "rm", ("PATH",), ("recursive",), summary="remove a file (or a tree)", permission="delete"
+    ),
+    CommandSpec(
+        "mv", ("OLD", "NEW"), summary="rename or move a file or folder", permission="rename"
+    ),
+    CommandSpec("quota", (), summary="used and available space"),
 )
 
 COMMANDS: dict[str, CommandSpec] = {spec.name: spec for spec in _SPECS}

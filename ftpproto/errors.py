@@ -43,6 +43,7 @@ class ErrorCode(enum.IntEnum):
     INTERNAL = 500  # a server bug; the session is closed
     IO_ERROR = 501  # the server's disk said no
     NO_SPACE = 507  # not enough space on the server's disk
+    QUOTA_EXCEEDED = 508  # the upload would exceed the user's quota
 
 
 class ProtocolError(Exception):

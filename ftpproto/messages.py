@@ -120,9 +120,9 @@ def request(command: str, *args: str) -> Message:
     return Message(command, args)
 
 
-def ready(command: str, size: int) -> Message:
-    """``<command>|ready|<size>``: the sender is ready to move ``size`` bytes."""
-    return Message(command, ("ready", str(size)))
+def ready(command: str, size: int, offset: int | None = None) -> Message:
+    """``<command>|ready|<size>[|<offset>]``: ready to move ``size`` bytes (from ``offset``)."""
+    return Message(command, ("ready", str(size), *(() if offset is None else (str(offset),))))
 
 
 def recv_ready(command: str) -> Message:

@@ -1,4 +1,4 @@
-"""The ``ftpserver`` command line: ``serve``, ``useradd``, ``passwd``, ``userdel``.
+"""The ``ftpserver`` command line: ``serve``, ``useradd``, ``usermod``, ``passwd``, ``userdel``.
 
 Settings come from built-in defaults, overridden by the config file
 (``--config``, or ``config/server.yaml`` when it exists), overridden by flags.
@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from ftpproto.commands import RIGHTS
 from ftpserver import users as userfile
 from ftpserver.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings, log_level
 from ftpserver.server import FileTransferServer
@@ -41,6 +42,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on, 0 for any (default 9002)")
     serve.add_argument("--home", type=Path, help="folder holding the users' homes (default home/)")
 
+    def limits(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--quota", metavar="SIZE", help="quota in bytes or with K/M/G/T; none")
+        rights = p.add_mutually_exclusive_group()
+        rights.add_argument(
+            "--perms", metavar="RIGHTS", help=f"comma-separated rights: {', '.join(RIGHTS)}; all"
+        )
+        rights.add_argument("--read-only", action="store_true", help="only list and read")
+
     for name, text in (("useradd", "add a user"), ("passwd", "change a user's password")):
         p = sub.add_parser(name, help=text)
         p.add_argument("name", metavar="NAME")
@@ -49,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--password-stdin", action="store_true", help="read the password from standard input"
         )
+        if name == "useradd":
+            limits(p)
+    p = sub.add_parser("usermod", help="change a user's quota or rights")
+    p.add_argument("name", metavar="NAME")
+    common(p)
+    p.add_argument("--home", type=Path, help=argparse.SUPPRESS)
+    limits(p)
     p = sub.add_parser("userdel", help="remove a user (the home folder is kept)")
     p.add_argument("name", metavar="NAME")
     common(p)
@@ -67,6 +83,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         users=args.users,
         home=args.home,
     )
+
+
+def _perms(args: argparse.Namespace) -> str | None:
+    return "read-only" if args.read_only else args.perms
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -94,6 +114,7 @@ def _serve(settings: Settings) -> int:
     for user in store.users.values():
         user.home.mkdir(parents=True, exist_ok=True)
     server = FileTransferServer(settings, store)
+    server.start_sweeper()
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(0)
@@ -121,9 +142,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "useradd":
             password = _read_password(args.password_stdin)
             home = userfile.add_user(
-                settings.users, settings.home, args.name, password, settings.bcrypt_rounds
+                settings.users,
+                settings.home,
+                args.name,
+                password,
+                settings.bcrypt_rounds,
+                args.quota,
+                _perms(args),
             )
             print(f"added user {args.name} with home {home}")
+        elif args.command == "usermod":
+            if args.quota is None and _perms(args) is None:
+                raise ValueError("nothing to change: give --quota, --perms or --read-only")
+            userfile.modify_user(settings.users, args.name, args.quota, _perms(args))
+            print(f"changed user {args.name}")
         elif args.command == "passwd":
             password = _read_password(args.password_stdin)
             userfile.set_password(settings.users, args.name, password, settings.bcrypt_rounds)

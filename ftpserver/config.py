@@ -38,6 +38,7 @@ class Settings:
     max_login_attempts: int = 3
     bcrypt_rounds: int = 12
     fsync_uploads: bool = True
+    partial_upload_ttl: float = 86400.0
     log_level: str = "INFO"
 
     def replace(self, **changes: Any) -> Settings:
@@ -57,6 +58,7 @@ _LIMITS: dict[str, tuple[type, float | None, float | None]] = {
     "max_login_attempts": (int, 1, 100),
     "bcrypt_rounds": (int, 4, 31),
     "fsync_uploads": (bool, None, None),
+    "partial_upload_ttl": (float, 1, None),
     "log_level": (str, None, None),
 }
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

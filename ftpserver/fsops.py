@@ -1,10 +1,13 @@
 """File operations the commands share, and the one place ``OSError`` becomes a reply.
 
 * :class:`Upload` receives a file into a temporary file in the target folder
-  and renames it into place only when complete and verified; every other way
-  out removes the temporary file, so an older file of the same name is never
-  touched and no half-written file is ever visible.
+  and renames it into place only when complete and verified.  A connection
+  lost mid-upload saves what arrived as a *partial upload* (under the home's
+  ``.ftp-partial`` folder, keyed by the virtual path) for ``put`` with an
+  offset to resume; every other failure removes the temporary file.  An older
+  file of the same name is never touched and nothing half-written is visible.
 * :func:`list_entries` streams a folder listing without holding it whole.
+* :func:`remove_tree` deletes a folder tree without following symlinks.
 * :func:`os_error` maps an ``OSError`` to a :class:`ProtocolError` whose text
   names the *virtual* path, never the server's real one.
 """
@@ -13,16 +16,29 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import stat
+import time
 from collections.abc import Iterator
 from types import TracebackType
 
-from ftpproto.channel import GuardedWriter
+from ftpproto.channel import GuardedWriter, file_digest
 from ftpproto.errors import ErrorCode, ProtocolError
-from ftpserver.jail import RESERVED_PREFIX, Jail, is_reserved
+from ftpserver.jail import PARTIAL_DIR, TEMP_PREFIX, Jail, is_reserved, is_temporary
+from ftpserver.quota import QuotaBook, Reservation
+from ftpserver.users import User
 
-__all__ = ["Entry", "Upload", "list_entries", "os_error", "stat_entry"]
+__all__ = [
+    "Entry",
+    "Upload",
+    "list_entries",
+    "os_error",
+    "partial_path",
+    "remove_tree",
+    "stat_entry",
+    "sweep_partials",
+]
 
 Entry = tuple[str, str, int, int]  # name, type (file/dir/link/other), size, mtime
 
@@ -34,6 +50,8 @@ _ERRNO: dict[int, tuple[ErrorCode, str]] = {
     errno.ENOTDIR: (ErrorCode.NOT_DIRECTORY, "not a folder"),
     errno.EEXIST: (ErrorCode.EXISTS, "already exists"),
     errno.ENOTEMPTY: (ErrorCode.EXISTS, "folder not empty"),
+    errno.EINVAL: (ErrorCode.BAD_REQUEST, "cannot move a folder into itself"),
+    errno.EXDEV: (ErrorCode.IO_ERROR, "cannot move across the server's filesystems"),
     errno.ENOSPC: (ErrorCode.NO_SPACE, "no space left on the server"),
     errno.EDQUOT: (ErrorCode.NO_SPACE, "disk quota exceeded on the server"),
     errno.ENAMETOOLONG: (ErrorCode.PATH_TOO_LONG, "name too long"),
@@ -47,22 +65,62 @@ def os_error(exc: OSError, subject: str | None) -> ProtocolError:
     return ProtocolError(code, f"{text}: {subject}" if subject else text)
 
 
+def partial_path(jail: Jail, virtual: str) -> str:
+    """Where an interrupted upload to ``virtual`` is kept (inside the user's home)."""
+    key = hashlib.sha256(virtual.encode("utf-8", "surrogatepass")).hexdigest()
+    return os.path.join(jail.root, PARTIAL_DIR, key)
+
+
 class Upload:
     """A temporary file next to ``target`` that becomes ``target`` on :meth:`commit`.
 
-    Use as a context manager: leaving the block without a commit removes the
-    temporary file.
+    Use as a context manager.  Leaving the block without a commit removes the
+    temporary file, or, if :attr:`keep_partial` is set and bytes arrived,
+    saves them as the partial upload for ``target``.
     """
 
-    def __init__(self, target: str, mode: int = 0o644, fsync: bool = True) -> None:
+    def __init__(
+        self, book: QuotaBook, user: User, target: str, partial: str, mode: int, fsync: bool
+    ) -> None:
+        self.book = book
+        self.user = user
         self.target = target
+        self.partial = partial
+        self.mode = mode
         self.fsync = fsync
-        folder = os.path.dirname(target)
-        token = os.urandom(8).hex()
-        self.temp = os.path.join(folder, f"{RESERVED_PREFIX}{token}")
-        fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-        self.writer = GuardedWriter(fd)
+        self.temp = os.path.join(os.path.dirname(target), f"{TEMP_PREFIX}{os.urandom(8).hex()}")
+        self.keep_partial = False
+        self.reservation: Reservation | None = None
+        self.writer: GuardedWriter | None = None
         self._done = False
+
+    def start(self, size: int, resume: tuple[int, str] | None) -> tuple[int, hashlib._Hash]:
+        """Create the temporary file and reserve space; return ``(offset, hasher)``.
+
+        With ``resume=(offset, prefix_sha256)`` the saved partial upload is
+        taken over if it holds exactly ``offset`` bytes with that digest; the
+        hasher then already covers them.  Otherwise the upload starts at 0.
+        """
+        claimed = 0
+        if resume is not None:
+            with contextlib.suppress(FileNotFoundError):
+                claimed = self.book.claim(self.user, self.partial, self.temp)
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (0 if claimed else os.O_EXCL)
+        fd = os.open(self.temp, flags, self.mode)
+        self.writer = GuardedWriter(fd)
+        offset, hasher = 0, hashlib.sha256()
+        if resume is not None and claimed == resume[0] <= size:
+            with open(fd, "rb", buffering=0, closefd=False) as reader:
+                prefix, _ = file_digest(reader, 0, claimed)
+            if prefix.hexdigest() == resume[1]:
+                offset, hasher = claimed, prefix
+        os.ftruncate(fd, offset)
+        os.lseek(fd, offset, os.SEEK_SET)
+        self.keep_partial = offset > 0
+        replaced = _regular_size(self.target)
+        self.reservation = self.book.reserve(self.user, size, replaced, os.path.dirname(self.temp))
+        self.keep_partial = True
+        return offset, hasher
 
     def __enter__(self) -> Upload:
         return self
@@ -73,59 +131,114 @@ class Upload:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.discard()
+        self._finish(commit=False)
 
     def commit(self) -> None:
         """Flush, optionally fsync, and rename over the target; raise a write error seen."""
+        assert self.writer is not None
         if self.writer.error is not None:
+            self.keep_partial = False
             raise self.writer.error
         if self.fsync:
             os.fsync(self.writer.fd)
-        os.close(self.writer.fd)
-        self._done = True
-        os.replace(self.temp, self.target)
+        self._finish(commit=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.book.remove(self.user, self.partial)
 
-    def discard(self) -> None:
-        """Remove the temporary file unless it was committed."""
+    def _finish(self, commit: bool) -> None:
         if self._done:
             return
         self._done = True
-        with contextlib.suppress(OSError):
-            os.close(self.writer.fd)
-        with contextlib.suppress(OSError):
-            os.unlink(self.temp)
-
-
-def stat_entry(jail: Jail, name: str, real: str) -> Entry:
-    """One listing entry; a symlink out of the home shows as ``link`` and is not followed."""
-    st = os.lstat(real)
-    if stat.S_ISLNK(st.st_mode):
-        target = os.path.realpath(real)
-        if jail.contains(target):
+        try:
+            if self.writer is not None:
+                os.close(self.writer.fd)
+            if commit:
+                self.book.replace(self.user, self.temp, self.target)
+            elif self.keep_partial and _regular_size(self.temp) > 0:
+                os.makedirs(os.path.dirname(self.partial), exist_ok=True)
+                self.book.replace(self.user, self.temp, self.partial)
+        finally:
             with contextlib.suppress(OSError):
-                st = os.stat(target)
+                os.unlink(self.temp)
+            if self.reservation is not None:
+                self.book.release(self.reservation)
+
+
+def _regular_size(path: str) -> int:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
+
+
+def stat_entry(name: str, real: str) -> Entry:
+    """One listing entry; a symlink is shown as ``link`` and not followed."""
+    st = os.lstat(real)
     mode = st.st_mode
-    kind = (
-        "dir"
-        if stat.S_ISDIR(mode)
-        else "file"
-        if stat.S_ISREG(mode)
-        else "link"
-        if stat.S_ISLNK(mode)
-        else "other"
-    )
+    if stat.S_ISDIR(mode):
+        kind = "dir"
+    elif stat.S_ISREG(mode):
+        kind = "file"
+    elif stat.S_ISLNK(mode):
+        kind = "link"
+    else:
+        kind = "other"
     size = st.st_size if kind == "file" else 0
     return _printable(name), kind, size, int(st.st_mtime)
 
 
-def list_entries(jail: Jail, real_dir: str) -> Iterator[Entry]:
-    """Entries of a folder one by one, hiding the server's temporary files."""
+def list_entries(real_dir: str) -> Iterator[Entry]:
+    """Entries of a folder one by one, hiding the server's own files."""
     with os.scandir(real_dir) as scan:
         for item in scan:
             if is_reserved(item.name):
                 continue
             with contextlib.suppress(FileNotFoundError):
-                yield stat_entry(jail, item.name, item.path)
+                yield stat_entry(item.name, item.path)
+
+
+def remove_tree(book: QuotaBook, user: User, top: str) -> tuple[int, int]:
+    """Delete the folder ``top`` and everything in it, never following a symlink.
+
+    Returns ``(files, bytes)`` removed.  Symlinks are removed as links.
+    """
+    files = freed = 0
+    for folder, dirs, names in os.walk(top, topdown=False, followlinks=False):
+        for name in names:
+            path = os.path.join(folder, name)
+            if is_temporary(name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                continue
+            freed += book.remove(user, path)
+            files += 1
+        for name in dirs:
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                os.unlink(path)
+            else:
+                os.rmdir(path)
+    os.rmdir(top)
+    return files, freed
+
+
+def sweep_partials(book: QuotaBook, users: list[User], max_age: float) -> int:
+    """Remove partial uploads untouched for ``max_age`` seconds; returns how many."""
+    removed = 0
+    deadline = time.time() - max_age
+    for user in users:
+        folder = os.path.join(os.path.realpath(user.home), PARTIAL_DIR)
+        try:
+            items = list(os.scandir(folder))
+        except OSError:
+            continue
+        for item in items:
+            with contextlib.suppress(OSError):
+                if item.stat(follow_symlinks=False).st_mtime < deadline:
+                    book.remove(user, item.path)
+                    removed += 1
+    return removed
 
 
 def _printable(name: str) -> str:

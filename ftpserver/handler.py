@@ -13,7 +13,6 @@ and closes only this session.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import posixpath
@@ -26,17 +25,17 @@ from typing import TYPE_CHECKING
 from ftpproto.channel import Channel, file_digest
 from ftpproto.commands import COMMANDS, lookup
 from ftpproto.errors import ErrorCode, FramingError, MessageError, ProtocolError
-from ftpproto.messages import (
-    Message,
-    digest,
-    error,
-    ok,
-    parse_digest,
-    parse_size,
-    ready,
+from ftpproto.messages import Message, error, ok, parse_size
+from ftpserver.fsops import (
+    Upload,
+    list_entries,
+    os_error,
+    partial_path,
+    remove_tree,
+    stat_entry,
 )
-from ftpserver.fsops import Upload, list_entries, os_error, stat_entry
 from ftpserver.jail import Jail
+from ftpserver.transfers import open_regular, parse_resume, receive_upload, send_download
 from ftpserver.users import User
 
 if TYPE_CHECKING:
@@ -75,6 +74,12 @@ class SessionHandler(socketserver.BaseRequestHandler):
         assert self._jail is not None
         return self._jail
 
+    @property
+    def user_account(self) -> User:
+        """The logged-in user (the dispatcher guarantees a login first)."""
+        assert self.user is not None
+        return self.user
+
     def handle(self) -> None:
         try:
             while True:
@@ -109,6 +114,11 @@ class SessionHandler(socketserver.BaseRequestHandler):
                 raise ProtocolError(ErrorCode.NOT_LOGGED_IN, f"log in first: {name}")
             if not spec.accepts(len(message.fields)):
                 raise ProtocolError(ErrorCode.BAD_REQUEST, f"usage: {spec.usage}")
+            if spec.permission and not self.user_account.may(spec.permission):
+                target = f" {message.fields[0]}" if message.fields else ""
+                raise ProtocolError(
+                    ErrorCode.PERMISSION_DENIED, f"permission denied: {name}{target}"
+                )
             getattr(self, "cmd_" + spec.name)(*message.fields)
         except _CloseSession:
             return False
@@ -156,7 +166,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self.channel.send(ok("quit"))
         raise _CloseSession
 
-    # -- navigation ----------------------------------------------------------
+    # -- navigation and information ------------------------------------------
 
     def cmd_pwd(self) -> None:
         self.channel.send(ok("pwd", self.jail.cwd))
@@ -171,9 +181,9 @@ class SessionHandler(socketserver.BaseRequestHandler):
     def cmd_ls(self, path: str = ".") -> None:
         virtual, real = self.jail.resolve(path)
         if stat.S_ISDIR(os.stat(real).st_mode):
-            entries = list_entries(self.jail, real)
+            entries = list_entries(real)
         else:
-            entries = iter([stat_entry(self.jail, posixpath.basename(virtual), real)])
+            entries = iter([stat_entry(posixpath.basename(virtual), real)])
         batch: list[Message] = []
         count = 0
         for name, kind, size, mtime in entries:
@@ -184,79 +194,137 @@ class SessionHandler(socketserver.BaseRequestHandler):
                 batch.clear()
         self.channel.send(*batch, ok("ls", str(count)))
 
+    def cmd_stat(self, path: str, option: str | None = None) -> None:
+        _flag(option, "sha256", "stat PATH [sha256]")
+        virtual, real = self.jail.resolve(path)
+        _, kind, size, mtime = stat_entry(posixpath.basename(virtual), real)
+        fields = [kind, str(size), str(mtime)]
+        if option and kind == "file":
+            with open_regular(real, virtual) as source:
+                hasher, _ = file_digest(source, 0, os.fstat(source.fileno()).st_size)
+            fields.append(hasher.hexdigest())
+        self.channel.send(ok("stat", *fields))
+
+    def cmd_quota(self) -> None:
+        usage = self.server.quotas.usage(self.user_account)
+        limit = "-" if usage.quota is None else str(usage.quota)
+        self.channel.send(ok("quota", str(usage.used), limit, str(usage.available)))
+
+    # -- managing files ------------------------------------------------------
+
+    def cmd_mkdir(self, path: str, option: str | None = None) -> None:
+        _flag(option, "parents", "mkdir PATH [parents]")
+        virtual, real = self.jail.resolve(path)
+        if option:
+            os.makedirs(real, exist_ok=True)
+        else:
+            os.mkdir(real)
+        self._audit("mkdir", virtual)
+        self.channel.send(ok("mkdir", virtual))
+
+    def cmd_rmdir(self, path: str) -> None:
+        virtual, real = self.jail.resolve(path, follow=False)
+        os.rmdir(real)
+        self._audit("rmdir", virtual)
+        self.channel.send(ok("rmdir", virtual))
+
+    def cmd_rm(self, path: str, option: str | None = None) -> None:
+        _flag(option, "recursive", "rm PATH [recursive]")
+        virtual, real = self.jail.resolve(path, follow=False)
+        mode = os.lstat(real).st_mode
+        if stat.S_ISDIR(mode):
+            if not option:
+                raise ProtocolError(ErrorCode.IS_DIRECTORY, f"is a folder (use rm -r): {virtual}")
+            files, freed = remove_tree(self.server.quotas, self.user_account, real)
+        else:
+            files, freed = 1, self.server.quotas.remove(self.user_account, real)
+        self._audit("rm", virtual, f"files={files} bytes={freed}")
+        self.channel.send(ok("rm", str(files), str(freed)))
+
+    def cmd_mv(self, old: str, new: str) -> None:
+        old_virtual, old_real = self.jail.resolve(old, follow=False)
+        os.lstat(old_real)
+        new_virtual, new_real = self.jail.resolve(new)
+        if os.path.isdir(new_real) and not os.path.islink(new_real):
+            name = posixpath.basename(old_virtual)
+            new_virtual, new_real = self.jail.resolve(posixpath.join(new_virtual, name))
+        if os.path.lexists(new_real):
+            raise ProtocolError(ErrorCode.EXISTS, f"already exists: {new_virtual}")
+        os.rename(old_real, new_real)
+        self._audit("mv", old_virtual, f"to={new_virtual!r}")
+        self.channel.send(ok("mv", new_virtual))
+
     # -- transfers -----------------------------------------------------------
 
-    def cmd_get(self, path: str) -> None:
+    def cmd_get(self, path: str, *resume_fields: str) -> None:
+        resume = parse_resume(resume_fields)
         virtual, real = self.jail.resolve(path)
-        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        with open(fd, "rb", buffering=0) as source:
-            st = os.fstat(fd)
-            if stat.S_ISDIR(st.st_mode):
-                raise ProtocolError(ErrorCode.IS_DIRECTORY, f"is a folder: {virtual}")
-            if not stat.S_ISREG(st.st_mode):
-                raise ProtocolError(ErrorCode.BAD_PATH, f"not a regular file: {virtual}")
-            size = st.st_size
-            self.channel.send(ready("get", size))
-            answer = self.channel.recv()
-            if answer.command == "get" and answer.status == "abort":
-                return
-            answer.expect("get", "recv_ready", 0)
-            started = time.monotonic()
+        started = time.monotonic()
+        with open_regular(real, virtual) as source:
             try:
-                sent = self.channel.send_file(source, 0, size)
-                hexdigest, hashed = file_digest(source, 0, size)
-            except (ConnectionError, TimeoutError):
+                result = send_download(self.channel, source, virtual, resume)
+            except ProtocolError as exc:
+                self._log_transfer("get", virtual, 0, started, "", exc.text)
                 raise
-            except OSError as exc:
-                # The data stream cannot be resynchronised after a read error.
-                raise ConnectionAbortedError(f"reading {virtual} failed: {exc.strerror}") from exc
-            if sent < size or hashed < size:
-                self._log_transfer("get", virtual, size, started, "", "changed")
-                raise ProtocolError(ErrorCode.FILE_CHANGED, f"file changed while sent: {virtual}")
-            self.channel.send(digest("get", hexdigest))
-            self._log_transfer("get", virtual, size, started, hexdigest, "ok")
+        if result is not None:
+            self._log_transfer("get", virtual, result[0], started, result[1], "ok")
 
-    def cmd_put(self, path: str, size_text: str) -> None:
+    def cmd_put(self, path: str, size_text: str, *resume_fields: str) -> None:
         size = parse_size(size_text)
+        resume = parse_resume(resume_fields)
         virtual, real = self.jail.resolve(path)
         if os.path.isdir(real):
             raise ProtocolError(ErrorCode.IS_DIRECTORY, f"is a folder: {virtual}")
-        folder = os.path.dirname(real)
-        if not os.path.isdir(folder):
+        if not os.path.isdir(os.path.dirname(real)):
             parent = posixpath.dirname(virtual)
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no such folder: {parent}")
-        fs = os.statvfs(folder)
-        if size > fs.f_bavail * fs.f_frsize:
-            raise ProtocolError(
-                ErrorCode.NO_SPACE, f"not enough space on the server for {size} bytes"
-            )
-        hasher = hashlib.sha256()
         started = time.monotonic()
-        with Upload(real, self.server.file_mode, self.settings.fsync_uploads) as upload:
-            self.channel.send(ready("put", size))
-            self.channel.recv_file(upload.writer, size, hasher)
-            final = self.channel.recv()
-            if final.command == "put" and final.status == "abort":
-                self._log_transfer("put", virtual, size, started, "", "aborted")
-                raise ProtocolError(ErrorCode.TRANSFER_ABORTED, f"upload aborted: {virtual}")
-            (claimed,) = final.expect("put", "digest", 1)
-            if parse_digest(claimed) != hasher.hexdigest():
-                self._log_transfer("put", virtual, size, started, claimed, "digest mismatch")
-                raise ProtocolError(ErrorCode.DIGEST_MISMATCH, f"digest mismatch: {virtual}")
-            upload.commit()
-        self._log_transfer("put", virtual, size, started, hasher.hexdigest(), "ok")
-        self.channel.send(ok("put", str(size), hasher.hexdigest()))
+        upload = Upload(
+            self.server.quotas,
+            self.user_account,
+            real,
+            partial_path(self.jail, virtual),
+            self.server.file_mode,
+            self.settings.fsync_uploads,
+        )
+        try:
+            with upload:
+                received, hexdigest = receive_upload(self.channel, upload, virtual, size, resume)
+        except (ProtocolError, OSError, ConnectionError, TimeoutError) as exc:
+            self._log_transfer("put", virtual, 0, started, "", str(exc) or type(exc).__name__)
+            raise
+        self._log_transfer("put", virtual, received, started, hexdigest, "ok")
+        self.channel.send(ok("put", str(size), hexdigest))
+
+    def cmd_partial(self, path: str) -> None:
+        virtual, _ = self.jail.resolve(path)
+        try:
+            size = os.lstat(partial_path(self.jail, virtual)).st_size
+        except FileNotFoundError:
+            size = 0
+        self.channel.send(ok("partial", str(size)))
+
+    # -- logging -------------------------------------------------------------
+
+    def _audit(self, action: str, virtual: str, extra: str = "") -> None:
+        log.info("%s: user=%s path=%r %s", action, self.user_account.name, virtual, extra)
 
     def _log_transfer(
         self, kind: str, virtual: str, size: int, started: float, hexdigest: str, outcome: str
     ) -> None:
         log.info(
-            "%s: user=%s path=%s bytes=%d seconds=%.3f sha256=%s outcome=%s",
+            "%s: user=%s path=%r bytes=%d seconds=%.3f sha256=%s outcome=%s",
             kind,
-            self.user.name if self.user else "-",
+            self.user_account.name,
             virtual,
             size,
             time.monotonic() - started,
             hexdigest or "-",
             outcome,
         )
+
+
+def _flag(option: str | None, word: str, usage: str) -> None:
+    """Check an optional flag argument: absent or exactly ``word``."""
+    if option is not None and option != word:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"usage: {usage}")

@@ -16,16 +16,30 @@ import posixpath
 
 from ftpproto.errors import ErrorCode, ProtocolError
 
-__all__ = ["MAX_NAME_BYTES", "MAX_PATH_BYTES", "RESERVED_PREFIX", "Jail", "is_reserved"]
+__all__ = [
+    "MAX_NAME_BYTES",
+    "MAX_PATH_BYTES",
+    "PARTIAL_DIR",
+    "TEMP_PREFIX",
+    "Jail",
+    "is_reserved",
+    "is_temporary",
+]
 
 MAX_PATH_BYTES = 4096
 MAX_NAME_BYTES = 255
-RESERVED_PREFIX = ".ftp-upload-"  # the server's own temporary upload files
+TEMP_PREFIX = ".ftp-upload-"  # uploads in progress, next to their target
+PARTIAL_DIR = ".ftp-partial"  # interrupted uploads kept for resuming, at the home's top
+
+
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` is a temporary upload file."""
+    return name.startswith(TEMP_PREFIX)
 
 
 def is_reserved(name: str) -> bool:
-    """Whether ``name`` is one of the server's temporary files (hidden, untouchable)."""
-    return name.startswith(RESERVED_PREFIX)
+    """Whether ``name`` belongs to the server (hidden from listings, refused in paths)."""
+    return name.startswith(TEMP_PREFIX) or name == PARTIAL_DIR
 
 
 class Jail:
@@ -56,18 +70,29 @@ class Jail:
             raise ProtocolError(ErrorCode.PATH_TOO_LONG, f"path longer than {MAX_PATH_BYTES} bytes")
         return virtual
 
-    def resolve(self, path: str) -> tuple[str, str]:
+    def resolve(self, path: str, follow: bool = True) -> tuple[str, str]:
         """``(virtual, real)`` for a client path; refuse anything that leads outside the home.
 
         The real path has every symlink resolved, so the caller acts on what
         was checked.  A symlink whose target lies outside the home is refused
-        with PERMISSION_DENIED whatever the command.
+        with PERMISSION_DENIED whatever the command.  With ``follow=False``
+        the last name is not followed (to remove or rename a symlink itself);
+        only its folder is resolved and checked, and ``/`` is refused.
         """
         virtual = self.virtual(path)
-        real = os.path.realpath(os.path.join(self.root, virtual.lstrip("/")))
+        if not follow:
+            if virtual == "/":
+                raise ProtocolError(ErrorCode.PERMISSION_DENIED, "not allowed on your home folder")
+            parent, name = posixpath.split(virtual)
+            real_parent = self._checked(os.path.join(self.root, parent.lstrip("/")), virtual)
+            return virtual, os.path.join(real_parent, name)
+        return virtual, self._checked(os.path.join(self.root, virtual.lstrip("/")), virtual)
+
+    def _checked(self, unresolved: str, virtual: str) -> str:
+        real = os.path.realpath(unresolved)
         if not self.contains(real):
             raise ProtocolError(ErrorCode.PERMISSION_DENIED, f"permission denied: {virtual}")
-        return virtual, real
+        return real
 
     def contains(self, real: str) -> bool:
         """Whether the real path ``real`` (already resolved) lies inside the home."""

@@ -11,10 +11,13 @@ import logging
 import os
 import socket
 import socketserver
+import threading
 from typing import Any
 
 from ftpserver.config import Settings
+from ftpserver.fsops import sweep_partials
 from ftpserver.handler import SessionHandler
+from ftpserver.quota import QuotaBook
 from ftpserver.users import UserStore
 
 __all__ = ["FileTransferServer"]
@@ -32,6 +35,8 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
     def __init__(self, settings: Settings, users: UserStore) -> None:
         self.settings = settings
         self.users = users
+        self.quotas = QuotaBook(stale_after=max(3600.0, 2 * settings.idle_timeout))
+        self._stop_sweeping = threading.Event()
         self.request_queue_size = settings.listen_backlog
         umask = os.umask(0o022)
         os.umask(umask)
@@ -45,6 +50,30 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         """The bound host and port (the real port when 0 was asked for)."""
         host, port = self.socket.getsockname()[:2]
         return str(host), int(port)
+
+    def start_sweeper(self) -> threading.Thread:
+        """Start the thread that removes partial uploads older than ``partial_upload_ttl``."""
+        ttl = self.settings.partial_upload_ttl
+        interval = min(ttl / 2, 600.0)
+
+        def sweep() -> None:
+            while True:
+                try:
+                    removed = sweep_partials(self.quotas, list(self.users.users.values()), ttl)
+                    if removed:
+                        log.info("removed %d stale partial uploads", removed)
+                except Exception:
+                    log.exception("sweeping partial uploads failed")
+                if self._stop_sweeping.wait(interval):
+                    return
+
+        thread = threading.Thread(target=sweep, name="partial-sweeper", daemon=True)
+        thread.start()
+        return thread
+
+    def server_close(self) -> None:
+        self._stop_sweeping.set()
+        super().server_close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.exception("unhandled error serving %s", client_address)

@@ -6,6 +6,8 @@
       alice:
         password: "$2b$12$..."   # a bcrypt hash, never a plain password
         home: alice               # optional; a folder under the home root
+        quota: 10G                # optional; bytes, or with K/M/G/T
+        perms: read-only          # optional; "all", "read-only" or a list of rights
 
 :func:`load_users` validates the file and refuses to go on with a bad one.
 :meth:`UserStore.authenticate` checks a dummy hash for unknown names, so an
@@ -28,6 +30,8 @@ from typing import Any
 import bcrypt
 import yaml
 
+from ftpproto.commands import READ_ONLY, RIGHTS
+from ftpproto.units import parse_quantity
 from ftpserver import yamlfile
 
 __all__ = [
@@ -39,6 +43,9 @@ __all__ = [
     "check_password_rules",
     "hash_password",
     "load_users",
+    "modify_user",
+    "parse_perms",
+    "parse_quota",
     "remove_user",
     "set_password",
 ]
@@ -46,7 +53,7 @@ __all__ = [
 MAX_PASSWORD_BYTES = 72  # bcrypt looks at no more than this
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\Z")
 _HASH = re.compile(r"\$2[aby]\$([0-9]{2})\$[./A-Za-z0-9]{53}\Z")
-_USER_KEYS = ("password", "home")
+_USER_KEYS = ("password", "home", "quota", "perms")
 _HEADER = (
     "# Users of ftpserver, written by 'ftpserver useradd/passwd/userdel'.\n"
     "# See config/users.example.yaml for the format.\n"
@@ -60,6 +67,12 @@ class User:
     name: str
     password_hash: bytes
     home: Path
+    quota: int | None = None  # bytes; None for no limit
+    perms: frozenset[str] = frozenset(RIGHTS)
+
+    def may(self, right: str) -> bool:
+        """Whether this user has ``right`` (one of :data:`~ftpproto.commands.RIGHTS`)."""
+        return right in self.perms
 
 
 class UserStore:
@@ -142,9 +155,49 @@ def load_users(path: Path, home_root: Path) -> UserStore:
             real_home = _home_path(home_root, home)
         except ValueError as exc:
             raise doc.error((*where, "home"), f"user {name}: {exc}") from None
-        users[str(name)] = User(str(name), match.group(0).encode("ascii"), real_home)
+        try:
+            quota = parse_quota(entry.get("quota"))
+        except ValueError as exc:
+            raise doc.error((*where, "quota"), f"user {name}: {exc}") from None
+        try:
+            perms = parse_perms(entry.get("perms", "all"))
+        except ValueError as exc:
+            raise doc.error((*where, "perms"), f"user {name}: {exc}") from None
+        users[str(name)] = User(str(name), match.group(0).encode("ascii"), real_home, quota, perms)
     dummy_rounds = rounds.most_common(1)[0][0] if rounds else 12
     return UserStore(users, dummy_rounds)
+
+
+def parse_quota(value: Any) -> int | None:
+    """A quota in bytes from ``10G``-style text or an integer; ``None``/``none`` for no limit."""
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "unlimited")):
+        return None
+    return parse_quantity(value)
+
+
+def parse_perms(value: Any) -> frozenset[str]:
+    """Rights from ``all``, ``read-only``, a comma-separated string or a list of rights."""
+    if value == "all":
+        return frozenset(RIGHTS)
+    if value == "read-only":
+        return frozenset(READ_ONLY)
+    words = value.split(",") if isinstance(value, str) else value
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        raise ValueError("perms must be all, read-only or a list of rights")
+    rights = frozenset(w.strip() for w in words if w.strip())
+    unknown = sorted(rights - set(RIGHTS))
+    if unknown:
+        raise ValueError(f"unknown right {unknown[0]!r} (rights: {', '.join(RIGHTS)})")
+    return rights
+
+
+def perms_text(rights: frozenset[str]) -> str | list[str]:
+    """How ``rights`` are written in users.yaml: a shorthand where one fits."""
+    if rights == frozenset(RIGHTS):
+        return "all"
+    if rights == frozenset(READ_ONLY):
+        return "read-only"
+    return [r for r in RIGHTS if r in rights]
 
 
 def _home_path(home_root: Path, home: Any) -> Path:
@@ -169,17 +222,54 @@ def _edit(path: Path) -> dict[str, Any]:
     return _read(path)[1]
 
 
-def add_user(path: Path, home_root: Path, name: str, password: str, rounds: int) -> Path:
-    """Add ``name`` to the users file (created if missing) and create the home; return it."""
+def add_user(
+    path: Path,
+    home_root: Path,
+    name: str,
+    password: str,
+    rounds: int,
+    quota: str | None = None,
+    perms: str | None = None,
+) -> Path:
+    """Add ``name`` to the users file (created if missing) and create the home; return it.
+
+    ``quota`` and ``perms`` are as written in users.yaml (``10G``, ``read-only``, ...).
+    """
     check_name(name)
     users = _edit(path)
     if name in users:
         raise ValueError(f"user {name} already exists")
-    users[name] = {"password": hash_password(password, rounds)}
+    entry: dict[str, Any] = {"password": hash_password(password, rounds)}
+    _apply_limits(entry, quota, perms)
+    users[name] = entry
     home = _home_path(home_root, name)
     _write(path, users)
     home.mkdir(parents=True, exist_ok=True)
     return home
+
+
+def _apply_limits(entry: dict[str, Any], quota: str | None, perms: str | None) -> None:
+    if quota is not None:
+        limit = parse_quota(quota)
+        if limit is None:
+            entry.pop("quota", None)
+        else:
+            entry["quota"] = limit
+    if perms is not None:
+        rights = parse_perms(perms)
+        if rights == frozenset(RIGHTS):
+            entry.pop("perms", None)
+        else:
+            entry["perms"] = perms_text(rights)
+
+
+def modify_user(path: Path, name: str, quota: str | None, perms: str | None) -> None:
+    """Change a user's quota (``none`` removes it) and/or rights."""
+    users = _edit(path)
+    if name not in users or not isinstance(users[name], dict):
+        raise ValueError(f"no such user: {name}")
+    _apply_limits(users[name], quota, perms)
+    _write(path, users)
 
 
 def set_password(path: Path, name: str, password: str, rounds: int) -> None:

@@ -1,0 +1,97 @@
+"""The server's side of the two transfer handshakes (see docs/PROTOCOL.md, section 5).
+
+:func:`send_download` answers ``get`` from an open file with ``sendfile``;
+:func:`receive_upload` answers ``put`` into an :class:`~ftpserver.fsops.Upload`.
+Both resume from an offset when the client's digest of the part it already
+has matches, and both end with the SHA-256 of the whole file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from typing import BinaryIO
+
+from ftpproto.channel import Channel, file_digest
+from ftpproto.errors import ErrorCode, ProtocolError
+from ftpproto.messages import digest, parse_digest, parse_size, ready
+from ftpserver.fsops import Upload
+
+__all__ = ["Resume", "open_regular", "parse_resume", "receive_upload", "send_download"]
+
+Resume = tuple[int, str]  # offset, SHA-256 of the bytes before it
+
+
+def parse_resume(fields: tuple[str, ...]) -> Resume | None:
+    """``(offset, prefix_sha256)`` from a request's optional fields, or ``None``."""
+    if not fields:
+        return None
+    if len(fields) != 2:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "a resume needs OFFSET and PREFIX_SHA256")
+    return parse_size(fields[0]), parse_digest(fields[1])
+
+
+def open_regular(real: str, virtual: str) -> BinaryIO:
+    """Open a regular file for reading; refuse folders, FIFOs and devices."""
+    fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise ProtocolError(ErrorCode.IS_DIRECTORY, f"is a folder: {virtual}")
+        raise ProtocolError(ErrorCode.BAD_PATH, f"not a regular file: {virtual}")
+    return open(fd, "rb", buffering=0)
+
+
+def send_download(
+    channel: Channel, source: BinaryIO, virtual: str, resume: Resume | None
+) -> tuple[int, str] | None:
+    """Run the ``get`` handshake for an open file; ``(bytes sent, sha256)``, or None if aborted.
+
+    The size is the open file's (``fstat``), so a file replaced meanwhile is
+    sent in the version that was opened.
+    """
+    size = os.fstat(source.fileno()).st_size
+    offset = 0
+    hasher = hashlib.sha256()
+    if resume is not None and resume[0] <= size:
+        prefix, _ = file_digest(source, 0, resume[0])
+        if prefix.hexdigest() == resume[1]:
+            offset, hasher = resume[0], prefix
+    channel.send(ready("get", size - offset, None if resume is None else offset))
+    answer = channel.recv()
+    if answer.command == "get" and answer.status == "abort":
+        return None
+    answer.expect("get", "recv_ready", 0)
+    try:
+        sent = channel.send_file(source, offset, size - offset)
+        _, hashed = file_digest(source, offset, size - offset, hasher)
+    except (ConnectionError, TimeoutError):
+        raise
+    except OSError as exc:
+        # The data stream cannot be put back in step after a read error.
+        raise ConnectionAbortedError(f"reading {virtual} failed: {exc.strerror}") from exc
+    if sent < size - offset or hashed < size - offset:
+        raise ProtocolError(ErrorCode.FILE_CHANGED, f"file changed while sent: {virtual}")
+    channel.send(digest("get", hasher.hexdigest()))
+    return size - offset, hasher.hexdigest()
+
+
+def receive_upload(
+    channel: Channel, upload: Upload, virtual: str, size: int, resume: Resume | None
+) -> tuple[int, str]:
+    """Run the ``put`` handshake into ``upload`` and commit it; ``(bytes received, sha256)``."""
+    offset, hasher = upload.start(size, resume)
+    channel.send(ready("put", size - offset, None if resume is None else offset))
+    assert upload.writer is not None
+    channel.recv_file(upload.writer, size - offset, hasher)
+    upload.keep_partial = False  # every byte arrived: what follows is verification
+    final = channel.recv()
+    if final.command == "put" and final.status == "abort":
+        raise ProtocolError(ErrorCode.TRANSFER_ABORTED, f"upload aborted: {virtual}")
+    (claimed,) = final.expect("put", "digest", 1)
+    if parse_digest(claimed) != hasher.hexdigest():
+        raise ProtocolError(ErrorCode.DIGEST_MISMATCH, f"digest mismatch: {virtual}")
+    upload.commit()
+    return size - offset, hasher.hexdigest()
