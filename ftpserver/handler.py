@@ -257,7 +257,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
     # -- transfers -----------------------------------------------------------
 
     def cmd_get(self, path: str, *resume_fields: str) -> None:
-        resume = parse_resume(resume_fields)
+        resume = parse_resume("get", resume_fields)
         virtual, real = self.jail.resolve(path)
         started = time.monotonic()
         with open_regular(real, virtual) as source:
@@ -271,7 +271,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
 
     def cmd_put(self, path: str, size_text: str, *resume_fields: str) -> None:
         size = parse_size(size_text)
-        resume = parse_resume(resume_fields)
+        resume = parse_resume("put", resume_fields)
         virtual, real = self.jail.resolve(path)
         if os.path.isdir(real):
             raise ProtocolError(ErrorCode.IS_DIRECTORY, f"is a folder: {virtual}")

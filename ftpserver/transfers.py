@@ -14,6 +14,7 @@ import stat
 from typing import BinaryIO
 
 from ftpproto.channel import Channel, file_digest
+from ftpproto.commands import COMMANDS
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpproto.messages import digest, parse_digest, parse_size, ready
 from ftpserver.fsops import Upload
@@ -23,12 +24,13 @@ __all__ = ["Resume", "open_regular", "parse_resume", "receive_upload", "send_dow
 Resume = tuple[int, str]  # offset, SHA-256 of the bytes before it
 
 
-def parse_resume(fields: tuple[str, ...]) -> Resume | None:
+def parse_resume(command: str, fields: tuple[str, ...]) -> Resume | None:
     """``(offset, prefix_sha256)`` from a request's optional fields, or ``None``."""
     if not fields:
         return None
     if len(fields) != 2:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "a resume needs OFFSET and PREFIX_SHA256")
+        spec = COMMANDS[command]
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"usage: {spec.usage} (both or neither)")
     return parse_size(fields[0]), parse_digest(fields[1])
 
 

@@ -10,16 +10,23 @@ from ftpproto.commands import COMMANDS, CommandSpec, lookup
 from ftpproto.messages import Message
 from ftpserver.handler import SessionHandler
 
-# name -> (usage, accepted argument counts among 0..4, needs_login)
-TABLE: dict[str, tuple[str, set[int], bool]] = {
-    "login": ("login USER PASSWORD", {2}, False),
-    "help": ("help [COMMAND]", {0, 1}, False),
-    "quit": ("quit", {0}, False),
-    "pwd": ("pwd", {0}, True),
-    "cd": ("cd PATH", {1}, True),
-    "ls": ("ls [PATH]", {0, 1}, True),
-    "get": ("get PATH", {1}, True),
-    "put": ("put PATH SIZE", {2}, True),
+# name -> (usage, accepted argument counts among 0..4, needs_login, right needed)
+TABLE: dict[str, tuple[str, set[int], bool, str | None]] = {
+    "login": ("login USER PASSWORD", {2}, False, None),
+    "help": ("help [COMMAND]", {0, 1}, False, None),
+    "quit": ("quit", {0}, False, None),
+    "pwd": ("pwd", {0}, True, None),
+    "cd": ("cd PATH", {1}, True, None),
+    "ls": ("ls [PATH]", {0, 1}, True, "list"),
+    "stat": ("stat PATH [sha256]", {1, 2}, True, "list"),
+    "get": ("get PATH [OFFSET] [PREFIX_SHA256]", {1, 2, 3}, True, "read"),
+    "put": ("put PATH SIZE [OFFSET] [PREFIX_SHA256]", {2, 3, 4}, True, "write"),
+    "partial": ("partial PATH", {1}, True, "write"),
+    "mkdir": ("mkdir PATH [parents]", {1, 2}, True, "mkdir"),
+    "rmdir": ("rmdir PATH", {1}, True, "delete"),
+    "rm": ("rm PATH [recursive]", {1, 2}, True, "delete"),
+    "mv": ("mv OLD NEW", {2}, True, "rename"),
+    "quota": ("quota", {0}, True, None),
 }
 
 
@@ -27,20 +34,25 @@ def test_table_has_exactly_the_documented_commands() -> None:
     assert set(COMMANDS) == set(TABLE)
 
 
-@pytest.mark.parametrize(("name", "usage"), [(n, u) for n, (u, _, _) in TABLE.items()])
+@pytest.mark.parametrize(("name", "usage"), [(n, u) for n, (u, _, _, _) in TABLE.items()])
 def test_usage(name: str, usage: str) -> None:
     assert COMMANDS[name].usage == usage
 
 
-@pytest.mark.parametrize(("name", "counts"), [(n, c) for n, (_, c, _) in TABLE.items()])
+@pytest.mark.parametrize(("name", "counts"), [(n, c) for n, (_, c, _, _) in TABLE.items()])
 def test_accepts(name: str, counts: set[int]) -> None:
     spec = COMMANDS[name]
     assert {n for n in range(5) if spec.accepts(n)} == counts
 
 
-@pytest.mark.parametrize(("name", "needs_login"), [(n, g) for n, (_, _, g) in TABLE.items()])
+@pytest.mark.parametrize(("name", "needs_login"), [(n, g) for n, (_, _, g, _) in TABLE.items()])
 def test_needs_login(name: str, needs_login: bool) -> None:
     assert COMMANDS[name].needs_login is needs_login
+
+
+@pytest.mark.parametrize(("name", "right"), [(n, r) for n, (_, _, _, r) in TABLE.items()])
+def test_permission(name: str, right: str | None) -> None:
+    assert COMMANDS[name].permission == right
 
 
 @pytest.mark.parametrize("name", sorted(TABLE))

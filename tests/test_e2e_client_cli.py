@@ -35,13 +35,13 @@ def assert_one_error_line(stderr: str) -> str:
 def test_c_put_ls_get(server: RunningServer, run_cli: RunCli, local: Path) -> None:
     data = os.urandom(300_000)
     (local / "a").write_bytes(data)
-    result = run_cli("-c", "put a; ls; get a b")
+    result = run_cli("-c", "put a; ls -l; get a b")
     assert result.returncode == 0, result
     assert result.stderr == "", f"unexpected stderr: {result.stderr!r}"
     assert file_sha256(server.alice_home / "a") == file_sha256(local / "a"), "stored bytes"
     assert (local / "b").read_bytes() == data, "downloaded bytes"
     listing = [line for line in result.stdout.splitlines() if line.endswith(" a")]
-    assert len(listing) == 1 and "300000" in listing[0], f"ls output: {result.stdout!r}"
+    assert len(listing) == 1 and "293.0 KiB" in listing[0], f"ls output: {result.stdout!r}"
     assert not list(local.glob("*.part")), "a .part file was left"
 
 
@@ -149,11 +149,11 @@ def test_cd_and_ls_with_quoted_folder(server: RunningServer, run_cli: RunCli) ->
     folder = server.alice_home / "my folder|x"
     folder.mkdir()
     (folder / "inside.txt").write_bytes(b"12345")
-    result = run_cli("-c", "cd 'my folder|x'; pwd; ls")
+    result = run_cli("-c", "cd 'my folder|x'; pwd; ls -l")
     assert result.returncode == 0, result
     lines = result.stdout.splitlines()
     assert "/my folder|x" in lines, f"pwd output: {lines}"
-    assert any(line.endswith("inside.txt") and " 5 " in line for line in lines), lines
+    assert any(line.endswith("inside.txt") and " 5 B " in line for line in lines), lines
 
 
 @pytest.mark.parametrize(

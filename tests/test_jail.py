@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from ftpproto.errors import ErrorCode, ProtocolError
-from ftpserver.jail import MAX_NAME_BYTES, MAX_PATH_BYTES, RESERVED_PREFIX, Jail, is_reserved
+from ftpserver.jail import MAX_NAME_BYTES, MAX_PATH_BYTES, Jail, is_reserved
+from ftpserver.jail import TEMP_PREFIX as RESERVED_PREFIX
 
 
 @pytest.fixture

@@ -132,9 +132,9 @@ BAD_FILES = [
         id="cost-arabic-digits",
     ),
     pytest.param(
-        f"users:\n  alice:\n    password: '{HASH}'\n    quota: 5\n",
+        f"users:\n  alice:\n    password: '{HASH}'\n    quota_limit: 5\n",
         4,
-        "unknown key 'quota'",
+        "unknown key 'quota_limit'",
         id="unknown-key",
     ),
     pytest.param(
