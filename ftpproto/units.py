@@ -29,6 +29,8 @@ def parse_quantity(value: int | str) -> int:
     if not match:
         raise ValueError(f"not a size: {value!r} (write e.g. 500M, 10G or a number of bytes)")
     number, unit = match.groups()
+    if "." in number and not unit:
+        raise ValueError(f"not a whole number of bytes: {value!r}")
     scale = 1024 ** (_UNITS.index(unit.upper()) + 1) if unit else 1
     return int(float(number) * scale) if "." in number else int(number) * scale
 
@@ -40,6 +42,6 @@ def format_size(size: int) -> str:
     value = float(size)
     for unit in _UNITS:
         value /= 1024
-        if value < 1024 or unit == _UNITS[-1]:
+        if round(value, 1) < 1024 or unit == _UNITS[-1]:
             return f"{value:.1f} {unit}iB"
     raise AssertionError("unreachable")

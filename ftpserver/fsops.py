@@ -153,7 +153,7 @@ class Upload:
             if self.writer is not None:
                 os.close(self.writer.fd)
             if commit:
-                self.book.replace(self.user, self.temp, self.target)
+                self.book.replace(self.user, self.temp, self.target, enforce=True)
             elif self.keep_partial and _regular_size(self.temp) > 0:
                 os.makedirs(os.path.dirname(self.partial), exist_ok=True)
                 self.book.replace(self.user, self.temp, self.partial)

@@ -245,6 +245,8 @@ class SessionHandler(socketserver.BaseRequestHandler):
         old_virtual, old_real = self.jail.resolve(old, follow=False)
         os.lstat(old_real)
         new_virtual, new_real = self.jail.resolve(new)
+        if new.endswith("/") and not os.path.isdir(new_real):
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no such folder: {new_virtual}")
         if os.path.isdir(new_real) and not os.path.islink(new_real):
             name = posixpath.basename(old_virtual)
             new_virtual, new_real = self.jail.resolve(posixpath.join(new_virtual, name))

@@ -127,7 +127,7 @@ class QuotaBook:
             account = self._account(user)
             if user.quota is not None:
                 free = user.quota - account.used - account.reserved
-                if need > free:
+                if need > 0 and need > free:
                     raise ProtocolError(
                         ErrorCode.QUOTA_EXCEEDED,
                         f"quota exceeded: {format_size(need)} needed, "
@@ -153,15 +153,27 @@ class QuotaBook:
             self._disk_reserved -= reservation.disk_bytes
             reservation.quota_bytes = reservation.disk_bytes = 0
 
-    def replace(self, user: User, source: str, target: str) -> None:
+    def replace(self, user: User, source: str, target: str, enforce: bool = False) -> None:
         """Rename ``source`` over ``target``, counting the size change exactly.
 
         ``source`` is a temporary file (not yet counted); ``target``'s old
-        size, if any, stops counting and the new size starts.
+        size, if any, stops counting and the new size starts.  With
+        ``enforce`` (a finished upload), a growth that would take the user
+        over the quota is refused with QUOTA_EXCEEDED and nothing is renamed:
+        the reservation made at ``ready`` can fall short when the file it was
+        to replace was renamed or removed meanwhile.
         """
         with self._lock:
             account = self._account(user)
             old = _file_size(target)
+            growth = _file_size(source) - old
+            quota = user.quota
+            if enforce and quota is not None and growth > 0 and account.used + growth > quota:
+                raise ProtocolError(
+                    ErrorCode.QUOTA_EXCEEDED,
+                    f"quota exceeded: {format_size(growth)} needed, "
+                    f"{format_size(max(0, quota - account.used))} free",
+                )
             os.replace(source, target)
             account.used += _file_size(target) - old
 

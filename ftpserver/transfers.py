@@ -88,8 +88,8 @@ def receive_upload(
     channel.send(ready("put", size - offset, None if resume is None else offset))
     assert upload.writer is not None
     channel.recv_file(upload.writer, size - offset, hasher)
-    upload.keep_partial = False  # every byte arrived: what follows is verification
-    final = channel.recv()
+    final = channel.recv()  # a connection lost here still keeps every byte for resuming
+    upload.keep_partial = False  # from here on the outcome is decided: commit or discard
     if final.command == "put" and final.status == "abort":
         raise ProtocolError(ErrorCode.TRANSFER_ABORTED, f"upload aborted: {virtual}")
     (claimed,) = final.expect("put", "digest", 1)

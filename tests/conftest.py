@@ -8,6 +8,9 @@
   for what the client library will not send.
 * ``run_cli``: the ``ftpclient`` command line as a subprocess against ``server``.
 * ``ftpserver_cli`` / ``server_process``: the ``ftpserver`` command line as a subprocess.
+* ``make_server`` / ``connect``: servers for chosen users with quotas and rights
+  (issue 3), and logged-in clients to any server; ``tree_digests``,
+  ``tree_state``, ``bytes_on_disk`` and ``partial_file`` look at homes on disk.
 """
 
 from __future__ import annotations
@@ -132,6 +135,10 @@ class RunningServer:
     @property
     def bob_home(self) -> Path:
         return self.homes / BOB
+
+    def home(self, name: str) -> Path:
+        """The home folder of user ``name``."""
+        return self.homes / name
 
     def assert_serving(self) -> None:
         """A fresh client can still connect, log in and ask pwd."""
@@ -425,3 +432,162 @@ def server_process(tmp_path: Path, server_config: Path) -> Iterator[Callable[...
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
+
+
+# -- servers with chosen users, quotas and rights (issue 3) ----------------------
+
+
+@dataclass(frozen=True)
+class Account:
+    """A user for ``make_server``; ``quota`` and ``perms`` as written in users.yaml."""
+
+    name: str
+    password: str
+    quota: str | None = None
+    perms: str | None = None
+
+
+MakeServer = Callable[..., RunningServer]
+
+
+def start_server(users_file: Path, homes: Path, **changes: object) -> RunningServer:
+    """Start a FileTransferServer (port 0) for ``users_file`` in a daemon thread.
+
+    The settings are those of the ``server`` fixture, with ``changes`` applied.
+    The caller stops it with :func:`stop_server`.
+    """
+    settings = Settings(
+        host=HOST,
+        port=0,
+        users=users_file,
+        home=homes,
+        login_failure_delay=0.05,
+        fsync_uploads=False,
+        idle_timeout=30,
+    ).replace(**changes)
+    srv = FileTransferServer(settings, load_users(users_file, homes))
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    return RunningServer(srv, srv.address[1], homes, users_file, thread)
+
+
+def stop_server(running: RunningServer) -> None:
+    """Stop a server started by :func:`start_server`."""
+    running.server.shutdown()
+    running.server.server_close()
+    running.thread.join(timeout=5)
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[MakeServer]:
+    """A factory: ``make_server(Account(...), ...)`` serves exactly those users.
+
+    Each server gets its own users file (written with ``add_user``, bcrypt
+    rounds 4, with each account's quota and perms) and home root under
+    ``tmp_path``; ``populate`` (a callable taking the home root) runs before
+    the server starts, so the quota book measures what it wrote.  Keyword
+    arguments change the settings.  Every server is stopped on teardown.
+    """
+    started: list[RunningServer] = []
+
+    def make(
+        *accounts: Account,
+        populate: Callable[[Path], None] | None = None,
+        **changes: object,
+    ) -> RunningServer:
+        base = tmp_path / f"server-{len(started)}"
+        homes = base / "homes"
+        homes.mkdir(parents=True)
+        users = base / "users.yaml"
+        for account in accounts:
+            add_user(
+                users,
+                homes,
+                account.name,
+                account.password,
+                rounds=4,
+                quota=account.quota,
+                perms=account.perms,
+            )
+        if populate is not None:
+            populate(homes)
+        running = start_server(users, homes, **changes)
+        started.append(running)
+        return running
+
+    yield make
+    for running in started:
+        stop_server(running)
+
+
+Connect = Callable[[RunningServer, str, str], FileTransferClient]
+
+
+@pytest.fixture
+def connect() -> Iterator[Connect]:
+    """A factory: ``connect(server, user, password)`` is a logged-in client; closed on teardown."""
+    made: list[FileTransferClient] = []
+
+    def make(running: RunningServer, user: str, password: str) -> FileTransferClient:
+        conn = FileTransferClient(HOST, running.port, timeout=CLIENT_TIMEOUT)
+        made.append(conn)
+        assert conn.login(user, password) == user
+        return conn
+
+    yield make
+    for conn in made:
+        conn.close()
+
+
+def tree_digests(folder: Path) -> dict[str, str]:
+    """``relative path -> sha256`` of every regular file under ``folder`` (links not followed)."""
+    found: dict[str, str] = {}
+    for top, _dirs, files in os.walk(folder):
+        for name in files:
+            path = Path(top) / name
+            if path.is_file() and not path.is_symlink():
+                found[path.relative_to(folder).as_posix()] = file_sha256(path)
+    return found
+
+
+def tree_state(folder: Path, *, times: bool = True) -> dict[str, tuple[object, ...]]:
+    """Everything under ``folder`` (itself included), for before/after comparisons.
+
+    Files: content digest, size, inode and (with ``times``) mtime; folders:
+    (with ``times``) mtime; symlinks: their target.  Nothing is followed.
+    """
+    state: dict[str, tuple[object, ...]] = {}
+    for top, dirs, files in os.walk(folder):
+        for name in [".", *dirs, *files]:
+            path = Path(top) if name == "." else Path(top) / name
+            key = path.relative_to(folder).as_posix()
+            st = path.lstat()
+            if path.is_symlink():
+                state[key] = ("link", os.readlink(path))
+            elif path.is_dir():
+                state[key] = ("dir", st.st_mtime_ns if times else 0)
+            else:
+                state[key] = (
+                    "file",
+                    file_sha256(path),
+                    st.st_size,
+                    st.st_ino,
+                    st.st_mtime_ns if times else 0,
+                )
+    return state
+
+
+def bytes_on_disk(home: Path) -> int:
+    """Bytes of regular files under ``home`` (partial uploads included, links not followed)."""
+    total = 0
+    for top, _dirs, files in os.walk(home):
+        for name in files:
+            st = os.lstat(os.path.join(top, name))
+            if not name.startswith(TEMP_PREFIX) and (st.st_mode & 0o170000) == 0o100000:
+                total += st.st_size
+    return total
+
+
+def partial_file(home: Path, virtual: str) -> Path:
+    """Where the server keeps the partial upload of ``virtual`` (an absolute virtual path)."""
+    return home / ".ftp-partial" / sha256(virtual.encode("utf-8"))
