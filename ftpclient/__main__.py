@@ -1,8 +1,9 @@
 """The ``ftpclient`` command line: connect, log in, then a shell or a batch of commands.
 
 Exit status: 0 when every command succeeded; 1 when a command failed (batch
-modes stop at the first failure); 2 for a usage error, a refused or lost
-connection, or a failed login.  Errors are one line on stderr.
+modes stop at the first failure, unless the command starts with ``-``); 2 for
+a usage error, a refused or lost connection, or a failed login.  Errors are
+one line on stderr.
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ import getpass
 import importlib
 import os
 import sys
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
 
 from ftpclient.client import FileTransferClient
+from ftpclient.output import Output
+from ftpclient.settings import ConfigError, Target, load_config, resolve_target
 from ftpclient.shell import ClientShell, split_commands
 from ftpproto.errors import ProtocolError
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main", "run_batch"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -30,8 +34,14 @@ PASSWORD_ENV = "FTPCLIENT_PASSWORD"
 HISTORY_FILE = Path.home() / ".ftpclient_history"
 
 EPILOG = f"""\
-The password is read from the environment variable {PASSWORD_ENV} when it is
-set, otherwise prompted for.
+TARGET is a bookmark from ~/.config/ftpclient/config.yaml or [user@]host[:port];
+--host, --port and --user override it.  The password is read from the
+environment variable {PASSWORD_ENV} when it is set, otherwise prompted for.
+
+In -c and -b, a command written with a leading '-' (as in '-rm old.txt') may
+fail without stopping the batch.  With --retries N a lost connection is
+opened again up to N times (waiting 0.5 s, 1 s, 2 s, ...) and the command
+retried, interrupted transfers resuming where they stopped.
 
 exit status:
   0  every command succeeded
@@ -49,17 +59,23 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="ftpclient",
-        description="Client for the FileTransfer server.",
+        description="Client for the FileTransfer server: an interactive shell, or batches.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=9002, help="server port (default 9002)")
+    parser.add_argument("target", nargs="?", metavar="TARGET", help="bookmark or user@host:port")
+    parser.add_argument("--host", help="server address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="server port (default 9002)")
     parser.add_argument("--user", help="user name (prompted for when not given)")
     batch = parser.add_mutually_exclusive_group()
     batch.add_argument("-c", dest="commands", metavar="CMDS", help='commands, e.g. "cd a; get b"')
     batch.add_argument(
         "-b", dest="batch", metavar="FILE", help="run commands from FILE (- = stdin)"
+    )
+    parser.add_argument("--json", action="store_true", help="ls, stat and transfers as JSON lines")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress, no summaries")
+    parser.add_argument(
+        "--retries", type=int, default=0, metavar="N", help="batch: reconnect N times if lost"
     )
     return parser
 
@@ -80,14 +96,47 @@ def _batch_lines(args: argparse.Namespace) -> Iterable[str] | None:
         return [line.strip() for line in handle]
 
 
-def run_batch(shell: ClientShell, lines: Iterable[str]) -> int:
-    """Run commands in order; stop at the first failure (exit status 1)."""
-    for line in lines:
+def run_batch(
+    shell: ClientShell,
+    lines: Iterable[str],
+    retries: int = 0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Run commands in order; stop at the first failure (exit 1) unless it starts with ``-``.
+
+    A lost connection ends the batch with exit status 2, unless ``retries``
+    allows opening it again; the command then runs again with resuming on.
+    """
+    for raw in lines:
+        line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        if shell.onecmd(line):
+        optional = line.startswith("-")
+        line = line[1:].lstrip() if optional else line
+        attempt = 0
+        while True:
+            try:
+                if not shell.connected:
+                    raise ConnectionError("not connected")
+                stop = shell.onecmd(line)
+                break
+            except (ConnectionError, TimeoutError) as exc:
+                if attempt >= retries:
+                    shell.out.error(f"ftpclient: connection lost: {exc}")
+                    return EXIT_USAGE
+                attempt += 1
+                delay = min(30.0, 0.5 * 2 ** (attempt - 1))
+                shell.out.warning(
+                    f"connection lost ({exc}); retry {attempt} of {retries} in {delay:g} s"
+                )
+                sleep(delay)
+                with contextlib.suppress(OSError, ProtocolError):
+                    shell.reconnect()
+                shell.resume_transfers = True
+        shell.resume_transfers = False
+        if stop:
             return EXIT_OK
-        if shell.failed:
+        if shell.failed and not optional:
             return EXIT_FAILED
     return EXIT_OK
 
@@ -99,6 +148,7 @@ def _interactive(shell: ClientShell) -> int:
     except ImportError:  # pragma: no cover - readline is missing on some platforms
         readline = None
     if readline is not None:
+        readline.set_completer_delims(" \t\n\"'")
         with contextlib.suppress(OSError):
             readline.read_history_file(HISTORY_FILE)
     try:
@@ -108,49 +158,64 @@ def _interactive(shell: ClientShell) -> int:
                 return EXIT_OK
             except KeyboardInterrupt:
                 shell.intro = ""
-                shell.stdout.write("^C\n")
+                shell.out.line("^C")
     finally:
         if readline is not None:
             with contextlib.suppress(OSError):
+                readline.set_history_length(1000)
                 readline.write_history_file(HISTORY_FILE)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.retries < 0:
+        return _error("--retries must be 0 or more")
+    try:
+        host, port, user = resolve_target(
+            load_config(), args.target, Target(args.host, args.port, args.user)
+        )
+    except ConfigError as exc:
+        return _error(str(exc))
     try:
         lines = _batch_lines(args)
     except OSError as exc:
         return _error(f"cannot read batch file: {exc.strerror}: {args.batch}")
-    user = args.user
     try:
         if not user:
             if not sys.stdin.isatty():
-                return _error("no user given (use --user)")
+                return _error("no user given (use user@host or --user)")
             user = input("User: ").strip()
         password = os.environ.get(PASSWORD_ENV)
         if password is None:
-            password = getpass.getpass(f"Password for {user}@{args.host}: ")
+            password = getpass.getpass(f"Password for {user}@{host}: ")
     except (EOFError, KeyboardInterrupt):
         return _error("cancelled")
-    try:
-        client = FileTransferClient(args.host, args.port)
-    except OSError as exc:
-        return _error(f"cannot connect to {args.host}:{args.port}: {exc.strerror or exc}")
-    try:
+
+    def connect() -> FileTransferClient:
+        client = FileTransferClient(host, port)
         try:
             client.login(user, password)
-        except ProtocolError as exc:
-            return _error(f"login failed: {exc.text}")
-        shell = ClientShell(client)
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    try:
+        client = connect()
+    except ProtocolError as exc:
+        return _error(f"login failed: {exc.text}")
+    except OSError as exc:
+        return _error(f"cannot connect to {host}:{port}: {exc.strerror or exc}")
+    out = Output(sys.stdout, sys.stderr, json_mode=args.json, quiet=args.quiet)
+    shell = ClientShell(client, out, connect, interactive=lines is None)
+    try:
         if lines is not None:
-            return run_batch(shell, lines)
+            return run_batch(shell, lines, args.retries)
         return _interactive(shell)
     except (ConnectionError, TimeoutError) as exc:
         return _error(f"connection lost: {exc}")
-    except OSError as exc:
-        return _error(f"connection error: {exc.strerror or exc}")
     finally:
-        client.close()
+        shell.client.close()
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ import socket
 import stat
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
-from ftpproto.channel import Channel, GuardedWriter, Progress, file_digest
+from ftpproto.channel import Channel, GuardedWriter, file_digest
 from ftpproto.errors import ErrorCode, MessageError, RemoteError
 from ftpproto.messages import (
     Message,
@@ -38,12 +39,26 @@ __all__ = [
     "Entry",
     "FileTransferClient",
     "LocalError",
+    "Monitor",
     "Quota",
     "Stat",
     "TransferResult",
 ]
 
 PART_SUFFIX = ".part"
+
+
+class Monitor(Protocol):
+    """Told how a transfer advances (a progress bar, for instance)."""
+
+    def start(self, total: int, done: int) -> None:
+        """The file has ``total`` bytes, ``done`` of them there already (a resume)."""
+
+    def update(self, count: int) -> None:
+        """``count`` more bytes moved."""
+
+    def close(self) -> None:
+        """The transfer ended, well or not."""
 
 
 class LocalError(Exception):
@@ -181,7 +196,7 @@ class FileTransferClient:
         self,
         remote: str,
         local: str | None = None,
-        progress: Progress | None = None,
+        monitor: Monitor | None = None,
         resume: bool = False,
     ) -> TransferResult:
         """Download ``remote`` to ``local`` (default: its name in the current folder).
@@ -213,7 +228,9 @@ class FileTransferClient:
         try:
             writer = GuardedWriter(fd)
             self.channel.send(recv_ready("get"))
-            self.channel.recv_file(writer, count, hasher, progress)
+            if monitor:
+                monitor.start(offset + count, offset)
+            self.channel.recv_file(writer, count, hasher, monitor.update if monitor else None)
             keep_part = False  # every byte arrived: only a verified file is kept now
             (claimed,) = self._reply("get").expect("get", "digest", 1)
             if parse_digest(claimed) != hasher.hexdigest():
@@ -230,13 +247,16 @@ class FileTransferClient:
                 with contextlib.suppress(OSError):
                     os.unlink(part)
             raise
+        finally:
+            if monitor:
+                monitor.close()
         return TransferResult(remote, target, count, claimed, time.monotonic() - started, offset)
 
     def put(
         self,
         local: str,
         remote: str | None = None,
-        progress: Progress | None = None,
+        monitor: Monitor | None = None,
         resume: bool = False,
     ) -> TransferResult:
         """Upload ``local`` to ``remote`` (default: its name in the remote folder).
@@ -264,7 +284,15 @@ class FileTransferClient:
             count, offset = self._ready("put", target, str(st.st_size), *args)
             hasher = prefix if offset else hashlib.sha256()
             source.seek(offset)
-            sent = self.channel.send_stream(source, count, hasher, progress)
+            if monitor:
+                monitor.start(offset + count, offset)
+            try:
+                sent = self.channel.send_stream(
+                    source, count, hasher, monitor.update if monitor else None
+                )
+            finally:
+                if monitor:
+                    monitor.close()
             if sent < count:
                 self.channel.send(abort("put"))
                 with contextlib.suppress(RemoteError):

@@ -1,34 +1,35 @@
 """``ClientShell``: the interactive and batch user interface over :class:`FileTransferClient`.
 
 Each ``do_<cmd>`` parses its arguments with shell-style quoting, calls the
-client library and prints the result; the docstring is the help text.  A
-failed command prints one line on stderr and sets :attr:`ClientShell.failed`;
-a lost connection is left to propagate so the caller can exit with status 2.
+client library and hands the result to :class:`~ftpclient.output.Output`; the
+docstring is the help text (first line: usage and summary, then an example).
+A failed command prints one line on stderr and sets :attr:`ClientShell.failed`.
+Ctrl-C during a command abandons it: the connection is opened again (the
+server keeps an interrupted upload, the client its ``.part`` file, for
+``reget``/``reput``).  A lost connection is reported; interactively the shell
+stays up for ``reconnect``, in batch mode the caller decides.
 """
 
 from __future__ import annotations
 
 import cmd
+import difflib
 import shlex
-import sys
-import time
 from collections.abc import Callable
-from typing import TextIO
 
-from ftpclient.client import Entry, FileTransferClient, LocalError, TransferResult
+from ftpclient.client import FileTransferClient, LocalError
+from ftpclient.completion import Completion
+from ftpclient.localcmds import LocalCommands
+from ftpclient.output import Output
 from ftpclient.trees import TreeResult, get_tree, put_tree
 from ftpproto.errors import ProtocolError
 from ftpproto.units import format_size
 
-__all__ = ["ClientShell", "format_entry", "split_commands"]
+__all__ = ["ClientShell", "split_commands"]
 
-
-def format_entry(entry: Entry) -> str:
-    """One ``ls -l`` line: type, human size, modification time, name (folders end in ``/``)."""
-    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.mtime))
-    name = entry.name + ("/" if entry.type == "dir" else "")
-    size = format_size(entry.size) if entry.type == "file" else "-"
-    return f"{entry.type:<5} {size:>10} {when} {name}"
+Connect = Callable[[], FileTransferClient]
+# Commands that work without a connection.
+OFFLINE = frozenset({"lcd", "lls", "lpwd", "lmkdir", "shell", "help", "reconnect", "quit", "exit"})
 
 
 def split_commands(text: str) -> list[str]:
@@ -60,41 +61,46 @@ def _second(words: list[str]) -> str | None:
     return words[1] if len(words) > 1 else None
 
 
-class ClientShell(cmd.Cmd):
+class ClientShell(LocalCommands, Completion, cmd.Cmd):
     """The ``ftpclient`` command shell."""
 
-    intro = 'Type "help" for the list of commands, "quit" to leave.'
+    intro = 'Connected. Type "help" for the commands, "quit" or Ctrl-D to leave.'
 
     def __init__(
         self,
         client: FileTransferClient,
-        stdout: TextIO | None = None,
-        stderr: TextIO | None = None,
+        out: Output,
+        connect: Connect | None = None,
+        interactive: bool = False,
     ) -> None:
-        super().__init__(stdout=stdout or sys.stdout)
+        super().__init__(stdout=out.stdout)
         self.client = client
-        self.stderr = stderr or sys.stderr
+        self.out = out
+        self.connect = connect
+        self.interactive = interactive
+        self.connected = True
         self.failed = False
+        self.resume_transfers = False  # set while a batch retries a command
         self.cwd = "/"
         self._update_prompt()
 
     # -- plumbing ------------------------------------------------------------
 
     def _update_prompt(self) -> None:
-        self.prompt = f"{self.client.user}@{self.client.host}:{self.cwd}> "
-
-    def say(self, text: str) -> None:
-        """Print a line of normal output."""
-        self.stdout.write(text + "\n")
+        state = "" if self.connected else " (disconnected)"
+        self.prompt = f"{self.client.user}@{self.client.host}:{self.cwd}{state}> "
 
     def fail(self, text: str) -> None:
         """Report a failed command on stderr in one line."""
         self.failed = True
-        self.stderr.write(text + "\n")
-        self.stderr.flush()
+        self.out.error(text)
 
     def onecmd(self, line: str) -> bool:
         self.failed = False
+        name = self.parseline(line)[0]
+        if not self.connected and name and name not in OFFLINE:
+            self.fail("not connected: type 'reconnect' (then reget/reput to resume)")
+            return False
         try:
             return super().onecmd(line)
         except ProtocolError as exc:
@@ -103,17 +109,75 @@ class ClientShell(cmd.Cmd):
             self.fail(f"local: {exc}")
         except ValueError as exc:  # shlex: "No closing quotation"
             self.fail(f"error: {exc}")
+        except KeyboardInterrupt:
+            self.fail("interrupted: a partial file is kept; use reget/reput to resume")
+            self._drop_connection()
+            if self.connect is not None:
+                try:
+                    self.reconnect()
+                except (OSError, ProtocolError) as exc:
+                    self.fail(f"could not reconnect: {exc}; type 'reconnect' to try again")
+        except (ConnectionError, TimeoutError) as exc:
+            self._drop_connection()
+            if not self.interactive:
+                raise
+            self.fail(f"connection lost: {exc}; type 'reconnect' (then reget/reput to resume)")
         return False
+
+    def _drop_connection(self) -> None:
+        self.client.close()
+        self.connected = False
+        self._update_prompt()
+
+    def reconnect(self) -> None:
+        """Open a new connection, log in again and return to the remote folder."""
+        if self.connect is None:
+            raise ConnectionError("no way to reconnect")
+        self.client.close()
+        self.client = self.connect()
+        self.connected = True
+        try:
+            self.cwd = self.client.cd(self.cwd)
+        except ProtocolError:
+            self.cwd = self.client.pwd()
+        self._update_prompt()
 
     def emptyline(self) -> bool:
         return False
 
     def default(self, line: str) -> None:
-        self.fail(f"unknown command: {line.split()[0]} (try 'help')")
+        name = line.split()[0]
+        close = difflib.get_close_matches(name, self.command_names(), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else " (type 'help')"
+        self.fail(f"unknown command: {name}{hint}")
 
     def get_names(self) -> list[str]:
-        """Command names for help and completion, without the Ctrl-D handler."""
+        """Method names for help and completion, without the Ctrl-D handler."""
         return [name for name in super().get_names() if name != "do_EOF"]
+
+    def command_names(self) -> list[str]:
+        """The names a user can type."""
+        return sorted(n[3:] for n in self.get_names() if n.startswith("do_"))
+
+    def do_help(self, arg: str) -> None:
+        """help [COMMAND]: list the commands, or show one's usage and an example."""
+        if arg.strip():
+            name = arg.strip()
+            method = getattr(self, "do_" + name, None)
+            if method is None or name == "EOF":
+                self.default(name)
+                return
+            first, _, rest = (method.__doc__ or name).partition("\n")
+            self.out.line("usage: " + first.split(": ", 1)[0])
+            self.out.line("  " + first.split(": ", 1)[-1])
+            for text in rest.strip().splitlines():
+                self.out.line("  " + text.strip())
+            return
+        for name in self.command_names():
+            doc = (getattr(self, "do_" + name).__doc__ or "").split("\n", 1)[0]
+            summary = doc.split(": ", 1)[-1]
+            self.out.line(f"  {'!' if name == 'shell' else name:<9} {summary}")
+        self.out.line("Type 'help COMMAND' for its usage and an example.")
 
     def _args(
         self, arg: str, least: int, most: int, usage: str, flags: str = ""
@@ -138,23 +202,15 @@ class ClientShell(cmd.Cmd):
             return None
         return options, words
 
-    def _transfer(self, result: TransferResult, arrow: str) -> None:
-        rate = result.size / result.seconds if result.seconds > 0 else 0.0
-        resumed = f", resumed at {format_size(result.offset)}" if result.offset else ""
-        self.say(
-            f"{result.remote} {arrow} {result.local}: {format_size(result.size)} in "
-            f"{result.seconds:.2f} s ({format_size(int(rate))}/s{resumed}), sha256 verified"
-        )
-
-    def _tree(self, result: TreeResult, arrow: str) -> None:
+    def _tree(self, direction: str, result: TreeResult) -> None:
         for skipped in result.skipped:
-            self.stderr.write(f"skipped (link or special file): {skipped}\n")
-        self.say(
+            self.out.warning(f"skipped (link or special file): {skipped}")
+        self.out.info(
             f"{len(result.files)} files ({format_size(result.size)}) in {result.folders} "
-            f"folders {arrow}, each sha256 verified"
+            "folders copied, each sha256 verified"
         )
 
-    # -- commands ------------------------------------------------------------
+    # -- transfers -------------------------------------------------------------
 
     def do_get(self, arg: str, resume: bool = False) -> None:
         """get [-r] [-a] REMOTE [LOCAL]: download a file (LOCAL may be a folder).
@@ -165,18 +221,26 @@ class ClientShell(cmd.Cmd):
         if parsed is None:
             return
         options, words = parsed
-        local = _second(words)
+        resume = resume or "a" in options or self.resume_transfers
         if "r" in options:
-            self._tree(get_tree(self.client, words[0], local, self._file_done("->")), "copied")
-        else:
-            result = self.client.get(words[0], local, resume=resume or "a" in options)
-            self._transfer(result, "->")
+            result = get_tree(
+                self.client,
+                words[0],
+                _second(words),
+                lambda r: self.out.transfer("get", r),
+                self.out.monitor,
+                resume,
+            )
+            self._tree("get", result)
+            return
+        done = self.client.get(words[0], _second(words), self.out.monitor(words[0]), resume)
+        self.out.transfer("get", done)
 
     def do_reget(self, arg: str) -> None:
         """reget REMOTE [LOCAL]: resume an interrupted download (from LOCAL.part).
 
-        The part already here is checked against the server's file first; if
-        it differs the download starts over.  Example: reget big.iso"""
+        The part already here is checked against the server's file first; if it
+        differs the download starts over.  Example: reget big.iso"""
         self.do_get(arg, resume=True)
 
     def do_put(self, arg: str, resume: bool = False) -> None:
@@ -188,12 +252,20 @@ class ClientShell(cmd.Cmd):
         if parsed is None:
             return
         options, words = parsed
-        remote = _second(words)
+        resume = resume or "a" in options or self.resume_transfers
         if "r" in options:
-            self._tree(put_tree(self.client, words[0], remote, self._file_done("<-")), "copied")
-        else:
-            result = self.client.put(words[0], remote, resume=resume or "a" in options)
-            self._transfer(result, "<-")
+            result = put_tree(
+                self.client,
+                words[0],
+                _second(words),
+                lambda r: self.out.transfer("put", r),
+                self.out.monitor,
+                resume,
+            )
+            self._tree("put", result)
+            return
+        done = self.client.put(words[0], _second(words), self.out.monitor(words[0]), resume)
+        self.out.transfer("put", done)
 
     def do_reput(self, arg: str) -> None:
         """reput LOCAL [REMOTE]: resume an interrupted upload.
@@ -202,44 +274,52 @@ class ClientShell(cmd.Cmd):
         differs the upload starts over.  Example: reput big.iso"""
         self.do_put(arg, resume=True)
 
-    def _file_done(self, arrow: str) -> Callable[[TransferResult], None]:
-        return lambda result: self._transfer(result, arrow)
+    # -- remote files ----------------------------------------------------------
 
     def do_ls(self, arg: str) -> None:
-        """ls [-l] [PATH]: list a remote folder; -l adds type, size and modification time."""
+        """ls [-l] [PATH]: list a remote folder; -l adds type, size and modification time.
+
+        Example: ls -l reports"""
         parsed = self._args(arg, 0, 1, "ls [-l] [PATH]", "l")
-        if parsed is None:
-            return
-        options, words = parsed
-        for entry in self.client.ls(words[0] if words else None):
-            if "l" in options:
-                self.say(format_entry(entry))
-            else:
-                self.say(entry.name + ("/" if entry.type == "dir" else ""))
+        if parsed is not None:
+            options, words = parsed
+            self.out.entries(self.client.ls(words[0] if words else None), "l" in options)
 
     def do_stat(self, arg: str) -> None:
-        """stat [-s] PATH: type, size and modification time; -s adds the SHA-256."""
+        """stat [-s] PATH: type, size and modification time; -s adds the SHA-256.
+
+        Example: stat -s backup.tar"""
         parsed = self._args(arg, 1, 1, "stat [-s] PATH", "s")
-        if parsed is None:
-            return
-        options, words = parsed
-        info = self.client.stat(words[0], sha256="s" in options)
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.mtime))
-        self.say(f"path:     {words[0]}")
-        self.say(f"type:     {info.type}")
-        self.say(f"size:     {info.size} ({format_size(info.size)})")
-        self.say(f"modified: {when}")
-        if info.sha256:
-            self.say(f"sha256:   {info.sha256}")
+        if parsed is not None:
+            options, words = parsed
+            self.out.stat(self.client.stat(words[0], sha256="s" in options))
+
+    def do_cd(self, arg: str) -> None:
+        """cd PATH: change the remote folder.
+
+        Example: cd /reports/2026"""
+        parsed = self._args(arg, 1, 1, "cd PATH")
+        if parsed:
+            self.cwd = self.client.cd(parsed[1][0])
+            self._update_prompt()
+
+    def do_pwd(self, arg: str) -> None:
+        """pwd: show the remote folder."""
+        if self._args(arg, 0, 0, "pwd") is not None:
+            self.out.line(self.client.pwd())
 
     def do_mkdir(self, arg: str) -> None:
-        """mkdir [-p] PATH: create a remote folder; -p also creates missing parents."""
+        """mkdir [-p] PATH: create a remote folder; -p also creates missing parents.
+
+        Example: mkdir -p backups/2026/11"""
         parsed = self._args(arg, 1, 1, "mkdir [-p] PATH", "p")
         if parsed:
             self.client.mkdir(parsed[1][0], parents="p" in parsed[0])
 
     def do_rmdir(self, arg: str) -> None:
-        """rmdir PATH: remove an empty remote folder."""
+        """rmdir PATH: remove an empty remote folder.
+
+        Example: rmdir old"""
         parsed = self._args(arg, 1, 1, "rmdir PATH")
         if parsed:
             self.client.rmdir(parsed[1][0])
@@ -251,11 +331,14 @@ class ClientShell(cmd.Cmd):
         parsed = self._args(arg, 1, 1, "rm [-r] PATH", "r")
         if parsed:
             files, freed = self.client.rm(parsed[1][0], recursive="r" in parsed[0])
+            self.out.record("rm", {"path": parsed[1][0], "files": files, "bytes": freed})
             if "r" in parsed[0]:
-                self.say(f"removed {files} files ({format_size(freed)})")
+                self.out.info(f"removed {files} files ({format_size(freed)})")
 
     def do_mv(self, arg: str) -> None:
-        """mv OLD NEW: rename or move a remote file or folder (into NEW if it is a folder)."""
+        """mv OLD NEW: rename or move a remote file or folder (into NEW if it is a folder).
+
+        Example: mv draft.txt final.txt"""
         parsed = self._args(arg, 2, 2, "mv OLD NEW")
         if parsed:
             self.client.mv(*parsed[1])
@@ -265,30 +348,33 @@ class ClientShell(cmd.Cmd):
         if self._args(arg, 0, 0, "quota") is None:
             return
         usage = self.client.quota()
-        limit = f"of {format_size(usage.limit)} quota" if usage.limit is not None else "(no quota)"
-        self.say(
-            f"used {format_size(usage.used)} {limit}, {format_size(usage.available)} available"
+        self.out.record(
+            "quota", {"used": usage.used, "limit": usage.limit, "available": usage.available}
         )
+        limit = f"of {format_size(usage.limit)} quota" if usage.limit is not None else "(no quota)"
+        if not self.out.json_mode:
+            self.out.line(
+                f"used {format_size(usage.used)} {limit}, {format_size(usage.available)} available"
+            )
 
     def do_df(self, arg: str) -> None:
         """df: the same as quota."""
         self.do_quota(arg)
 
-    def do_cd(self, arg: str) -> None:
-        """cd PATH: change the remote working folder."""
-        parsed = self._args(arg, 1, 1, "cd PATH")
-        if parsed:
-            self.cwd = self.client.cd(parsed[1][0])
-            self._update_prompt()
+    # -- the session -----------------------------------------------------------
 
-    def do_pwd(self, arg: str) -> None:
-        """pwd: show the remote working folder."""
-        if self._args(arg, 0, 0, "pwd") is not None:
-            self.say(self.client.pwd())
+    def do_reconnect(self, arg: str) -> None:
+        """reconnect: open the connection again after it was lost (then reget/reput)."""
+        self.reconnect()
+        self.out.info(f"reconnected to {self.client.host}:{self.client.port}")
 
     def do_quit(self, arg: str) -> bool:
         """quit: end the session (also: exit, Ctrl-D)."""
-        self.client.quit()
+        if self.connected:
+            try:
+                self.client.quit()
+            except (OSError, ProtocolError):
+                self.client.close()
         return True
 
     def do_exit(self, arg: str) -> bool:
@@ -297,5 +383,5 @@ class ClientShell(cmd.Cmd):
 
     def do_EOF(self, arg: str) -> bool:
         """Ctrl-D: end the session."""
-        self.say("")
+        self.out.line("")
         return self.do_quit(arg)

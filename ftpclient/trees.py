@@ -14,12 +14,13 @@ import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ftpclient.client import FileTransferClient, LocalError, TransferResult
+from ftpclient.client import FileTransferClient, LocalError, Monitor, TransferResult
 from ftpproto.errors import ErrorCode, RemoteError
 
 __all__ = ["TreeResult", "get_tree", "put_tree"]
 
 OnFile = Callable[[TransferResult], None]
+MonitorFor = Callable[[str], Monitor | None]
 
 
 @dataclass
@@ -46,8 +47,13 @@ def get_tree(
     remote: str,
     local: str | None = None,
     on_file: OnFile | None = None,
+    monitor_for: MonitorFor | None = None,
+    resume: bool = False,
 ) -> TreeResult:
     """Download the remote folder ``remote`` into ``local`` (default: its name here).
+
+    ``on_file`` is told of each verified file, ``monitor_for`` gives a
+    progress monitor per file, ``resume`` continues interrupted files.
 
     If ``local`` is an existing folder the tree goes inside it, as ``cp -r`` does.
     """
@@ -73,7 +79,8 @@ def get_tree(
             elif entry.type == "dir":
                 pending.append((remote_path, os.path.join(local_dir, entry.name)))
             elif entry.type == "file":
-                done = client.get(remote_path, os.path.join(local_dir, entry.name))
+                monitor = monitor_for(remote_path) if monitor_for else None
+                done = client.get(remote_path, os.path.join(local_dir, entry.name), monitor, resume)
                 result.files.append(done)
                 if on_file:
                     on_file(done)
@@ -87,6 +94,8 @@ def put_tree(
     local: str,
     remote: str | None = None,
     on_file: OnFile | None = None,
+    monitor_for: MonitorFor | None = None,
+    resume: bool = False,
 ) -> TreeResult:
     """Upload the local folder ``local`` to ``remote`` (default: its name there).
 
@@ -115,7 +124,8 @@ def put_tree(
             if not inside or not os.path.isfile(real):
                 result.skipped.append(path)
                 continue
-            done = client.put(path, posixpath.join(remote_dir, file_name))
+            monitor = monitor_for(path) if monitor_for else None
+            done = client.put(path, posixpath.join(remote_dir, file_name), monitor, resume)
             result.files.append(done)
             if on_file:
                 on_file(done)
