@@ -202,7 +202,7 @@ class ClientShell(LocalCommands, Completion, cmd.Cmd):
             return None
         return options, words
 
-    def _tree(self, direction: str, result: TreeResult) -> None:
+    def _tree(self, result: TreeResult) -> None:
         for skipped in result.skipped:
             self.out.warning(f"skipped (link or special file): {skipped}")
         self.out.info(
@@ -212,67 +212,59 @@ class ClientShell(LocalCommands, Completion, cmd.Cmd):
 
     # -- transfers -------------------------------------------------------------
 
-    def do_get(self, arg: str, resume: bool = False) -> None:
-        """get [-r] [-a] REMOTE [LOCAL]: download a file (LOCAL may be a folder).
-
-        -r copies a folder tree; -a resumes an interrupted download (as reget).
-        Example: get "reports/May 2026.pdf" ~/Downloads"""
-        parsed = self._args(arg, 1, 2, "get [-r] [-a] REMOTE [LOCAL]", "ra")
+    def _transfer(self, direction: str, arg: str, resume: bool) -> None:
+        """get or put: one file, or a tree with -r; -a (or a retry) resumes."""
+        usage = (
+            "get [-r] [-a] REMOTE [LOCAL]" if direction == "get" else "put [-r] [-a] LOCAL [REMOTE]"
+        )
+        parsed = self._args(arg, 1, 2, usage, "ra")
         if parsed is None:
             return
         options, words = parsed
         resume = resume or "a" in options or self.resume_transfers
         if "r" in options:
-            result = get_tree(
+            copy_tree = get_tree if direction == "get" else put_tree
+            result = copy_tree(
                 self.client,
                 words[0],
                 _second(words),
-                lambda r: self.out.transfer("get", r),
+                lambda done: self.out.transfer(direction, done),
                 self.out.monitor,
                 resume,
             )
-            self._tree("get", result)
+            self._tree(result)
             return
-        done = self.client.get(words[0], _second(words), self.out.monitor(words[0]), resume)
-        self.out.transfer("get", done)
+        copy_file = self.client.get if direction == "get" else self.client.put
+        done = copy_file(words[0], _second(words), self.out.monitor(words[0]), resume)
+        self.out.transfer(direction, done)
+
+    def do_get(self, arg: str) -> None:
+        """get [-r] [-a] REMOTE [LOCAL]: download a file (LOCAL may be a folder).
+
+        -r copies a folder tree; -a resumes an interrupted download (as reget).
+        Example: get "reports/May 2026.pdf" ~/Downloads"""
+        self._transfer("get", arg, resume=False)
 
     def do_reget(self, arg: str) -> None:
         """reget REMOTE [LOCAL]: resume an interrupted download (from LOCAL.part).
 
         The part already here is checked against the server's file first; if it
         differs the download starts over.  Example: reget big.iso"""
-        self.do_get(arg, resume=True)
+        self._transfer("get", arg, resume=True)
 
-    def do_put(self, arg: str, resume: bool = False) -> None:
+    def do_put(self, arg: str) -> None:
         """put [-r] [-a] LOCAL [REMOTE]: upload a file.
 
         -r copies a folder tree; -a resumes an interrupted upload (as reput).
         Example: put notes.txt "backup/notes 2026.txt\""""
-        parsed = self._args(arg, 1, 2, "put [-r] [-a] LOCAL [REMOTE]", "ra")
-        if parsed is None:
-            return
-        options, words = parsed
-        resume = resume or "a" in options or self.resume_transfers
-        if "r" in options:
-            result = put_tree(
-                self.client,
-                words[0],
-                _second(words),
-                lambda r: self.out.transfer("put", r),
-                self.out.monitor,
-                resume,
-            )
-            self._tree("put", result)
-            return
-        done = self.client.put(words[0], _second(words), self.out.monitor(words[0]), resume)
-        self.out.transfer("put", done)
+        self._transfer("put", arg, resume=False)
 
     def do_reput(self, arg: str) -> None:
         """reput LOCAL [REMOTE]: resume an interrupted upload.
 
         The part the server kept is checked against the local file first; if it
         differs the upload starts over.  Example: reput big.iso"""
-        self.do_put(arg, resume=True)
+        self._transfer("put", arg, resume=True)
 
     # -- remote files ----------------------------------------------------------
 
