@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import queue
@@ -591,3 +592,166 @@ def bytes_on_disk(home: Path) -> int:
 def partial_file(home: Path, virtual: str) -> Path:
     """Where the server keeps the partial upload of ``virtual`` (an absolute virtual path)."""
     return home / ".ftp-partial" / sha256(virtual.encode("utf-8"))
+
+
+# -- a throttling, connection-dropping TCP proxy --------------------------------
+
+
+class ThrottleProxy:
+    """A TCP proxy on 127.0.0.1, port 0, in front of ``target_port``.
+
+    Each direction of each connection is forwarded in chunks of at most
+    ``chunk`` bytes, with a pause after each so that it moves at most ``rate``
+    bytes per second (None: no cap), which makes a loopback transfer last
+    long enough for a progress bar or a Ctrl-C.  With ``drop_after`` the first
+    connection only is cut (both sides shut down) once that many bytes went
+    through it in either direction; later connections are left alone.
+    """
+
+    def __init__(
+        self,
+        target_port: int,
+        rate: float | None = None,
+        drop_after: int | None = None,
+        chunk: int = 16 * 1024,
+    ) -> None:
+        self.target_port = target_port
+        self.rate = rate
+        self.drop_after = drop_after
+        self.chunk = chunk
+        self.connections = 0
+        self.dropped = threading.Event()
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # A small receive window so the client cannot park a whole upload in buffers.
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        self.listener.bind((HOST, 0))
+        self.listener.listen(8)
+        self.port: int = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept_loop, daemon=True).start()
+
+    def _accept_loop(self) -> None:
+        while True:
+            try:
+                downstream, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection((HOST, self.target_port), timeout=5)
+            except OSError:
+                downstream.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                index = self.connections
+                self.connections += 1
+                self._sockets += [downstream, upstream]
+            pair = (downstream, upstream)
+            moved = [0]  # bytes through this connection, both directions
+            drop = self.drop_after if index == 0 else None
+            for source, dest in ((downstream, upstream), (upstream, downstream)):
+                threading.Thread(
+                    target=self._pump, args=(source, dest, pair, moved, drop), daemon=True
+                ).start()
+
+    def _pump(
+        self,
+        source: socket.socket,
+        dest: socket.socket,
+        pair: tuple[socket.socket, socket.socket],
+        moved: list[int],
+        drop: int | None,
+    ) -> None:
+        try:
+            while True:
+                data = source.recv(self.chunk)
+                if not data:
+                    break
+                if drop is not None:
+                    with self._lock:
+                        room = drop - moved[0]
+                        moved[0] += len(data)
+                    if room <= len(data):
+                        if room > 0:
+                            dest.sendall(data[:room])
+                        self.dropped.set()
+                        break
+                dest.sendall(data)
+                if self.rate:
+                    time.sleep(len(data) / self.rate)
+        except OSError:
+            pass
+        finally:
+            for sock in pair:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def close(self) -> None:
+        """Stop listening and cut every connection."""
+        self.listener.close()
+        with self._lock:
+            sockets = list(self._sockets)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+ProxyFactory = Callable[..., ThrottleProxy]
+THROTTLE_RATE = 2 * 1024 * 1024  # bytes per second through a throttling proxy
+
+
+@pytest.fixture
+def proxy(server: RunningServer) -> Iterator[ProxyFactory]:
+    """A factory: ``proxy(rate=..., drop_after=...)`` is a ThrottleProxy in front of ``server``."""
+    made: list[ThrottleProxy] = []
+
+    def make(rate: float | None = THROTTLE_RATE, drop_after: int | None = None) -> ThrottleProxy:
+        made.append(ThrottleProxy(server.port, rate, drop_after))
+        return made[-1]
+
+    yield make
+    for item in made:
+        item.close()
+
+
+# -- an isolated environment for ftpclient processes ----------------------------
+
+
+@dataclass
+class ClientEnv:
+    """Environment variables for ``python -m ftpclient`` with its own home and config."""
+
+    env: dict[str, str]
+    home: Path  # $HOME: the history file goes here
+    config_home: Path  # $XDG_CONFIG_HOME
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_home / "ftpclient" / "config.yaml"
+
+    @property
+    def history_file(self) -> Path:
+        return self.home / ".ftpclient_history"
+
+    def write_config(self, text: str) -> Path:
+        """Write the client's config.yaml; return its path."""
+        self.config_file.parent.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(text, encoding="utf-8")
+        return self.config_file
+
+
+@pytest.fixture
+def client_env(tmp_path: Path) -> ClientEnv:
+    """alice's password, HOME and XDG_CONFIG_HOME under ``tmp_path``, TERM=xterm, colours on."""
+    home = tmp_path / "client-home"
+    config_home = tmp_path / "client-config"
+    home.mkdir()
+    config_home.mkdir()
+    env = subprocess_env(ALICE_PASSWORD)
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(config_home), TERM="xterm")
+    for name in ("NO_COLOR", "COLUMNS", "LINES", "INPUTRC"):
+        env.pop(name, None)
+    return ClientEnv(env, home, config_home)

@@ -196,7 +196,7 @@ def test_connection_refused_exits_2(run_cli: RunCli) -> None:
         ["--bogus-option"],
         ["-c", "pwd", "-b", "x"],
         ["-c"],
-        ["unexpected-positional"],
+        ["first-target", "second-positional"],
     ],
     ids=str,
 )
