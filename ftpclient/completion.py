@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import shlex
 from typing import TYPE_CHECKING
 
 from ftpproto.errors import ProtocolError
@@ -39,13 +38,50 @@ ARGUMENT_KINDS = {
 }
 
 
-def _argument_index(line: str, begidx: int) -> int:
-    """Which argument (0-based, options not counted) the word at ``begidx`` is."""
-    try:
-        words = shlex.split(line[:begidx])
-    except ValueError:
-        words = line[:begidx].split()
-    return len([w for w in words[1:] if not w.startswith("-")])
+def current_word(line: str, end: int) -> tuple[int, int, str, str | None]:
+    """The shell word that ends at ``end``: ``(start, index, text, open_quote)``.
+
+    ``index`` counts the words before it (the command is word 0), ``text``
+    is the word with quotes and backslash escapes undone, and
+    ``open_quote`` is the quote still open at ``end``, if any.
+    """
+    start, index, word, quote = end, 0, "", None
+    in_word, escaped = False, False
+    for i, char in enumerate(line[:end]):
+        if not in_word and not char.isspace():
+            start, word, in_word = i, "", True
+        if escaped:
+            word, escaped = word + char, False
+        elif char == "\\" and quote != "'":
+            escaped = True
+        elif quote:
+            if char == quote:
+                quote = None
+            else:
+                word += char
+        elif char in "'\"":
+            quote = char
+        elif char.isspace():
+            if in_word:
+                index += 1
+            in_word = False
+        else:
+            word += char
+    if not in_word:
+        start, word = end, ""
+    return start, index, word, quote
+
+
+def escape(path: str, quote: str | None, final: bool) -> str:
+    """``path`` written as the shell parses it: inside ``quote``, or with backslashes.
+
+    ``final`` closes the quote (a complete name, not a folder to go on into).
+    """
+    if quote == "'":
+        return "'" + path.replace("'", "'\\''") + ("'" if final else "")
+    if quote == '"':
+        return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + ('"' if final else "")
+    return "".join("\\" + c if c.isspace() or c in "\\'\"" else c for c in path)
 
 
 def complete_local(text: str) -> list[str]:
@@ -84,13 +120,22 @@ class Completion:
             if e.name.startswith(prefix)
         ]
 
-    def _complete_argument(self, command: str, text: str, line: str, begidx: int) -> list[str]:
-        kinds = ARGUMENT_KINDS.get(command, "")
-        index = _argument_index(line, begidx)
-        if index >= len(kinds):
-            return []
-        return self.complete_remote(text) if kinds[index] == "r" else complete_local(text)
-
     def completedefault(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
+        """Complete the path argument under the cursor, quoted as the shell will parse it.
+
+        Readline replaces only ``line[begidx:endidx]`` (it splits words at
+        spaces, even escaped ones), so each candidate is cut to that part.
+        """
         command = line.split(None, 1)[0] if line.strip() else ""
-        return self._complete_argument(command, text, line, begidx)
+        start, index, word, quote = current_word(line, endidx)
+        kinds = ARGUMENT_KINDS.get(command, "")
+        if not 1 <= index <= len(kinds):
+            return []
+        paths = self.complete_remote(word) if kinds[index - 1] == "r" else complete_local(word)
+        typed = line[start:begidx]
+        matches = []
+        for path in paths:
+            written = escape(path, quote, final=len(paths) == 1 and not path.endswith("/"))
+            if written.startswith(typed):
+                matches.append(written[len(typed) :])
+        return matches

@@ -142,6 +142,16 @@ class ClientShell(LocalCommands, Completion, cmd.Cmd):
             self.cwd = self.client.pwd()
         self._update_prompt()
 
+    def complete(self, text: str, state: int) -> str | None:  # type: ignore[override]
+        """Readline's hook; a single complete match gets the space readline does not add."""
+        if state == 0:
+            super().complete(text, state)
+            matches: list[str] = self.completion_matches or []
+            if len(matches) == 1 and not matches[0].endswith(("/", " ")):
+                self.completion_matches = [matches[0] + " "]
+        found: list[str] = self.completion_matches or []
+        return found[state] if state < len(found) else None
+
     def emptyline(self) -> bool:
         return False
 

@@ -62,16 +62,23 @@ KILLED_GET = textwrap.dedent(
     port, user, password, remote, local, limit = sys.argv[1:7]
     client = FileTransferClient("127.0.0.1", int(port), timeout=60)
     client.login(user, password)
-    seen = 0
 
-    def progress(count):
-        global seen
-        seen += count
-        if seen >= int(limit):
-            print("RECEIVED", seen, flush=True)
-            time.sleep(120)
+    class StopAfterLimit:
+        seen = 0
 
-    client.get(remote, local, progress=progress)
+        def start(self, total, done):
+            pass
+
+        def update(self, count):
+            self.seen += count
+            if self.seen >= int(limit):
+                print("RECEIVED", self.seen, flush=True)
+                time.sleep(120)
+
+        def close(self):
+            pass
+
+    client.get(remote, local, StopAfterLimit())
     print("FINISHED", flush=True)
     """
 )

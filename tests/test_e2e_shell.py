@@ -188,7 +188,8 @@ def test_tab_completes_a_remote_file_then_downloads_it(
     shell.child.send("get rep\t")
     shell.child.send("\r")
     out = shell.prompt()
-    assert plain(out).splitlines()[0] == "get report-2026.bin", f"completed line: {out!r}"
+    # a unique file name is completed with a space after it, ready for the next word
+    assert plain(out).splitlines()[0] == "get report-2026.bin ", f"completed line: {out!r}"
     summary_seconds(out, "report-2026.bin")
     assert (local / "report-2026.bin").read_bytes() == data, "downloaded bytes"
     assert not (local / "other.txt").exists()
@@ -204,7 +205,7 @@ def test_tab_completes_a_remote_path_in_a_folder(
     shell.child.send("inn\t")
     shell.child.send("\r")
     out = plain(shell.prompt())
-    assert out.splitlines()[0] == "get projects/inner-notes.txt", f"completed line: {out!r}"
+    assert out.splitlines()[0] == "get projects/inner-notes.txt ", f"completed line: {out!r}"
     summary_seconds(out, "projects/inner-notes.txt")
     assert (local / "inner-notes.txt").read_bytes() == data
 
@@ -257,7 +258,7 @@ def test_tab_completes_local_paths_for_put(
     shell.child.send("put upzz\t")
     shell.child.send("\r")
     out = plain(shell.prompt())
-    assert out.splitlines()[0] == "put upzz-local.dat", f"completed line: {out!r}"
+    assert out.splitlines()[0] == "put upzz-local.dat ", f"completed line: {out!r}"
     summary_seconds(out, "upzz-local.dat")
     assert (server.alice_home / "upzz-local.dat").read_bytes() == data, "uploaded bytes"
     assert (server.alice_home / "upzz-remote.dat").read_bytes() == b"remote"
