@@ -13,13 +13,14 @@ import contextlib
 import getpass
 import importlib
 import os
+import ssl
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
 
-from ftpclient.client import FileTransferClient
+from ftpclient.client import FileTransferClient, tls_context
 from ftpclient.output import Output
 from ftpclient.settings import ConfigError, Target, load_config, resolve_target
 from ftpclient.shell import ClientShell, split_commands
@@ -71,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("-c", dest="commands", metavar="CMDS", help='commands, e.g. "cd a; get b"')
     batch.add_argument(
         "-b", dest="batch", metavar="FILE", help="run commands from FILE (- = stdin)"
+    )
+    parser.add_argument("--tls", action="store_true", help="use TLS, verifying the server")
+    parser.add_argument(
+        "--cafile", metavar="FILE", help="trust the CA certificates in FILE (implies --tls)"
     )
     parser.add_argument("--json", action="store_true", help="ls, stat and transfers as JSON lines")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress, no summaries")
@@ -191,8 +196,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (EOFError, KeyboardInterrupt):
         return _error("cancelled")
 
+    try:
+        tls = tls_context(args.cafile) if args.tls or args.cafile else None
+    except (OSError, ssl.SSLError) as exc:
+        return _error(f"cannot use CA file {args.cafile}: {getattr(exc, 'strerror', None) or exc}")
+
     def connect() -> FileTransferClient:
-        client = FileTransferClient(host, port)
+        client = FileTransferClient(host, port, tls=tls)
         try:
             client.login(user, password)
         except BaseException:
@@ -204,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         client = connect()
     except ProtocolError as exc:
         return _error(f"login failed: {exc.text}")
+    except ssl.SSLCertVerificationError as exc:
+        return _error(f"cannot connect to {host}:{port}: certificate refused: {exc.verify_message}")
     except OSError as exc:
         return _error(f"cannot connect to {host}:{port}: {exc.strerror or exc}")
     out = Output(sys.stdout, sys.stderr, json_mode=args.json, quiet=args.quiet)

@@ -17,6 +17,7 @@ import hashlib
 import os
 import posixpath
 import socket
+import ssl
 import stat
 import time
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ __all__ = [
     "Quota",
     "Stat",
     "TransferResult",
+    "tls_context",
 ]
 
 PART_SUFFIX = ".part"
@@ -114,11 +116,24 @@ def _local_error(exc: OSError, path: str) -> LocalError:
 class FileTransferClient:
     """A connection to a FileTransfer server."""
 
-    def __init__(self, host: str, port: int, timeout: float | None = 60.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = 60.0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        """Connect; with ``tls`` the server's certificate is verified against ``host``."""
         self.host = host
         self.port = port
         sock = socket.create_connection((host, port), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            try:
+                sock = tls.wrap_socket(sock, server_hostname=host)
+            except BaseException:
+                sock.close()
+                raise
         self.channel = Channel(sock)
         self.user: str | None = None
 
@@ -356,6 +371,13 @@ class FileTransferClient:
         return Quota(
             parse_size(used), None if limit == "-" else parse_size(limit), parse_size(available)
         )
+
+
+def tls_context(cafile: str | None = None) -> ssl.SSLContext:
+    """A client TLS context: the system's trusted CAs (or ``cafile``), host name checked."""
+    context = ssl.create_default_context(cafile=cafile)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 def _local_target(local: str | None, remote: str) -> str:

@@ -3,8 +3,14 @@
 A :class:`Channel` owns one connected socket.  Control messages go through
 :mod:`ftpproto.framing`; file data is raw bytes read or written to an exact
 count, so it can never be taken for a message and no message can run into
-the data ("sticky packets").  Socket timeouts are the owner's business; a
-timeout surfaces as :class:`TimeoutError`.
+the data ("sticky packets").
+
+Without :class:`Deadlines` the socket's own timeout applies to every call.
+With them (the server), the channel enforces: the first byte of a message
+within ``idle`` seconds; the rest of it within ``request`` seconds (a client
+dribbling a byte every few seconds is cut off); and during file data at least
+``min_rate`` bytes per second over every ``stall`` seconds.  A broken
+deadline surfaces as :class:`TimeoutError`.
 """
 
 from __future__ import annotations
@@ -12,14 +18,24 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 from ftpproto.errors import ConnectionClosed
 from ftpproto.framing import MAX_FRAME_SIZE, FrameDecoder, encode_frame
 from ftpproto.messages import Message
 
-__all__ = ["CHUNK_SIZE", "Channel", "GuardedWriter", "Hasher", "Progress", "file_digest"]
+__all__ = [
+    "CHUNK_SIZE",
+    "Channel",
+    "Deadlines",
+    "GuardedWriter",
+    "Hasher",
+    "Progress",
+    "file_digest",
+]
 
 CHUNK_SIZE = 256 * 1024
 Progress = Callable[[int], None]
@@ -35,13 +51,54 @@ class _Sink(Protocol):
     def write(self, data: bytes | memoryview, /) -> object: ...
 
 
+@dataclass(frozen=True)
+class Deadlines:
+    """How long a peer may take; see the module docstring."""
+
+    idle: float
+    request: float
+    stall: float
+    min_rate: int = 0
+
+
+class _RateWatch:
+    """Raises TimeoutError when a transfer moves less than ``min_rate`` B/s over a window."""
+
+    def __init__(self, deadlines: Deadlines | None) -> None:
+        self.deadlines = deadlines
+        self.window_start = time.monotonic()
+        self.moved = 0
+
+    def tick(self, count: int) -> None:
+        deadlines = self.deadlines
+        if deadlines is None or not deadlines.min_rate:
+            return
+        self.moved += count
+        now = time.monotonic()
+        elapsed = now - self.window_start
+        if elapsed >= deadlines.stall:
+            if self.moved < deadlines.min_rate * elapsed:
+                raise TimeoutError(f"transfer slower than {deadlines.min_rate} bytes/s")
+            self.window_start, self.moved = now, 0
+
+
 class Channel:
     """Send and receive framed messages and exact byte counts on one socket."""
 
-    def __init__(self, sock: socket.socket, max_frame: int = MAX_FRAME_SIZE) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        max_frame: int = MAX_FRAME_SIZE,
+        deadlines: Deadlines | None = None,
+    ) -> None:
         self.sock = sock
+        self.deadlines = deadlines
         self._decoder = FrameDecoder(max_frame)
         self._buffer = bytearray(CHUNK_SIZE)
+
+    def _data_timeout(self) -> None:
+        if self.deadlines is not None:
+            self.sock.settimeout(self.deadlines.stall)
 
     def send(self, *messages: Message) -> None:
         """Send one or more messages in a single write."""
@@ -54,10 +111,21 @@ class Channel:
         :class:`~ftpproto.errors.FramingError` on a framing violation and
         :class:`~ftpproto.errors.MessageError` on a frame that is no message.
         """
+        begun: float | None = None
         while True:
             payload = self._decoder.next_frame()
             if payload is not None:
                 return Message.parse(payload)
+            if self.deadlines is not None:
+                if not self._decoder.buffered:
+                    self.sock.settimeout(self.deadlines.idle)
+                else:
+                    now = time.monotonic()
+                    begun = begun or now
+                    left = self.deadlines.request - (now - begun)
+                    if left <= 0:
+                        raise TimeoutError("message not completed in time")
+                    self.sock.settimeout(min(left, self.deadlines.idle))
             data = self.sock.recv(max(self._decoder.wanted(), 4096))
             if not data:
                 raise ConnectionClosed("connection closed by peer")
@@ -66,7 +134,13 @@ class Channel:
     def recv_file(
         self, sink: _Sink, size: int, hasher: Hasher, progress: Progress | None = None
     ) -> None:
-        """Receive exactly ``size`` bytes of file data into ``sink``, hashing them."""
+        """Receive exactly ``size`` bytes of file data into ``sink``, hashing them.
+
+        ``progress`` is called with each chunk's size (a progress bar, or a
+        bandwidth limit that sleeps).
+        """
+        watch = _RateWatch(self.deadlines)
+        self._data_timeout()
         remaining = size
         if self._decoder.buffered and remaining:
             data = self._decoder.take_raw(remaining)
@@ -84,17 +158,35 @@ class Channel:
             hasher.update(chunk)
             sink.write(chunk)
             remaining -= n
+            watch.tick(n)
             if progress:
                 progress(n)
 
-    def send_file(self, fileobj: BinaryIO, offset: int, size: int) -> int:
+    def send_file(
+        self, fileobj: BinaryIO, offset: int, size: int, progress: Progress | None = None
+    ) -> int:
         """Send ``size`` bytes of an open file with ``sendfile``; pad with zeros if it shrank.
 
         Returns how many bytes came from the file; fewer than ``size`` means the
         file changed under us and the receiver must be told the data is bad.
-        The stream itself stays in step either way.
+        The stream itself stays in step either way.  With ``progress`` or
+        deadlines the file goes in chunks, each reported or checked.
         """
-        sent = self.sock.sendfile(fileobj, offset, size) if size else 0
+        if progress is None and self.deadlines is None:
+            sent = self.sock.sendfile(fileobj, offset, size) if size else 0
+        else:
+            watch = _RateWatch(self.deadlines)
+            self._data_timeout()
+            step = 64 * 1024 if progress else 4 * 1024 * 1024
+            sent = 0
+            while sent < size:
+                n = self.sock.sendfile(fileobj, offset + sent, min(step, size - sent))
+                if n == 0:
+                    break
+                sent += n
+                watch.tick(n)
+                if progress:
+                    progress(n)
         if sent < size:
             self.send_zeros(size - sent)
         return sent

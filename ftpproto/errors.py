@@ -35,6 +35,7 @@ class ErrorCode(enum.IntEnum):
     FRAMING = 413  # an empty or oversized frame; the connection is closed
     PATH_TOO_LONG = 414  # a path or name over the limits
     BAD_PATH = 415  # a path with a NUL byte or another forbidden character
+    TOO_MANY_SESSIONS = 421  # over the server's session limits; the connection is closed
     LOGIN_FAILED = 430  # wrong user name or password
     TOO_MANY_FAILURES = 431  # too many failed logins; the connection is closed
     DIGEST_MISMATCH = 460  # the SHA-256 of the bytes did not match

@@ -1,4 +1,4 @@
-"""The ``ftpserver`` command line: ``serve``, ``useradd``, ``usermod``, ``passwd``, ``userdel``.
+"""The ``ftpserver`` command line: ``serve``, ``check-config`` and the user commands.
 
 Settings come from built-in defaults, overridden by the config file
 (``--config``, or ``config/server.yaml`` when it exists), overridden by flags.
@@ -14,13 +14,15 @@ import logging
 import secrets
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
 from ftpproto.commands import RIGHTS
 from ftpserver import users as userfile
-from ftpserver.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings, log_level
+from ftpserver.audit import configure_logging
+from ftpserver.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 from ftpserver.server import FileTransferServer
 
 __all__ = ["main"]
@@ -35,6 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", type=Path, help=f"settings file (default {DEFAULT_CONFIG})")
         p.add_argument("--users", type=Path, help="users file (default config/users.yaml)")
+
+    check = sub.add_parser("check-config", help="validate server.yaml and users.yaml")
+    common(check)
+    check.add_argument("--home", type=Path, help="folder holding the users' homes")
+    check.add_argument("--host", help=argparse.SUPPRESS)
+    check.add_argument("--port", type=int, help=argparse.SUPPRESS)
 
     serve = sub.add_parser("serve", help="run the server")
     common(serve)
@@ -100,12 +108,8 @@ def _read_password(from_stdin: bool) -> str:
     return password
 
 
-def _serve(settings: Settings) -> int:
-    logging.basicConfig(
-        level=log_level(settings),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    configure_logging(settings)
     if not settings.users.exists():
         password = secrets.token_urlsafe(12)
         userfile.add_user(settings.users, settings.home, "demo", password, settings.bcrypt_rounds)
@@ -113,23 +117,68 @@ def _serve(settings: Settings) -> int:
     store = userfile.load_users(settings.users, settings.home)
     for user in store.users.values():
         user.home.mkdir(parents=True, exist_ok=True)
-    server = FileTransferServer(settings, store)
+    server = FileTransferServer(settings, store, lambda: _settings(args))
     server.start_sweeper()
+    wake = threading.Event()
+    force = threading.Event()
+    requests = {"stop": 0, "reload": 0}
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(0)
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        requests["stop"] += 1
+        if requests["stop"] > 1:
+            force.set()
+        wake.set()
 
-    signal.signal(signal.SIGTERM, stop)
+    def on_reload(signum: int, frame: FrameType | None) -> None:
+        requests["reload"] += 1
+        wake.set()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_reload)
+    threading.Thread(target=server.serve_forever, args=(0.5,), daemon=True).start()
     host, port = server.address
     print(f"listening on {host}:{port}", flush=True)
     log.info("serving %d users from %s", len(store.users), settings.home)
     try:
-        server.serve_forever(poll_interval=0.5)
-    except KeyboardInterrupt:
-        pass
+        while not requests["stop"]:
+            wake.wait(1.0)
+            wake.clear()
+            if requests["reload"]:
+                requests["reload"] = 0
+                server.reload()
+        log.info("stopping: no new sessions; running transfers get %g s", settings.shutdown_grace)
+        server.shutdown()
+        cut = server.drain(server.settings.shutdown_grace, force)
+        if cut:
+            log.warning("stopped %d sessions that were still busy", cut)
     finally:
         server.server_close()
         log.info("stopped")
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    """Validate the settings and users files; print every problem with file and line."""
+    problems: list[str] = []
+    settings = Settings()
+    try:
+        settings = _settings(args)
+    except ConfigError as exc:
+        problems += [str(p) for p in exc.problems]
+    try:
+        if settings.users.exists():
+            userfile.load_users(settings.users, settings.home)
+        else:
+            problems.append(f"{settings.users}: no such file (serve would create it)")
+    except ConfigError as exc:
+        problems += [str(p) for p in exc.problems]
+    for line in problems:
+        print(line)
+    if problems:
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        return 1
+    print(f"configuration OK: {settings.users}, homes in {settings.home}")
     return 0
 
 
@@ -137,8 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = _settings(args)
+        if args.command == "check-config":
+            return _check_config(args)
         if args.command == "serve":
-            return _serve(settings)
+            return _serve(args, settings)
         if args.command == "useradd":
             password = _read_password(args.password_stdin)
             home = userfile.add_user(
@@ -163,7 +214,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "userdel":
             userfile.remove_user(settings.users, args.name)
             print(f"removed user {args.name} (the home folder is kept)")
-    except (ConfigError, ValueError) as exc:
+    except ConfigError as exc:
+        more = len(exc.problems) - 1
+        hint = f" (and {more} more: see 'ftpserver check-config')" if more else ""
+        print(f"ftpserver: error: {exc.problems[0]}{hint}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
         print(f"ftpserver: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

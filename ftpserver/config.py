@@ -39,11 +39,30 @@ class Settings:
     bcrypt_rounds: int = 12
     fsync_uploads: bool = True
     partial_upload_ttl: float = 86400.0
+    max_sessions: int = 500
+    max_sessions_per_ip: int = 50
+    request_timeout: float = 30.0
+    stall_timeout: float = 60.0
+    min_transfer_rate: int = 1024
+    ban_failures: int = 10
+    ban_window: float = 600.0
+    ban_time: float = 900.0
+    password_checks: int = 2
+    password_cache_ttl: float = 300.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     log_level: str = "INFO"
+    log_file: Path | None = None
+    audit_json: bool = False
+    shutdown_grace: float = 30.0
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with the given fields changed; ``None`` values are ignored."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+class _OptionalPath:
+    """Marks a setting that is a path or null."""
 
 
 # key -> (type, lowest, highest); None means no bound.
@@ -59,29 +78,63 @@ _LIMITS: dict[str, tuple[type, float | None, float | None]] = {
     "bcrypt_rounds": (int, 4, 31),
     "fsync_uploads": (bool, None, None),
     "partial_upload_ttl": (float, 1, None),
+    "max_sessions": (int, 0, 1_000_000),
+    "max_sessions_per_ip": (int, 0, 1_000_000),
+    "request_timeout": (float, 1, None),
+    "stall_timeout": (float, 1, None),
+    "min_transfer_rate": (int, 0, None),
+    "ban_failures": (int, 0, 1000),
+    "ban_window": (float, 1, None),
+    "ban_time": (float, 0, None),
+    "password_checks": (int, 1, 1024),
+    "password_cache_ttl": (float, 0, 86400),
+    "tls_cert": (_OptionalPath, None, None),
+    "tls_key": (_OptionalPath, None, None),
     "log_level": (str, None, None),
+    "log_file": (_OptionalPath, None, None),
+    "audit_json": (bool, None, None),
+    "shutdown_grace": (float, 0, 3600),
 }
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def load_settings(path: Path, base: Settings | None = None) -> Settings:
-    """Read ``path`` over ``base`` (the defaults); raise ConfigError on any problem."""
+    """Read ``path`` over ``base`` (the defaults).
+
+    Every problem is collected; if there are any, a ConfigError is raised
+    whose ``problems`` lists them all (the first one's line comes first).
+    """
     doc = yamlfile.load(path)
     data = doc.data if doc.data is not None else {}
     if not isinstance(data, dict):
         raise doc.error((), "expected a mapping of setting: value")
     changes: dict[str, Any] = {}
+    problems: list[ConfigError] = []
     for key, value in data.items():
         if key not in _LIMITS:
             known = ", ".join(sorted(_LIMITS))
-            raise doc.error((str(key),), f"unknown setting {key!r} (known: {known})")
-        changes[key] = _check(doc, key, value)
+            problems.append(doc.error((str(key),), f"unknown setting {key!r} (known: {known})"))
+            continue
+        try:
+            changes[key] = _check(doc, key, value)
+        except ConfigError as exc:
+            problems.append(exc)
+    if not problems and bool(changes.get("tls_cert")) != bool(changes.get("tls_key")):
+        problems.append(doc.error(("tls_cert",), "tls_cert and tls_key go together"))
+    for key in ("tls_cert", "tls_key"):
+        if changes.get(key) is not None and not changes[key].is_file():
+            problems.append(doc.error((key,), f"{key}: no such file: {changes[key]}"))
+    yamlfile.raise_all(problems)
     return (base or Settings()).replace(**changes)
 
 
 def _check(doc: yamlfile.Document, key: str, value: Any) -> Any:
     kind, low, high = _LIMITS[key]
     where = (key,)
+    if kind is _OptionalPath:
+        if value is None:
+            return None
+        kind = Path
     if kind is Path:
         if not isinstance(value, str) or not value:
             raise doc.error(where, f"{key}: expected a path")

@@ -22,7 +22,7 @@ import stat
 import time
 from typing import TYPE_CHECKING
 
-from ftpproto.channel import Channel, file_digest
+from ftpproto.channel import Channel, Deadlines, file_digest
 from ftpproto.commands import COMMANDS, lookup
 from ftpproto.errors import ErrorCode, FramingError, MessageError, ProtocolError
 from ftpproto.messages import Message, error, ok, parse_size
@@ -59,14 +59,53 @@ class SessionHandler(socketserver.BaseRequestHandler):
 
     def setup(self) -> None:
         self.settings = self.server.settings
-        self.request.settimeout(self.settings.idle_timeout)
-        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.channel = Channel(self.request)
         self.user: User | None = None
         self._jail: Jail | None = None
         self.failed_logins = 0
-        host, port = self.client_address[:2]
-        self.peer = f"{host}:{port}"
+        self.busy = False
+        self._has_slot = False
+        self.ip = str(self.client_address[0])
+        self.peer = f"{self.ip}:{self.client_address[1]}"
+
+    def _open(self) -> bool:
+        """TLS handshake (if configured) and a session slot; False if the session must end."""
+        settings = self.settings
+        sock = self.request
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.server.tls is not None:
+            sock.settimeout(settings.request_timeout)
+            try:
+                sock = self.server.tls.wrap_socket(sock, server_side=True)
+            except (OSError, ValueError) as exc:
+                log.info("TLS handshake with %s failed: %s", self.peer, exc)
+                return False
+            self.request = sock
+        deadlines = Deadlines(
+            settings.idle_timeout,
+            settings.request_timeout,
+            settings.stall_timeout,
+            settings.min_transfer_rate,
+        )
+        self.channel = Channel(sock, deadlines=deadlines)
+        refused = self.server.limiter.acquire(self.ip)
+        if refused is not None:
+            log.warning("refused %s: %s", self.peer, refused)
+            self._try_send(error("error", ProtocolError(ErrorCode.TOO_MANY_SESSIONS, refused)))
+            return False
+        self._has_slot = True
+        return True
+
+    def finish(self) -> None:
+        if self._has_slot:
+            self.server.limiter.release(self.ip)
+            self._has_slot = False
+        if self.request is not None:
+            self.request.close()
+
+    def interrupt(self) -> None:
+        """End this session from another thread (server shutdown): its next read fails."""
+        with contextlib.suppress(OSError):
+            self.request.shutdown(socket.SHUT_RDWR)
 
     @property
     def jail(self) -> Jail:
@@ -81,15 +120,22 @@ class SessionHandler(socketserver.BaseRequestHandler):
         return self.user
 
     def handle(self) -> None:
+        if not self._open():
+            return
+        self.server.sessions.add(self)
         try:
-            while True:
+            while not self.server.stopping:
                 try:
                     message = self.channel.recv()
                 except MessageError as exc:
                     self.channel.send(error("error", exc))
                     continue
-                if not self.dispatch(message):
-                    return
+                self.busy = True
+                try:
+                    if not self.dispatch(message):
+                        return
+                finally:
+                    self.busy = False
         except FramingError as exc:
             log.warning("framing violation from %s: %s", self.peer, exc)
             self._try_send(error("error", exc))
@@ -98,6 +144,8 @@ class SessionHandler(socketserver.BaseRequestHandler):
         except Exception:
             log.exception("internal error in session %s; closing it", self.peer)
             self._try_send(error("error", ProtocolError(ErrorCode.INTERNAL, "internal error")))
+        finally:
+            self.server.sessions.discard(self)
 
     def _try_send(self, message: Message) -> None:
         with contextlib.suppress(OSError):
@@ -137,10 +185,15 @@ class SessionHandler(socketserver.BaseRequestHandler):
     def cmd_login(self, name: str, password: str) -> None:
         if self.user is not None:
             raise ProtocolError(ErrorCode.BAD_STATE, f"already logged in as {self.user.name}")
-        user = self.server.users.authenticate(name, password)
+        server = self.server
+        banned = server.bans.is_banned(self.ip)
+        user = None if banned else server.users.authenticate(name, password, server.passwords)
         if user is None:
             self.failed_logins += 1
-            log.warning("login failed: user=%r peer=%s", name, self.peer)
+            outcome = "refused (address banned)" if banned else "failed"
+            server.audit("login", user=name, ip=self.ip, outcome=outcome)
+            if not banned and server.bans.failure(self.ip):
+                log.warning("banned %s after repeated failed logins", self.ip)
             time.sleep(self.settings.login_failure_delay)
             if self.failed_logins >= self.settings.max_login_attempts:
                 failure = ProtocolError(ErrorCode.TOO_MANY_FAILURES, "too many failed logins")
@@ -150,7 +203,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         os.makedirs(user.home, exist_ok=True)
         self.user = user
         self._jail = Jail(user.home)
-        log.info("login: user=%s peer=%s", user.name, self.peer)
+        server.audit("login", user=user.name, ip=self.ip, outcome="ok")
         self.channel.send(ok("login", user.name))
 
     def cmd_help(self, name: str | None = None) -> None:
@@ -219,13 +272,13 @@ class SessionHandler(socketserver.BaseRequestHandler):
             os.makedirs(real, exist_ok=True)
         else:
             os.mkdir(real)
-        self._audit("mkdir", virtual)
+        self._audit("mkdir", path=virtual)
         self.channel.send(ok("mkdir", virtual))
 
     def cmd_rmdir(self, path: str) -> None:
         virtual, real = self.jail.resolve(path, follow=False)
         os.rmdir(real)
-        self._audit("rmdir", virtual)
+        self._audit("rmdir", path=virtual)
         self.channel.send(ok("rmdir", virtual))
 
     def cmd_rm(self, path: str, option: str | None = None) -> None:
@@ -238,7 +291,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
             files, freed = remove_tree(self.server.quotas, self.user_account, real)
         else:
             files, freed = 1, self.server.quotas.remove(self.user_account, real)
-        self._audit("rm", virtual, f"files={files} bytes={freed}")
+        self._audit("rm", path=virtual, files=files, bytes=freed)
         self.channel.send(ok("rm", str(files), str(freed)))
 
     def cmd_mv(self, old: str, new: str) -> None:
@@ -253,7 +306,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         if os.path.lexists(new_real):
             raise ProtocolError(ErrorCode.EXISTS, f"already exists: {new_virtual}")
         os.rename(old_real, new_real)
-        self._audit("mv", old_virtual, f"to={new_virtual!r}")
+        self._audit("mv", path=old_virtual, to=new_virtual)
         self.channel.send(ok("mv", new_virtual))
 
     # -- transfers -----------------------------------------------------------
@@ -263,10 +316,13 @@ class SessionHandler(socketserver.BaseRequestHandler):
         virtual, real = self.jail.resolve(path)
         started = time.monotonic()
         with open_regular(real, virtual) as source:
+            pace = self.server.bandwidth.throttle(
+                self.user_account.name, "download", self.user_account.download_rate
+            )
             try:
-                result = send_download(self.channel, source, virtual, resume)
-            except ProtocolError as exc:
-                self._log_transfer("get", virtual, 0, started, "", exc.text)
+                result = send_download(self.channel, source, virtual, resume, pace)
+            except (ProtocolError, OSError) as exc:
+                self._log_transfer("get", virtual, 0, started, "", str(exc) or type(exc).__name__)
                 raise
         if result is not None:
             self._log_transfer("get", virtual, result[0], started, result[1], "ok")
@@ -289,9 +345,14 @@ class SessionHandler(socketserver.BaseRequestHandler):
             self.server.file_mode,
             self.settings.fsync_uploads,
         )
+        pace = self.server.bandwidth.throttle(
+            self.user_account.name, "upload", self.user_account.upload_rate
+        )
         try:
             with upload:
-                received, hexdigest = receive_upload(self.channel, upload, virtual, size, resume)
+                received, hexdigest = receive_upload(
+                    self.channel, upload, virtual, size, resume, pace
+                )
         except (ProtocolError, OSError, ConnectionError, TimeoutError) as exc:
             self._log_transfer("put", virtual, 0, started, "", str(exc) or type(exc).__name__)
             raise
@@ -308,21 +369,19 @@ class SessionHandler(socketserver.BaseRequestHandler):
 
     # -- logging -------------------------------------------------------------
 
-    def _audit(self, action: str, virtual: str, extra: str = "") -> None:
-        log.info("%s: user=%s path=%r %s", action, self.user_account.name, virtual, extra)
+    def _audit(self, action: str, **fields: object) -> None:
+        self.server.audit(action, user=self.user_account.name, ip=self.ip, **fields)
 
     def _log_transfer(
         self, kind: str, virtual: str, size: int, started: float, hexdigest: str, outcome: str
     ) -> None:
-        log.info(
-            "%s: user=%s path=%r bytes=%d seconds=%.3f sha256=%s outcome=%s",
+        self._audit(
             kind,
-            self.user_account.name,
-            virtual,
-            size,
-            time.monotonic() - started,
-            hexdigest or "-",
-            outcome,
+            path=virtual,
+            bytes=size,
+            seconds=round(time.monotonic() - started, 3),
+            sha256=hexdigest or None,
+            outcome=outcome,
         )
 
 

@@ -1,8 +1,12 @@
-"""The listening server: a ``ThreadingTCPServer`` holding the settings and the user store.
+"""The listening server: a ``ThreadingTCPServer`` holding settings, users and shared guards.
 
 One daemon thread per connection runs a :class:`~ftpserver.handler.SessionHandler`.
-The settings are read-only; the user store is replaced whole, never edited
-in place, so sessions can read ``server.users`` without a lock.
+Everything sessions share lives here, each piece owning its lock: the quota
+book, the session limiter, the ban list, the password gate, the bandwidth
+buckets and the set of live sessions.  Settings and the user store are
+replaced whole on :meth:`FileTransferServer.reload`, never edited in place,
+so sessions read them without a lock.  :meth:`FileTransferServer.drain`
+ends the sessions for a graceful shutdown.
 """
 
 from __future__ import annotations
@@ -11,18 +15,56 @@ import logging
 import os
 import socket
 import socketserver
+import ssl
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
+from ftpserver.audit import Audit, configure_logging
 from ftpserver.config import Settings
 from ftpserver.fsops import sweep_partials
+from ftpserver.guards import Bandwidth, BanList, PasswordGate, SessionLimiter
 from ftpserver.handler import SessionHandler
 from ftpserver.quota import QuotaBook
-from ftpserver.users import UserStore
+from ftpserver.users import UserStore, load_users
 
-__all__ = ["FileTransferServer"]
+__all__ = ["FileTransferServer", "tls_context"]
 
 log = logging.getLogger("ftpserver")
+
+# Settings that need a restart: the listening socket, the paths, TLS.
+FIXED_SETTINGS = ("host", "port", "listen_backlog", "users", "home", "tls_cert", "tls_key")
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server's TLS context from ``tls_cert``/``tls_key``, or None without TLS."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
+class _Sessions:
+    """The live sessions, for shutdown."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: set[SessionHandler] = set()
+
+    def add(self, session: SessionHandler) -> None:
+        with self._lock:
+            self._items.add(session)
+
+    def discard(self, session: SessionHandler) -> None:
+        with self._lock:
+            self._items.discard(session)
+
+    def snapshot(self) -> list[SessionHandler]:
+        with self._lock:
+            return list(self._items)
 
 
 class FileTransferServer(socketserver.ThreadingTCPServer):
@@ -32,10 +74,24 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     block_on_close = False
 
-    def __init__(self, settings: Settings, users: UserStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        users: UserStore,
+        reload_settings: Callable[[], Settings] | None = None,
+    ) -> None:
         self.settings = settings
         self.users = users
+        self.reload_settings = reload_settings
         self.quotas = QuotaBook(stale_after=max(3600.0, 2 * settings.idle_timeout))
+        self.limiter = SessionLimiter(settings.max_sessions, settings.max_sessions_per_ip)
+        self.bans = BanList(settings.ban_failures, settings.ban_window, settings.ban_time)
+        self.passwords = PasswordGate(settings.password_checks, settings.password_cache_ttl)
+        self.bandwidth = Bandwidth()
+        self.audit = Audit(settings.audit_json)
+        self.tls = tls_context(settings)
+        self.sessions = _Sessions()
+        self.stopping = False
         self._stop_sweeping = threading.Event()
         self.request_queue_size = settings.listen_backlog
         umask = os.umask(0o022)
@@ -51,25 +107,87 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         host, port = self.socket.getsockname()[:2]
         return str(host), int(port)
 
+    def reload(self) -> bool:
+        """Read the settings and users again and apply them atomically.
+
+        A bad file is refused with a log line and the old configuration stays
+        in force.  Sessions already logged in keep working as they are.
+        """
+        try:
+            fresh = self.reload_settings() if self.reload_settings else self.settings
+            fixed = {key: getattr(self.settings, key) for key in FIXED_SETTINGS}
+            changed = [k for k, v in fixed.items() if getattr(fresh, k) != v]
+            settings = fresh.replace(**fixed)
+            users = load_users(settings.users, settings.home)
+        except Exception as exc:
+            log.error("reload refused, the old configuration stays in force: %s", exc)
+            return False
+        if changed:
+            log.warning("reload: %s need a restart to change", ", ".join(changed))
+        self.settings = settings
+        self.users = users
+        self.limiter.total = settings.max_sessions
+        self.limiter.per_ip = settings.max_sessions_per_ip
+        self.bans.max_failures = settings.ban_failures
+        self.bans.window = settings.ban_window
+        self.bans.ban_time = settings.ban_time
+        self.passwords.ttl = settings.password_cache_ttl
+        self.passwords.forget()
+        self.audit.json_lines = settings.audit_json
+        configure_logging(settings)
+        for name in users.users:
+            self.quotas.forget(name)
+        log.info("reloaded: %d users", len(users.users))
+        return True
+
     def start_sweeper(self) -> threading.Thread:
         """Start the thread that removes partial uploads older than ``partial_upload_ttl``."""
-        ttl = self.settings.partial_upload_ttl
-        interval = min(ttl / 2, 600.0)
 
         def sweep() -> None:
             while True:
+                ttl = self.settings.partial_upload_ttl
                 try:
                     removed = sweep_partials(self.quotas, list(self.users.users.values()), ttl)
                     if removed:
                         log.info("removed %d stale partial uploads", removed)
                 except Exception:
                     log.exception("sweeping partial uploads failed")
-                if self._stop_sweeping.wait(interval):
+                if self._stop_sweeping.wait(min(ttl / 2, 600.0)):
                     return
 
         thread = threading.Thread(target=sweep, name="partial-sweeper", daemon=True)
         thread.start()
         return thread
+
+    def drain(self, grace: float, force: threading.Event) -> int:
+        """End every session: idle ones now, busy ones after ``grace`` seconds or ``force``.
+
+        Call after :meth:`shutdown` (no new connections).  Returns how many
+        sessions had to be cut off.  Cut-off uploads are cleaned up by their
+        own threads (nothing partial is left visible).
+        """
+        self.stopping = True
+        self.socket.close()
+        deadline = time.monotonic() + grace
+        while True:
+            sessions = self.sessions.snapshot()
+            for session in sessions:
+                if not session.busy:
+                    session.interrupt()
+            busy = [s for s in sessions if s.busy]
+            if not sessions:
+                return 0
+            if force.is_set() or time.monotonic() >= deadline:
+                for session in busy:
+                    session.interrupt()
+                self._wait_for_sessions(5.0)
+                return len(busy)
+            force.wait(0.05)
+
+    def _wait_for_sessions(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.sessions.snapshot() and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def server_close(self) -> None:
         self._stop_sweeping.set()

@@ -13,7 +13,7 @@ import os
 import stat
 from typing import BinaryIO
 
-from ftpproto.channel import Channel, file_digest
+from ftpproto.channel import Channel, Progress, file_digest
 from ftpproto.commands import COMMANDS
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpproto.messages import digest, parse_digest, parse_size, ready
@@ -47,7 +47,11 @@ def open_regular(real: str, virtual: str) -> BinaryIO:
 
 
 def send_download(
-    channel: Channel, source: BinaryIO, virtual: str, resume: Resume | None
+    channel: Channel,
+    source: BinaryIO,
+    virtual: str,
+    resume: Resume | None,
+    pace: Progress | None = None,
 ) -> tuple[int, str] | None:
     """Run the ``get`` handshake for an open file; ``(bytes sent, sha256)``, or None if aborted.
 
@@ -67,7 +71,7 @@ def send_download(
         return None
     answer.expect("get", "recv_ready", 0)
     try:
-        sent = channel.send_file(source, offset, size - offset)
+        sent = channel.send_file(source, offset, size - offset, pace)
         _, hashed = file_digest(source, offset, size - offset, hasher)
     except (ConnectionError, TimeoutError):
         raise
@@ -81,13 +85,18 @@ def send_download(
 
 
 def receive_upload(
-    channel: Channel, upload: Upload, virtual: str, size: int, resume: Resume | None
+    channel: Channel,
+    upload: Upload,
+    virtual: str,
+    size: int,
+    resume: Resume | None,
+    pace: Progress | None = None,
 ) -> tuple[int, str]:
     """Run the ``put`` handshake into ``upload`` and commit it; ``(bytes received, sha256)``."""
     offset, hasher = upload.start(size, resume)
     channel.send(ready("put", size - offset, None if resume is None else offset))
     assert upload.writer is not None
-    channel.recv_file(upload.writer, size - offset, hasher)
+    channel.recv_file(upload.writer, size - offset, hasher, pace)
     final = channel.recv()  # a connection lost here still keeps every byte for resuming
     upload.keep_partial = False  # from here on the outcome is decided: commit or discard
     if final.command == "put" and final.status == "abort":

@@ -33,6 +33,8 @@ import yaml
 from ftpproto.commands import READ_ONLY, RIGHTS
 from ftpproto.units import parse_quantity
 from ftpserver import yamlfile
+from ftpserver.guards import PasswordGate
+from ftpserver.yamlfile import ConfigError
 
 __all__ = [
     "MAX_PASSWORD_BYTES",
@@ -53,7 +55,7 @@ __all__ = [
 MAX_PASSWORD_BYTES = 72  # bcrypt looks at no more than this
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\Z")
 _HASH = re.compile(r"\$2[aby]\$([0-9]{2})\$[./A-Za-z0-9]{53}\Z")
-_USER_KEYS = ("password", "home", "quota", "perms")
+_USER_KEYS = ("password", "home", "quota", "perms", "upload_rate", "download_rate")
 _HEADER = (
     "# Users of ftpserver, written by 'ftpserver useradd/passwd/userdel'.\n"
     "# See config/users.example.yaml for the format.\n"
@@ -69,6 +71,8 @@ class User:
     home: Path
     quota: int | None = None  # bytes; None for no limit
     perms: frozenset[str] = frozenset(RIGHTS)
+    upload_rate: int | None = None  # bytes per second over all sessions; None for no limit
+    download_rate: int | None = None
 
     def may(self, right: str) -> bool:
         """Whether this user has ``right`` (one of :data:`~ftpproto.commands.RIGHTS`)."""
@@ -82,17 +86,25 @@ class UserStore:
         self.users = users
         self._dummy_hash = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(dummy_rounds))
 
-    def authenticate(self, name: str, password: str) -> User | None:
-        """The user if ``password`` is right, else ``None``; the same work either way."""
+    def authenticate(
+        self, name: str, password: str, gate: PasswordGate | None = None
+    ) -> User | None:
+        """The user if ``password`` is right, else ``None``; the same work either way.
+
+        With a ``gate`` the bcrypt check waits for a free slot, and a recent
+        success for the same password is taken from its in-memory cache.
+        """
         user = self.users.get(name)
         secret = password.encode("utf-8", "surrogateescape")
         hashed = user.password_hash if user else self._dummy_hash
         if len(secret) > MAX_PASSWORD_BYTES:
-            bcrypt.checkpw(b"", self._dummy_hash)
-            return None
-        if bcrypt.checkpw(secret, hashed) and user is not None:
-            return user
-        return None
+            secret, hashed, user = b"", self._dummy_hash, None
+
+        def verify() -> bool:
+            return bcrypt.checkpw(secret, hashed)
+
+        good = gate.check(name, password, hashed, verify) if gate else verify()
+        return user if good else None
 
 
 def check_name(name: str) -> None:
@@ -130,42 +142,62 @@ def _read(path: Path) -> tuple[yamlfile.Document, dict[str, Any]]:
 
 
 def load_users(path: Path, home_root: Path) -> UserStore:
-    """Read and validate ``path``; raise ConfigError naming the file, line and problem."""
+    """Read and validate ``path``.
+
+    Every problem is collected; if there are any, a ConfigError naming file
+    and line is raised whose ``problems`` lists them all.
+    """
     doc, entries = _read(path)
     users: dict[str, User] = {}
-    rounds: Counter[int] = Counter()
+    problems: list[ConfigError] = []
     for name, entry in entries.items():
-        where = ("users", str(name))
-        try:
-            check_name(str(name))
-        except ValueError as exc:
-            raise doc.error(where, str(exc)) from None
-        if not isinstance(entry, dict):
-            raise doc.error(where, f"user {name}: expected a mapping with 'password'")
-        unknown = sorted(set(map(str, entry)) - set(_USER_KEYS))
-        if unknown:
-            raise doc.error((*where, unknown[0]), f"user {name}: unknown key {unknown[0]!r}")
-        hashed = entry.get("password")
-        match = _HASH.match(hashed) if isinstance(hashed, str) else None
-        if match is None or not 4 <= int(match.group(1)) <= 31:
-            raise doc.error((*where, "password"), f"user {name}: password is not a bcrypt hash")
-        rounds[int(match.group(1))] += 1
-        home = entry.get("home", str(name))
-        try:
-            real_home = _home_path(home_root, home)
-        except ValueError as exc:
-            raise doc.error((*where, "home"), f"user {name}: {exc}") from None
-        try:
-            quota = parse_quota(entry.get("quota"))
-        except ValueError as exc:
-            raise doc.error((*where, "quota"), f"user {name}: {exc}") from None
-        try:
-            perms = parse_perms(entry.get("perms", "all"))
-        except ValueError as exc:
-            raise doc.error((*where, "perms"), f"user {name}: {exc}") from None
-        users[str(name)] = User(str(name), match.group(0).encode("ascii"), real_home, quota, perms)
+        user = _load_user(doc, str(name), entry, home_root, problems)
+        if user is not None:
+            users[user.name] = user
+    yamlfile.raise_all(problems)
+    rounds = Counter(int(u.password_hash[4:6]) for u in users.values())
     dummy_rounds = rounds.most_common(1)[0][0] if rounds else 12
     return UserStore(users, dummy_rounds)
+
+
+def _load_user(
+    doc: yamlfile.Document, name: str, entry: Any, home_root: Path, problems: list[ConfigError]
+) -> User | None:
+    """One user from its YAML entry; each problem found is appended to ``problems``."""
+    where = ("users", name)
+    found = len(problems)
+    try:
+        check_name(name)
+    except ValueError as exc:
+        problems.append(doc.error(where, str(exc)))
+    if not isinstance(entry, dict):
+        problems.append(doc.error(where, f"user {name}: expected a mapping with 'password'"))
+        return None
+    for key in sorted(set(map(str, entry)) - set(_USER_KEYS)):
+        problems.append(doc.error((*where, key), f"user {name}: unknown key {key!r}"))
+    hashed = entry.get("password")
+    match = _HASH.match(hashed) if isinstance(hashed, str) else None
+    if match is None or not 4 <= int(match.group(1)) <= 31:
+        problems.append(
+            doc.error((*where, "password"), f"user {name}: password is not a bcrypt hash")
+        )
+    values: dict[str, Any] = {}
+    if len(problems) > found and "home" not in entry:
+        return None  # a bad name: its default home would only repeat the problem
+    for key, parse in (
+        ("home", lambda v: _home_path(home_root, name if v is None else v)),
+        ("quota", parse_quota),
+        ("perms", lambda v: parse_perms("all" if v is None else v)),
+        ("upload_rate", parse_quota),
+        ("download_rate", parse_quota),
+    ):
+        try:
+            values[key] = parse(entry.get(key))
+        except ValueError as exc:
+            problems.append(doc.error((*where, key), f"user {name}: {key}: {exc}"))
+    if len(problems) > found or match is None:
+        return None
+    return User(name, match.group(0).encode("ascii"), **values)
 
 
 def parse_quota(value: Any) -> int | None:
@@ -208,6 +240,9 @@ def _home_path(home_root: Path, home: Any) -> Path:
     if relative.startswith(("/", "..")) or relative == ".":
         raise ValueError(f"home {home!r} must be a folder inside the home root")
     root = Path(os.path.realpath(home_root))
+    real = os.path.realpath(root / relative)
+    if os.path.commonpath([root, real]) != str(root):
+        raise ValueError(f"home {home!r} leads outside the home root (through a symlink)")
     return root / relative
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ConfigError", "Document", "load", "write_atomic"]
+__all__ = ["ConfigError", "Document", "load", "raise_all", "write_atomic"]
 
 
 class ConfigError(Exception):
@@ -29,6 +29,16 @@ class ConfigError(Exception):
         self.text = text
         where = f"{self.path}:{line}" if line else self.path
         super().__init__(f"{where}: {text}")
+        self.problems: list[ConfigError] = [self]
+
+
+def raise_all(problems: list[ConfigError]) -> None:
+    """Raise the first problem, carrying all of them (``str`` shows one per line)."""
+    if problems:
+        first = ConfigError(problems[0].path, problems[0].line, problems[0].text)
+        first.problems = list(problems)
+        first.args = ("\n".join(str(p.args[0]) for p in problems),)
+        raise first
 
 
 @dataclass
