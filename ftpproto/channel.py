@@ -163,21 +163,26 @@ class Channel:
                 progress(n)
 
     def send_file(
-        self, fileobj: BinaryIO, offset: int, size: int, progress: Progress | None = None
+        self,
+        fileobj: BinaryIO,
+        offset: int,
+        size: int,
+        progress: Progress | None = None,
+        step: int = 4 * 1024 * 1024,
     ) -> int:
         """Send ``size`` bytes of an open file with ``sendfile``; pad with zeros if it shrank.
 
         Returns how many bytes came from the file; fewer than ``size`` means the
         file changed under us and the receiver must be told the data is bad.
         The stream itself stays in step either way.  With ``progress`` or
-        deadlines the file goes in chunks, each reported or checked.
+        deadlines the file goes in chunks of ``step`` bytes, each reported or
+        checked.
         """
         if progress is None and self.deadlines is None:
             sent = self.sock.sendfile(fileobj, offset, size) if size else 0
         else:
             watch = _RateWatch(self.deadlines)
             self._data_timeout()
-            step = 64 * 1024 if progress else 4 * 1024 * 1024
             sent = 0
             while sent < size:
                 n = self.sock.sendfile(fileobj, offset + sent, min(step, size - sent))

@@ -161,11 +161,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 def _check_config(args: argparse.Namespace) -> int:
     """Validate the settings and users files; print every problem with file and line."""
     problems: list[str] = []
-    settings = Settings()
     try:
         settings = _settings(args)
     except ConfigError as exc:
         problems += [str(p) for p in exc.problems]
+        settings = Settings().replace(users=args.users, home=args.home)
     try:
         if settings.users.exists():
             userfile.load_users(settings.users, settings.home)
@@ -184,10 +184,10 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        return _check_config(args)
     try:
         settings = _settings(args)
-        if args.command == "check-config":
-            return _check_config(args)
         if args.command == "serve":
             return _serve(args, settings)
         if args.command == "useradd":

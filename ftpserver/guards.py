@@ -177,10 +177,21 @@ class Bandwidth:
         self._lock = threading.Lock()
         self._buckets: dict[tuple[str, str], _Bucket] = {}
 
-    def throttle(self, user: str, direction: str, rate: int | None) -> Callable[[int], None] | None:
-        """A callback that sleeps as needed after each chunk, or None for no limit."""
+    def throttle(
+        self,
+        user: str,
+        direction: str,
+        rate: int | None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> Callable[[int], None] | None:
+        """A callback that sleeps as needed after each chunk, or None for no limit.
+
+        ``sleep`` replaces the plain sleep (a session passes one that a
+        shutdown can cut short).
+        """
         if not rate:
             return None
+        wait_for = sleep or self._sleep
         with self._lock:
             bucket = self._buckets.get((user, direction))
             if bucket is None or bucket.rate != rate:
@@ -189,6 +200,6 @@ class Bandwidth:
         def pace(count: int) -> None:
             wait = bucket.take(count)
             if wait > 0:
-                self._sleep(wait)
+                wait_for(wait)
 
         return pace

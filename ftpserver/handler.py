@@ -19,10 +19,11 @@ import posixpath
 import socket
 import socketserver
 import stat
+import threading
 import time
 from typing import TYPE_CHECKING
 
-from ftpproto.channel import Channel, Deadlines, file_digest
+from ftpproto.channel import Channel, Deadlines, Progress, file_digest
 from ftpproto.commands import COMMANDS, lookup
 from ftpproto.errors import ErrorCode, FramingError, MessageError, ProtocolError
 from ftpproto.messages import Message, error, ok, parse_size
@@ -64,6 +65,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self.failed_logins = 0
         self.busy = False
         self._has_slot = False
+        self._cancelled = threading.Event()
         self.ip = str(self.client_address[0])
         self.peer = f"{self.ip}:{self.client_address[1]}"
 
@@ -103,9 +105,30 @@ class SessionHandler(socketserver.BaseRequestHandler):
             self.request.close()
 
     def interrupt(self) -> None:
-        """End this session from another thread (server shutdown): its next read fails."""
+        """End this session from another thread (server shutdown).
+
+        Its next read fails, and a transfer stops at its next chunk (also
+        out of a bandwidth-limit pause); an upload cleans up after itself.
+        """
+        self._cancelled.set()
         with contextlib.suppress(OSError):
             self.request.shutdown(socket.SHUT_RDWR)
+
+    def _wait(self, seconds: float) -> None:
+        if self._cancelled.wait(seconds):
+            raise ConnectionAbortedError("session closed by the server")
+
+    def _pacer(self, direction: str, rate: int | None) -> Progress:
+        """The per-chunk callback of a transfer: the user's rate limit, and shutdown."""
+        pace = self.server.bandwidth.throttle(self.user_account.name, direction, rate, self._wait)
+
+        def chunk_done(count: int) -> None:
+            if self._cancelled.is_set():
+                raise ConnectionAbortedError("session closed by the server")
+            if pace is not None:
+                pace(count)
+
+        return chunk_done
 
     @property
     def jail(self) -> Jail:
@@ -316,11 +339,12 @@ class SessionHandler(socketserver.BaseRequestHandler):
         virtual, real = self.jail.resolve(path)
         started = time.monotonic()
         with open_regular(real, virtual) as source:
-            pace = self.server.bandwidth.throttle(
-                self.user_account.name, "download", self.user_account.download_rate
-            )
+            rate = self.user_account.download_rate
+            step = 64 * 1024 if rate else 8 * 1024 * 1024
             try:
-                result = send_download(self.channel, source, virtual, resume, pace)
+                result = send_download(
+                    self.channel, source, virtual, resume, self._pacer("download", rate), step
+                )
             except (ProtocolError, OSError) as exc:
                 self._log_transfer("get", virtual, 0, started, "", str(exc) or type(exc).__name__)
                 raise
@@ -345,9 +369,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
             self.server.file_mode,
             self.settings.fsync_uploads,
         )
-        pace = self.server.bandwidth.throttle(
-            self.user_account.name, "upload", self.user_account.upload_rate
-        )
+        pace = self._pacer("upload", self.user_account.upload_rate)
         try:
             with upload:
                 received, hexdigest = receive_upload(

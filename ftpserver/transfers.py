@@ -52,6 +52,7 @@ def send_download(
     virtual: str,
     resume: Resume | None,
     pace: Progress | None = None,
+    step: int = 4 * 1024 * 1024,
 ) -> tuple[int, str] | None:
     """Run the ``get`` handshake for an open file; ``(bytes sent, sha256)``, or None if aborted.
 
@@ -71,7 +72,7 @@ def send_download(
         return None
     answer.expect("get", "recv_ready", 0)
     try:
-        sent = channel.send_file(source, offset, size - offset, pace)
+        sent = channel.send_file(source, offset, size - offset, pace, step)
         _, hashed = file_digest(source, offset, size - offset, hasher)
     except (ConnectionError, TimeoutError):
         raise

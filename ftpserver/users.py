@@ -166,10 +166,12 @@ def _load_user(
     """One user from its YAML entry; each problem found is appended to ``problems``."""
     where = ("users", name)
     found = len(problems)
+    name_ok = True
     try:
         check_name(name)
     except ValueError as exc:
         problems.append(doc.error(where, str(exc)))
+        name_ok = False
     if not isinstance(entry, dict):
         problems.append(doc.error(where, f"user {name}: expected a mapping with 'password'"))
         return None
@@ -182,10 +184,8 @@ def _load_user(
             doc.error((*where, "password"), f"user {name}: password is not a bcrypt hash")
         )
     values: dict[str, Any] = {}
-    if len(problems) > found and "home" not in entry:
-        return None  # a bad name: its default home would only repeat the problem
     for key, parse in (
-        ("home", lambda v: _home_path(home_root, name if v is None else v)),
+        ("home", lambda v: _home_path(home_root, v or name) if name_ok or v else home_root),
         ("quota", parse_quota),
         ("perms", lambda v: parse_perms("all" if v is None else v)),
         ("upload_rate", parse_quota),

@@ -11,6 +11,8 @@
 * ``make_server`` / ``connect``: servers for chosen users with quotas and rights
   (issue 3), and logged-in clients to any server; ``tree_digests``,
   ``tree_state``, ``bytes_on_disk`` and ``partial_file`` look at homes on disk.
+* ``make_configured_server``: a factory of in-process servers with chosen settings (limits,
+  timeouts, TLS, ...); ``write_users_file`` writes users with extra keys (rates).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import IO, NamedTuple
 
 import pytest
+import yaml
 
 from ftpclient.client import FileTransferClient
 from ftpproto.channel import Channel
@@ -38,7 +41,7 @@ from ftpproto.framing import encode_frame
 from ftpproto.messages import Message, request
 from ftpserver.config import Settings
 from ftpserver.server import FileTransferServer
-from ftpserver.users import add_user, load_users
+from ftpserver.users import add_user, hash_password, load_users
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -755,3 +758,64 @@ def client_env(tmp_path: Path) -> ClientEnv:
     for name in ("NO_COLOR", "COLUMNS", "LINES", "INPUTRC"):
         env.pop(name, None)
     return ClientEnv(env, home, config_home)
+
+
+# -- daemon features (issue 5): servers with chosen settings ----------------------
+
+
+def write_users_file(
+    path: Path, homes: Path, users: dict[str, tuple[str, dict[str, object]]], rounds: int = 4
+) -> Path:
+    """Write a users file: ``{name: (password, extra keys such as upload_rate)}``.
+
+    The homes are created; the passwords are stored as bcrypt hashes of ``rounds``.
+    """
+    entries = {
+        name: {"password": hash_password(password, rounds), **extra}
+        for name, (password, extra) in users.items()
+    }
+    path.write_text(yaml.safe_dump({"users": entries}, sort_keys=True))
+    for name in users:
+        (homes / name).mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def make_configured_server(users_file: Path, homes: Path) -> Iterator[Callable[..., RunningServer]]:
+    """A factory: ``make_configured_server(**settings)`` starts a FileTransferServer on 127.0.0.1:0.
+
+    The defaults are those of ``server`` (alice and bob from ``users_file``,
+    short login delay, no fsync); keywords override any :class:`Settings` field,
+    e.g. ``make_configured_server(max_sessions_per_ip=2, users=other_file)``.  Every
+    server started is shut down, its sessions interrupted, on teardown.
+    """
+    started: list[RunningServer] = []
+
+    def make(**overrides: object) -> RunningServer:
+        fields: dict[str, object] = {
+            "host": HOST,
+            "port": 0,
+            "users": users_file,
+            "home": homes,
+            "login_failure_delay": 0.05,
+            "fsync_uploads": False,
+            "idle_timeout": 30,
+        }
+        fields.update(overrides)
+        settings = Settings(**fields)  # type: ignore[arg-type]
+        srv = FileTransferServer(settings, load_users(settings.users, settings.home))
+        thread = threading.Thread(
+            target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        thread.start()
+        running = RunningServer(srv, srv.address[1], settings.home, settings.users, thread)
+        started.append(running)
+        return running
+
+    yield make
+    for running in started:
+        running.server.shutdown()
+        for session in running.server.sessions.snapshot():
+            session.interrupt()
+        running.server.server_close()
+        running.thread.join(timeout=5)
