@@ -185,12 +185,14 @@ def _load_user(
         )
     values: dict[str, Any] = {}
     for key, parse in (
-        ("home", lambda v: _home_path(home_root, v or name) if name_ok or v else home_root),
+        ("home", lambda v: _home_path(home_root, name if v is None else v)),
         ("quota", parse_quota),
         ("perms", lambda v: parse_perms("all" if v is None else v)),
         ("upload_rate", parse_quota),
         ("download_rate", parse_quota),
     ):
+        if key == "home" and not name_ok and entry.get("home") is None:
+            continue  # a bad name: its default home would only repeat the problem
         try:
             values[key] = parse(entry.get(key))
         except ValueError as exc:

@@ -572,7 +572,7 @@ def test_upload_cut_after_the_last_byte_is_kept_for_resuming(
 def test_upload_stalled_until_the_idle_timeout_is_kept(
     make_server: MakeServer, connect: Connect, local: Path
 ) -> None:
-    running = make_server(Account("kim", "kim pw"), idle_timeout=1)
+    running = make_server(Account("kim", "kim pw"), idle_timeout=1, stall_timeout=1)
     home = running.home("kim")
     data = os.urandom(3 * MIB)
     (local / "k.bin").write_bytes(data)
