@@ -26,7 +26,7 @@ from types import TracebackType
 from ftpproto.channel import GuardedWriter, file_digest
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpserver.jail import PARTIAL_DIR, TEMP_PREFIX, Jail, is_reserved, is_temporary
-from ftpserver.quota import QuotaBook, Reservation
+from ftpserver.quota import QuotaBook, Reservation, file_size
 from ftpserver.users import User
 
 __all__ = [
@@ -117,7 +117,7 @@ class Upload:
         os.ftruncate(fd, offset)
         os.lseek(fd, offset, os.SEEK_SET)
         self.keep_partial = offset > 0
-        replaced = _regular_size(self.target)
+        replaced = file_size(self.target)
         self.reservation = self.book.reserve(self.user, size, replaced, os.path.dirname(self.temp))
         self.keep_partial = True
         return offset, hasher
@@ -154,7 +154,7 @@ class Upload:
                 os.close(self.writer.fd)
             if commit:
                 self.book.replace(self.user, self.temp, self.target, enforce=True)
-            elif self.keep_partial and _regular_size(self.temp) > 0:
+            elif self.keep_partial and file_size(self.temp) > 0:
                 os.makedirs(os.path.dirname(self.partial), exist_ok=True)
                 self.book.replace(self.user, self.temp, self.partial)
         finally:
@@ -162,14 +162,6 @@ class Upload:
                 os.unlink(self.temp)
             if self.reservation is not None:
                 self.book.release(self.reservation)
-
-
-def _regular_size(path: str) -> int:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return 0
-    return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
 
 def stat_entry(name: str, real: str) -> Entry:

@@ -22,7 +22,7 @@ from ftpproto.units import format_size
 from ftpserver.jail import is_temporary
 from ftpserver.users import User
 
-__all__ = ["QuotaBook", "Reservation", "Usage"]
+__all__ = ["QuotaBook", "Reservation", "Usage", "file_size"]
 
 
 @dataclass
@@ -50,7 +50,7 @@ class Reservation:
     disk_bytes: int
 
 
-def _file_size(path: str) -> int:
+def file_size(path: str) -> int:
     """Size of a regular file at ``path`` (not following a symlink); 0 for anything else."""
     try:
         st = os.lstat(path)
@@ -93,7 +93,7 @@ class QuotaBook:
             for name in files:
                 path = os.path.join(folder, name)
                 if not is_temporary(name):
-                    total += _file_size(path)
+                    total += file_size(path)
                     continue
                 with contextlib.suppress(OSError):
                     if os.lstat(path).st_mtime < stale_before:
@@ -165,8 +165,8 @@ class QuotaBook:
         """
         with self._lock:
             account = self._account(user)
-            old = _file_size(target)
-            growth = _file_size(source) - old
+            old = file_size(target)
+            growth = file_size(source) - old
             quota = user.quota
             if enforce and quota is not None and growth > 0 and account.used + growth > quota:
                 raise ProtocolError(
@@ -175,7 +175,7 @@ class QuotaBook:
                     f"{format_size(max(0, quota - account.used))} free",
                 )
             os.replace(source, target)
-            account.used += _file_size(target) - old
+            account.used += file_size(target) - old
 
     def claim(self, user: User, counted: str, temp: str) -> int:
         """Rename a counted file (a saved partial upload) to an uncounted temporary one.
@@ -184,7 +184,7 @@ class QuotaBook:
         """
         with self._lock:
             account = self._account(user)
-            size = _file_size(counted)
+            size = file_size(counted)
             os.rename(counted, temp)
             account.used -= size
             return size
@@ -193,7 +193,7 @@ class QuotaBook:
         """Unlink ``path`` (a file or a symlink, never followed); returns the bytes freed."""
         with self._lock:
             account = self._account(user)
-            size = _file_size(path)
+            size = file_size(path)
             os.unlink(path)
             account.used -= size
             return size
