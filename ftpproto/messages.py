@@ -41,7 +41,9 @@ _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 
 
 def _quote(field: str) -> str:
-    return field.replace("%", "%25").replace("|", "%7C")
+    if "%" in field or "|" in field:
+        return field.replace("%", "%25").replace("|", "%7C")
+    return field
 
 
 def _unquote(field: str) -> str:

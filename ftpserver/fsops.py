@@ -164,20 +164,17 @@ class Upload:
                 self.book.release(self.reservation)
 
 
+_KINDS = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "link"}
+
+
+def _entry(name: str, st: os.stat_result) -> Entry:
+    kind = _KINDS.get(stat.S_IFMT(st.st_mode), "other")
+    return _printable(name), kind, st.st_size if kind == "file" else 0, int(st.st_mtime)
+
+
 def stat_entry(name: str, real: str) -> Entry:
     """One listing entry; a symlink is shown as ``link`` and not followed."""
-    st = os.lstat(real)
-    mode = st.st_mode
-    if stat.S_ISDIR(mode):
-        kind = "dir"
-    elif stat.S_ISREG(mode):
-        kind = "file"
-    elif stat.S_ISLNK(mode):
-        kind = "link"
-    else:
-        kind = "other"
-    size = st.st_size if kind == "file" else 0
-    return _printable(name), kind, size, int(st.st_mtime)
+    return _entry(name, os.lstat(real))
 
 
 def list_entries(real_dir: str) -> Iterator[Entry]:
@@ -187,7 +184,7 @@ def list_entries(real_dir: str) -> Iterator[Entry]:
             if is_reserved(item.name):
                 continue
             with contextlib.suppress(FileNotFoundError):
-                yield stat_entry(item.name, item.path)
+                yield _entry(item.name, item.stat(follow_symlinks=False))
 
 
 def remove_tree(book: QuotaBook, user: User, top: str) -> tuple[int, int]:
@@ -235,4 +232,6 @@ def sweep_partials(book: QuotaBook, users: list[User], max_age: float) -> int:
 
 def _printable(name: str) -> str:
     """A name that can be sent as UTF-8 (undecodable bytes become U+FFFD)."""
+    if name.isascii():
+        return name
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
