@@ -23,7 +23,13 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from ftpproto.channel import Channel, GuardedWriter, file_digest
+from ftpproto.channel import (
+    PIPELINE_MIN,
+    BackgroundDigest,
+    Channel,
+    GuardedWriter,
+    file_digest,
+)
 from ftpproto.errors import ErrorCode, MessageError, RemoteError
 from ftpproto.messages import (
     Message,
@@ -301,10 +307,19 @@ class FileTransferClient:
             source.seek(offset)
             if monitor:
                 monitor.start(offset + count, offset)
+            update = monitor.update if monitor else None
             try:
-                sent = self.channel.send_stream(
-                    source, count, hasher, monitor.update if monitor else None
-                )
+                if count >= PIPELINE_MIN:
+                    # sendfile in this thread, SHA-256 of the same bytes in a helper
+                    background = BackgroundDigest(source, offset, count, hasher)
+                    sent = 0
+                    try:
+                        sent = self.channel.send_file(source, offset, count, update, 1 << 20)
+                    finally:
+                        hashed = background.result()[1]
+                    sent = min(sent, hashed)
+                else:
+                    sent = self.channel.send_stream(source, count, hasher, update)
             finally:
                 if monitor:
                     monitor.close()

@@ -92,6 +92,7 @@ class Upload:
         self.keep_partial = False
         self.reservation: Reservation | None = None
         self.writer: GuardedWriter | None = None
+        self.final_stat: os.stat_result | None = None  # of the committed file
         self._done = False
 
     def start(self, size: int, resume: tuple[int, str] | None) -> tuple[int, hashlib._Hash]:
@@ -149,15 +150,17 @@ class Upload:
         if self._done:
             return
         self._done = True
+        fd = self.writer.fd if self.writer is not None else -1
         try:
-            if self.writer is not None:
-                os.close(self.writer.fd)
             if commit:
                 self.book.replace(self.user, self.temp, self.target, enforce=True)
+                self.final_stat = os.fstat(fd)  # after the rename, which sets st_ctime
             elif self.keep_partial and file_size(self.temp) > 0:
                 os.makedirs(os.path.dirname(self.partial), exist_ok=True)
                 self.book.replace(self.user, self.temp, self.partial)
         finally:
+            if fd >= 0:
+                os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(self.temp)
             if self.reservation is not None:

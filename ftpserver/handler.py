@@ -343,7 +343,13 @@ class SessionHandler(socketserver.BaseRequestHandler):
             step = 64 * 1024 if rate else 8 * 1024 * 1024
             try:
                 result = send_download(
-                    self.channel, source, virtual, resume, self._pacer("download", rate), step
+                    self.channel,
+                    source,
+                    virtual,
+                    resume,
+                    self._pacer("download", rate),
+                    step,
+                    self.server.digests,
                 )
             except (ProtocolError, OSError) as exc:
                 self._log_transfer("get", virtual, 0, started, "", str(exc) or type(exc).__name__)
@@ -378,6 +384,8 @@ class SessionHandler(socketserver.BaseRequestHandler):
         except (ProtocolError, OSError, ConnectionError, TimeoutError) as exc:
             self._log_transfer("put", virtual, 0, started, "", str(exc) or type(exc).__name__)
             raise
+        if upload.final_stat is not None:
+            self.server.digests.put(upload.final_stat, hexdigest)
         self._log_transfer("put", virtual, received, started, hexdigest, "ok")
         self.channel.send(ok("put", str(size), hexdigest))
 

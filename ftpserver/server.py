@@ -23,6 +23,7 @@ from typing import Any
 
 from ftpserver.audit import Audit, configure_logging
 from ftpserver.config import Settings
+from ftpserver.digests import DigestCache
 from ftpserver.fsops import sweep_partials
 from ftpserver.guards import Bandwidth, BanList, PasswordGate, SessionLimiter
 from ftpserver.handler import SessionHandler
@@ -88,6 +89,7 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         self.bans = BanList(settings.ban_failures, settings.ban_window, settings.ban_time)
         self.passwords = PasswordGate(settings.password_checks, settings.password_cache_ttl)
         self.bandwidth = Bandwidth()
+        self.digests = DigestCache()
         self.audit = Audit(settings.audit_json)
         self.tls = tls_context(settings)
         self.sessions = _Sessions()

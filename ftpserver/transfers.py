@@ -13,10 +13,11 @@ import os
 import stat
 from typing import BinaryIO
 
-from ftpproto.channel import Channel, Progress, file_digest
+from ftpproto.channel import BackgroundDigest, Channel, Progress, file_digest
 from ftpproto.commands import COMMANDS
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpproto.messages import digest, parse_digest, parse_size, ready
+from ftpserver.digests import DigestCache
 from ftpserver.fsops import Upload
 
 __all__ = ["Resume", "open_regular", "parse_resume", "receive_upload", "send_download"]
@@ -53,13 +54,16 @@ def send_download(
     resume: Resume | None,
     pace: Progress | None = None,
     step: int = 4 * 1024 * 1024,
+    digests: DigestCache | None = None,
 ) -> tuple[int, str] | None:
     """Run the ``get`` handshake for an open file; ``(bytes sent, sha256)``, or None if aborted.
 
     The size is the open file's (``fstat``), so a file replaced meanwhile is
     sent in the version that was opened.
     """
-    size = os.fstat(source.fileno()).st_size
+    before = os.fstat(source.fileno())
+    size = before.st_size
+    known = digests.get(before) if digests else None
     offset = 0
     hasher = hashlib.sha256()
     if resume is not None and resume[0] <= size:
@@ -71,18 +75,28 @@ def send_download(
     if answer.command == "get" and answer.status == "abort":
         return None
     answer.expect("get", "recv_ready", 0)
+    count = size - offset
+    background = None if known else BackgroundDigest(source, offset, count, hasher)
     try:
-        sent = channel.send_file(source, offset, size - offset, pace, step)
-        _, hashed = file_digest(source, offset, size - offset, hasher)
+        sent = channel.send_file(source, offset, count, pace, step)
     except (ConnectionError, TimeoutError):
         raise
     except OSError as exc:
         # The data stream cannot be put back in step after a read error.
         raise ConnectionAbortedError(f"reading {virtual} failed: {exc.strerror}") from exc
-    if sent < size - offset or hashed < size - offset:
+    finally:
+        hashed = background.result()[1] if background else count
+    after = os.fstat(source.fileno())
+    # Writes change the size or st_mtime; st_ctime also moves when the file is
+    # merely unlinked or replaced by a rename, which leaves this version intact.
+    unchanged = (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    if sent < count or hashed < count or not unchanged:
         raise ProtocolError(ErrorCode.FILE_CHANGED, f"file changed while sent: {virtual}")
-    channel.send(digest("get", hasher.hexdigest()))
-    return size - offset, hasher.hexdigest()
+    hexdigest = known or hasher.hexdigest()
+    if digests and not known:
+        digests.put(before, hexdigest)
+    channel.send(digest("get", hexdigest))
+    return count, hexdigest
 
 
 def receive_upload(
