@@ -19,6 +19,7 @@ import hashlib
 import os
 import queue
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -99,11 +100,18 @@ class Channel:
     ) -> None:
         self.sock = sock
         self.deadlines = deadlines
+        self._timeout: float | None = None
         self._decoder = FrameDecoder(max_frame)
+
+    def _set_timeout(self, seconds: float) -> None:
+        """``settimeout`` only when the value changes (each call is a system call)."""
+        if seconds != self._timeout:
+            self.sock.settimeout(seconds)
+            self._timeout = seconds
 
     def _data_timeout(self) -> None:
         if self.deadlines is not None:
-            self.sock.settimeout(self.deadlines.stall)
+            self._set_timeout(self.deadlines.stall)
 
     def send(self, *messages: Message) -> None:
         """Send one or more messages in a single write."""
@@ -123,14 +131,14 @@ class Channel:
                 return Message.parse(payload)
             if self.deadlines is not None:
                 if not self._decoder.buffered:
-                    self.sock.settimeout(self.deadlines.idle)
+                    self._set_timeout(self.deadlines.idle)
                 else:
                     now = time.monotonic()
                     begun = begun or now
                     left = self.deadlines.request - (now - begun)
                     if left <= 0:
                         raise TimeoutError("message not completed in time")
-                    self.sock.settimeout(min(left, self.deadlines.idle))
+                    self._set_timeout(min(left, self.deadlines.idle))
             data = self.sock.recv(max(self._decoder.wanted(), 4096))
             if not data:
                 raise ConnectionClosed("connection closed by peer")
@@ -256,14 +264,15 @@ class Channel:
         deadlines the file goes in chunks of ``step`` bytes, each reported or
         checked.
         """
+        send_piece = self._send_piece
         if progress is None and self.deadlines is None:
-            sent = self.sock.sendfile(fileobj, offset, size) if size else 0
+            sent = send_piece(fileobj, offset, size) if size else 0
         else:
             watch = _RateWatch(self.deadlines)
             self._data_timeout()
             sent = 0
             while sent < size:
-                n = self.sock.sendfile(fileobj, offset + sent, min(step, size - sent))
+                n = send_piece(fileobj, offset + sent, min(step, size - sent))
                 if n == 0:
                     break
                 sent += n
@@ -273,6 +282,23 @@ class Channel:
         if sent < size:
             self.send_zeros(size - sent)
         return sent
+
+    def _send_piece(self, fileobj: BinaryIO, offset: int, count: int) -> int:
+        """Send up to ``count`` bytes of the file from ``offset``; the bytes sent.
+
+        ``sendfile`` on plain sockets; over TLS (where Python's ``sendfile``
+        falls back to 8 KiB writes) the file is read in 256 KiB pieces.
+        """
+        if not isinstance(self.sock, ssl.SSLSocket):
+            return self.sock.sendfile(fileobj, offset, count)
+        done = 0
+        while done < count:
+            data = os.pread(fileobj.fileno(), min(count - done, CHUNK_SIZE), offset + done)
+            if not data:
+                break
+            self.sock.sendall(data)
+            done += len(data)
+        return done
 
     def send_stream(
         self, fileobj: BinaryIO, size: int, hasher: Hasher, progress: Progress | None = None

@@ -115,7 +115,9 @@ class Upload:
                 prefix, _ = file_digest(reader, 0, claimed)
             if prefix.hexdigest() == resume[1]:
                 offset, hasher = claimed, prefix
-        os.ftruncate(fd, offset)
+        if os.fstat(fd).st_size != offset:
+            # Only when needed: on ext4, truncating a file makes its close flush it.
+            os.ftruncate(fd, offset)
         os.lseek(fd, offset, os.SEEK_SET)
         self.keep_partial = offset > 0
         replaced = file_size(self.target)

@@ -129,20 +129,28 @@ class PasswordGate:
         ``concurrency`` at a time across all sessions.
         """
         key = (name, self._token(password, hashed))
-        now = self._clock()
-        if self.ttl > 0:
-            with self._lock:
-                expires = self._cache.get(key)
-                if expires is not None and now < expires:
-                    return True
+        if self._cached(key):
+            return True
         with self._slots:
+            # Logins that waited for a slot behind the same user's first one
+            # find its success here instead of running bcrypt again.
+            if self._cached(key):
+                return True
             good = verify()
+        now = self._clock()
         if good and self.ttl > 0:
             with self._lock:
                 if len(self._cache) > 10_000:
                     self._cache = {k: v for k, v in self._cache.items() if v > now}
                 self._cache[key] = now + self.ttl
         return good
+
+    def _cached(self, key: tuple[str, bytes]) -> bool:
+        if self.ttl <= 0:
+            return False
+        with self._lock:
+            expires = self._cache.get(key)
+            return expires is not None and self._clock() < expires
 
     def forget(self) -> None:
         """Drop every cached success (after the users file changed)."""
