@@ -1,0 +1,1 @@
+"""The benchmark program: ``python -m bench`` (see bench/__main__.py and docs/PERFORMANCE.md)."""

@@ -1,0 +1,86 @@
+"""Small measuring helpers: process memory and CPU from ``/proc``, and summary statistics.
+
+Memory is ``VmRSS`` from ``/proc/PID/status`` (what ``ps`` shows as RSS),
+CPU time is ``utime + stime`` from ``/proc/PID/stat``, and the whole
+machine's busy time comes from ``/proc/stat`` (to see CPU used by processes
+outside the benchmark during a run); none of them needs psutil.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from dataclasses import dataclass
+
+__all__ = [
+    "MIB",
+    "Summary",
+    "cpu_seconds",
+    "machine_busy_seconds",
+    "rss_bytes",
+    "summarize",
+    "time_wait_sockets",
+]
+
+MIB = 1024 * 1024
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int) -> int:
+    """The resident set size of process ``pid`` in bytes."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds used so far by process ``pid`` (all its threads)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        text = stat.read()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (``/proc/stat``, not idle or iowait)."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    guest = sum(fields[8:10]) if len(fields) > 9 else 0  # already counted in user and nice
+    return (sum(fields) - idle - guest) / _TICKS
+
+
+def time_wait_sockets() -> int:
+    """TCP connections in TIME_WAIT on this machine (each holds a local port for 60 s)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as rows:
+                next(rows, None)
+                count += sum(1 for row in rows if row.split(None, 4)[3] == "06")
+        except OSError:
+            continue
+    return count
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Median, lowest and highest of the repetitions."""
+
+    median: float
+    low: float
+    high: float
+    count: int
+
+    def as_dict(self) -> dict[str, float]:
+        """JSON-friendly form."""
+        return {"median": self.median, "min": self.low, "max": self.high, "n": self.count}
+
+
+def summarize(values: list[float]) -> Summary | None:
+    """The summary of ``values``, or None when there are none."""
+    if not values:
+        return None
+    return Summary(statistics.median(values), min(values), max(values), len(values))

@@ -1,0 +1,143 @@
+"""The results: a table of medians with min and max, the targets of issue 6, and JSON.
+
+Cells read ``median [min-max]`` over the repetitions.  The targets are ratios
+of medians from the same run, each marked PASS or FAIL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from bench.measure import MIB, Summary, summarize
+from bench.workloads import METRICS
+
+__all__ = ["COLUMNS", "Target", "render_table", "summaries", "targets"]
+
+COLUMNS = ("ours", "ours-tls", "ours-fsync", "pyftpdlib", "plain")
+MEMORY_LIMIT_MB = 100  # issue 6: "under 100 MB resident" (decimal megabytes)
+LOGIN_LIMIT_MS = 5.0
+
+Values = dict[str, dict[str, list[float]]]  # metric -> kind -> one value per repetition
+Summaries = dict[str, dict[str, Summary]]
+
+
+def summaries(values: Values) -> Summaries:
+    """Median, min and max for every metric and server kind that has values."""
+    out: Summaries = {}
+    for metric, by_kind in values.items():
+        for kind, numbers in by_kind.items():
+            summary = summarize(numbers)
+            if summary is not None:
+                out.setdefault(metric, {})[kind] = summary
+    return out
+
+
+def _number(value: float, digits: int) -> str:
+    return f"{value:.{digits}f}"
+
+
+def _cell(summary: Summary | None, digits: int) -> str:
+    if summary is None:
+        return "-"
+    text = _number(summary.median, digits)
+    if summary.count > 1:
+        text += f" [{_number(summary.low, digits)}-{_number(summary.high, digits)}]"
+    return text
+
+
+def render_table(table: Summaries, clients: int, idle: int) -> str:
+    """The figures as a Markdown table (readable in a terminal too)."""
+    columns = [c for c in COLUMNS if any(c in by_kind for by_kind in table.values())]
+    header = ["workload", "unit", *columns]
+    rows: list[list[str]] = []
+    for key, metric in METRICS.items():
+        if key not in table:
+            continue
+        label = metric.label.format(clients=clients, idle=idle)
+        row = [label, metric.unit]
+        row += [_cell(table[key].get(kind), metric.digits) for kind in columns]
+        rows.append(row)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Iterable[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    out = [line(header), "| " + " | ".join("-" * w for w in widths) + " |"]
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of issue 6 and how this run did."""
+
+    name: str
+    measured: str
+    passed: bool
+
+    def line(self) -> str:
+        """``PASS  name: measured``."""
+        return f"{'PASS' if self.passed else 'FAIL'}  {self.name}: {self.measured}"
+
+
+def _median(table: Summaries, metric: str, kind: str) -> float | None:
+    summary = table.get(metric, {}).get(kind)
+    return None if summary is None else summary.median
+
+
+def _ratio_target(
+    table: Summaries, metric: str, other: str, least: float, name: str
+) -> Target | None:
+    ours, theirs = _median(table, metric, "ours"), _median(table, metric, other)
+    if ours is None or theirs is None or theirs == 0:
+        return None
+    ratio = ours / theirs
+    unit = METRICS[metric].unit
+    text = f"{ratio:.2f} (ours {ours:.0f} / {other} {theirs:.0f} {unit}; needs >= {least:g})"
+    return Target(name, text, ratio >= least)
+
+
+def targets(table: Summaries, clients: int, idle: int) -> list[Target]:
+    """The targets of issue 6 that this run measured."""
+    found: list[Target | None] = [
+        _ratio_target(table, "big_down", "plain", 0.8, "1 file download >= 0.8 x plain limit"),
+        _ratio_target(table, "big_up", "plain", 0.8, "1 file upload >= 0.8 x plain limit"),
+        _ratio_target(table, "big_down", "pyftpdlib", 1.0, "1 file download >= pyftpdlib"),
+        _ratio_target(table, "big_up", "pyftpdlib", 1.0, "1 file upload >= pyftpdlib"),
+        _ratio_target(table, "multi_down", "pyftpdlib", 1.0, f"{clients} downloads >= pyftpdlib"),
+        _ratio_target(table, "multi_up", "pyftpdlib", 1.0, f"{clients} uploads >= pyftpdlib"),
+        _ratio_target(
+            table, "small", "pyftpdlib", 1.0, f"{clients} clients' requests >= pyftpdlib"
+        ),
+    ]
+    rss = _median(table, "rss_sessions", "ours")
+    if rss is not None:
+        limit_mib = MEMORY_LIMIT_MB * 1e6 / MIB
+        text = f"{rss:.1f} MiB = {rss * MIB / 1e6:.1f} MB (needs < {MEMORY_LIMIT_MB} MB)"
+        delta = _median(table, "rss_delta", "ours")
+        if delta is not None:
+            text += f"; {delta:.1f} MiB over the idle server"
+        found.append(Target(f"RSS with {idle} idle sessions < 100 MB", text, rss < limit_mib))
+    login = _median(table, "login_ms", "ours")
+    if login is not None:
+        first = _median(table, "first_login_ms", "ours")
+        text = f"{login:.2f} ms (needs < {LOGIN_LIMIT_MS:g})"
+        if first is not None:
+            text += f"; first login (bcrypt) {first:.0f} ms"
+        found.append(Target("repeated login < 5 ms", text, login < LOGIN_LIMIT_MS))
+    return [t for t in found if t is not None]
+
+
+def tls_lines(table: Summaries, clients: int, idle: int) -> list[str]:
+    """Ours over TLS against ours on plain TCP, for every metric measured both ways."""
+    lines = []
+    for key, metric in METRICS.items():
+        tls, plain = _median(table, key, "ours-tls"), _median(table, key, "ours")
+        if tls is None or plain is None or not plain or not metric.higher_is_better:
+            continue
+        label = metric.label.format(clients=clients, idle=idle)
+        lines.append(
+            f"TLS   {label}: {tls:.0f} {metric.unit} = {tls / plain:.2f} x ours without TLS"
+        )
+    return lines
