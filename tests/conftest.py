@@ -13,6 +13,13 @@
   ``tree_state``, ``bytes_on_disk`` and ``partial_file`` look at homes on disk.
 * ``make_configured_server``: a factory of in-process servers with chosen settings (limits,
   timeouts, TLS, ...); ``write_users_file`` writes users with extra keys (rates).
+
+Every server these fixtures start (``server``, ``make_server``, ``start_server``,
+``make_configured_server``, ``server_process``) sits behind a
+:class:`~rechunk.RechunkProxy` that re-chunks both directions at random, and its
+``port`` is the proxy's: every end-to-end test talks through it.  The server's
+own port is ``direct_port``.  ``FTP_TEST_DIRECT=1`` turns the proxy off for a
+run; a test that needs a direct connection says so with ``@pytest.mark.direct``.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from typing import IO, NamedTuple
 
 import pytest
 import yaml
+from rechunk import RechunkProxy
 
 from ftpclient.client import FileTransferClient
 from ftpproto.channel import Channel
@@ -52,6 +60,39 @@ BOB_PASSWORD = "b0b|pass%word 2"  # a separator and an escape character on the w
 CLIENT_TIMEOUT = 10.0
 SUBPROCESS_TIMEOUT = 30.0
 TEMP_PREFIX = ".ftp-upload-"
+
+# -- the re-chunking proxy in front of every server --------------------------------
+
+# On by default, in every run (CI too); FTP_TEST_DIRECT=1 connects straight to the servers.
+PROXY_ALL = os.environ.get("FTP_TEST_DIRECT", "").strip().lower() not in ("1", "true", "yes")
+
+
+class _ProxySwitch:
+    """Whether the servers started for the running test get a proxy (set per test)."""
+
+    on = PROXY_ALL
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "direct: connect to the test servers without the re-chunking proxy"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _proxy_switch(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Sets the switch for the test: off with FTP_TEST_DIRECT=1 or a ``direct`` mark."""
+    _ProxySwitch.on = PROXY_ALL and request.node.get_closest_marker("direct") is None
+    yield
+    _ProxySwitch.on = PROXY_ALL
+
+
+def front(port: int, proxied: bool | None = None) -> tuple[int, RechunkProxy | None]:
+    """``(port to hand out, proxy)``: a new RechunkProxy before ``port``, or ``port`` itself."""
+    if not (_ProxySwitch.on if proxied is None else proxied):
+        return port, None
+    proxy = RechunkProxy(port)
+    return proxy.port, proxy
 
 
 def sha256(data: bytes) -> str:
@@ -131,6 +172,8 @@ class RunningServer:
     homes: Path
     users_file: Path
     thread: threading.Thread
+    direct_port: int = 0  # the server's own port (``port`` is the proxy's, if there is one)
+    proxy: RechunkProxy | None = None
 
     @property
     def alice_home(self) -> Path:
@@ -166,14 +209,17 @@ def server(users_file: Path, homes: Path) -> Iterator[RunningServer]:
         idle_timeout=30,
     )
     srv = FileTransferServer(settings, load_users(users_file, homes))
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
+    port, proxy = front(srv.address[1])
     try:
-        yield RunningServer(srv, srv.address[1], homes, users_file, thread)
+        yield RunningServer(srv, port, homes, users_file, thread, srv.address[1], proxy)
     finally:
         srv.shutdown()
         srv.server_close()
         thread.join(timeout=5)
+        if proxy is not None:
+            proxy.close()
 
 
 ClientFactory = Callable[..., FileTransferClient]
@@ -369,9 +415,35 @@ class ServerProcess:
     """A ``python -m ftpserver serve`` subprocess that printed its listening line."""
 
     proc: subprocess.Popen[str]
-    port: int
+    port: int  # the proxy's port, if there is one
     lines: list[str] = field(default_factory=list)  # stdout lines up to "listening on"
     log: Path | None = None
+    direct_port: int = 0  # the port the process listens on
+    proxy: RechunkProxy | None = None
+
+
+class _ServerPopen(subprocess.Popen):  # type: ignore[type-arg]
+    """A Popen whose proxy goes when the process is seen to have exited.
+
+    Once ``wait()`` or ``poll()`` reports the exit, the proxy stops listening,
+    so a test that then connects is refused just as by the process itself.
+    """
+
+    proxy: RechunkProxy | None = None
+
+    def _exited(self) -> None:
+        if self.returncode is not None and self.proxy is not None:
+            self.proxy.close()
+
+    def wait(self, timeout: float | None = None) -> int:
+        status = super().wait(timeout)
+        self._exited()
+        return int(status)
+
+    def poll(self) -> int | None:
+        status = super().poll()
+        self._exited()
+        return status
 
 
 def _read_lines(stream: IO[str], out: queue.Queue[str | None]) -> None:
@@ -387,14 +459,14 @@ def server_process(tmp_path: Path, server_config: Path) -> Iterator[Callable[...
     Waits for the ``listening on HOST:PORT`` line and returns the port and the
     lines printed before it.  Every process started is terminated on teardown.
     """
-    started: list[subprocess.Popen[str]] = []
+    started: list[_ServerPopen] = []
 
     def start(users: Path, home: Path, *extra: str) -> ServerProcess:
         log = tmp_path / f"serve-{len(started)}.log"
         args = [sys.executable, "-m", "ftpserver", "serve", "--port", "0"]
         args += ["--users", str(users), "--home", str(home), "--config", str(server_config)]
         with log.open("w") as log_handle:
-            proc = subprocess.Popen(
+            proc = _ServerPopen(
                 [*args, *extra],
                 cwd=tmp_path,
                 env=subprocess_env(),
@@ -424,7 +496,9 @@ def server_process(tmp_path: Path, server_config: Path) -> Iterator[Callable[...
                 host, _, port_text = line.removeprefix("listening on ").rpartition(":")
                 assert host == HOST, f"listening line names {host!r}, not {HOST}"
                 assert port_text.isdigit() and int(port_text) > 0, f"bad port in {line!r}"
-                return ServerProcess(proc, int(port_text), seen, log)
+                port, proxy = front(int(port_text))
+                proc.proxy = proxy
+                return ServerProcess(proc, port, seen, log, int(port_text), proxy)
             seen.append(line)
 
     yield start
@@ -436,6 +510,8 @@ def server_process(tmp_path: Path, server_config: Path) -> Iterator[Callable[...
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
+        if proc.proxy is not None:
+            proc.proxy.close()
 
 
 # -- servers with chosen users, quotas and rights (issue 3) ----------------------
@@ -454,10 +530,13 @@ class Account:
 MakeServer = Callable[..., RunningServer]
 
 
-def start_server(users_file: Path, homes: Path, **changes: object) -> RunningServer:
+def start_server(
+    users_file: Path, homes: Path, *, proxied: bool | None = None, **changes: object
+) -> RunningServer:
     """Start a FileTransferServer (port 0) for ``users_file`` in a daemon thread.
 
     The settings are those of the ``server`` fixture, with ``changes`` applied.
+    It sits behind a RechunkProxy if the switch says so (or ``proxied``).
     The caller stops it with :func:`stop_server`.
     """
     settings = Settings(
@@ -470,16 +549,19 @@ def start_server(users_file: Path, homes: Path, **changes: object) -> RunningSer
         idle_timeout=30,
     ).replace(**changes)
     srv = FileTransferServer(settings, load_users(users_file, homes))
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
-    return RunningServer(srv, srv.address[1], homes, users_file, thread)
+    port, proxy = front(srv.address[1], proxied)
+    return RunningServer(srv, port, homes, users_file, thread, srv.address[1], proxy)
 
 
 def stop_server(running: RunningServer) -> None:
-    """Stop a server started by :func:`start_server`."""
+    """Stop a server started by :func:`start_server` (and its proxy)."""
     running.server.shutdown()
     running.server.server_close()
     running.thread.join(timeout=5)
+    if running.proxy is not None:
+        running.proxy.close()
 
 
 @pytest.fixture
@@ -805,10 +887,13 @@ def make_configured_server(users_file: Path, homes: Path) -> Iterator[Callable[.
         settings = Settings(**fields)  # type: ignore[arg-type]
         srv = FileTransferServer(settings, load_users(settings.users, settings.home))
         thread = threading.Thread(
-            target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            target=srv.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )
         thread.start()
-        running = RunningServer(srv, srv.address[1], settings.home, settings.users, thread)
+        port, proxy = front(srv.address[1])
+        running = RunningServer(
+            srv, port, settings.home, settings.users, thread, srv.address[1], proxy
+        )
         started.append(running)
         return running
 
@@ -819,3 +904,5 @@ def make_configured_server(users_file: Path, homes: Path) -> Iterator[Callable[.
             session.interrupt()
         running.server.server_close()
         running.thread.join(timeout=5)
+        if running.proxy is not None:
+            running.proxy.close()
