@@ -1,26 +1,35 @@
 """A cache of the SHA-256 of files the server has sent or received.
 
-A download must end with the SHA-256 of the bytes; hashing a big file costs
-as much CPU as sending it.  The digest of a file version is kept, keyed by
-what changes whenever its content can have changed: device, inode, size,
-modification and status-change times (``st_ctime`` cannot be set back by
-anyone).  The cache is in memory only and bounded.
+A download must end with the SHA-256 of the bytes, and hashing a big file
+costs as much CPU as sending it.  The digest of a file version is kept in
+memory (bounded), and also on the file itself as the extended attribute
+``user.ftpserver.sha256`` (where the filesystem has them), so it survives
+restarts.  A version is identified by device, inode, size and modification
+time; a write changes the size or the modification time.  A stale entry can
+only make a download fail its digest check on the client, never pass wrong
+data as good.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import OrderedDict
 
-__all__ = ["DigestCache", "version"]
+__all__ = ["XATTR", "DigestCache", "version"]
 
-Key = tuple[int, int, int, int, int]
+XATTR = "user.ftpserver.sha256"
+Key = tuple[int, int, int, int]
 
 
 def version(st: os.stat_result) -> Key:
     """What identifies one version of a file's content."""
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _stamp(st: os.stat_result, hexdigest: str) -> bytes:
+    return f"{st.st_size}:{st.st_mtime_ns}:{hexdigest}".encode("ascii")
 
 
 class DigestCache:
@@ -31,19 +40,40 @@ class DigestCache:
         self._lock = threading.Lock()
         self._items: OrderedDict[Key, str] = OrderedDict()
 
-    def get(self, st: os.stat_result) -> str | None:
-        """The digest of this file version, if known."""
+    def get(self, st: os.stat_result, fd: int | None = None) -> str | None:
+        """The digest of this file version, from memory or the open file's attribute."""
         key = version(st)
         with self._lock:
             found = self._items.get(key)
             if found is not None:
                 self._items.move_to_end(key)
-            return found
+                return found
+        if fd is None:
+            return None
+        try:
+            stamp = os.getxattr(fd, XATTR)
+        except OSError:
+            return None
+        size, _, rest = stamp.partition(b":")
+        mtime, _, hexdigest = rest.partition(b":")
+        if (size, mtime) != (str(st.st_size).encode(), str(st.st_mtime_ns).encode()):
+            return None
+        text = hexdigest.decode("ascii", "replace")
+        if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+            return None
+        self._remember(key, text)
+        return text
 
-    def put(self, st: os.stat_result, hexdigest: str) -> None:
-        """Remember the digest of this file version."""
+    def put(self, st: os.stat_result, hexdigest: str, fd: int | None = None) -> None:
+        """Remember the digest of this file version (and stamp the open file with it)."""
+        self._remember(version(st), hexdigest)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.setxattr(fd, XATTR, _stamp(st, hexdigest))
+
+    def _remember(self, key: Key, hexdigest: str) -> None:
         with self._lock:
-            self._items[version(st)] = hexdigest
-            self._items.move_to_end(version(st))
+            self._items[key] = hexdigest
+            self._items.move_to_end(key)
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)

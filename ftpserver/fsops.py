@@ -25,6 +25,7 @@ from types import TracebackType
 
 from ftpproto.channel import GuardedWriter, file_digest
 from ftpproto.errors import ErrorCode, ProtocolError
+from ftpserver.digests import DigestCache
 from ftpserver.jail import PARTIAL_DIR, TEMP_PREFIX, Jail, is_reserved, is_temporary
 from ftpserver.quota import QuotaBook, Reservation, file_size
 from ftpserver.users import User
@@ -136,19 +137,25 @@ class Upload:
     ) -> None:
         self._finish(commit=False)
 
-    def commit(self) -> None:
-        """Flush, optionally fsync, and rename over the target; raise a write error seen."""
+    def commit(self, digests: DigestCache | None = None, hexdigest: str = "") -> None:
+        """Flush, optionally fsync, and rename over the target; raise a write error seen.
+
+        With ``digests`` the committed file's SHA-256 is remembered, so its
+        first download need not hash it again.
+        """
         assert self.writer is not None
         if self.writer.error is not None:
             self.keep_partial = False
             raise self.writer.error
         if self.fsync:
             os.fsync(self.writer.fd)
-        self._finish(commit=True)
+        self._finish(commit=True, digests=digests, hexdigest=hexdigest)
         with contextlib.suppress(FileNotFoundError):
             self.book.remove(self.user, self.partial)
 
-    def _finish(self, commit: bool) -> None:
+    def _finish(
+        self, commit: bool, digests: DigestCache | None = None, hexdigest: str = ""
+    ) -> None:
         if self._done:
             return
         self._done = True
@@ -156,7 +163,9 @@ class Upload:
         try:
             if commit:
                 self.book.replace(self.user, self.temp, self.target, enforce=True)
-                self.final_stat = os.fstat(fd)  # after the rename, which sets st_ctime
+                self.final_stat = os.fstat(fd)
+                if digests is not None and hexdigest:
+                    digests.put(self.final_stat, hexdigest, fd)
             elif self.keep_partial and file_size(self.temp) > 0:
                 os.makedirs(os.path.dirname(self.partial), exist_ok=True)
                 self.book.replace(self.user, self.temp, self.partial)

@@ -379,13 +379,11 @@ class SessionHandler(socketserver.BaseRequestHandler):
         try:
             with upload:
                 received, hexdigest = receive_upload(
-                    self.channel, upload, virtual, size, resume, pace
+                    self.channel, upload, virtual, size, resume, pace, self.server.digests
                 )
         except (ProtocolError, OSError, ConnectionError, TimeoutError) as exc:
             self._log_transfer("put", virtual, 0, started, "", str(exc) or type(exc).__name__)
             raise
-        if upload.final_stat is not None:
-            self.server.digests.put(upload.final_stat, hexdigest)
         self._log_transfer("put", virtual, received, started, hexdigest, "ok")
         self.channel.send(ok("put", str(size), hexdigest))
 

@@ -63,7 +63,7 @@ def send_download(
     """
     before = os.fstat(source.fileno())
     size = before.st_size
-    known = digests.get(before) if digests else None
+    known = digests.get(before, source.fileno()) if digests else None
     offset = 0
     hasher = hashlib.sha256()
     if resume is not None and resume[0] <= size:
@@ -94,7 +94,7 @@ def send_download(
         raise ProtocolError(ErrorCode.FILE_CHANGED, f"file changed while sent: {virtual}")
     hexdigest = known or hasher.hexdigest()
     if digests and not known:
-        digests.put(before, hexdigest)
+        digests.put(before, hexdigest, source.fileno())
     channel.send(digest("get", hexdigest))
     return count, hexdigest
 
@@ -106,6 +106,7 @@ def receive_upload(
     size: int,
     resume: Resume | None,
     pace: Progress | None = None,
+    digests: DigestCache | None = None,
 ) -> tuple[int, str]:
     """Run the ``put`` handshake into ``upload`` and commit it; ``(bytes received, sha256)``."""
     offset, hasher = upload.start(size, resume)
@@ -119,5 +120,5 @@ def receive_upload(
     (claimed,) = final.expect("put", "digest", 1)
     if parse_digest(claimed) != hasher.hexdigest():
         raise ProtocolError(ErrorCode.DIGEST_MISMATCH, f"digest mismatch: {virtual}")
-    upload.commit()
+    upload.commit(digests, hasher.hexdigest())
     return size - offset, hasher.hexdigest()
