@@ -184,9 +184,9 @@ def _prepare(args: argparse.Namespace, tmp: Path, names: list[str]) -> tuple[Set
         out=out,
         homes=homes,
         big_size=big_size,
-        big_sha256=big_sha,
+        big_digest=big_sha,
         multi_size=multi_size,
-        multi_sha256=multi_sha,
+        multi_digest=multi_sha,
         clients=args.clients,
         client_procs=args.client_procs,
         idle=args.idle,
@@ -339,10 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     if disturbed:
         print(f"busy machine: runs where other processes used > 25% of a core: {disturbed}")
     digests = {
-        r["extra"].get("sha256") for r in runs if "extra" in r and r["workload"] == "big-down"
+        r["extra"].get("blake3") for r in runs if "extra" in r and r["workload"] == "big-down"
     }
-    if setup.big_sha256:
-        print(f"1 file SHA-256 {setup.big_sha256} (ours: verified by the client on every download)")
+    if setup.big_digest:
+        print(f"1 file BLAKE3 {setup.big_digest} (ours: verified by the client on every download)")
     failed = [r for r in runs if "error" in r]
     data = {
         "machine": _machine(),
@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "failed_runs": len(failed),
         "disturbed_runs": disturbed,
-        "big_sha256": setup.big_sha256,
+        "big_digest": setup.big_digest,
         "digests_seen": sorted(d for d in digests if d),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

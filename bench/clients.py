@@ -1,7 +1,7 @@
 """One client interface over the three protocols, so every workload is written once.
 
 * ours: :class:`ftpclient.client.FileTransferClient` (plain TCP or TLS); a
-  download is verified with SHA-256 by the client, an upload by the server
+  download is verified with BLAKE3 by the client, an upload by the server
   and the client.
 * ftp: Python's ``ftplib`` against pyftpdlib, used as efficiently as ftplib
   allows: binary type set once, downloads received with ``recv_into`` into a
@@ -72,19 +72,19 @@ class OursSession:
 
         self.info = info
         self.client = FileTransferClient(info.host, info.port, timeout=TIMEOUT, tls=tls)
-        self.last_sha256 = ""
+        self.last_digest = ""
 
     def login(self) -> None:
         self.client.login(self.info.user, self.info.password)
 
     def download(self, remote: str, local: str) -> int:
         result = self.client.get(remote, local)
-        self.last_sha256 = result.sha256
+        self.last_digest = result.blake3
         return result.size
 
     def upload(self, local: str, remote: str) -> int:
         result = self.client.put(local, remote)
-        self.last_sha256 = result.sha256
+        self.last_digest = result.blake3
         return result.size
 
     def pwd(self) -> None:
@@ -110,7 +110,7 @@ class FtpSession:
         assert self.ftp.sock is not None
         self.ftp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._binary = False
-        self.last_sha256 = ""
+        self.last_digest = ""
 
     def login(self) -> None:
         self.ftp.login(self.info.user, self.info.password)
@@ -176,7 +176,7 @@ class PlainSession:
 
     def __init__(self, info: ServerInfo) -> None:
         self.info = info
-        self.last_sha256 = ""
+        self.last_digest = ""
 
     def login(self) -> None:
         pass

@@ -6,20 +6,21 @@
 * :func:`make_certificate` writes a self-signed certificate for 127.0.0.1 with
   the ``openssl`` command, or with the ``cryptography`` package if there is no
   ``openssl``.
-* :func:`make_file` writes a file of random bytes and returns its SHA-256.
+* :func:`make_file` writes a file of random bytes and returns its BLAKE3 digest.
 * :func:`raise_open_files_limit` lifts the soft limit on open files to the hard one.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import resource
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from ftpproto.digest import new_hasher
 
 __all__ = [
     "BENCH_DIR",
@@ -134,8 +135,8 @@ def _certificate_with_cryptography(cert: Path, key: Path) -> tuple[Path, Path]:
 
 
 def make_file(path: Path, size: int) -> str:
-    """Write ``size`` random bytes to ``path``; return their SHA-256."""
-    hasher = hashlib.sha256()
+    """Write ``size`` random bytes to ``path``; return their BLAKE3 digest."""
+    hasher = new_hasher()
     block = 16 * 1024 * 1024
     with open(path, "wb") as out:
         left = size

@@ -10,7 +10,6 @@ uploads) are removed before it returns.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import select
@@ -26,6 +25,7 @@ from bench.clients import open_session, tls_for
 from bench.environment import child_env
 from bench.measure import MIB, cpu_seconds, machine_busy_seconds, rss_bytes
 from bench.servers import Running
+from ftpproto.digest import new_hasher
 
 __all__ = ["METRICS", "WORKLOADS", "Metric", "Outcome", "Setup", "Workload"]
 
@@ -72,9 +72,9 @@ class Setup:
     out: Path  # where clients put downloads
     homes: dict[str, Path]  # server kind -> the benchmark user's home
     big_size: int
-    big_sha256: str
+    big_digest: str
     multi_size: int
-    multi_sha256: str
+    multi_digest: str
     clients: int
     client_procs: int
     idle: int
@@ -93,8 +93,8 @@ class Outcome:
 Workload = Callable[[Running, Setup], Outcome]
 
 
-def _sha256_file(path: Path) -> str:
-    hasher = hashlib.sha256()
+def _digest_file(path: Path) -> str:
+    hasher = new_hasher()
     with open(path, "rb") as source:
         while chunk := source.read(4 * MIB):
             hasher.update(chunk)
@@ -136,12 +136,12 @@ def big_download(server: Running, setup: Setup) -> Outcome:
         session.quit()
         if size != setup.big_size or local.stat().st_size != setup.big_size:
             raise RuntimeError(f"downloaded {size} bytes, expected {setup.big_size}")
-        checked = session.last_sha256 or _sha256_file(local)
-        if checked != setup.big_sha256:
+        checked = session.last_digest or _digest_file(local)
+        if checked != setup.big_digest:
             raise RuntimeError("the downloaded file differs from the original")
         extra: dict[str, Any] = {"seconds": seconds, "server_cpu_s": cpu, "client_cpu_s": mine}
-        extra.update(other_cpu_s=other, sha256=checked)
-        extra["verified_by_client"] = bool(session.last_sha256)
+        extra.update(other_cpu_s=other, blake3=checked)
+        extra["verified_by_client"] = bool(session.last_digest)
         return Outcome({"big_down": size / MIB / seconds}, extra)
     finally:
         _remove([local, Path(str(local) + ".part")])
@@ -162,12 +162,12 @@ def big_upload(server: Running, setup: Setup) -> Outcome:
         session.quit()
         if size != setup.big_size or remote.stat().st_size != setup.big_size:
             raise RuntimeError(f"uploaded {size} bytes, expected {setup.big_size}")
-        checked = session.last_sha256 or _sha256_file(remote)
-        if checked != setup.big_sha256:
+        checked = session.last_digest or _digest_file(remote)
+        if checked != setup.big_digest:
             raise RuntimeError("the uploaded file differs from the original")
         extra: dict[str, Any] = {"seconds": seconds, "server_cpu_s": cpu, "client_cpu_s": mine}
-        extra.update(other_cpu_s=other, sha256=checked)
-        extra["verified_by_server"] = bool(session.last_sha256)
+        extra.update(other_cpu_s=other, blake3=checked)
+        extra["verified_by_server"] = bool(session.last_digest)
         return Outcome({"big_up": size / MIB / seconds}, extra)
     finally:
         _remove([remote])
@@ -268,7 +268,7 @@ def multi_download(server: Running, setup: Setup) -> Outcome:
         if facts["bytes"] != expected:
             raise RuntimeError(f"moved {facts['bytes']} bytes, expected {expected}")
         received = sorted(setup.out.glob("dl-*.bin"))
-        if len(received) != setup.clients or _sha256_file(received[0]) != setup.multi_sha256:
+        if len(received) != setup.clients or _digest_file(received[0]) != setup.multi_digest:
             raise RuntimeError("the downloaded files are not all there or differ")
         return Outcome({"multi_down": facts["bytes"] / MIB / facts["seconds"]}, facts)
     finally:
@@ -286,7 +286,7 @@ def multi_upload(server: Running, setup: Setup) -> Outcome:
         stored = sorted(home.glob("up-*.bin"))
         if facts["bytes"] != expected or len(stored) != setup.clients:
             raise RuntimeError(f"stored {len(stored)} files, expected {setup.clients}")
-        if _sha256_file(stored[-1]) != setup.multi_sha256:
+        if _digest_file(stored[-1]) != setup.multi_digest:
             raise RuntimeError("an uploaded file differs from the original")
         return Outcome({"multi_up": facts["bytes"] / MIB / facts["seconds"]}, facts)
     finally:

@@ -13,7 +13,6 @@ the real name.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import posixpath
 import socket
@@ -30,6 +29,7 @@ from ftpproto.channel import (
     GuardedWriter,
     file_digest,
 )
+from ftpproto.digest import new_hasher
 from ftpproto.errors import ErrorCode, MessageError, RemoteError
 from ftpproto.messages import (
     Message,
@@ -90,7 +90,7 @@ class TransferResult:
     remote: str
     local: str
     size: int
-    sha256: str
+    blake3: str
     seconds: float
     offset: int = 0  # where a resumed transfer started
 
@@ -103,7 +103,7 @@ class Stat:
     type: str
     size: int
     mtime: int
-    sha256: str | None = None
+    blake3: str | None = None
 
 
 @dataclass(frozen=True)
@@ -222,7 +222,7 @@ class FileTransferClient:
     ) -> TransferResult:
         """Download ``remote`` to ``local`` (default: its name in the current folder).
 
-        Data goes to ``<local>.part``, renamed into place once the SHA-256 of
+        Data goes to ``<local>.part``, renamed into place once the digest of
         the whole file matched.  An interrupted download (connection lost,
         Ctrl-C) keeps the ``.part`` file; with ``resume=True`` it is continued
         if the server's file starts with the same bytes, else started over.
@@ -231,13 +231,13 @@ class FileTransferClient:
         part = target + PART_SUFFIX
         started = time.monotonic()
         args: tuple[str, ...] = ()
-        prefix = hashlib.sha256()
+        prefix = new_hasher()
         if resume and os.path.isfile(part):
             with open(part, "rb") as existing:
                 prefix, have = file_digest(existing, 0, os.fstat(existing.fileno()).st_size)
             args = (str(have), prefix.hexdigest())
         count, offset = self._ready("get", remote, *args)
-        hasher = prefix if offset else hashlib.sha256()
+        hasher = prefix if offset else new_hasher()
         try:
             fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
             if os.fstat(fd).st_size != offset:
@@ -298,21 +298,21 @@ class FileTransferClient:
             if not stat.S_ISREG(st.st_mode):
                 raise LocalError(f"not a regular file: {local}")
             args: tuple[str, ...] = ()
-            prefix = hashlib.sha256()
+            prefix = new_hasher()
             if resume:
                 have = self.partial(target)
                 if 0 < have <= st.st_size:
                     prefix, _ = file_digest(source, 0, have)
                     args = (str(have), prefix.hexdigest())
             count, offset = self._ready("put", target, str(st.st_size), *args)
-            hasher = prefix if offset else hashlib.sha256()
+            hasher = prefix if offset else new_hasher()
             source.seek(offset)
             if monitor:
                 monitor.start(offset + count, offset)
             update = monitor.update if monitor else None
             try:
                 if count >= PIPELINE_MIN:
-                    # sendfile in this thread, SHA-256 of the same bytes in a helper
+                    # sendfile in this thread, the digest of the same bytes in a helper
                     background = BackgroundDigest(source, offset, count, hasher)
                     sent = 0
                     try:
@@ -373,9 +373,9 @@ class FileTransferClient:
         (moved,) = self._call("mv", old, new).expect("mv", "ok", 1)
         return moved
 
-    def stat(self, path: str, sha256: bool = False) -> Stat:
-        """Type, size, modification time (and SHA-256 of a file on request)."""
-        reply = self._call("stat", path, *(["sha256"] if sha256 else []))
+    def stat(self, path: str, digest: bool = False) -> Stat:
+        """Type, size, modification time (and a file's BLAKE3 digest on request)."""
+        reply = self._call("stat", path, *(["blake3"] if digest else []))
         fields = reply.expect("stat", "ok", len(reply.fields) - 1)
         if len(fields) not in (3, 4):
             raise MessageError("malformed stat reply")

@@ -104,8 +104,8 @@ class Output:
         self.line(f"type:     {info.type}")
         self.line(f"size:     {info.size} ({format_size(info.size)})")
         self.line(f"modified: {when}")
-        if info.sha256:
-            self.line(f"sha256:   {info.sha256}")
+        if info.blake3:
+            self.line(f"blake3:   {info.blake3}")
 
     def transfer(self, direction: str, result: TransferResult) -> None:
         """The summary of one verified transfer: size, time, average rate, "verified"."""
@@ -117,7 +117,7 @@ class Output:
         resumed = f", resumed at {format_size(result.offset)}" if result.offset else ""
         self.info(
             f"{result.remote} {arrow} {result.local}: {format_size(result.size)} in "
-            f"{result.seconds:.2f} s ({format_size(int(rate))}/s{resumed}), sha256 verified"
+            f"{result.seconds:.2f} s ({format_size(int(rate))}/s{resumed}), blake3 verified"
         )
 
     def monitor(self, name: str) -> ProgressBar | None:

@@ -217,7 +217,7 @@ class ClientShell(LocalCommands, Completion, cmd.Cmd):
             self.out.warning(f"skipped (link or special file): {skipped}")
         self.out.info(
             f"{len(result.files)} files ({format_size(result.size)}) in {result.folders} "
-            "folders copied, each sha256 verified"
+            "folders copied, each blake3 verified"
         )
 
     # -- transfers -------------------------------------------------------------
@@ -288,13 +288,13 @@ class ClientShell(LocalCommands, Completion, cmd.Cmd):
             self.out.entries(self.client.ls(words[0] if words else None), "l" in options)
 
     def do_stat(self, arg: str) -> None:
-        """stat [-s] PATH: type, size and modification time; -s adds the SHA-256.
+        """stat [-s] PATH: type, size and modification time; -s adds the BLAKE3 digest.
 
         Example: stat -s backup.tar"""
         parsed = self._args(arg, 1, 1, "stat [-s] PATH", "s")
         if parsed is not None:
             options, words = parsed
-            self.out.stat(self.client.stat(words[0], sha256="s" in options))
+            self.out.stat(self.client.stat(words[0], digest="s" in options))
 
     def do_cd(self, arg: str) -> None:
         """cd PATH: change the remote folder.

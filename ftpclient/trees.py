@@ -1,7 +1,7 @@
 """Copying whole folder trees with ``get -r`` and ``put -r``.
 
 Both walk the tree and move one file at a time through the verified
-single-file transfers, so each file is checked by its SHA-256.  A failure
+single-file transfers, so each file is checked by its BLAKE3 digest.  A failure
 stops the copy and names the file; what was already copied stays, complete.
 Symlinks are never followed out of the tree: remote links are skipped, and
 local links are copied only when they point at a file inside the tree.

@@ -15,7 +15,6 @@ deadline surfaces as :class:`TimeoutError`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import queue
 import socket
@@ -26,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
+from ftpproto.digest import Hasher, new_hasher
 from ftpproto.errors import ConnectionClosed
 from ftpproto.framing import MAX_FRAME_SIZE, FrameDecoder, encode_frame
 from ftpproto.messages import Message
@@ -46,12 +46,6 @@ PIPELINE_MIN = 8 * 1024 * 1024  # files from this size are received with helper 
 PIPELINE_CHUNK = 1024 * 1024
 PIPELINE_DEPTH = 8
 Progress = Callable[[int], None]
-
-
-class Hasher(Protocol):
-    """The part of ``hashlib`` objects the channel uses."""
-
-    def update(self, data: bytes | memoryview, /) -> None: ...
 
 
 class _Sink(Protocol):
@@ -189,7 +183,7 @@ class Channel:
         """Receive big files with hashing and writing in two helper threads.
 
         This thread fills 1 MiB buffers from the socket; one helper hashes
-        them and the next writes them, in order, so receiving, SHA-256 and
+        them and the next writes them, in order, so receiving, hashing and
         the disk work at the same time (each releases the GIL).  Whatever was
         received is hashed and written before this returns or raises.
         ``progress`` runs in this thread and counts bytes already written.
@@ -360,14 +354,14 @@ class GuardedWriter:
 
 
 def file_digest(
-    fileobj: BinaryIO, offset: int, size: int, hasher: hashlib._Hash | None = None
-) -> tuple[hashlib._Hash, int]:
-    """SHA-256 (or ``hasher`` continued) over ``size`` bytes of a file from ``offset``.
+    fileobj: BinaryIO, offset: int, size: int, hasher: Hasher | None = None
+) -> tuple[Hasher, int]:
+    """The file digest (or ``hasher`` continued) over ``size`` bytes of a file from ``offset``.
 
     Returns the hasher and the count read (less than ``size`` if the file is
     shorter).  Reads with ``os.pread``, so the file position is left alone.
     """
-    hasher = hasher if hasher is not None else hashlib.sha256()
+    hasher = hasher if hasher is not None else new_hasher()
     fd = fileobj.fileno()
     done = 0
     while done < size:
@@ -382,11 +376,11 @@ def file_digest(
 class BackgroundDigest:
     """:func:`file_digest` in a helper thread, while this thread sends the file.
 
-    ``hashlib`` and ``os.pread`` release the GIL, so the SHA-256 of a big
+    The digest and ``os.pread`` release the GIL, so the digest of a big
     file costs no extra time next to ``sendfile``.  :meth:`result` waits.
     """
 
-    def __init__(self, fileobj: BinaryIO, offset: int, size: int, hasher: hashlib._Hash) -> None:
+    def __init__(self, fileobj: BinaryIO, offset: int, size: int, hasher: Hasher) -> None:
         self._count = 0
         self.hasher = hasher
 
@@ -399,7 +393,7 @@ class BackgroundDigest:
         self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()
 
-    def result(self) -> tuple[hashlib._Hash, int]:
+    def result(self) -> tuple[Hasher, int]:
         """The hasher and the bytes it read (fewer than asked if the file shrank)."""
         self._thread.join()
         return self.hasher, self._count

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ftpproto.digest import is_hexdigest
 from ftpproto.errors import ErrorCode, MessageError, ProtocolError, RemoteError
 
 __all__ = [
@@ -37,7 +38,6 @@ _COMMAND = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
 _ESCAPE_BYTES = re.compile(rb"%([0-9A-Fa-f]{2})")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _DIGITS = re.compile(r"[0-9]{1,20}\Z")
-_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 
 
 def _quote(field: str) -> str:
@@ -138,7 +138,7 @@ def abort(command: str) -> Message:
 
 
 def digest(command: str, hexdigest: str) -> Message:
-    """``<command>|digest|<sha256>``: sent by the sender after the file bytes."""
+    """``<command>|digest|<blake3>``: sent by the sender after the file bytes."""
     return Message(command, ("digest", hexdigest))
 
 
@@ -164,7 +164,7 @@ def parse_size(text: str) -> int:
 
 
 def parse_digest(text: str) -> str:
-    """A lowercase hexadecimal SHA-256, or :class:`MessageError`."""
-    if not _HEX64.match(text):
-        raise MessageError("not a SHA-256 digest")
+    """A lowercase hexadecimal file digest (BLAKE3), or :class:`MessageError`."""
+    if not is_hexdigest(text):
+        raise MessageError("not a BLAKE3 digest")
     return text

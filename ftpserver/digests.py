@@ -1,9 +1,9 @@
-"""A cache of the SHA-256 of files the server has sent or received.
+"""A cache of the BLAKE3 digest of files the server has sent or received.
 
-A download must end with the SHA-256 of the bytes, and hashing a big file
-costs as much CPU as sending it.  The digest of a file version is kept in
+A download must end with the digest of the bytes, and hashing a big file
+costs more CPU than sending it.  The digest of a file version is kept in
 memory (bounded), and also on the file itself as the extended attribute
-``user.ftpserver.sha256`` (where the filesystem has them), so it survives
+``user.ftpserver.blake3`` (where the filesystem has them), so it survives
 restarts.  A version is identified by device, inode, size and modification
 time; a write changes the size or the modification time.  A stale entry can
 only make a download fail its digest check on the client, never pass wrong
@@ -16,10 +16,14 @@ import contextlib
 import os
 import threading
 from collections import OrderedDict
+from typing import BinaryIO
+
+from ftpproto.channel import file_digest
+from ftpproto.digest import NAME, is_hexdigest
 
 __all__ = ["XATTR", "DigestCache", "version"]
 
-XATTR = "user.ftpserver.sha256"
+XATTR = f"user.ftpserver.{NAME}"
 Key = tuple[int, int, int, int]
 
 
@@ -33,7 +37,7 @@ def _stamp(st: os.stat_result, hexdigest: str) -> bytes:
 
 
 class DigestCache:
-    """SHA-256 hex digests by file version, least recently used dropped first."""
+    """Hex digests by file version, least recently used dropped first."""
 
     def __init__(self, capacity: int = 4096) -> None:
         self.capacity = capacity
@@ -59,7 +63,7 @@ class DigestCache:
         if (size, mtime) != (str(st.st_size).encode(), str(st.st_mtime_ns).encode()):
             return None
         text = hexdigest.decode("ascii", "replace")
-        if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        if not is_hexdigest(text):
             return None
         self._remember(key, text)
         return text
@@ -70,6 +74,19 @@ class DigestCache:
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.setxattr(fd, XATTR, _stamp(st, hexdigest))
+
+    def of_file(self, fileobj: BinaryIO) -> str:
+        """The digest of an open file: remembered, or computed now and remembered."""
+        fd = fileobj.fileno()
+        before = os.fstat(fd)
+        known = self.get(before, fd)
+        if known is not None:
+            return known
+        hasher, count = file_digest(fileobj, 0, before.st_size)
+        hexdigest = hasher.hexdigest()
+        if count == before.st_size and version(os.fstat(fd)) == version(before):
+            self.put(before, hexdigest, fd)
+        return hexdigest
 
     def _remember(self, key: Key, hexdigest: str) -> None:
         with self._lock:

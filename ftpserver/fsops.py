@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from types import TracebackType
 
 from ftpproto.channel import GuardedWriter, file_digest
+from ftpproto.digest import Hasher, new_hasher
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpserver.digests import DigestCache
 from ftpserver.jail import PARTIAL_DIR, TEMP_PREFIX, Jail, is_reserved, is_temporary
@@ -96,10 +97,10 @@ class Upload:
         self.final_stat: os.stat_result | None = None  # of the committed file
         self._done = False
 
-    def start(self, size: int, resume: tuple[int, str] | None) -> tuple[int, hashlib._Hash]:
+    def start(self, size: int, resume: tuple[int, str] | None) -> tuple[int, Hasher]:
         """Create the temporary file and reserve space; return ``(offset, hasher)``.
 
-        With ``resume=(offset, prefix_sha256)`` the saved partial upload is
+        With ``resume=(offset, prefix_digest)`` the saved partial upload is
         taken over if it holds exactly ``offset`` bytes with that digest; the
         hasher then already covers them.  Otherwise the upload starts at 0.
         """
@@ -110,7 +111,7 @@ class Upload:
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (0 if claimed else os.O_EXCL)
         fd = os.open(self.temp, flags, self.mode)
         self.writer = GuardedWriter(fd)
-        offset, hasher = 0, hashlib.sha256()
+        offset, hasher = 0, new_hasher()
         if resume is not None and claimed == resume[0] <= size:
             with open(fd, "rb", buffering=0, closefd=False) as reader:
                 prefix, _ = file_digest(reader, 0, claimed)
@@ -140,7 +141,7 @@ class Upload:
     def commit(self, digests: DigestCache | None = None, hexdigest: str = "") -> None:
         """Flush, optionally fsync, and rename over the target; raise a write error seen.
 
-        With ``digests`` the committed file's SHA-256 is remembered, so its
+        With ``digests`` the committed file's digest is remembered, so its
         first download need not hash it again.
         """
         assert self.writer is not None

@@ -23,7 +23,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from ftpproto.channel import Channel, Deadlines, Progress, file_digest
+from ftpproto.channel import Channel, Deadlines, Progress
 from ftpproto.commands import COMMANDS, lookup
 from ftpproto.errors import ErrorCode, FramingError, MessageError, ProtocolError
 from ftpproto.messages import Message, error, ok, parse_size
@@ -271,14 +271,13 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self.channel.send(*batch, ok("ls", str(count)))
 
     def cmd_stat(self, path: str, option: str | None = None) -> None:
-        _flag(option, "sha256", "stat PATH [sha256]")
+        _flag(option, "blake3", "stat PATH [blake3]")
         virtual, real = self.jail.resolve(path)
         _, kind, size, mtime = stat_entry(posixpath.basename(virtual), real)
         fields = [kind, str(size), str(mtime)]
         if option and kind == "file":
             with open_regular(real, virtual) as source:
-                hasher, _ = file_digest(source, 0, os.fstat(source.fileno()).st_size)
-            fields.append(hasher.hexdigest())
+                fields.append(self.server.digests.of_file(source))
         self.channel.send(ok("stat", *fields))
 
     def cmd_quota(self) -> None:
@@ -408,7 +407,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
             path=virtual,
             bytes=size,
             seconds=round(time.monotonic() - started, 3),
-            sha256=hexdigest or None,
+            blake3=hexdigest or None,
             outcome=outcome,
         )
 

@@ -3,18 +3,18 @@
 :func:`send_download` answers ``get`` from an open file with ``sendfile``;
 :func:`receive_upload` answers ``put`` into an :class:`~ftpserver.fsops.Upload`.
 Both resume from an offset when the client's digest of the part it already
-has matches, and both end with the SHA-256 of the whole file.
+has matches, and both end with the digest (BLAKE3) of the whole file.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from typing import BinaryIO
 
 from ftpproto.channel import BackgroundDigest, Channel, Progress, file_digest
 from ftpproto.commands import COMMANDS
+from ftpproto.digest import new_hasher
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpproto.messages import digest, parse_digest, parse_size, ready
 from ftpserver.digests import DigestCache
@@ -22,11 +22,11 @@ from ftpserver.fsops import Upload
 
 __all__ = ["Resume", "open_regular", "parse_resume", "receive_upload", "send_download"]
 
-Resume = tuple[int, str]  # offset, SHA-256 of the bytes before it
+Resume = tuple[int, str]  # offset, digest of the bytes before it
 
 
 def parse_resume(command: str, fields: tuple[str, ...]) -> Resume | None:
-    """``(offset, prefix_sha256)`` from a request's optional fields, or ``None``."""
+    """``(offset, prefix_digest)`` from a request's optional fields, or ``None``."""
     if not fields:
         return None
     if len(fields) != 2:
@@ -56,7 +56,7 @@ def send_download(
     step: int = 4 * 1024 * 1024,
     digests: DigestCache | None = None,
 ) -> tuple[int, str] | None:
-    """Run the ``get`` handshake for an open file; ``(bytes sent, sha256)``, or None if aborted.
+    """Run the ``get`` handshake for an open file; ``(bytes sent, digest)``, or None if aborted.
 
     The size is the open file's (``fstat``), so a file replaced meanwhile is
     sent in the version that was opened.
@@ -65,7 +65,7 @@ def send_download(
     size = before.st_size
     known = digests.get(before, source.fileno()) if digests else None
     offset = 0
-    hasher = hashlib.sha256()
+    hasher = new_hasher()
     if resume is not None and resume[0] <= size:
         prefix, _ = file_digest(source, 0, resume[0])
         if prefix.hexdigest() == resume[1]:
@@ -108,7 +108,7 @@ def receive_upload(
     pace: Progress | None = None,
     digests: DigestCache | None = None,
 ) -> tuple[int, str]:
-    """Run the ``put`` handshake into ``upload`` and commit it; ``(bytes received, sha256)``."""
+    """Run the ``put`` handshake into ``upload`` and commit it; ``(bytes received, digest)``."""
     offset, hasher = upload.start(size, resume)
     channel.send(ready("put", size - offset, None if resume is None else offset))
     assert upload.writer is not None
