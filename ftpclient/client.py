@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ftpproto.channel import (
-    PIPELINE_MIN,
+    SENDFILE_MIN,
     BackgroundDigest,
     Channel,
     GuardedWriter,
@@ -311,7 +311,7 @@ class FileTransferClient:
                 monitor.start(offset + count, offset)
             update = monitor.update if monitor else None
             try:
-                if count >= PIPELINE_MIN:
+                if count >= SENDFILE_MIN:
                     # sendfile in this thread, the digest of the same bytes in a helper
                     background = BackgroundDigest(source, offset, count, hasher)
                     sent = 0
