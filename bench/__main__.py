@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
         "--only",
         help="comma-separated workloads: a b c d e, or " + ", ".join(WORKLOADS) + " (default: all)",
     )
+    parser.add_argument(
+        "--workers", type=int, help="our server's worker processes (default: its own default)"
+    )
     parser.add_argument("--no-tls", action="store_true", help="skip ours over TLS")
     parser.add_argument(
         "--fsync", action="store_true", help="also run uploads with fsync_uploads: true"
@@ -163,7 +166,8 @@ def _prepare(args: argparse.Namespace, tmp: Path, names: list[str]) -> tuple[Set
     rounds = args.bcrypt_rounds
     kinds = [
         Kind("ours", ours_command(our_config(ours_dir / "server.yaml", users, ours_dir / "home",
-                                             rounds)), homes["ours"], password),
+                                             rounds, workers=args.workers)),
+             homes["ours"], password),
         Kind("pyftpdlib", pyftpd_command(bench_python(), homes["pyftpdlib"], password),
              homes["pyftpdlib"], password),
         Kind("plain", plain_command(homes["plain"]), homes["plain"]),
@@ -171,11 +175,23 @@ def _prepare(args: argparse.Namespace, tmp: Path, names: list[str]) -> tuple[Set
     if not args.no_tls:
         cert, key = make_certificate(tmp)
         config = our_config(
-            ours_dir / "tls.yaml", users, ours_dir / "home", rounds, tls=(cert, key)
+            ours_dir / "tls.yaml",
+            users,
+            ours_dir / "home",
+            rounds,
+            tls=(cert, key),
+            workers=args.workers,
         )
         kinds.insert(1, Kind("ours-tls", ours_command(config), homes["ours"], password, str(cert)))
     if args.fsync:
-        config = our_config(ours_dir / "fsync.yaml", users, ours_dir / "home", rounds, fsync=True)
+        config = our_config(
+            ours_dir / "fsync.yaml",
+            users,
+            ours_dir / "home",
+            rounds,
+            fsync=True,
+            workers=args.workers,
+        )
         kinds.insert(1, Kind("ours-fsync", ours_command(config), homes["ours"], password))
     homes["ours-tls"] = homes["ours-fsync"] = homes["ours"]
     setup = Setup(

@@ -1,7 +1,8 @@
 """Small measuring helpers: process memory and CPU from ``/proc``, and summary statistics.
 
 Memory is ``VmRSS`` from ``/proc/PID/status`` (what ``ps`` shows as RSS),
-CPU time is ``utime + stime`` from ``/proc/PID/stat``, and the whole
+CPU time is ``utime + stime`` from ``/proc/PID/stat``, both summed over the
+server process and its worker processes, and the whole
 machine's busy time comes from ``/proc/stat`` (to see CPU used by processes
 outside the benchmark during a run); none of them needs psutil.
 """
@@ -17,6 +18,7 @@ __all__ = [
     "Summary",
     "cpu_seconds",
     "machine_busy_seconds",
+    "process_tree",
     "rss_bytes",
     "summarize",
     "time_wait_sockets",
@@ -26,8 +28,19 @@ MIB = 1024 * 1024
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def rss_bytes(pid: int) -> int:
-    """The resident set size of process ``pid`` in bytes."""
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (a server with worker processes)."""
+    found = [pid]
+    for current in found:
+        try:
+            with open(f"/proc/{current}/task/{current}/children") as children:
+                found += [int(child) for child in children.read().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _vm_rss(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
             if line.startswith("VmRSS:"):
@@ -35,12 +48,39 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds used so far by process ``pid`` (all its threads)."""
+def rss_bytes(pid: int) -> int:
+    """The resident set size of process ``pid`` and its descendants, summed, in bytes.
+
+    Summing counts pages that forked workers share with their parent once
+    per process, so a multi-process server is overstated, never understated.
+    """
+    total = 0
+    for member in process_tree(pid):
+        try:
+            total += _vm_rss(member)
+        except (OSError, RuntimeError):
+            if member == pid:
+                raise
+    return total
+
+
+def _cpu(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         text = stat.read()
     fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds used so far by ``pid`` and its descendants (all threads)."""
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            total += _cpu(member)
+        except OSError:
+            if member == pid:
+                raise
+    return total
 
 
 def machine_busy_seconds() -> float:

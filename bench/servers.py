@@ -102,6 +102,7 @@ def our_config(
     rounds: int,
     fsync: bool = False,
     tls: tuple[Path, Path] | None = None,
+    workers: int | None = None,
 ) -> Path:
     """Write the ``server.yaml`` the benchmark runs our server with; return its path."""
     lines = [
@@ -118,6 +119,8 @@ def our_config(
         "log_level: WARNING",
         "shutdown_grace: 2",
     ]
+    if workers is not None:
+        lines.append(f"workers: {workers}")
     if tls is not None:
         lines += [f"tls_cert: {tls[0]}", f"tls_key: {tls[1]}"]
     path.write_text("\n".join(lines) + "\n")

@@ -58,6 +58,16 @@ class ProtocolError(Exception):
     def __str__(self) -> str:
         return self.text
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickled between server processes (see ftpserver.workers).
+        return (_restore, (type(self), self.code, self.text))
+
+
+def _restore(cls: type[ProtocolError], code: ErrorCode, text: str) -> ProtocolError:
+    exc = cls.__new__(cls)
+    ProtocolError.__init__(exc, code, text)
+    return exc
+
 
 class FramingError(ProtocolError):
     """The byte stream broke the framing rules; the connection cannot continue."""

@@ -24,6 +24,7 @@ from ftpserver import users as userfile
 from ftpserver.audit import configure_logging
 from ftpserver.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 from ftpserver.server import FileTransferServer
+from ftpserver.workers import serve_workers
 
 __all__ = ["main"]
 
@@ -117,8 +118,22 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     store = userfile.load_users(settings.users, settings.home)
     for user in store.users.values():
         user.home.mkdir(parents=True, exist_ok=True)
+    if settings.workers != 1:
+        return serve_workers(settings, store, lambda: _settings(args), _run)
     server = FileTransferServer(settings, store, lambda: _settings(args))
     server.start_sweeper()
+    host, port = server.address
+    print(f"listening on {host}:{port}", flush=True)
+    log.info("serving %d users from %s", len(store.users), settings.home)
+    return _run(server)
+
+
+def _run(
+    server: FileTransferServer,
+    stop_signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT),
+) -> int:
+    """Serve until one of ``stop_signals``, reloading on SIGHUP; then stop gracefully."""
+    settings = server.settings
     wake = threading.Event()
     force = threading.Event()
     requests = {"stop": 0, "reload": 0}
@@ -133,13 +148,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         requests["reload"] += 1
         wake.set()
 
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
+    for signum in stop_signals:
+        signal.signal(signum, on_stop)
     signal.signal(signal.SIGHUP, on_reload)
     threading.Thread(target=server.serve_forever, args=(0.5,), daemon=True).start()
-    host, port = server.address
-    print(f"listening on {host}:{port}", flush=True)
-    log.info("serving %d users from %s", len(store.users), settings.home)
     try:
         while not requests["stop"]:
             wake.wait(1.0)

@@ -55,6 +55,7 @@ class Settings:
     log_file: Path | None = None
     audit_json: bool = False
     shutdown_grace: float = 30.0
+    workers: int = 1
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with the given fields changed; ``None`` values are ignored."""
@@ -94,6 +95,7 @@ _LIMITS: dict[str, tuple[type, float | None, float | None]] = {
     "log_file": (_OptionalPath, None, None),
     "audit_json": (bool, None, None),
     "shutdown_grace": (float, 0, 3600),
+    "workers": (int, 0, 256),
 }
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 

@@ -22,8 +22,9 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
+from typing import Protocol
 
-__all__ = ["BanList", "Bandwidth", "PasswordGate", "SessionLimiter"]
+__all__ = ["BanList", "Bandwidth", "PasswordGate", "SessionLimiter", "pacer"]
 
 Clock = Callable[[], float]
 
@@ -48,6 +49,10 @@ class SessionLimiter:
             self._count += 1
             self._by_ip[ip] += 1
             return None
+
+    def configure(self, total: int, per_ip: int) -> None:
+        """New limits (a reload); sessions already open stay."""
+        self.total, self.per_ip = total, per_ip
 
     def release(self, ip: str) -> None:
         """Give back the slot taken by :meth:`acquire`."""
@@ -77,6 +82,10 @@ class BanList:
         self._lock = threading.Lock()
         self._failures: dict[str, deque[float]] = {}
         self._banned_until: dict[str, float] = {}
+
+    def configure(self, max_failures: int, window: float, ban_time: float) -> None:
+        """New rules (a reload); bans already given keep their expiry."""
+        self.max_failures, self.window, self.ban_time = max_failures, window, ban_time
 
     def is_banned(self, ip: str) -> bool:
         """Whether ``ip`` is banned now (an expired ban is forgotten)."""
@@ -181,9 +190,17 @@ class Bandwidth:
 
     def __init__(self, clock: Clock = time.monotonic, sleep: Callable[[float], None] = time.sleep):
         self._clock = clock
-        self._sleep = sleep
+        self.sleep = sleep
         self._lock = threading.Lock()
         self._buckets: dict[tuple[str, str], _Bucket] = {}
+
+    def take(self, user: str, direction: str, rate: int, count: int) -> float:
+        """Spend ``count`` bytes of the user's allowance; the seconds the caller must wait."""
+        with self._lock:
+            bucket = self._buckets.get((user, direction))
+            if bucket is None or bucket.rate != rate:
+                bucket = self._buckets[(user, direction)] = _Bucket(rate, self._clock)
+        return bucket.take(count)
 
     def throttle(
         self,
@@ -192,22 +209,32 @@ class Bandwidth:
         rate: int | None,
         sleep: Callable[[float], None] | None = None,
     ) -> Callable[[int], None] | None:
-        """A callback that sleeps as needed after each chunk, or None for no limit.
+        """:func:`pacer` for these buckets, sleeping with this object's ``sleep`` by default."""
+        return pacer(self, user, direction, rate, sleep or self.sleep)
 
-        ``sleep`` replaces the plain sleep (a session passes one that a
-        shutdown can cut short).
-        """
-        if not rate:
-            return None
-        wait_for = sleep or self._sleep
-        with self._lock:
-            bucket = self._buckets.get((user, direction))
-            if bucket is None or bucket.rate != rate:
-                bucket = self._buckets[(user, direction)] = _Bucket(rate, self._clock)
 
-        def pace(count: int) -> None:
-            wait = bucket.take(count)
-            if wait > 0:
-                wait_for(wait)
+class _Spender(Protocol):
+    def take(self, user: str, direction: str, rate: int, count: int) -> float: ...
 
-        return pace
+
+def pacer(
+    buckets: _Spender,
+    user: str,
+    direction: str,
+    rate: int | None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Callable[[int], None] | None:
+    """A callback that sleeps as needed after each chunk, or None for no limit.
+
+    ``buckets`` is a :class:`Bandwidth` or a worker's handle on the one the
+    server's processes share; ``sleep`` may be one that a shutdown cuts short.
+    """
+    if not rate:
+        return None
+
+    def pace(count: int) -> None:
+        wait = buckets.take(user, direction, rate, count)
+        if wait > 0:
+            sleep(wait)
+
+    return pace

@@ -35,6 +35,7 @@ from ftpserver.fsops import (
     remove_tree,
     stat_entry,
 )
+from ftpserver.guards import pacer
 from ftpserver.jail import Jail
 from ftpserver.transfers import open_regular, parse_resume, receive_upload, send_download
 from ftpserver.users import User
@@ -120,7 +121,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
 
     def _pacer(self, direction: str, rate: int | None) -> Progress:
         """The per-chunk callback of a transfer: the user's rate limit, and shutdown."""
-        pace = self.server.bandwidth.throttle(self.user_account.name, direction, rate, self._wait)
+        pace = pacer(self.server.bandwidth, self.user_account.name, direction, rate, self._wait)
 
         def chunk_done(count: int) -> None:
             if self._cancelled.is_set():

@@ -3,7 +3,10 @@
 One daemon thread per connection runs a :class:`~ftpserver.handler.SessionHandler`.
 Everything sessions share lives here, each piece owning its lock: the quota
 book, the session limiter, the ban list, the password gate, the bandwidth
-buckets and the set of live sessions.  Settings and the user store are
+buckets and the set of live sessions.  With several worker processes
+(:mod:`ftpserver.workers`) each runs one of these servers on the same
+listening socket, and the first four (:class:`Shared`) are handles on the
+one copy the main process keeps.  Settings and the user store are
 replaced whole on :meth:`FileTransferServer.reload`, never edited in place,
 so sessions read them without a lock.  :meth:`FileTransferServer.drain`
 ends the sessions for a graceful shutdown.
@@ -19,6 +22,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ftpserver.audit import Audit, configure_logging
@@ -30,12 +34,21 @@ from ftpserver.handler import SessionHandler
 from ftpserver.quota import QuotaBook
 from ftpserver.users import UserStore, load_users
 
-__all__ = ["FileTransferServer", "tls_context"]
+__all__ = ["FileTransferServer", "Shared", "apply_shared_settings", "tls_context"]
 
 log = logging.getLogger("ftpserver")
 
 # Settings that need a restart: the listening socket, the paths, TLS.
-FIXED_SETTINGS = ("host", "port", "listen_backlog", "users", "home", "tls_cert", "tls_key")
+FIXED_SETTINGS = (
+    "host",
+    "port",
+    "listen_backlog",
+    "users",
+    "home",
+    "tls_cert",
+    "tls_key",
+    "workers",
+)
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -46,6 +59,34 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(settings.tls_cert, settings.tls_key)
     return context
+
+
+@dataclass
+class Shared:
+    """The state every session of the server shares, whichever process serves it."""
+
+    quotas: QuotaBook
+    limiter: SessionLimiter
+    bans: BanList
+    bandwidth: Bandwidth
+
+    @classmethod
+    def create(cls, settings: Settings) -> Shared:
+        """Fresh state for ``settings``."""
+        return cls(
+            QuotaBook(stale_after=max(3600.0, 2 * settings.idle_timeout)),
+            SessionLimiter(settings.max_sessions, settings.max_sessions_per_ip),
+            BanList(settings.ban_failures, settings.ban_window, settings.ban_time),
+            Bandwidth(),
+        )
+
+
+def apply_shared_settings(shared: Shared, settings: Settings, users: UserStore) -> None:
+    """Give the shared state the limits of freshly reloaded settings and users."""
+    shared.limiter.configure(settings.max_sessions, settings.max_sessions_per_ip)
+    shared.bans.configure(settings.ban_failures, settings.ban_window, settings.ban_time)
+    for name in users.users:
+        shared.quotas.forget(name)
 
 
 class _Sessions:
@@ -80,15 +121,24 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         settings: Settings,
         users: UserStore,
         reload_settings: Callable[[], Settings] | None = None,
+        shared: Shared | None = None,
+        listener: socket.socket | None = None,
     ) -> None:
+        """Listen on ``settings``' address, or serve ``listener`` (already listening).
+
+        Without ``shared`` the server keeps its own shared state, and a
+        reload applies the new limits to it; with it, whoever owns it does.
+        """
         self.settings = settings
         self.users = users
         self.reload_settings = reload_settings
-        self.quotas = QuotaBook(stale_after=max(3600.0, 2 * settings.idle_timeout))
-        self.limiter = SessionLimiter(settings.max_sessions, settings.max_sessions_per_ip)
-        self.bans = BanList(settings.ban_failures, settings.ban_window, settings.ban_time)
+        self.owns_shared = shared is None
+        self.shared = shared if shared is not None else Shared.create(settings)
+        self.quotas = self.shared.quotas
+        self.limiter = self.shared.limiter
+        self.bans = self.shared.bans
+        self.bandwidth = self.shared.bandwidth
         self.passwords = PasswordGate(settings.password_checks, settings.password_cache_ttl)
-        self.bandwidth = Bandwidth()
         self.digests = DigestCache()
         self.audit = Audit(settings.audit_json)
         self.tls = tls_context(settings)
@@ -101,7 +151,12 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         self.file_mode = 0o666 & ~umask
         if ":" in settings.host:
             self.address_family = socket.AF_INET6
-        super().__init__((settings.host, settings.port), SessionHandler)
+        if listener is None:
+            super().__init__((settings.host, settings.port), SessionHandler)
+        else:
+            super().__init__(listener.getsockname()[:2], SessionHandler, bind_and_activate=False)
+            self.socket.close()
+            self.socket = listener
 
     @property
     def address(self) -> tuple[str, int]:
@@ -128,17 +183,12 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
             log.warning("reload: %s need a restart to change", ", ".join(changed))
         self.settings = settings
         self.users = users
-        self.limiter.total = settings.max_sessions
-        self.limiter.per_ip = settings.max_sessions_per_ip
-        self.bans.max_failures = settings.ban_failures
-        self.bans.window = settings.ban_window
-        self.bans.ban_time = settings.ban_time
+        if self.owns_shared:
+            apply_shared_settings(self.shared, settings, users)
         self.passwords.ttl = settings.password_cache_ttl
         self.passwords.forget()
         self.audit.json_lines = settings.audit_json
         configure_logging(settings)
-        for name in users.users:
-            self.quotas.forget(name)
         log.info("reloaded: %d users", len(users.users))
         return True
 

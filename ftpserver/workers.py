@@ -1,0 +1,362 @@
+"""Several worker processes serving one listening socket, and the state they share.
+
+A Python process runs Python code on one core at a time (the GIL), and when
+its threads are spread over several cores every hand-over of the GIL costs a
+cross-core wake-up: with many busy sessions a thread-per-session server
+spends more time passing the GIL than serving.  With ``workers`` other than 1
+the main process (the *supervisor*) binds the socket and forks that many
+workers, each pinned to one CPU and running an ordinary
+:class:`~ftpserver.server.FileTransferServer` on the shared socket: the
+kernel hands each new connection to one of them.
+
+What every session must share lives once, in the supervisor: the quota book
+(so reservations by one user's sessions add up wherever they run), the
+session limiter, the ban list and the bandwidth buckets.  A worker reaches
+them through :class:`Remote` handles, one call and one answer over a pipe
+per method call; :class:`StateOwner` answers each worker in its own thread.
+When a worker's pipe closes (the worker stopped or was killed), the owner
+gives back the session slots and upload reservations it still held, and the
+supervisor starts a new worker in its place.
+
+Signals go to the supervisor: SIGHUP checks the new settings and users once,
+applies them to the shared state and passes the reload on to the workers;
+SIGTERM and SIGINT are passed on as SIGTERM (a second one cuts running
+transfers off, as with one process).  Workers ignore SIGINT so that a Ctrl-C
+in a terminal reaches them only through the supervisor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing import Pipe
+from multiprocessing.connection import Connection
+from types import FrameType
+from typing import Any, ClassVar, cast
+
+from ftpserver.config import Settings
+from ftpserver.quota import Reservation
+from ftpserver.server import FIXED_SETTINGS, FileTransferServer, Shared, apply_shared_settings
+from ftpserver.users import UserStore, load_users
+
+__all__ = ["Remote", "StateOwner", "cpu_plan", "serve_workers"]
+
+log = logging.getLogger("ftpserver")
+
+Runner = Callable[[FileTransferServer, tuple[signal.Signals, ...]], int]
+
+
+def cpu_plan(workers: int) -> list[int]:
+    """The CPU each worker is pinned to: ``workers`` of them, 0 meaning one per CPU."""
+    cpus = sorted(os.sched_getaffinity(0))
+    count = workers or len(cpus)
+    return [cpus[i % len(cpus)] for i in range(count)]
+
+
+class Remote:
+    """A worker's handle on one shared object in the supervisor.
+
+    Any method call is sent over the worker's pipe and waits for the answer;
+    an exception raised there is raised here.  One lock per pipe keeps the
+    calls of the worker's threads apart.
+    """
+
+    def __init__(self, conn: Connection, name: str, lock: threading.Lock) -> None:
+        self._conn = conn
+        self._name = name
+        self._lock = lock
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        if method.startswith("_"):
+            raise AttributeError(method)
+
+        def call(*args: Any) -> Any:
+            with self._lock:
+                self._conn.send((self._name, method, args))
+                ok, value = self._conn.recv()
+            if ok:
+                return value
+            raise value
+
+        return call
+
+
+def remote_shared(conn: Connection) -> Shared:
+    """:class:`Shared` made of handles on the supervisor's objects."""
+    lock = threading.Lock()
+    names = ("quotas", "limiter", "bans", "bandwidth")
+    return Shared(*(cast(Any, Remote(conn, name, lock)) for name in names))
+
+
+@dataclass
+class _Held:
+    """What one worker holds in the shared state, to give back if it dies."""
+
+    slots: Counter[str] = field(default_factory=Counter)
+    reservations: list[Reservation] = field(default_factory=list)
+
+
+class StateOwner:
+    """Keeps the shared state and answers the workers' calls on it."""
+
+    METHODS: ClassVar[dict[str, set[str]]] = {
+        "quotas": {"usage", "reserve", "release", "replace", "claim", "remove", "forget"},
+        "limiter": {"acquire", "release"},
+        "bans": {"is_banned", "failure"},
+        "bandwidth": {"take"},
+    }
+
+    def __init__(self, shared: Shared) -> None:
+        self.shared = shared
+        self._lock = threading.Lock()
+        self._held: dict[int, _Held] = {}
+
+    def attach(self, conn: Connection, worker: int) -> threading.Thread:
+        """Answer ``conn``'s calls in a new thread until it closes."""
+        with self._lock:
+            self._held[worker] = _Held()
+        thread = threading.Thread(
+            target=self._serve, args=(conn, worker), name=f"state-{worker}", daemon=True
+        )
+        thread.start()
+        return thread
+
+    def _serve(self, conn: Connection, worker: int) -> None:
+        try:
+            while True:
+                try:
+                    name, method, args = conn.recv()
+                except (EOFError, OSError):
+                    return
+                conn.send(self._call(worker, name, method, tuple(args)))
+        except OSError:
+            return
+        finally:
+            conn.close()
+            self._give_back(worker)
+
+    def _call(self, worker: int, name: str, method: str, args: tuple[Any, ...]) -> tuple[bool, Any]:
+        if method not in self.METHODS.get(name, ()):
+            return False, AttributeError(f"{name}.{method} is not shared")
+        if (name, method) == ("quotas", "release"):
+            self._forget_reservation(worker, args[0])  # before release zeroes it
+        try:
+            result = getattr(getattr(self.shared, name), method)(*args)
+        except Exception as exc:
+            return False, exc
+        with self._lock:
+            held = self._held[worker]
+            if (name, method) == ("limiter", "acquire") and result is None:
+                held.slots[args[0]] += 1
+            elif (name, method) == ("limiter", "release"):
+                held.slots[args[0]] -= 1
+            elif (name, method) == ("quotas", "reserve"):
+                held.reservations.append(result)
+        return True, result
+
+    def _forget_reservation(self, worker: int, copy: Reservation) -> None:
+        """The worker sent back a copy: stop holding the first reservation equal to it."""
+        with self._lock:
+            held = self._held[worker].reservations
+            for index, reservation in enumerate(held):
+                if reservation == copy:
+                    del held[index]
+                    return
+
+    def _give_back(self, worker: int) -> None:
+        with self._lock:
+            held = self._held.pop(worker, _Held())
+        for ip, count in held.slots.items():
+            for _ in range(count):
+                self.shared.limiter.release(ip)
+        for reservation in held.reservations:
+            self.shared.quotas.release(reservation)
+        if +held.slots or held.reservations:
+            log.warning(
+                "worker %d left %d sessions and %d uploads behind; released",
+                worker,
+                sum(held.slots.values()),
+                len(held.reservations),
+            )
+
+
+def _listen(settings: Settings) -> socket.socket:
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    listener = socket.create_server(
+        (settings.host, settings.port), family=family, backlog=settings.listen_backlog
+    )
+    # Every worker waits on this socket; the ones that lose the race to accept
+    # a connection must get EAGAIN, not block.
+    listener.setblocking(False)
+    return listener
+
+
+def _worker(
+    index: int,
+    cpu: int,
+    listener: socket.socket,
+    conn: Connection,
+    settings: Settings,
+    users: UserStore,
+    reload_settings: Callable[[], Settings],
+    run: Runner,
+) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(signum, signal.SIG_DFL)
+    os.sched_setaffinity(0, {cpu})
+    server = FileTransferServer(
+        settings, users, reload_settings, shared=remote_shared(conn), listener=listener
+    )
+    if index == 0:
+        server.start_sweeper()
+    return run(server, (signal.SIGTERM,))
+
+
+def serve_workers(
+    settings: Settings,
+    users: UserStore,
+    reload_settings: Callable[[], Settings],
+    run: Runner,
+) -> int:
+    """Run the supervisor until SIGTERM/SIGINT; ``run`` serves one worker's server."""
+    listener = _listen(settings)
+    shared = Shared.create(settings)
+    owner = StateOwner(shared)
+    cpus = cpu_plan(settings.workers)
+    workers: dict[int, int] = {}  # pid -> index
+    state = {"stops": 0, "reload": False}
+    current = _Config(settings, users)
+    wake = threading.Event()
+
+    def spawn(index: int) -> None:
+        mine, theirs = Pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                mine.close()
+                code = _worker(
+                    index,
+                    cpus[index],
+                    listener,
+                    theirs,
+                    current.settings,
+                    current.users,
+                    reload_settings,
+                    run,
+                )
+            except BaseException:
+                log.exception("worker %d failed", index)
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        theirs.close()
+        workers[pid] = index
+        owner.attach(mine, index)
+
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        state["stops"] = int(state["stops"]) + 1
+        wake.set()
+
+    def on_reload(signum: int, frame: FrameType | None) -> None:
+        state["reload"] = True
+        wake.set()
+
+    def on_child(signum: int, frame: FrameType | None) -> None:
+        wake.set()
+
+    for index in range(len(cpus)):
+        spawn(index)
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_reload)
+    signal.signal(signal.SIGCHLD, on_child)
+    host, port = listener.getsockname()[:2]
+    print(f"listening on {host}:{port}", flush=True)
+    log.info("serving %d users from %s with %d workers", len(users.users), settings.home, len(cpus))
+    forwarded = 0
+    try:
+        while workers:
+            wake.wait(1.0)
+            wake.clear()
+            stops = int(state["stops"])
+            while forwarded < stops:
+                forwarded += 1
+                for pid in workers:
+                    _signal(pid, signal.SIGTERM)
+            if state["reload"] and not stops:
+                state["reload"] = False
+                current = _reload(current, reload_settings, shared, list(workers))
+            for pid, code in _reap():
+                if pid not in workers:
+                    continue
+                index = workers.pop(pid)
+                if stops:
+                    log.info("worker %d stopped", index)
+                else:
+                    log.error("worker %d ended unexpectedly (%s); starting another", index, code)
+                    spawn(index)
+    finally:
+        listener.close()
+        for pid in workers:
+            _signal(pid, signal.SIGKILL)
+    log.info("stopped")
+    return 0
+
+
+@dataclass(frozen=True)
+class _Config:
+    settings: Settings
+    users: UserStore
+
+
+def _reload(
+    current: _Config,
+    reload_settings: Callable[[], Settings],
+    shared: Shared,
+    pids: list[int],
+) -> _Config:
+    """Check the files once; if good, apply them to the shared state and tell the workers.
+
+    Each worker then reloads itself (and logs what needs a restart).
+    """
+    try:
+        fixed = {key: getattr(current.settings, key) for key in FIXED_SETTINGS}
+        fresh = reload_settings().replace(**fixed)
+        fresh_users = load_users(fresh.users, fresh.home)
+    except Exception as exc:
+        log.error("reload refused, the old configuration stays in force: %s", exc)
+        return current
+    apply_shared_settings(shared, fresh, fresh_users)
+    for pid in pids:
+        _signal(pid, signal.SIGHUP)
+    return _Config(fresh, fresh_users)
+
+
+def _signal(pid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+def _reap() -> list[tuple[int, str]]:
+    """Workers that have ended: ``(pid, how)``."""
+    ended: list[tuple[int, str]] = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return ended
+        if pid == 0:
+            return ended
+        if os.WIFSIGNALED(status):
+            ended.append((pid, f"signal {os.WTERMSIG(status)}"))
+        else:
+            ended.append((pid, f"exit status {os.waitstatus_to_exitcode(status)}"))
