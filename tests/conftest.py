@@ -45,6 +45,7 @@ from rechunk import RechunkProxy
 
 from ftpclient.client import FileTransferClient
 from ftpproto.channel import Channel
+from ftpproto.digest import new_hasher
 from ftpproto.framing import encode_frame
 from ftpproto.messages import Message, request
 from ftpserver.config import Settings
@@ -95,14 +96,16 @@ def front(port: int, proxied: bool | None = None) -> tuple[int, RechunkProxy | N
     return proxy.port, proxy
 
 
-def sha256(data: bytes) -> str:
-    """Hex SHA-256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
+def digest_of(data: bytes) -> str:
+    """The protocol's file digest of ``data`` in hex (BLAKE3, from ``ftpproto.digest``)."""
+    hasher = new_hasher()
+    hasher.update(data)
+    return hasher.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of the file at ``path``."""
-    return sha256(path.read_bytes())
+def file_digest_of(path: Path) -> str:
+    """The protocol's file digest of the file at ``path``, in hex."""
+    return digest_of(path.read_bytes())
 
 
 def temp_files(folder: Path) -> list[Path]:
@@ -626,13 +629,13 @@ def connect() -> Iterator[Connect]:
 
 
 def tree_digests(folder: Path) -> dict[str, str]:
-    """``relative path -> sha256`` of every regular file under ``folder`` (links not followed)."""
+    """``relative path -> digest`` of each regular file under ``folder`` (links not followed)."""
     found: dict[str, str] = {}
     for top, _dirs, files in os.walk(folder):
         for name in files:
             path = Path(top) / name
             if path.is_file() and not path.is_symlink():
-                found[path.relative_to(folder).as_posix()] = file_sha256(path)
+                found[path.relative_to(folder).as_posix()] = file_digest_of(path)
     return found
 
 
@@ -655,7 +658,7 @@ def tree_state(folder: Path, *, times: bool = True) -> dict[str, tuple[object, .
             else:
                 state[key] = (
                     "file",
-                    file_sha256(path),
+                    file_digest_of(path),
                     st.st_size,
                     st.st_ino,
                     st.st_mtime_ns if times else 0,
@@ -676,7 +679,8 @@ def bytes_on_disk(home: Path) -> int:
 
 def partial_file(home: Path, virtual: str) -> Path:
     """Where the server keeps the partial upload of ``virtual`` (an absolute virtual path)."""
-    return home / ".ftp-partial" / sha256(virtual.encode("utf-8"))
+    # The name is the SHA-256 of the virtual path (ftpserver.fsops.partial_path), not a file digest.
+    return home / ".ftp-partial" / hashlib.sha256(virtual.encode("utf-8")).hexdigest()
 
 
 # -- a throttling, connection-dropping TCP proxy --------------------------------

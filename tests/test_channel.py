@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import io
 import os
 import socket
@@ -13,8 +12,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import digest_of
 
 from ftpproto.channel import CHUNK_SIZE, Channel, GuardedWriter, file_digest
+from ftpproto.digest import new_hasher
 from ftpproto.errors import ConnectionClosed, FramingError, MessageError
 from ftpproto.framing import encode_frame
 from ftpproto.messages import Message, digest, ready, request
@@ -53,11 +54,6 @@ def send_raw(sock: socket.socket, data: bytes) -> threading.Thread | None:
 def pattern(size: int) -> bytes:
     """``size`` bytes that are not all alike, so misplaced bytes show."""
     return bytes(i % 251 for i in range(size))
-
-
-def sha(data: bytes) -> str:
-    """The SHA-256 hex digest of ``data``."""
-    return hashlib.sha256(data).hexdigest()
 
 
 @pytest.mark.parametrize(
@@ -121,20 +117,20 @@ def test_recv_file_after_frame_in_one_write(pair: tuple[Channel, Channel], size:
     wire = (
         encode_frame(ready("get", size).encode())
         + data
-        + encode_frame(digest("get", sha(data)).encode())
+        + encode_frame(digest("get", digest_of(data)).encode())
     )
     thread = send_raw(sender.sock, wire)
     assert receiver.recv() == ready("get", size)
     if size < 4000:
         assert receiver._decoder.buffered > size  # the file data came with the frame
     sink = io.BytesIO()
-    hasher = hashlib.sha256()
+    hasher = new_hasher()
     progress: list[int] = []
     receiver.recv_file(sink, size, hasher, progress.append)
     assert sink.getvalue() == data
-    assert hasher.hexdigest() == sha(data)
+    assert hasher.hexdigest() == digest_of(data)
     assert sum(progress) == size
-    assert receiver.recv() == digest("get", sha(data))
+    assert receiver.recv() == digest("get", digest_of(data))
     if thread:
         thread.join(5)
 
@@ -144,7 +140,7 @@ def test_recv_file_zero_bytes_leaves_next_frame(pair: tuple[Channel, Channel]) -
     sender.send(ready("get", 0), request("pwd"))
     assert receiver.recv() == ready("get", 0)
     sink = io.BytesIO()
-    receiver.recv_file(sink, 0, hashlib.sha256())
+    receiver.recv_file(sink, 0, new_hasher())
     assert sink.getvalue() == b""
     assert receiver.recv() == request("pwd")
 
@@ -156,7 +152,7 @@ def test_recv_file_peer_closes_early(pair: tuple[Channel, Channel]) -> None:
     assert receiver.recv() == ready("get", 10)
     sink = io.BytesIO()
     with pytest.raises(ConnectionClosed):
-        receiver.recv_file(sink, 10, hashlib.sha256())
+        receiver.recv_file(sink, 10, new_hasher())
     assert sink.getvalue() == b"12345"
 
 
@@ -175,7 +171,7 @@ def test_send_stream(
     pair: tuple[Channel, Channel], source: bytes, size: int, expected_read: int
 ) -> None:
     sender, receiver = pair
-    hasher = hashlib.sha256()
+    hasher = new_hasher()
     progress: list[int] = []
     result: list[int] = []
 
@@ -185,12 +181,12 @@ def test_send_stream(
 
     thread = in_thread(send)
     sink = io.BytesIO()
-    receiver.recv_file(sink, size, hashlib.sha256())
+    receiver.recv_file(sink, size, new_hasher())
     assert receiver.recv() == request("pwd")  # still in step after the padding
     thread.join(5)
     assert result == [expected_read]
     assert sum(progress) == expected_read
-    assert hasher.hexdigest() == sha(source[:expected_read])
+    assert hasher.hexdigest() == digest_of(source[:expected_read])
     assert sink.getvalue() == source[:expected_read] + bytes(size - expected_read)
 
 
@@ -225,7 +221,7 @@ def test_send_file(
 
     thread = in_thread(send)
     sink = io.BytesIO()
-    receiver.recv_file(sink, size, hashlib.sha256())
+    receiver.recv_file(sink, size, new_hasher())
     assert receiver.recv() == request("pwd")
     thread.join(5)
     assert result == [expected_sent]
@@ -243,7 +239,7 @@ def test_send_zeros(pair: tuple[Channel, Channel], count: int) -> None:
 
     thread = in_thread(send)
     sink = io.BytesIO()
-    receiver.recv_file(sink, count, hashlib.sha256())
+    receiver.recv_file(sink, count, new_hasher())
     assert sink.getvalue() == bytes(count)
     assert receiver.recv() == request("pwd")
     thread.join(5)
@@ -297,16 +293,40 @@ def test_recv_file_into_failing_writer_stays_in_step(
     fd = os.open(bad, os.O_RDONLY)
     try:
         writer = GuardedWriter(fd)
-        hasher = hashlib.sha256()
+        hasher = new_hasher()
         assert receiver.recv() == ready("put", size)
         receiver.recv_file(writer, size, hasher)
     finally:
         os.close(fd)
     assert isinstance(writer.error, OSError)
-    assert hasher.hexdigest() == sha(data)
+    assert hasher.hexdigest() == digest_of(data)
     assert receiver.recv() == request("pwd")
     if thread:
         thread.join(5)
+
+
+# From the official BLAKE3 test vectors (BLAKE3-team/BLAKE3, test_vectors/test_vectors.json):
+# the default 32-byte hash of ``pattern(n)``, whose bytes are 0, 1, ..., 250, 0, 1, ...
+BLAKE3_VECTORS = {
+    0: "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262",
+    1: "2d3adedff11b61f14c886e35afa036736dcd87a74d27b5c1510225d0f592e213",
+    1023: "10108970eeda3eb932baac1428c7a2163b0e924c9a9e25b35bba72b28f70bd11",
+    1024: "42214739f095a406f3fc83deb889744ac00df831c10daa55189b5d121c855af7",
+    1025: "d00278ae47eb27b34faecf67b4fe263f82d5412916c1ffd97c8cb7fb814b8444",
+    102400: "bc3e3d41a1146b069abffad3c0d44860cf664390afce4d9661f7902e7943e085",
+}
+
+
+@pytest.mark.parametrize("size", sorted(BLAKE3_VECTORS))
+def test_file_digest_is_blake3(tmp_path: Path, size: int) -> None:
+    """The protocol's digest is BLAKE3, so the tests' digest_of cannot drift with it unseen."""
+    expected = BLAKE3_VECTORS[size]
+    assert digest_of(pattern(size)) == expected
+    path = tmp_path / "vector.bin"
+    path.write_bytes(pattern(size))
+    with open(path, "rb") as f:
+        hasher, count = file_digest(f, 0, size)
+    assert (hasher.hexdigest(), count) == (expected, size)
 
 
 @pytest.mark.parametrize(
@@ -331,6 +351,6 @@ def test_file_digest(
         hasher, count = file_digest(f, offset, size)
         assert f.tell() == 2
     assert (hasher.hexdigest(), count) == (
-        sha(content[offset : offset + expected_count]),
+        digest_of(content[offset : offset + expected_count]),
         expected_count,
     )

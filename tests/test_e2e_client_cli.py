@@ -17,7 +17,7 @@ from conftest import (
     HOST,
     RunCli,
     RunningServer,
-    file_sha256,
+    file_digest_of,
     run_command,
 )
 
@@ -38,7 +38,7 @@ def test_c_put_ls_get(server: RunningServer, run_cli: RunCli, local: Path) -> No
     result = run_cli("-c", "put a; ls -l; get a b")
     assert result.returncode == 0, result
     assert result.stderr == "", f"unexpected stderr: {result.stderr!r}"
-    assert file_sha256(server.alice_home / "a") == file_sha256(local / "a"), "stored bytes"
+    assert file_digest_of(server.alice_home / "a") == file_digest_of(local / "a"), "stored bytes"
     assert (local / "b").read_bytes() == data, "downloaded bytes"
     listing = [line for line in result.stdout.splitlines() if line.endswith(" a")]
     assert len(listing) == 1 and "293.0 KiB" in listing[0], f"ls output: {result.stdout!r}"

@@ -8,7 +8,6 @@ replaced finishes with the version it started with.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import random
@@ -21,13 +20,14 @@ from conftest import (
     ClientFactory,
     RawSession,
     RunningServer,
-    file_sha256,
-    sha256,
+    digest_of,
+    file_digest_of,
     temp_files,
     wait_until,
 )
 
 from ftpclient.client import FileTransferClient
+from ftpproto.digest import new_hasher
 from ftpproto.errors import ErrorCode, RemoteError
 from ftpproto.messages import Message
 
@@ -68,12 +68,12 @@ def test_two_raw_uploads_of_one_name_interleaved(server: RunningServer, round_: 
     order = list("ab")
     rng.shuffle(order)
     for key in order:
-        sessions[key].request("put", "digest", sha256(data[key]))
+        sessions[key].request("put", "digest", digest_of(data[key]))
     for key in order:
         reply = sessions[key].recv()
-        assert reply == Message("put", ("ok", str(len(data[key])), sha256(data[key]))), reply
-    stored = file_sha256(home / "same.bin")
-    assert stored in (sha256(data["a"]), sha256(data["b"])), "the stored file is a mix"
+        assert reply == Message("put", ("ok", str(len(data[key])), digest_of(data[key]))), reply
+    stored = file_digest_of(home / "same.bin")
+    assert stored in (digest_of(data["a"]), digest_of(data["b"])), "the stored file is a mix"
     assert temp_files(home) == []
     for session in sessions.values():
         session.close()
@@ -87,7 +87,7 @@ def test_two_client_uploads_of_one_name_in_threads(
         path = local / key
         path.write_bytes(os.urandom(size))
         sources.append(path)
-    digests = {file_sha256(p) for p in sources}
+    digests = {file_digest_of(p) for p in sources}
     conns = [client(), client()]
     seen: set[str] = set()
     for _ in range(10):
@@ -115,7 +115,7 @@ def test_two_client_uploads_of_one_name_in_threads(
         for thread in threads:
             thread.join(timeout=30)
         assert errors == [], errors
-        stored = file_sha256(server.alice_home / "same.bin")
+        stored = file_digest_of(server.alice_home / "same.bin")
         assert stored in digests, "the stored file is neither upload"
         seen.add(stored)
     assert temp_files(server.alice_home) == []
@@ -144,16 +144,16 @@ def test_get_during_a_put_sees_the_old_file_or_nothing(
             assert not target.exists() and not (local / "f.bin.part").exists()
         else:
             result = reader.get("f.bin", str(target))
-            assert result.sha256 == sha256(old)
-            assert file_sha256(target) == sha256(old), "a get saw a partial upload"
+            assert result.blake3 == digest_of(old)
+            assert file_digest_of(target) == digest_of(old), "a get saw a partial upload"
         assert [e.name for e in reader.ls("/")] == ([] if old is None else ["f.bin"])
         if old is not None:
             assert reader.stat("f.bin").size == len(old)
     uploader.send_raw(new[MIB + 5 :])
-    uploader.request("put", "digest", sha256(new))
+    uploader.request("put", "digest", digest_of(new))
     assert uploader.recv().status == "ok"
     reader.get("f.bin", str(target))
-    assert file_sha256(target) == sha256(new)
+    assert file_digest_of(target) == digest_of(new)
 
 
 def recv_exact(session: RawSession, count: int, sink: io.BytesIO, hasher: object) -> None:
@@ -174,7 +174,7 @@ def test_started_get_finishes_with_the_version_it_started_with(
     assert getter.call("get", "f.bin") == Message("get", ("ready", str(len(old))))
     getter.request("get", "recv_ready")
     received = io.BytesIO()
-    hasher = hashlib.sha256()
+    hasher = new_hasher()
     recv_exact(getter, 256 * KIB, received, hasher)
 
     other = client()
@@ -191,19 +191,19 @@ def test_started_get_finishes_with_the_version_it_started_with(
         ),
     }
     replacements[replace]()
-    assert file_sha256(home / "f.bin") == sha256(new), "the replacement did not happen"
+    assert file_digest_of(home / "f.bin") == digest_of(new), "the replacement did not happen"
 
     recv_exact(getter, len(old) - 256 * KIB, received, hasher)
     final = getter.recv()
-    assert final == Message("get", ("digest", sha256(old))), final
-    assert hasher.hexdigest() == sha256(old), "the bytes sent mix two versions"
+    assert final == Message("get", ("digest", digest_of(old))), final
+    assert hasher.hexdigest() == digest_of(old), "the bytes sent mix two versions"
     assert received.getvalue() == old
     # The session is still in step: the next get sends the new version.
     assert getter.call("get", "f.bin") == Message("get", ("ready", str(len(new))))
     getter.request("get", "recv_ready")
     again = io.BytesIO()
-    recv_exact(getter, len(new), again, hashlib.sha256())
-    assert getter.recv() == Message("get", ("digest", sha256(new)))
+    recv_exact(getter, len(new), again, new_hasher())
+    assert getter.recv() == Message("get", ("digest", digest_of(new)))
     assert again.getvalue() == new
 
 
@@ -213,7 +213,7 @@ def test_client_get_while_file_replaced_repeatedly(
     """Many gets while another session keeps replacing the file: each result is one version."""
     home = server.alice_home
     versions = [os.urandom(random.Random(i).randrange(MIB, 2 * MIB)) for i in range(3)]
-    digests = {sha256(v) for v in versions}
+    digests = {digest_of(v) for v in versions}
     for i, version in enumerate(versions):
         (local / f"v{i}").write_bytes(version)
     (home / "f.bin").write_bytes(versions[0])
@@ -237,11 +237,11 @@ def test_client_get_while_file_replaced_repeatedly(
         for i in range(15):
             target = local / f"got{i}"
             result = reader.get("f.bin", str(target))
-            assert result.sha256 in digests
-            assert file_sha256(target) in digests, f"get {i} gave a mix of versions"
+            assert result.blake3 in digests
+            assert file_digest_of(target) in digests, f"get {i} gave a mix of versions"
     finally:
         stop.set()
         thread.join(timeout=30)
     assert problems == [], problems
-    assert file_sha256(home / "f.bin") in digests
+    assert file_digest_of(home / "f.bin") in digests
     assert temp_files(home) == []

@@ -29,8 +29,8 @@ from conftest import (
     HOST,
     RunFtpserver,
     ServerProcess,
-    file_sha256,
-    sha256,
+    digest_of,
+    file_digest_of,
     temp_files,
     wait_until,
     write_users_file,
@@ -270,7 +270,7 @@ def test_upload_finishing_within_the_grace_is_kept(
         assert upload.error is None, f"the upload failed: {upload.error!r}"
     finally:
         conn.close()
-    assert file_sha256(home / "big.bin") == file_sha256(local / "big.bin")
+    assert file_digest_of(home / "big.bin") == file_digest_of(local / "big.bin")
     assert temp_files(home) == []
 
 
@@ -298,7 +298,7 @@ def test_sigterm_during_download(
     finally:
         conn.close()
     assert not target.exists(), "a truncated download appeared under the real name"
-    assert sha256((homes / ALICE / "d.bin").read_bytes()) == sha256(data)
+    assert digest_of((homes / ALICE / "d.bin").read_bytes()) == digest_of(data)
     assert visible(homes / ALICE) == ["d.bin"]
 
 

@@ -31,10 +31,10 @@ from conftest import (
     HOST,
     RawSession,
     RunningServer,
+    digest_of,
     error_of,
-    file_sha256,
+    file_digest_of,
     run_command,
-    sha256,
     temp_files,
     wait_until,
     write_users_file,
@@ -472,7 +472,7 @@ def test_download_rate_is_kept_and_shared(
     (running.bob_home / "f.bin").write_bytes(data)
     with logged_in(running) as one:
         (single,) = timed_parallel([lambda: one.get("f.bin", str(local / "single.bin"))])
-    assert file_sha256(local / "single.bin") == sha256(data)
+    assert file_digest_of(local / "single.bin") == digest_of(data)
     check_single(single, "download")
     running = rated_servers()  # fresh buckets
     two, three = logged_in(running), logged_in(running)
@@ -489,7 +489,7 @@ def test_download_rate_is_kept_and_shared(
         for conn in (two, three, bob):
             conn.close()
     for name in ("a.bin", "b.bin", "bob.bin"):
-        assert file_sha256(local / name) == sha256(data), f"{name} differs"
+        assert file_digest_of(local / name) == digest_of(data), f"{name} differs"
     check_shared(times[:2], single, "download")
     assert times[2] < 0.5, f"bob (no rate) took {times[2]:.2f} s: alice's limit slowed him"
 
@@ -503,7 +503,7 @@ def test_upload_rate_is_kept_and_shared(
     running = rated_servers()
     with logged_in(running) as one:
         (single,) = timed_parallel([lambda: one.put(str(source), "single.bin")])
-    assert file_sha256(running.alice_home / "single.bin") == sha256(data)
+    assert file_digest_of(running.alice_home / "single.bin") == digest_of(data)
     check_single(single, "upload")
     running = rated_servers()
     two, three = logged_in(running), logged_in(running)
@@ -520,8 +520,8 @@ def test_upload_rate_is_kept_and_shared(
         for conn in (two, three, bob):
             conn.close()
     for name in ("a.bin", "b.bin"):
-        assert file_sha256(running.alice_home / name) == sha256(data), f"{name} differs"
-    assert file_sha256(running.bob_home / "bob.bin") == sha256(data)
+        assert file_digest_of(running.alice_home / name) == digest_of(data), f"{name} differs"
+    assert file_digest_of(running.bob_home / "bob.bin") == digest_of(data)
     check_shared(times[:2], single, "upload")
     assert times[2] < 0.5, f"bob (no rate) took {times[2]:.2f} s: alice's limit slowed him"
 

@@ -1,7 +1,7 @@
 """End to end: logs and the audit trail of ``python -m ftpserver serve``.
 
 With ``log_file`` and ``audit_json: true`` every login (success or failure,
-user, IP), every transfer (user, path, bytes, seconds, SHA-256, outcome) and
+user, IP), every transfer (user, path, bytes, seconds, BLAKE3 digest, outcome) and
 every change (mkdir, rmdir, rm, mv) is one JSON line in the file, nothing goes
 to stderr, and no password used in the test appears anywhere in the log,
 wrong ones included, even at log level DEBUG.  Without ``audit_json`` the
@@ -25,7 +25,7 @@ from conftest import (
     HOST,
     RawSession,
     ServerProcess,
-    sha256,
+    digest_of,
     wait_until,
 )
 
@@ -124,12 +124,12 @@ def test_json_audit_in_the_log_file_without_passwords(
     assert {(e["user"], e["ip"]) for e in failed} == {(ALICE, ip), ("mallory", ip)}, failed
     find(events, event="login", user=BOB, ip=ip, outcome="ok")
 
-    digest = sha256(data["a.txt"])
+    digest = digest_of(data["a.txt"])
     for kind in ("put", "get"):
         event = find(events, event=kind, path="/a.txt")
         assert event["user"] == ALICE and event["ip"] == ip, event
         assert event["bytes"] == len(data["a.txt"]), event
-        assert event["sha256"] == digest, event
+        assert event["blake3"] == digest, event
         assert event["outcome"] == "ok", event
         assert isinstance(event["seconds"], int | float) and 0 <= event["seconds"] < 10, event
     cut = find(events, event="put", path="/cut.bin")
@@ -170,7 +170,7 @@ def test_text_audit_on_stderr(
     assert "login user='alice' ip='127.0.0.1' outcome='ok'" in audit, audit
     assert "login user='alice' ip='127.0.0.1' outcome='failed'" in audit, audit
     puts = [line for line in audit if line.startswith("put user='alice'") and "/a.txt" in line]
-    assert len(puts) == 1 and "outcome='ok'" in puts[0] and "sha256='" in puts[0], puts
+    assert len(puts) == 1 and "outcome='ok'" in puts[0] and "blake3='" in puts[0], puts
     for password in (ALICE_PASSWORD, BOB_PASSWORD, WRONG_PASSWORD, MALLORY_PASSWORD):
         for form in password_forms(password):
             assert form not in text, f"a password ({form!r}) is in the log"

@@ -1,7 +1,7 @@
 """End to end: managing files and folders (issue 3).
 
 ``mkdir`` (and parents), ``rmdir``, ``rm`` (and ``rm -r``, never following a
-symlink), ``mv``, ``stat`` (with the SHA-256), ``ls`` of a big folder and
+symlink), ``mv``, ``stat`` (with the BLAKE3 digest), ``ls`` of a big folder and
 ``ls -l`` through the command line; every one of them kept inside the home.
 Each result is checked on disk, in alice's home and outside it.
 """
@@ -17,8 +17,8 @@ from conftest import (
     ClientFactory,
     RunCli,
     RunningServer,
-    file_sha256,
-    sha256,
+    digest_of,
+    file_digest_of,
     tree_state,
 )
 
@@ -241,17 +241,17 @@ def test_the_home_itself_is_refused(
 
 
 def test_mv_rename(home: Path, client: ClientFactory) -> None:
-    digest = file_sha256(home / "mine.txt")
+    digest = file_digest_of(home / "mine.txt")
     assert client().mv("mine.txt", "yours.txt") == "/yours.txt"
     assert not (home / "mine.txt").exists()
-    assert file_sha256(home / "yours.txt") == digest
+    assert file_digest_of(home / "yours.txt") == digest
 
 
 def test_mv_into_an_existing_folder(home: Path, client: ClientFactory) -> None:
-    digest = file_sha256(home / "mine.txt")
+    digest = file_digest_of(home / "mine.txt")
     conn = client()
     assert conn.mv("mine.txt", "empty") == "/empty/mine.txt"
-    assert file_sha256(home / "empty" / "mine.txt") == digest
+    assert file_digest_of(home / "empty" / "mine.txt") == digest
     assert conn.mv("docs", "empty/") == "/empty/docs"
     assert (home / "empty" / "docs" / "inner" / "b.bin").is_file()
     assert not (home / "docs").exists()
@@ -300,11 +300,11 @@ def test_mv_missing_is_404(home: Path, client: ClientFactory) -> None:
 def test_mv_into_a_missing_folder_named_with_a_slash_is_404(
     home: Path, client: ClientFactory
 ) -> None:
-    digest = file_sha256(home / "mine.txt")
+    digest = file_digest_of(home / "mine.txt")
     error = remote_error(lambda: client().mv("mine.txt", "newdir/"))
     assert error.code == ErrorCode.NOT_FOUND, error
     assert not (home / "newdir").exists()
-    assert file_sha256(home / "mine.txt") == digest
+    assert file_digest_of(home / "mine.txt") == digest
 
 
 def test_mv_of_a_symlink_moves_the_link(home: Path, client: ClientFactory, outside: Path) -> None:
@@ -342,26 +342,26 @@ def test_stat_file(home: Path, client: ClientFactory) -> None:
     os.utime(path, (1_700_000_000, 1_700_000_000))
     info = client().stat("docs/inner/b.bin")
     assert (info.type, info.size, info.mtime) == ("file", 5000, 1_700_000_000)
-    assert info.sha256 is None
-    with_digest = client().stat("/docs/inner/b.bin", sha256=True)
-    assert with_digest.sha256 == file_sha256(path)
+    assert info.blake3 is None
+    with_digest = client().stat("/docs/inner/b.bin", digest=True)
+    assert with_digest.blake3 == file_digest_of(path)
     assert with_digest.size == path.stat().st_size
 
 
 def test_stat_folder_and_empty_file(home: Path, client: ClientFactory) -> None:
     os.utime(home / "docs", (1_600_000_000, 1_600_000_000))
-    info = client().stat("docs", sha256=True)
+    info = client().stat("docs", digest=True)
     assert (info.type, info.size, info.mtime) == ("dir", 0, 1_600_000_000)
     (home / "zero").write_bytes(b"")
-    zero = client().stat("zero", sha256=True)
-    assert (zero.type, zero.size, zero.sha256) == ("file", 0, sha256(b""))
+    zero = client().stat("zero", digest=True)
+    assert (zero.type, zero.size, zero.blake3) == ("file", 0, digest_of(b""))
 
 
 def test_stat_follows_a_link_inside_the_home(home: Path, client: ClientFactory) -> None:
     (home / "in_link").symlink_to("docs/a.txt")
-    info = client().stat("in_link", sha256=True)
+    info = client().stat("in_link", digest=True)
     assert info.type == "file"
-    assert info.sha256 == file_sha256(home / "docs" / "a.txt")
+    assert info.blake3 == file_digest_of(home / "docs" / "a.txt")
 
 
 def test_stat_missing_and_bad_flag(home: Path, client: ClientFactory, raw: Callable) -> None:
@@ -375,7 +375,7 @@ def test_stat_missing_and_bad_flag(home: Path, client: ClientFactory, raw: Calla
 def test_stat_cli_s(home: Path, run_cli: RunCli) -> None:
     result = run_cli("-c", "stat -s docs/a.txt")
     assert result.returncode == 0, result
-    assert f"sha256:   {file_sha256(home / 'docs' / 'a.txt')}" in result.stdout, result.stdout
+    assert f"blake3:   {file_digest_of(home / 'docs' / 'a.txt')}" in result.stdout, result.stdout
     assert "type:     file" in result.stdout and "size:     600 " in result.stdout
 
 
@@ -436,7 +436,7 @@ def out_attempts(conn_local: Path) -> dict[str, Callable[..., object]]:
         "ls link_dir": lambda c: c.ls("link_dir"),
         "ls link_dir/sub": lambda c: c.ls("link_dir/sub"),
         "cd link_dir": lambda c: c.cd("link_dir"),
-        "stat link_file": lambda c: c.stat("link_file", sha256=True),
+        "stat link_file": lambda c: c.stat("link_file", digest=True),
         "stat link_dir/secret.txt": lambda c: c.stat("link_dir/secret.txt"),
         "get link_file": lambda c: c.get("link_file", str(conn_local / "got")),
         "get link_dir/secret.txt": lambda c: c.get("link_dir/secret.txt", str(conn_local / "got")),

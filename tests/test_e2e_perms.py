@@ -25,9 +25,9 @@ from conftest import (
     RunFtpserver,
     RunningServer,
     ServerProcess,
-    file_sha256,
+    digest_of,
+    file_digest_of,
     run_command,
-    sha256,
     tree_state,
 )
 
@@ -83,9 +83,9 @@ ATTEMPTS = [
         "stat", "list", lambda c, r, here: c.stat("file.txt"), "permission denied: stat file.txt"
     ),
     Attempt(
-        "stat sha256",
+        "stat blake3",
         "list",
-        lambda c, r, here: c.stat("file.txt", sha256=True),
+        lambda c, r, here: c.stat("file.txt", digest=True),
         "permission denied: stat file.txt",
     ),
     Attempt(
@@ -97,7 +97,7 @@ ATTEMPTS = [
     Attempt(
         "get resume",
         "read",
-        lambda c, r, here: raw_call(r, "get", "file.txt", "5", sha256(FILE[:5])),
+        lambda c, r, here: raw_call(r, "get", "file.txt", "5", digest_of(FILE[:5])),
         "permission denied: get file.txt",
     ),
     Attempt(
@@ -122,7 +122,7 @@ ATTEMPTS = [
         "put resume",
         "write",
         lambda c, r, here: raw_call(
-            r, "put", "file.txt", str(len(FILE) + 5), str(len(FILE)), sha256(FILE)
+            r, "put", "file.txt", str(len(FILE) + 5), str(len(FILE)), digest_of(FILE)
         ),
         "permission denied: put file.txt",
     ),
@@ -233,16 +233,16 @@ def allowed_steps(
         assert names == set(os.listdir(home)), names
 
     def stat(c: FileTransferClient) -> None:
-        info = c.stat("file.txt", sha256=True)
-        assert (info.type, info.size, info.sha256) == ("file", len(FILE), sha256(FILE))
+        info = c.stat("file.txt", digest=True)
+        assert (info.type, info.size, info.blake3) == ("file", len(FILE), digest_of(FILE))
 
     def get(c: FileTransferClient) -> None:
         c.get("file.txt", str(local / "got.txt"))
-        assert file_sha256(local / "got.txt") == sha256(FILE)
+        assert file_digest_of(local / "got.txt") == digest_of(FILE)
 
     def put(c: FileTransferClient) -> None:
         c.put(str(local / "up.txt"), "uploaded.txt")
-        assert file_sha256(home / "uploaded.txt") == file_sha256(local / "up.txt")
+        assert file_digest_of(home / "uploaded.txt") == file_digest_of(local / "up.txt")
         assert c.partial("uploaded.txt") == 0
 
     def mkdir(c: FileTransferClient) -> None:
@@ -309,12 +309,12 @@ def test_read_only_user_cannot_change_anything(
         # Reading is allowed and changes nothing either.
         assert {e.name for e in conn.ls()} == {"file.txt", "dir", "empty", "empty2"}
         conn.get("file.txt", str(local_files / "got.txt"))
-        assert file_sha256(local_files / "got.txt") == sha256(FILE)
+        assert file_digest_of(local_files / "got.txt") == digest_of(FILE)
         (local_files / "part.txt.part").write_bytes(FILE[:100])
         result = conn.get("file.txt", str(local_files / "part.txt"), resume=True)
         assert result.offset == 100
-        assert file_sha256(local_files / "part.txt") == sha256(FILE)
-        assert conn.stat("dir/inner.txt", sha256=True).sha256 == sha256(INNER)
+        assert file_digest_of(local_files / "part.txt") == digest_of(FILE)
+        assert conn.stat("dir/inner.txt", digest=True).blake3 == digest_of(INNER)
         assert tree_state(home) == before, "reading changed the home"
     finally:
         session.close()
@@ -331,7 +331,7 @@ def test_cli_shows_permission_denied(make_server: MakeServer, local_files: Path)
     )  # fmt: skip
     assert result.returncode == 1, result
     assert result.stderr.strip() == "remote: permission denied: put up.txt", result.stderr
-    assert file_sha256(local_files / "file.txt") == sha256(FILE)
+    assert file_digest_of(local_files / "file.txt") == digest_of(FILE)
     assert tree_state(running.home("ro")) == before
     for command, text in (
         ("mkdir -p x/y", "permission denied: mkdir x/y"),
@@ -395,7 +395,7 @@ def test_useradd_and_usermod_are_enforced_after_restart(
         assert caught.value.text == "permission denied: put up.bin"
         with pytest.raises(RemoteError):
             conn.mkdir("d")
-        assert conn.stat("seed.txt", sha256=True).sha256 == sha256(b"seed")
+        assert conn.stat("seed.txt", digest=True).blake3 == digest_of(b"seed")
     stop(running)
     assert sorted(os.listdir(homes / "gina")) == ["seed.txt"]
 
@@ -411,14 +411,14 @@ def test_useradd_and_usermod_are_enforced_after_restart(
         conn.login("gina", "gina pw")
         assert conn.quota().limit is None
         conn.put(str(upload), "up.bin")
-        assert file_sha256(homes / "gina" / "up.bin") == file_sha256(upload)
+        assert file_digest_of(homes / "gina" / "up.bin") == file_digest_of(upload)
         with pytest.raises(RemoteError) as caught:
             conn.mkdir("d")
         assert caught.value.text == "permission denied: mkdir d"
         with pytest.raises(RemoteError) as caught:
             conn.rm("up.bin")
         assert caught.value.text == "permission denied: rm up.bin"
-    assert file_sha256(homes / "gina" / "up.bin") == file_sha256(upload)
+    assert file_digest_of(homes / "gina" / "up.bin") == file_digest_of(upload)
     assert not (homes / "gina" / "d").exists()
 
     changed = ftpserver_cli("usermod", "gina", *common, "--quota", "100K")

@@ -8,7 +8,6 @@ frames, unknown commands, wrong digests, NUL bytes.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import struct
@@ -24,12 +23,13 @@ from conftest import (
     BOB_PASSWORD,
     RawSession,
     RunningServer,
+    digest_of,
     error_of,
-    sha256,
     temp_files,
 )
 
 from ftpproto.commands import COMMANDS
+from ftpproto.digest import new_hasher
 from ftpproto.errors import ErrorCode
 from ftpproto.framing import MAX_FRAME_SIZE, encode_frame
 from ftpproto.messages import Message, abort, digest, recv_ready, request
@@ -74,9 +74,9 @@ def test_a_put_dribbled_one_byte_at_a_time(server: RunningServer, raw: RawFactor
     for byte in session.frame("put", "dribble.bin", str(len(data))):
         session.send_raw(bytes([byte]))
     assert session.recv() == Message("put", ("ready", str(len(data))))
-    for byte in data + encode_frame(digest("put", sha256(data)).encode()):
+    for byte in data + encode_frame(digest("put", digest_of(data)).encode()):
         session.send_raw(bytes([byte]))
-    assert session.recv() == Message("put", ("ok", str(len(data)), sha256(data)))
+    assert session.recv() == Message("put", ("ok", str(len(data)), digest_of(data)))
     assert (server.alice_home / "dribble.bin").read_bytes() == data, "stored bytes differ"
 
 
@@ -91,11 +91,11 @@ def test_put_sent_in_one_write_with_its_data(
     session.send_raw(
         session.frame("put", "piped.bin", str(size))
         + data
-        + encode_frame(digest("put", sha256(data)).encode())
+        + encode_frame(digest("put", digest_of(data)).encode())
         + session.frame("pwd")
     )
     assert session.recv() == Message("put", ("ready", str(size)))
-    assert session.recv() == Message("put", ("ok", str(size), sha256(data))), "pipelined put"
+    assert session.recv() == Message("put", ("ok", str(size), digest_of(data))), "pipelined put"
     assert session.recv() == Message("pwd", ("ok", "/")), "the message after the data"
     assert (server.alice_home / "piped.bin").read_bytes() == data, "stored bytes differ"
 
@@ -108,10 +108,10 @@ def test_get_handshake_and_digest(server: RunningServer, raw: RawFactory) -> Non
     assert session.call("get", "g.bin") == Message("get", ("ready", str(len(data))))
     session.send(recv_ready("get"))
     received = io.BytesIO()
-    hasher = hashlib.sha256()
+    hasher = new_hasher()
     session.channel.recv_file(received, len(data), hasher)
     assert received.getvalue() == data, "get sent other bytes"
-    assert session.recv() == Message("get", ("digest", sha256(data))), "digest after the data"
+    assert session.recv() == Message("get", ("digest", digest_of(data))), "digest after the data"
     assert session.call("pwd") == Message("pwd", ("ok", "/")), "session goes on after get"
 
 
@@ -368,7 +368,7 @@ def test_digest_mismatch_stores_nothing(
     session.login()
     assert session.call("put", "d.bin", str(len(data))) == Message("put", ("ready", str(len(data))))
     session.send_raw(data)
-    session.send(digest("put", sha256(data + b"!")))
+    session.send(digest("put", digest_of(data + b"!")))
     cmd, code, _ = error_of(session.recv())
     assert (cmd, code) == ("put", ErrorCode.DIGEST_MISMATCH), f"wrong digest answered {code}"
     if old is None:
@@ -471,7 +471,7 @@ def test_a_name_of_255_bytes_is_fine(server: RunningServer, raw: RawFactory) -> 
     session.login()
     assert session.call("put", name, "2") == Message("put", ("ready", "2"))
     session.send_raw(b"hi")
-    session.send(digest("put", sha256(b"hi")))
+    session.send(digest("put", digest_of(b"hi")))
     assert session.recv().status == "ok"
     assert (server.alice_home / name).read_bytes() == b"hi"
 

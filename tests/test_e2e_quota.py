@@ -20,10 +20,10 @@ from conftest import (
     RawSession,
     RunningServer,
     bytes_on_disk,
-    file_sha256,
+    digest_of,
+    file_digest_of,
     partial_file,
     run_command,
-    sha256,
     start_server,
     stop_server,
     temp_files,
@@ -86,7 +86,7 @@ def raw_put(session: RawSession, path: str, data: bytes, digest: str | None = No
     if reply.status != "ready":
         return reply
     session.send_raw(data)
-    session.request("put", "digest", digest or sha256(data))
+    session.request("put", "digest", digest or digest_of(data))
     return session.recv()
 
 
@@ -118,7 +118,7 @@ def test_exactly_the_available_space_fits(
     source = write(local, "exact.bin", MIB)
     result = carol.put(str(source), "exact.bin")
     assert result.size == MIB
-    assert file_sha256(home / "exact.bin") == file_sha256(source)
+    assert file_digest_of(home / "exact.bin") == file_digest_of(source)
     assert assert_exact(carol, home) == MIB
     assert carol.quota().available == 0
     tiny = write(local, "tiny", 1)
@@ -152,7 +152,7 @@ def test_user_without_quota_is_not_limited(
     source = write(local, "big.bin", 3 * MIB)
     frank.put(str(source), "big.bin")
     home = quota_server.home(FREE.name)
-    assert file_sha256(home / "big.bin") == file_sha256(source)
+    assert file_digest_of(home / "big.bin") == file_digest_of(source)
     usage = frank.quota()
     assert (usage.used, usage.limit) == (3 * MIB, None)
     assert usage.available > 0
@@ -175,7 +175,7 @@ def test_figures_stay_exact(
     # overwrite, larger
     carol.put(str(write(local, "a.bin", 300 * KIB)), "a.bin")
     assert assert_exact(carol, home) == 300 * KIB
-    assert file_sha256(home / "a.bin") == file_sha256(local / "a.bin")
+    assert file_digest_of(home / "a.bin") == file_digest_of(local / "a.bin")
     # a tree, then rm of one file and rm -r of the rest
     carol.mkdir("t/u", parents=True)
     for name, size in (("t/one", 10 * KIB), ("t/u/two", 20 * KIB), ("t/u/three", 30 * KIB)):
@@ -190,7 +190,7 @@ def test_figures_stay_exact(
     assert assert_exact(carol, home) == 300 * KIB
     # a failed upload (digest mismatch) changes nothing
     session = carol_raw(quota_server)
-    reply = raw_put(session, "c.bin", os.urandom(200 * KIB), digest=sha256(b"wrong"))
+    reply = raw_put(session, "c.bin", os.urandom(200 * KIB), digest=digest_of(b"wrong"))
     assert reply.status == "error" and reply.fields[1] == "460", reply
     assert not (home / "c.bin").exists()
     assert assert_exact(carol, home) == 300 * KIB
@@ -203,9 +203,9 @@ def test_figures_stay_exact(
     assert reply.status == "error" and reply.fields[1] == "461", reply
     assert assert_exact(carol, home) == 300 * KIB
     # a failed overwrite keeps the old file and its count
-    reply = raw_put(session, "b.bin", os.urandom(10), digest=sha256(b"wrong"))
+    reply = raw_put(session, "b.bin", os.urandom(10), digest=digest_of(b"wrong"))
     assert reply.status == "error" and reply.fields[1] == "460", reply
-    assert file_sha256(home / "b.bin") == file_sha256(local / "a.bin")
+    assert file_digest_of(home / "b.bin") == file_digest_of(local / "a.bin")
     assert assert_exact(carol, home) == 300 * KIB
     assert temp_files(home) == []
 
@@ -228,7 +228,7 @@ def test_interrupted_and_resumed_upload_is_counted_exactly(
     assert assert_exact(carol, home) == 250 * KIB, "the kept partial upload is not counted"
     result = carol.put(str(source), "r.bin", resume=True)
     assert result.offset == 250 * KIB
-    assert file_sha256(home / "r.bin") == sha256(data)
+    assert file_digest_of(home / "r.bin") == digest_of(data)
     assert assert_exact(carol, home) == 600 * KIB
     assert temp_files(home) == []
 
@@ -249,7 +249,7 @@ def test_resume_near_the_quota_counts_the_kept_part_once(
     assert assert_exact(carol, home) == 700 * KIB
     result = carol.put(str(source), "r.bin", resume=True)
     assert result.offset == 700 * KIB
-    assert file_sha256(home / "r.bin") == sha256(data)
+    assert file_digest_of(home / "r.bin") == digest_of(data)
     assert assert_exact(carol, home) == 900 * KIB
 
 
@@ -259,13 +259,13 @@ def test_overwrite_needs_only_the_difference(
     home = carol_home(quota_server)
     carol.put(str(write(local, "f", 600 * KIB)), "f")
     carol.put(str(write(local, "f", 900 * KIB)), "f")  # +300K of 400K free
-    assert file_sha256(home / "f") == file_sha256(local / "f")
+    assert file_digest_of(home / "f") == file_digest_of(local / "f")
     assert assert_exact(carol, home) == 900 * KIB
-    old = file_sha256(home / "f")
+    old = file_digest_of(home / "f")
     with pytest.raises(RemoteError) as caught:
         carol.put(str(write(local, "f", MIB + 1)), "f")
     assert caught.value.code == ErrorCode.QUOTA_EXCEEDED
-    assert file_sha256(home / "f") == old, "the refused overwrite changed the file"
+    assert file_digest_of(home / "f") == old, "the refused overwrite changed the file"
     assert assert_exact(carol, home) == 900 * KIB
 
 
@@ -300,7 +300,7 @@ def both_request(a: RawSession, b: RawSession, size: int) -> tuple[Message, Mess
 
 def finish(session: RawSession, data: bytes) -> Message:
     session.send_raw(data)
-    session.request("put", "digest", sha256(data))
+    session.request("put", "digest", digest_of(data))
     return session.recv()
 
 
@@ -315,8 +315,8 @@ def test_two_sessions_that_both_fit(quota_server: RunningServer, carol: FileTran
     data_a, data_b = os.urandom(size), os.urandom(size)
     assert finish(a, data_a).status == "ok"
     assert finish(b, data_b).status == "ok"
-    assert file_sha256(home / "a.bin") == sha256(data_a)
-    assert file_sha256(home / "b.bin") == sha256(data_b)
+    assert file_digest_of(home / "a.bin") == digest_of(data_a)
+    assert file_digest_of(home / "b.bin") == digest_of(data_b)
     assert assert_exact(carol, home) == 2 * size
 
 
@@ -333,8 +333,8 @@ def test_two_sessions_only_one_fits(quota_server: RunningServer, carol: FileTran
     loser_name = "b.bin" if name == "a.bin" else "a.bin"
     assert not (home / loser_name).exists()
     data = os.urandom(size)
-    assert finish(winner, data) == Message("put", ("ok", str(size), sha256(data)))
-    assert file_sha256(home / name) == sha256(data)
+    assert finish(winner, data) == Message("put", ("ok", str(size), digest_of(data)))
+    assert file_digest_of(home / name) == digest_of(data)
     assert not (home / loser_name).exists()
     assert assert_exact(carol, home) == size
     assert temp_files(home) == []
@@ -355,8 +355,8 @@ def test_a_released_reservation_frees_the_space(
     assert carol.quota().available == MIB, "the aborted upload's reservation was not released"
     data = os.urandom(size)
     reply = raw_put(b, "b.bin", data)
-    assert reply == Message("put", ("ok", str(size), sha256(data))), reply
-    assert file_sha256(home / "b.bin") == sha256(data)
+    assert reply == Message("put", ("ok", str(size), digest_of(data))), reply
+    assert file_digest_of(home / "b.bin") == digest_of(data)
     assert not (home / "a.bin").exists()
     assert assert_exact(carol, home) == size
 
@@ -436,7 +436,7 @@ def test_a_rename_during_an_overwrite_cannot_pass_the_quota(
     carol.mv("f", "g")  # the 600K it was going to replace stay, under another name
     data = os.urandom(MIB)
     session.send_raw(data)
-    session.request("put", "digest", sha256(data))
+    session.request("put", "digest", digest_of(data))
     final = session.recv()
     on_disk = bytes_on_disk(home)
     usage = carol.quota()

@@ -10,7 +10,6 @@ hidden from ``ls``, and swept away when stale, with the quota following.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import queue
 import signal
@@ -36,9 +35,9 @@ from conftest import (
     RunCli,
     RunningServer,
     bytes_on_disk,
-    file_sha256,
+    digest_of,
+    file_digest_of,
     partial_file,
-    sha256,
     subprocess_env,
     temp_files,
     wait_until,
@@ -179,7 +178,7 @@ def test_killed_get_leaves_part_then_reget_cli(
     result = run_cli("-c", "reget big.bin")
     assert result.returncode == 0, result
     assert "resumed at" in result.stdout, f"reget did not resume: {result.stdout!r}"
-    assert file_sha256(target) == sha256(big_remote), "the resumed file differs"
+    assert file_digest_of(target) == digest_of(big_remote), "the resumed file differs"
     assert not part.exists(), "the .part file was left after a finished reget"
     assert (server.alice_home / "big.bin").read_bytes() == big_remote
 
@@ -194,8 +193,8 @@ def test_killed_get_then_library_resume(
     result = client().get("big.bin", str(target), resume=True)
     assert result.offset == kept > 0, f"resumed at {result.offset}, .part had {kept}"
     assert result.size == len(big_remote) - kept, "more than the missing bytes were moved"
-    assert result.sha256 == sha256(big_remote)
-    assert file_sha256(target) == sha256(big_remote)
+    assert result.blake3 == digest_of(big_remote)
+    assert file_digest_of(target) == digest_of(big_remote)
     assert not (local / "copy.bin.part").exists()
 
 
@@ -206,7 +205,7 @@ def test_get_a_flag_resumes(
     result = run_cli("-c", "get -a big.bin")
     assert result.returncode == 0, result
     assert "resumed at 5.0 MiB" in result.stdout, result.stdout
-    assert file_sha256(local / "big.bin") == sha256(big_remote)
+    assert file_digest_of(local / "big.bin") == digest_of(big_remote)
 
 
 @pytest.mark.parametrize("where", [0, 1000, -1], ids=["first-byte", "middle", "last-byte"])
@@ -227,7 +226,7 @@ def test_tampered_local_part_restarts_from_zero(
     result = client().get("big.bin", str(target), resume=True)
     assert result.offset == 0, "a tampered .part was continued"
     assert result.size == len(big_remote)
-    assert file_sha256(target) == sha256(big_remote)
+    assert file_digest_of(target) == digest_of(big_remote)
     assert not part.exists()
 
 
@@ -239,7 +238,7 @@ def test_remote_changed_since_the_part_restarts_from_zero(
     (server.alice_home / "big.bin").write_bytes(changed)
     result = client().get("big.bin", str(local / "big.bin"), resume=True)
     assert result.offset == 0
-    assert file_sha256(local / "big.bin") == sha256(changed)
+    assert file_digest_of(local / "big.bin") == digest_of(changed)
 
 
 def test_part_longer_than_the_remote_file_restarts(
@@ -250,7 +249,7 @@ def test_part_longer_than_the_remote_file_restarts(
     (local / "small.bin.part").write_bytes(data + os.urandom(5000))
     result = client().get("small.bin", str(local / "small.bin"), resume=True)
     assert result.offset == 0
-    assert file_sha256(local / "small.bin") == sha256(data)
+    assert file_digest_of(local / "small.bin") == digest_of(data)
 
 
 def test_reget_of_a_complete_part(
@@ -259,7 +258,7 @@ def test_reget_of_a_complete_part(
     (local / "big.bin.part").write_bytes(big_remote)
     result = client().get("big.bin", str(local / "big.bin"), resume=True)
     assert (result.offset, result.size) == (len(big_remote), 0)
-    assert file_sha256(local / "big.bin") == sha256(big_remote)
+    assert file_digest_of(local / "big.bin") == digest_of(big_remote)
 
 
 # -- put ---------------------------------------------------------------------------------
@@ -304,7 +303,7 @@ def test_killed_put_then_reput_cli(
     result = run_cli("-c", "reput big.bin")
     assert result.returncode == 0, result
     assert "resumed at 2.0 MiB" in result.stdout, result.stdout
-    assert file_sha256(home / "big.bin") == file_sha256(big_local)
+    assert file_digest_of(home / "big.bin") == file_digest_of(big_local)
     assert not kept.exists(), "the partial upload was kept after it was completed"
     assert client().partial("big.bin") == 0
     assert temp_files(home) == []
@@ -326,7 +325,7 @@ def test_killed_put_then_library_resume(
     result = conn.put(str(big_local), "big.bin", resume=True)
     assert result.offset == sent, f"resumed at {result.offset}, expected {sent}"
     assert result.size == big_local.stat().st_size - sent
-    assert file_sha256(server.alice_home / "dir" / "big.bin") == file_sha256(big_local)
+    assert file_digest_of(server.alice_home / "dir" / "big.bin") == file_digest_of(big_local)
     assert conn.partial("big.bin") == 0
     assert os.listdir(server.alice_home / ".ftp-partial") == []
 
@@ -345,7 +344,7 @@ def test_put_a_flag_resumes(
     result = run_cli("-c", "put -a big.bin")
     assert result.returncode == 0, result
     assert "resumed at 1.0 MiB" in result.stdout, result.stdout
-    assert file_sha256(server.alice_home / "big.bin") == file_sha256(big_local)
+    assert file_digest_of(server.alice_home / "big.bin") == file_digest_of(big_local)
 
 
 @pytest.mark.parametrize("where", [0, MIB, -1], ids=["first-byte", "middle", "last-byte"])
@@ -363,7 +362,7 @@ def test_tampered_server_partial_restarts_from_zero(
     result = conn.put(str(big_local), "big.bin", resume=True)
     assert result.offset == 0, "a tampered partial upload was continued"
     assert result.size == big_local.stat().st_size
-    assert file_sha256(server.alice_home / "big.bin") == file_sha256(big_local)
+    assert file_digest_of(server.alice_home / "big.bin") == file_digest_of(big_local)
     assert conn.partial("big.bin") == 0
     assert conn.quota().used == bytes_on_disk(server.alice_home) == big_local.stat().st_size
 
@@ -378,7 +377,7 @@ def test_changed_local_file_restarts_from_zero(
     big_local.write_bytes(bytes(changed))
     result = client().put(str(big_local), "big.bin", resume=True)
     assert result.offset == 0
-    assert file_sha256(server.alice_home / "big.bin") == sha256(bytes(changed))
+    assert file_digest_of(server.alice_home / "big.bin") == digest_of(bytes(changed))
 
 
 def test_put_without_resume_replaces_the_partial(
@@ -389,7 +388,7 @@ def test_put_without_resume_replaces_the_partial(
     conn = client()
     result = conn.put(str(big_local), "big.bin")
     assert result.offset == 0
-    assert file_sha256(server.alice_home / "big.bin") == file_sha256(big_local)
+    assert file_digest_of(server.alice_home / "big.bin") == file_digest_of(big_local)
     assert conn.partial("big.bin") == 0, "a finished upload left its partial behind"
     assert conn.quota().used == bytes_on_disk(server.alice_home) == big_local.stat().st_size
 
@@ -401,14 +400,14 @@ def test_only_the_same_user_can_resume(
     kill_mid_put(tmp_path, server.port, big_local, "big.bin", sent)
     wait_partial(client, "big.bin", sent)
     kept = partial_file(server.alice_home, "/big.bin")
-    kept_digest = file_sha256(kept)
+    kept_digest = file_digest_of(kept)
     bob = client(BOB, BOB_PASSWORD)
     assert bob.partial("big.bin") == 0, "bob sees alice's partial upload"
     assert bob.partial("/big.bin") == 0
     result = bob.put(str(big_local), "big.bin", resume=True)
     assert result.offset == 0, "bob resumed alice's partial upload"
-    assert file_sha256(server.bob_home / "big.bin") == file_sha256(big_local)
-    assert file_sha256(kept) == kept_digest, "bob's upload touched alice's partial"
+    assert file_digest_of(server.bob_home / "big.bin") == file_digest_of(big_local)
+    assert file_digest_of(kept) == kept_digest, "bob's upload touched alice's partial"
     assert client().partial("big.bin") == sent
     assert not (server.alice_home / "big.bin").exists()
 
@@ -454,7 +453,7 @@ def test_resume_fields_must_come_together(
     session = raw()
     session.login()
     (server.alice_home / "f").write_bytes(b"f")
-    digest = hashlib.sha256(b"").hexdigest()
+    digest = digest_of(b"")
     reply = session.call("get", "f", "0")
     assert reply.status == "error" and reply.fields[1] == "400", reply
     reply = session.call("get", "f", "x", digest)
@@ -476,7 +475,7 @@ def test_killed_get_keeps_an_older_local_file(
     assert (local / "big.bin.part").stat().st_size >= 2 * MIB
     result = client().get("big.bin", str(target), resume=True)
     assert result.offset > 0
-    assert file_sha256(target) == sha256(big_remote)
+    assert file_digest_of(target) == digest_of(big_remote)
 
 
 def test_resumed_upload_interrupted_again_keeps_growing(
@@ -487,7 +486,7 @@ def test_resumed_upload_interrupted_again_keeps_growing(
     wait_partial(client, "big.bin", MIB)
     session = RawSession(server.port)
     session.login()
-    prefix = sha256(data[:MIB])
+    prefix = digest_of(data[:MIB])
     reply = session.call("put", "big.bin", str(len(data)), str(MIB), prefix)
     assert reply == Message("put", ("ready", str(len(data) - MIB), str(MIB))), reply
     session.send_raw(data[MIB : 3 * MIB])
@@ -499,7 +498,7 @@ def test_resumed_upload_interrupted_again_keeps_growing(
     assert partial_file(server.alice_home, "/big.bin").read_bytes() == data[: 3 * MIB]
     result = client().put(str(big_local), "big.bin", resume=True)
     assert result.offset == 3 * MIB
-    assert file_sha256(server.alice_home / "big.bin") == sha256(data)
+    assert file_digest_of(server.alice_home / "big.bin") == digest_of(data)
 
 
 def test_resume_offsets_that_do_not_match_start_over(
@@ -512,12 +511,12 @@ def test_resume_offsets_that_do_not_match_start_over(
     session.login()
     # A claimed offset other than what is kept: the upload starts at 0.
     half = MIB // 2
-    reply = session.call("put", "big.bin", str(len(data)), str(half), sha256(data[:half]))
+    reply = session.call("put", "big.bin", str(len(data)), str(half), digest_of(data[:half]))
     assert reply == Message("put", ("ready", str(len(data)), "0")), reply
     session.send_raw(data)
-    session.request("put", "digest", sha256(data))
-    assert session.recv() == Message("put", ("ok", str(len(data)), sha256(data)))
-    assert file_sha256(server.alice_home / "big.bin") == sha256(data)
+    session.request("put", "digest", digest_of(data))
+    assert session.recv() == Message("put", ("ok", str(len(data)), digest_of(data)))
+    assert file_digest_of(server.alice_home / "big.bin") == digest_of(data)
     assert client().partial("big.bin") == 0
     assert temp_files(server.alice_home) == []
 
@@ -530,10 +529,10 @@ def test_failed_resumed_upload_keeps_nothing(
     wait_partial(client, "big.bin", MIB)
     session = RawSession(server.port)
     session.login()
-    reply = session.call("put", "big.bin", str(len(data)), str(MIB), sha256(data[:MIB]))
+    reply = session.call("put", "big.bin", str(len(data)), str(MIB), digest_of(data[:MIB]))
     assert reply == Message("put", ("ready", str(len(data) - MIB), str(MIB))), reply
     session.send_raw(data[MIB:])
-    session.request("put", "digest", sha256(b"something else"))
+    session.request("put", "digest", digest_of(b"something else"))
     reply = session.recv()
     assert reply.status == "error" and reply.fields[1] == "460", reply
     assert not (server.alice_home / "big.bin").exists()
@@ -566,7 +565,7 @@ def test_upload_cut_after_the_last_byte_is_kept_for_resuming(
     assert kept == size, f"a whole upload that lacked only its digest was lost: {kept} kept"
     result = conn.put(str(big_local), "big.bin", resume=True)
     assert (result.offset, result.size) == (size, 0)
-    assert file_sha256(server.alice_home / "big.bin") == sha256(data)
+    assert file_digest_of(server.alice_home / "big.bin") == digest_of(data)
 
 
 def test_upload_stalled_until_the_idle_timeout_is_kept(
@@ -587,7 +586,7 @@ def test_upload_stalled_until_the_idle_timeout_is_kept(
     assert partial_file(home, "/k.bin").read_bytes() == data[:MIB]
     result = conn.put(str(local / "k.bin"), "k.bin", resume=True)
     assert result.offset == MIB
-    assert file_sha256(home / "k.bin") == sha256(data)
+    assert file_digest_of(home / "k.bin") == digest_of(data)
 
 
 @pytest.mark.parametrize(
@@ -621,12 +620,12 @@ def test_partial_uploads_cannot_be_named(
     session.close()
     wait_partial(client, "big.bin", 3000)
     kept = partial_file(server.alice_home, "/big.bin")
-    before = (file_sha256(kept), sorted(os.listdir(server.alice_home)))
+    before = (file_digest_of(kept), sorted(os.listdir(server.alice_home)))
     other = raw()
     other.login()
     reply = other.call(command, *(a.format(key=kept.name) for a in args))
     assert reply.status == "error" and reply.fields[1] == "415", reply
-    assert (file_sha256(kept), sorted(os.listdir(server.alice_home))) == before
+    assert (file_digest_of(kept), sorted(os.listdir(server.alice_home))) == before
 
 
 def test_the_sweeper_thread_removes_stale_partials(

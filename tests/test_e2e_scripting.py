@@ -28,8 +28,8 @@ from conftest import (
     CliResult,
     ProxyFactory,
     RunningServer,
-    file_sha256,
-    sha256,
+    digest_of,
+    file_digest_of,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -117,7 +117,7 @@ def test_json_ls_and_ls_l_match_the_disk(
     assert by_name["sub"]["mtime"] == MTIME + 120
 
 
-def test_json_stat_with_sha256_matches_the_disk(
+def test_json_stat_with_blake3_matches_the_disk(
     server: RunningServer, client_env: ClientEnv, local: Path
 ) -> None:
     data = os.urandom(40_000)
@@ -132,9 +132,9 @@ def test_json_stat_with_sha256_matches_the_disk(
     assert first["type"] == "file"
     assert first["size"] == len(data)
     assert first["mtime"] == MTIME
-    assert first["sha256"] == sha256(data), "stat -s sha256 differs from the file's"
+    assert first["blake3"] == digest_of(data), "stat -s blake3 differs from the file's"
     assert second["event"] == "stat" and second["type"] == "dir", second
-    assert not second.get("sha256"), "stat without -s computed a sha256"
+    assert not second.get("blake3"), "stat without -s computed a blake3"
 
 
 def test_json_transfer_summaries_match_the_disk(
@@ -151,13 +151,13 @@ def test_json_transfer_summaries_match_the_disk(
     assert put["event"] == "put", put
     assert put["remote"] == "up.bin" and put["local"] == "up.bin", put
     assert put["size"] == 200_000
-    assert put["sha256"] == file_sha256(up) == file_sha256(server.alice_home / "up.bin")
+    assert put["blake3"] == file_digest_of(up) == file_digest_of(server.alice_home / "up.bin")
     assert put["verified"] is True and put["offset"] == 0, put
     assert isinstance(put["seconds"], (int, float)) and put["seconds"] >= 0, put
     assert get["event"] == "get", get
     assert get["remote"] == "down.bin" and get["local"] == "got.bin", get
     assert get["size"] == 150_000
-    assert get["sha256"] == file_sha256(down) == file_sha256(local / "got.bin")
+    assert get["blake3"] == file_digest_of(down) == file_digest_of(local / "got.bin")
     assert get["verified"] is True and get["offset"] == 0, get
 
 
@@ -235,7 +235,7 @@ def test_no_progress_bar_without_a_terminal_but_a_summary(
     assert "\r" not in both and "%|" not in both, f"progress output without a terminal: {both!r}"
     assert result.stderr == "", result.stderr
     lines = result.stdout.splitlines()
-    assert len(lines) == 1 and lines[0].endswith("sha256 verified"), lines
+    assert len(lines) == 1 and lines[0].endswith("blake3 verified"), lines
     match = re.search(r" in ([\d.]+) s ", lines[0])
     assert match and float(match.group(1)) > 1.0, f"the transfer was too quick: {lines[0]}"
     assert (local / "big.bin").read_bytes() == data
@@ -270,7 +270,7 @@ def test_retries_resume_a_download_after_a_lost_connection(
     assert cut.connections == 2, f"{cut.connections} connections"
     assert "retry 1 of 2" in result.stderr, result.stderr
     assert "resumed" in result.stdout, f"the retry did not resume: {result.stdout!r}"
-    assert file_sha256(local / "big.bin") == file_sha256(remote)
+    assert file_digest_of(local / "big.bin") == file_digest_of(remote)
     assert not (local / "big.bin.part").exists()
 
 
@@ -285,7 +285,7 @@ def test_retries_finish_an_upload_after_a_lost_connection(
     assert cut.dropped.is_set(), "the proxy never cut the connection"
     assert result.returncode == 0, result
     assert "retry 1 of 2" in result.stderr, result.stderr
-    assert file_sha256(server.alice_home / "up.bin") == file_sha256(up)
+    assert file_digest_of(server.alice_home / "up.bin") == file_digest_of(up)
 
 
 def test_no_retries_exit_2_with_one_line(

@@ -26,7 +26,7 @@ from conftest import (
     ClientEnv,
     ProxyFactory,
     RunningServer,
-    file_sha256,
+    file_digest_of,
     temp_files,
     wait_until,
 )
@@ -134,7 +134,7 @@ def put_on_server(server: RunningServer, name: str, data: bytes) -> Path:
 def summary_seconds(text: str, name: str) -> float:
     """The seconds in the summary line of ``name``; fails if there is none."""
     match = re.search(
-        rf"{re.escape(name)} (?:->|<-) \S+: [\d.]+ [KMG]?i?B in ([\d.]+) s \(.*\), sha256 verified",
+        rf"{re.escape(name)} (?:->|<-) \S+: [\d.]+ [KMG]?i?B in ([\d.]+) s \(.*\), blake3 verified",
         plain(text),
     )
     assert match, f"no summary line for {name} in {plain(text)!r}"
@@ -362,7 +362,7 @@ def test_progress_bar_and_summary_for_a_slow_upload(
     assert re.search(r"up\.bin: +\d+%\|", screen), f"no tqdm bar: {out!r}"
     assert "B/s" in screen, f"no rate: {out!r}"
     assert summary_seconds(out, "up.bin") > 1.0, "the transfer was too quick to test"
-    assert file_sha256(server.alice_home / "up.bin") == file_sha256(local / "up.bin")
+    assert file_digest_of(server.alice_home / "up.bin") == file_digest_of(local / "up.bin")
 
 
 @pytest.mark.parametrize("option", ["--quiet", "--json"])
@@ -421,7 +421,7 @@ def test_ctrl_c_during_download_keeps_part_then_reget_resumes(
     assert not (local / "big.bin").exists(), "the real name exists after an interrupted get"
     out = shell.run("reget big.bin", timeout=30)
     assert "resumed" in plain(out), f"the summary does not say it resumed: {out!r}"
-    assert file_sha256(local / "big.bin") == file_sha256(remote), "reget gave other bytes"
+    assert file_digest_of(local / "big.bin") == file_digest_of(remote), "reget gave other bytes"
     assert not part.exists()
     assert shell.quit() == 0
 
@@ -453,7 +453,7 @@ def test_ctrl_c_during_upload_then_reput_resumes(
     ), "the server kept no partial upload"
     out = shell.run("reput up.bin", timeout=30)
     assert "resumed" in plain(out), f"the summary does not say it resumed: {out!r}"
-    assert file_sha256(home / "up.bin") == file_sha256(local / "up.bin"), "stored bytes"
+    assert file_digest_of(home / "up.bin") == file_digest_of(local / "up.bin"), "stored bytes"
     assert shell.quit() == 0
 
 
@@ -511,7 +511,7 @@ def test_lost_connection_is_reported_then_reconnect_and_reget(
     assert "(disconnected)" not in str(shell.child.after)
     out = plain(shell.run("reget big.bin", timeout=30))
     assert "resumed" in out, f"reget did not resume: {out!r}"
-    assert file_sha256(local / "big.bin") == file_sha256(remote)
+    assert file_digest_of(local / "big.bin") == file_digest_of(remote)
 
 
 # -- Ctrl-D and history --------------------------------------------------------------

@@ -31,9 +31,9 @@ from conftest import (
     RawSession,
     RunningServer,
     ServerProcess,
-    file_sha256,
+    digest_of,
+    file_digest_of,
     run_command,
-    sha256,
     wait_until,
 )
 
@@ -134,9 +134,11 @@ def test_transfer_over_tls_is_byte_identical(
         sent = conn.put(str(source), "up.bin")
         got = conn.get("up.bin", str(local / "down.bin"))
         conn.quit()
-    assert sent.sha256 == got.sha256 == sha256(data)
-    assert file_sha256(tls_server.alice_home / "up.bin") == sha256(data), "stored bytes differ"
-    assert file_sha256(local / "down.bin") == sha256(data), "downloaded bytes differ"
+    assert sent.blake3 == got.blake3 == digest_of(data)
+    assert file_digest_of(tls_server.alice_home / "up.bin") == digest_of(data), (
+        "stored bytes differ"
+    )
+    assert file_digest_of(local / "down.bin") == digest_of(data), "downloaded bytes differ"
     assert_no_sessions(tls_server)
 
 
@@ -148,8 +150,8 @@ def test_cli_with_cafile_transfers(tls_server: RunningServer, pki: Pki, local: P
         "-c", "put cli.bin; get cli.bin back.bin",
     )  # fmt: skip
     assert result.returncode == 0, result
-    assert file_sha256(tls_server.alice_home / "cli.bin") == sha256(data)
-    assert file_sha256(local / "back.bin") == sha256(data)
+    assert file_digest_of(tls_server.alice_home / "cli.bin") == digest_of(data)
+    assert file_digest_of(local / "back.bin") == digest_of(data)
 
 
 # -- refused certificates ----------------------------------------------------------------

@@ -1,12 +1,11 @@
 """End to end: files go up and come back byte-identical, whatever their size, content or name.
 
 Every check looks at the disk: the file in alice's home on the server and the
-downloaded file in the local folder, compared by SHA-256.
+downloaded file in the local folder, compared by BLAKE3 digest.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import threading
@@ -23,13 +22,14 @@ from conftest import (
     ClientFactory,
     RawSession,
     RunningServer,
-    file_sha256,
-    sha256,
+    digest_of,
+    file_digest_of,
     temp_files,
 )
 
 from ftpclient.client import FileTransferClient, LocalError
 from ftpproto.channel import CHUNK_SIZE
+from ftpproto.digest import new_hasher
 from ftpproto.errors import ErrorCode, RemoteError
 from ftpproto.messages import Message, recv_ready
 
@@ -48,12 +48,12 @@ def round_trip(
     stored = server.alice_home / name
     assert stored.is_file(), f"{name!r} was not stored in the home"
     assert stored.stat().st_size == len(data), f"stored size {stored.stat().st_size} != {len(data)}"
-    assert file_sha256(stored) == sha256(data), f"stored bytes of {name!r} differ"
-    assert sent.size == len(data) and sent.sha256 == sha256(data), f"put reported {sent}"
+    assert file_digest_of(stored) == digest_of(data), f"stored bytes of {name!r} differ"
+    assert sent.size == len(data) and sent.blake3 == digest_of(data), f"put reported {sent}"
     target = local / "download.bin"
     got = conn.get(name, str(target))
     assert target.read_bytes() == data, f"downloaded bytes of {name!r} differ"
-    assert got.size == len(data) and got.sha256 == sha256(data), f"get reported {got}"
+    assert got.size == len(data) and got.blake3 == digest_of(data), f"get reported {got}"
     assert not (local / "download.bin.part").exists(), "the .part file was left behind"
     assert temp_files(server.homes) == [], "a temporary upload file was left behind"
 
@@ -210,9 +210,9 @@ def test_twenty_clients_at_once(server: RunningServer, local: Path) -> None:
     assert errors == [], errors
     for i, data in enumerate(payloads):
         stored = server.alice_home / f"client{i}.bin"
-        assert file_sha256(stored) == sha256(data), f"client {i}: stored bytes differ"
+        assert file_digest_of(stored) == digest_of(data), f"client {i}: stored bytes differ"
         back = local / f"back{i}.bin"
-        assert file_sha256(back) == sha256(data), f"client {i}: downloaded bytes differ"
+        assert file_digest_of(back) == digest_of(data), f"client {i}: downloaded bytes differ"
     assert temp_files(server.homes) == [], "temporary upload files were left behind"
     server.assert_serving()
 
@@ -309,9 +309,9 @@ def test_get_announces_the_size_of_the_open_file(
     os.replace(replacement, path)
     session.send(recv_ready("get"))
     received = io.BytesIO()
-    session.channel.recv_file(received, len(original), hashlib.sha256())
+    session.channel.recv_file(received, len(original), new_hasher())
     assert received.getvalue() == original, "the bytes sent are not the opened file"
-    assert session.recv() == Message("get", ("digest", sha256(original)))
+    assert session.recv() == Message("get", ("digest", digest_of(original)))
     assert session.call("pwd") == Message("pwd", ("ok", "/"))
 
 
@@ -327,7 +327,7 @@ def test_get_of_a_file_that_shrinks_is_reported(
     with path.open("r+b") as handle:
         handle.truncate(1000)
     session.send(recv_ready("get"))
-    session.channel.recv_file(io.BytesIO(), 400_000, hashlib.sha256())
+    session.channel.recv_file(io.BytesIO(), 400_000, new_hasher())
     reply = session.recv()
     assert reply.status == "error" and reply.fields[1] == str(int(ErrorCode.FILE_CHANGED)), reply
     assert session.call("pwd") == Message("pwd", ("ok", "/")), "the stream is out of step"

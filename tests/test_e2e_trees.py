@@ -1,7 +1,7 @@
 """End to end: whole folder trees with ``put -r`` and ``get -r`` (issue 3).
 
 A local tree of 200+ files in nested folders goes up and comes back down with
-the same relative paths and SHA-256 digests; symlinks never take anything
+the same relative paths and BLAKE3 digests; symlinks never take anything
 from outside the tree; a failure names the file and leaves what was copied
 before it complete.  Through the library and through the command line.
 """
@@ -17,7 +17,7 @@ from conftest import (
     ClientFactory,
     RunCli,
     RunningServer,
-    file_sha256,
+    file_digest_of,
     temp_files,
     tree_digests,
     tree_state,
@@ -104,8 +104,8 @@ def test_put_r_into_existing_remote_folder_goes_inside(
     conn = client()
     put_tree(conn, str(source), "backup")
     assert tree_digests(server.alice_home / "backup") == {
-        "proj/a.txt": file_sha256(source / "a.txt"),
-        "proj/s/b.txt": file_sha256(source / "s" / "b.txt"),
+        "proj/a.txt": file_digest_of(source / "a.txt"),
+        "proj/s/b.txt": file_digest_of(source / "s" / "b.txt"),
     }
     # A remote name that does not exist yet becomes the tree's root.
     put_tree(conn, str(source), "copy")
@@ -120,7 +120,7 @@ def test_get_r_into_existing_local_folder_goes_inside(
     dest = tmp_path / "existing"
     dest.mkdir()
     get_tree(client(), "r", str(dest))
-    assert tree_digests(dest) == {"r/s/f": file_sha256(server.alice_home / "r" / "s" / "f")}
+    assert tree_digests(dest) == {"r/s/f": file_digest_of(server.alice_home / "r" / "s" / "f")}
 
 
 def test_local_symlinks_out_of_the_tree_are_not_uploaded(
@@ -142,9 +142,9 @@ def test_local_symlinks_out_of_the_tree_are_not_uploaded(
     result = put_tree(client(), str(source))
     remote = server.alice_home / "tree"
     assert tree_digests(remote) == {
-        "real.txt": file_sha256(source / "real.txt"),
-        "sub/real2.txt": file_sha256(source / "sub" / "real2.txt"),
-        "in_link": file_sha256(source / "sub" / "real2.txt"),
+        "real.txt": file_digest_of(source / "real.txt"),
+        "sub/real2.txt": file_digest_of(source / "sub" / "real2.txt"),
+        "in_link": file_digest_of(source / "sub" / "real2.txt"),
     }
     for name in ("out_file", "sub/out_rel", "out_dir", "dangling"):
         assert not os.path.lexists(remote / name), f"{name} reached the server"
@@ -167,7 +167,7 @@ def test_get_r_skips_remote_links(
     (tree / "out_dir").symlink_to(outside, target_is_directory=True)
     dest = tmp_path / "dest"
     result = get_tree(client(), "t", str(dest))
-    assert tree_digests(dest) == {"real.txt": file_sha256(tree / "real.txt")}
+    assert tree_digests(dest) == {"real.txt": file_digest_of(tree / "real.txt")}
     assert not os.path.lexists(dest / "out") and not os.path.lexists(dest / "out_dir")
     assert sorted(result.skipped) == ["t/out", "t/out_dir"]
 
@@ -216,7 +216,7 @@ def test_put_r_refused_name_stops_with_its_name(
     assert caught.value.code == ErrorCode.BAD_PATH, caught.value
     assert ".ftp-upload-sneaky" in caught.value.text
     remote = tree_digests(server.alice_home / "tree")
-    assert remote == {n: file_sha256(source / n) for n in ("a.txt", "b.txt", "c.txt")}
+    assert remote == {n: file_digest_of(source / n) for n in ("a.txt", "b.txt", "c.txt")}
     assert temp_files(server.alice_home) == []
 
 
@@ -235,7 +235,7 @@ def test_get_r_local_failure_names_the_folder(
     assert "blocked" in str(caught.value), caught.value
     assert (dest / "t" / "blocked").read_bytes() == b"a local file in the way"
     copied = tree_digests(dest / "t")
-    assert copied.get("a.txt") in (None, file_sha256(tree / "a.txt"))
+    assert copied.get("a.txt") in (None, file_digest_of(tree / "a.txt"))
     assert not list(dest.rglob("*.part"))
 
 
@@ -273,5 +273,5 @@ def test_cli_put_r_failure(server: RunningServer, run_cli: RunCli, local: Path) 
     assert "b1" in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert "/\n" not in result.stdout, "the batch went on after the failure"
     remote = tree_digests(server.alice_home / "up")
-    assert remote == {"a1": file_sha256(source / "a1"), "a2": file_sha256(source / "a2")}
+    assert remote == {"a1": file_digest_of(source / "a1"), "a2": file_digest_of(source / "a2")}
     assert tree_state(server.alice_home / "up" / "b1") == before

@@ -46,8 +46,8 @@ from conftest import (
     HOST,
     ClientFactory,
     RunningServer,
+    digest_of,
     partial_file,
-    sha256,
     subprocess_env,
     temp_files,
     tree_state,
@@ -189,7 +189,7 @@ def test_client_killed_mid_upload(
         assert [e.name for e in conn.ls()] == []
     else:
         assert target.read_bytes() == old, "the older file was damaged"
-        assert conn.stat("big.bin", sha256=True).sha256 == sha256(old)
+        assert conn.stat("big.bin", digest=True).blake3 == digest_of(old)
     assert visible(home) == ([] if old is None else ["big.bin"])
     server.assert_serving()
 
@@ -328,8 +328,8 @@ def test_disk_fails_while_an_upload_is_written(
     assert conn.pwd() == "/"
     small = local / "small.txt"
     small.write_bytes(b"the disk works again\n")
-    assert conn.put(str(small), "small.txt").sha256 == sha256(small.read_bytes())
-    assert conn.put(str(source), "big.bin").sha256 == sha256(source.read_bytes())
+    assert conn.put(str(small), "small.txt").blake3 == digest_of(small.read_bytes())
+    assert conn.put(str(source), "big.bin").blake3 == digest_of(source.read_bytes())
     assert target.read_bytes() == source.read_bytes()
     server.assert_serving()
 

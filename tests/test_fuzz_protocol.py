@@ -36,7 +36,6 @@ sixth of it for each command and login state of the sweep).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
 import logging
 import os
@@ -60,6 +59,7 @@ from conftest import (
     PROXY_ALL,
     RawSession,
     RunningServer,
+    digest_of,
     start_server,
     stop_server,
     wait_until,
@@ -88,7 +88,7 @@ decoder_settings = settings(max_examples=300, deadline=None)
 
 COMMAND_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
 CODES = {int(code) for code in ErrorCode}
-EMPTY_SHA = hashlib.sha256(b"").hexdigest()
+EMPTY_DIGEST = digest_of(b"")
 READ_LIMIT = 5.0  # seconds the server may take to answer or close
 
 
@@ -384,9 +384,9 @@ PATHS = [
 ]  # fmt: skip
 GOOD_SIZES = ["0", "1", "5", "007", "65536", "1048576", "99999999999999999999"]
 SIZES = [*GOOD_SIZES, "100000000000000000000", "-1", "1.5", "0x10", " 5", ""]
-GOOD_DIGESTS = [EMPTY_SHA, "0" * 64]
-DIGESTS = [*GOOD_DIGESTS, EMPTY_SHA.upper(), "0" * 63, "g" * 64, ""]
-OTHER_ARGUMENTS = ["sha256", "parents", "recursive", "SHA256", "-r", ALICE, BOB, "wrong"]
+GOOD_DIGESTS = [EMPTY_DIGEST, "0" * 64]
+DIGESTS = [*GOOD_DIGESTS, EMPTY_DIGEST.upper(), "0" * 63, "g" * 64, ""]
+OTHER_ARGUMENTS = ["blake3", "parents", "recursive", "BLAKE3", "-r", ALICE, BOB, "wrong"]
 # Any argument at all: mostly values that mean something to the server, sometimes any text.
 argument = st.one_of(
     st.sampled_from(PATHS),
@@ -400,7 +400,7 @@ ROLES: dict[str, list[str]] = {
     "NEW": PATHS,
     "SIZE": GOOD_SIZES * 3 + SIZES,  # mostly good ones: the command then goes on
     "OFFSET": GOOD_SIZES * 3 + SIZES,
-    "PREFIX_SHA256": GOOD_DIGESTS * 3 + DIGESTS,
+    "PREFIX_BLAKE3": GOOD_DIGESTS * 3 + DIGESTS,
     "USER": [ALICE, BOB, "nobody", "", "../alice", "alice\x00", "ALICE"],
     # bob's password is left out: a session of his could change his home, which is
     # "outside" here; alice's logs in (in a session that is already logged in: 409).

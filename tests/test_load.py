@@ -7,7 +7,7 @@ of the test process using the real client library.  Each client works in a
 folder of its own (several clients share each user, so quotas and listings
 are shared state), keeps a model of what the folder holds, and checks every
 reply against it: login, pwd, cd, ls, mkdir, rmdir, put and get of small
-files (SHA-256 and bytes compared), stat with SHA-256, mv, rm, quota,
+files (BLAKE3 digest and bytes compared), stat with BLAKE3, mv, rm, quota,
 partial, help; every few dozen commands it quits and logs in again.
 
 Afterwards: no client saw an error; the server's thread count and open file
@@ -21,7 +21,6 @@ or partial upload file is left anywhere.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import threading
@@ -31,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import HOST, ServerProcess, temp_files, wait_until
+from conftest import HOST, ServerProcess, digest_of, temp_files, wait_until
 
 from ftpclient.client import FileTransferClient
 from ftpserver.jail import PARTIAL_DIR
@@ -82,10 +81,6 @@ def resources(pid: int) -> Resources:
         len(os.listdir(f"/proc/{pid}/fd")),
         int(fields["VmRSS"].split()[0]) * 1024,
     )
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass
@@ -178,20 +173,20 @@ class Worker:
             source = self.local / "up"
             source.write_bytes(data)
             result = conn.put(str(source), self.path(name))
-            assert result.sha256 == sha(data) and result.size == len(data)
+            assert result.blake3 == digest_of(data) and result.size == len(data)
             self.files[name] = data
         elif op == "get":
             name = rng.choice(names)
             target = self.local / "down"
             result = conn.get(self.path(name), str(target))
             assert target.read_bytes() == self.files[name], "downloaded other bytes"
-            assert result.sha256 == sha(self.files[name])
+            assert result.blake3 == digest_of(self.files[name])
             target.unlink()
         elif op == "stat":
             name = rng.choice(names)
-            info = conn.stat(self.path(name), sha256=True)
-            assert (info.type, info.size, info.sha256) == (
-                "file", len(self.files[name]), sha(self.files[name]),
+            info = conn.stat(self.path(name), digest=True)
+            assert (info.type, info.size, info.blake3) == (
+                "file", len(self.files[name]), digest_of(self.files[name]),
             )  # fmt: skip
         elif op == "mv":
             old, new = rng.choice(names), self.new_name("m")

@@ -9,7 +9,6 @@ connection once it is closed.  And the fixtures must hand out its port.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import random
 import socket
@@ -26,6 +25,7 @@ from conftest import (
     PROXY_ALL,
     RunningServer,
     ServerProcess,
+    digest_of,
     wait_until,
 )
 from rechunk import MAX_CHUNK, RechunkProxy, chunk_size
@@ -138,7 +138,7 @@ def test_every_byte_arrives_in_order_both_ways_and_re_chunked(through: Through) 
     assert target.done.wait(10) and target.errors == []
     data = got["data"]
     assert isinstance(data, bytes)
-    assert hashlib.sha256(data).digest() == hashlib.sha256(upward).digest()
+    assert digest_of(data) == digest_of(upward)
     assert answer == downward, "the answer was changed on the way"
     total = len(upward) + len(downward)
     assert wait_until(lambda: proxy.bytes == total), f"{proxy.bytes} of {total} bytes counted"
