@@ -6,7 +6,7 @@ raises: :class:`~ftpproto.errors.RemoteError` for an error reply,
 ``TimeoutError`` when the connection is lost.  Nothing here prints or prompts.
 
 Downloads are written to ``<local>.part`` and renamed into place only when
-the SHA-256 matches, so a failed download never leaves a truncated file under
+the BLAKE3 digest matches, so a failed download never leaves a truncated file under
 the real name.
 """
 

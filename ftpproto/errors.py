@@ -38,7 +38,7 @@ class ErrorCode(enum.IntEnum):
     TOO_MANY_SESSIONS = 421  # over the server's session limits; the connection is closed
     LOGIN_FAILED = 430  # wrong user name or password
     TOO_MANY_FAILURES = 431  # too many failed logins; the connection is closed
-    DIGEST_MISMATCH = 460  # the SHA-256 of the bytes did not match
+    DIGEST_MISMATCH = 460  # the BLAKE3 digest of the bytes did not match
     TRANSFER_ABORTED = 461  # the sender gave up mid-transfer
     FILE_CHANGED = 462  # the file shrank while it was sent
     INTERNAL = 500  # a server bug; the session is closed
