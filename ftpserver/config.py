@@ -55,7 +55,7 @@ class Settings:
     log_file: Path | None = None
     audit_json: bool = False
     shutdown_grace: float = 30.0
-    workers: int = 1
+    workers: int = 0
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with the given fields changed; ``None`` values are ignored."""

@@ -55,7 +55,10 @@ Runner = Callable[[FileTransferServer, tuple[signal.Signals, ...]], int]
 
 def cpu_plan(workers: int) -> list[int]:
     """The CPU each worker is pinned to: ``workers`` of them, 0 meaning one per CPU."""
-    cpus = sorted(os.sched_getaffinity(0))
+    if hasattr(os, "sched_getaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))
+    else:  # no CPU affinity on this system (macOS): the workers are not pinned
+        cpus = list(range(os.cpu_count() or 1))
     count = workers or len(cpus)
     return [cpus[i % len(cpus)] for i in range(count)]
 
@@ -77,9 +80,9 @@ class Remote:
         if method.startswith("_"):
             raise AttributeError(method)
 
-        def call(*args: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
             with self._lock:
-                self._conn.send((self._name, method, args))
+                self._conn.send((self._name, method, args, kwargs))
                 ok, value = self._conn.recv()
             if ok:
                 return value
@@ -132,23 +135,30 @@ class StateOwner:
         try:
             while True:
                 try:
-                    name, method, args = conn.recv()
+                    name, method, args, kwargs = conn.recv()
                 except (EOFError, OSError):
                     return
-                conn.send(self._call(worker, name, method, tuple(args)))
+                conn.send(self._call(worker, name, method, tuple(args), dict(kwargs)))
         except OSError:
             return
         finally:
             conn.close()
             self._give_back(worker)
 
-    def _call(self, worker: int, name: str, method: str, args: tuple[Any, ...]) -> tuple[bool, Any]:
+    def _call(
+        self,
+        worker: int,
+        name: str,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None = None,
+    ) -> tuple[bool, Any]:
         if method not in self.METHODS.get(name, ()):
             return False, AttributeError(f"{name}.{method} is not shared")
         if (name, method) == ("quotas", "release"):
             self._forget_reservation(worker, args[0])  # before release zeroes it
         try:
-            result = getattr(getattr(self.shared, name), method)(*args)
+            result = getattr(getattr(self.shared, name), method)(*args, **(kwargs or {}))
         except Exception as exc:
             return False, exc
         with self._lock:
@@ -211,7 +221,11 @@ def _worker(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(signum, signal.SIG_DFL)
-    os.sched_setaffinity(0, {cpu})
+    if hasattr(os, "sched_setaffinity"):
+        try:
+            os.sched_setaffinity(0, {cpu})
+        except OSError as exc:
+            log.warning("worker %d not pinned to CPU %d: %s", index, cpu, exc)
     server = FileTransferServer(
         settings, users, reload_settings, shared=remote_shared(conn), listener=listener
     )
