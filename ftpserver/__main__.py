@@ -17,13 +17,13 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
 from ftpproto.commands import RIGHTS
 from ftpserver import users as userfile
 from ftpserver.audit import configure_logging
 from ftpserver.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 from ftpserver.server import FileTransferServer
+from ftpserver.signals import SignalCounter
 from ftpserver.workers import serve_workers
 
 __all__ = ["main"]
@@ -133,35 +133,23 @@ def _run(
     stop_signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT),
 ) -> int:
     """Serve until one of ``stop_signals``, reloading on SIGHUP; then stop gracefully."""
-    settings = server.settings
-    wake = threading.Event()
-    force = threading.Event()
-    requests = {"stop": 0, "reload": 0}
+    signals = SignalCounter((*stop_signals, signal.SIGHUP))
 
-    def on_stop(signum: int, frame: FrameType | None) -> None:
-        requests["stop"] += 1
-        if requests["stop"] > 1:
-            force.set()
-        wake.set()
+    def stops() -> int:
+        return sum(signals[signum] for signum in stop_signals)
 
-    def on_reload(signum: int, frame: FrameType | None) -> None:
-        requests["reload"] += 1
-        wake.set()
-
-    for signum in stop_signals:
-        signal.signal(signum, on_stop)
-    signal.signal(signal.SIGHUP, on_reload)
+    reloads = 0
     threading.Thread(target=server.serve_forever, args=(0.5,), daemon=True).start()
     try:
-        while not requests["stop"]:
-            wake.wait(1.0)
-            wake.clear()
-            if requests["reload"]:
-                requests["reload"] = 0
+        while not stops():
+            signals.wait(1.0)
+            if signals[signal.SIGHUP] > reloads:
+                reloads = signals[signal.SIGHUP]
                 server.reload()
-        log.info("stopping: no new sessions; running transfers get %g s", settings.shutdown_grace)
+        grace = server.settings.shutdown_grace
+        log.info("stopping: no new sessions; running transfers get %g s", grace)
         server.shutdown()
-        cut = server.drain(server.settings.shutdown_grace, force)
+        cut = server.drain(grace, lambda: stops() > 1)
         if cut:
             log.warning("stopped %d sessions that were still busy", cut)
     finally:

@@ -211,8 +211,8 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         thread.start()
         return thread
 
-    def drain(self, grace: float, force: threading.Event) -> int:
-        """End every session: idle ones now, busy ones after ``grace`` seconds or ``force``.
+    def drain(self, grace: float, force: Callable[[], bool]) -> int:
+        """End every session: idle ones now, busy ones after ``grace`` seconds or once ``force()``.
 
         Call after :meth:`shutdown` (no new connections).  Returns how many
         sessions had to be cut off.  Cut-off uploads are cleaned up by their
@@ -229,12 +229,12 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
             busy = [s for s in sessions if s.busy]
             if not sessions:
                 return 0
-            if force.is_set() or time.monotonic() >= deadline:
+            if force() or time.monotonic() >= deadline:
                 for session in busy:
                     session.interrupt()
                 self._wait_for_sessions(5.0)
                 return len(busy)
-            force.wait(0.05)
+            time.sleep(0.05)
 
     def _wait_for_sessions(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -38,12 +38,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
-from types import FrameType
 from typing import Any, ClassVar, cast
 
 from ftpserver.config import Settings
 from ftpserver.quota import Reservation
 from ftpserver.server import FIXED_SETTINGS, FileTransferServer, Shared, apply_shared_settings
+from ftpserver.signals import SignalCounter
 from ftpserver.users import UserStore, load_users
 
 __all__ = ["Remote", "StateOwner", "cpu_plan", "serve_workers"]
@@ -246,9 +246,8 @@ def serve_workers(
     owner = StateOwner(shared)
     cpus = cpu_plan(settings.workers)
     workers: dict[int, int] = {}  # pid -> index
-    state = {"stops": 0, "reload": False}
     current = _Config(settings, users)
-    wake = threading.Event()
+    signals = SignalCounter((signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD))
 
     def spawn(index: int) -> None:
         mine, theirs = Pipe()
@@ -256,6 +255,7 @@ def serve_workers(
         if pid == 0:  # the worker
             code = 1
             try:
+                signals.close()
                 mine.close()
                 code = _worker(
                     index,
@@ -276,38 +276,22 @@ def serve_workers(
         workers[pid] = index
         owner.attach(mine, index)
 
-    def on_stop(signum: int, frame: FrameType | None) -> None:
-        state["stops"] = int(state["stops"]) + 1
-        wake.set()
-
-    def on_reload(signum: int, frame: FrameType | None) -> None:
-        state["reload"] = True
-        wake.set()
-
-    def on_child(signum: int, frame: FrameType | None) -> None:
-        wake.set()
-
     for index in range(len(cpus)):
         spawn(index)
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, on_reload)
-    signal.signal(signal.SIGCHLD, on_child)
     host, port = listener.getsockname()[:2]
     print(f"listening on {host}:{port}", flush=True)
     log.info("serving %d users from %s with %d workers", len(users.users), settings.home, len(cpus))
-    forwarded = 0
+    forwarded = reloads = 0
     try:
         while workers:
-            wake.wait(1.0)
-            wake.clear()
-            stops = int(state["stops"])
+            signals.wait(1.0)
+            stops = signals[signal.SIGTERM] + signals[signal.SIGINT]
             while forwarded < stops:
                 forwarded += 1
                 for pid in workers:
                     _signal(pid, signal.SIGTERM)
-            if state["reload"] and not stops:
-                state["reload"] = False
+            if signals[signal.SIGHUP] > reloads and not stops:
+                reloads = signals[signal.SIGHUP]
                 current = _reload(current, reload_settings, shared, list(workers))
             for pid, code in _reap():
                 if pid not in workers:
