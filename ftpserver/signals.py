@@ -31,8 +31,11 @@ class SignalCounter:
         os.set_blocking(write, False)
         self._write = write
         signal.set_wakeup_fd(write, warn_on_full_buffer=False)
-        for signum in signums:
+        wanted = set(signums)
+        for signum in wanted:
             signal.signal(signum, self._count)
+        # A parent may have started this process with them blocked (workers).
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, wanted)
 
     def _count(self, signum: int, frame: FrameType | None) -> None:
         self.counts[signum] += 1

@@ -28,6 +28,7 @@ in a terminal reaches them only through the supervisor.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -50,6 +51,7 @@ __all__ = ["Remote", "StateOwner", "cpu_plan", "serve_workers"]
 
 log = logging.getLogger("ftpserver")
 
+_FORWARDED = {signal.SIGTERM, signal.SIGHUP}
 Runner = Callable[[FileTransferServer, tuple[signal.Signals, ...]], int]
 
 
@@ -119,35 +121,37 @@ class StateOwner:
     def __init__(self, shared: Shared) -> None:
         self.shared = shared
         self._lock = threading.Lock()
-        self._held: dict[int, _Held] = {}
+        self._held: dict[int, _Held] = {}  # by pipe: a new worker may reuse an index
+        self._pipes = itertools.count()
 
     def attach(self, conn: Connection, worker: int) -> threading.Thread:
-        """Answer ``conn``'s calls in a new thread until it closes."""
+        """Answer the calls of worker number ``worker`` on ``conn`` in a thread until it closes."""
+        pipe = next(self._pipes)
         with self._lock:
-            self._held[worker] = _Held()
+            self._held[pipe] = _Held()
         thread = threading.Thread(
-            target=self._serve, args=(conn, worker), name=f"state-{worker}", daemon=True
+            target=self._serve, args=(conn, pipe, worker), name=f"state-{worker}", daemon=True
         )
         thread.start()
         return thread
 
-    def _serve(self, conn: Connection, worker: int) -> None:
+    def _serve(self, conn: Connection, pipe: int, worker: int) -> None:
         try:
             while True:
                 try:
                     name, method, args, kwargs = conn.recv()
                 except (EOFError, OSError):
                     return
-                conn.send(self._call(worker, name, method, tuple(args), dict(kwargs)))
+                conn.send(self._call(pipe, name, method, tuple(args), dict(kwargs)))
         except OSError:
             return
         finally:
             conn.close()
-            self._give_back(worker)
+            self._give_back(pipe, worker)
 
     def _call(
         self,
-        worker: int,
+        pipe: int,
         name: str,
         method: str,
         args: tuple[Any, ...],
@@ -156,13 +160,13 @@ class StateOwner:
         if method not in self.METHODS.get(name, ()):
             return False, AttributeError(f"{name}.{method} is not shared")
         if (name, method) == ("quotas", "release"):
-            self._forget_reservation(worker, args[0])  # before release zeroes it
+            self._forget_reservation(pipe, args[0])  # before release zeroes it
         try:
             result = getattr(getattr(self.shared, name), method)(*args, **(kwargs or {}))
         except Exception as exc:
             return False, exc
         with self._lock:
-            held = self._held[worker]
+            held = self._held.setdefault(pipe, _Held())
             if (name, method) == ("limiter", "acquire") and result is None:
                 held.slots[args[0]] += 1
             elif (name, method) == ("limiter", "release"):
@@ -171,18 +175,18 @@ class StateOwner:
                 held.reservations.append(result)
         return True, result
 
-    def _forget_reservation(self, worker: int, copy: Reservation) -> None:
+    def _forget_reservation(self, pipe: int, copy: Reservation) -> None:
         """The worker sent back a copy: stop holding the first reservation equal to it."""
         with self._lock:
-            held = self._held[worker].reservations
+            held = self._held.setdefault(pipe, _Held()).reservations
             for index, reservation in enumerate(held):
                 if reservation == copy:
                     del held[index]
                     return
 
-    def _give_back(self, worker: int) -> None:
+    def _give_back(self, pipe: int, worker: int) -> None:
         with self._lock:
-            held = self._held.pop(worker, _Held())
+            held = self._held.pop(pipe, _Held())
         for ip, count in held.slots.items():
             for _ in range(count):
                 self.shared.limiter.release(ip)
@@ -251,7 +255,16 @@ def serve_workers(
 
     def spawn(index: int) -> None:
         mine, theirs = Pipe()
-        pid = os.fork()
+        # The worker starts with these blocked, until its own handlers are in
+        # place (SignalCounter unblocks them): a reload or stop sent meanwhile
+        # waits instead of killing it with the default action.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
+        pid = -1
+        try:
+            pid = os.fork()
+        finally:
+            if pid != 0:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
         if pid == 0:  # the worker
             code = 1
             try:
