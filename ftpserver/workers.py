@@ -34,6 +34,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ __all__ = ["Remote", "StateOwner", "cpu_plan", "serve_workers"]
 log = logging.getLogger("ftpserver")
 
 _FORWARDED = {signal.SIGTERM, signal.SIGHUP}
+RESPAWN_PAUSE = 1.0  # seconds before replacing a worker that ended this soon after its start
 Runner = Callable[[FileTransferServer, tuple[signal.Signals, ...]], int]
 
 
@@ -250,6 +252,7 @@ def serve_workers(
     owner = StateOwner(shared)
     cpus = cpu_plan(settings.workers)
     workers: dict[int, int] = {}  # pid -> index
+    started: dict[int, float] = {}  # pid -> time.monotonic() at its start
     current = _Config(settings, users)
     signals = SignalCounter((signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD))
 
@@ -287,6 +290,7 @@ def serve_workers(
                 os._exit(code)
         theirs.close()
         workers[pid] = index
+        started[pid] = time.monotonic()
         owner.attach(mine, index)
 
     for index in range(len(cpus)):
@@ -310,11 +314,14 @@ def serve_workers(
                 if pid not in workers:
                     continue
                 index = workers.pop(pid)
+                lived = time.monotonic() - started.pop(pid)
                 if stops:
                     log.info("worker %d stopped", index)
-                else:
-                    log.error("worker %d ended unexpectedly (%s); starting another", index, code)
-                    spawn(index)
+                    continue
+                log.error("worker %d ended unexpectedly (%s); starting another", index, code)
+                if lived < RESPAWN_PAUSE:  # failing at start: do not spin
+                    signals.wait(RESPAWN_PAUSE)
+                spawn(index)
     finally:
         listener.close()
         for pid in workers:
