@@ -188,9 +188,8 @@ class _Bucket:
 class Bandwidth:
     """Per-user byte rates, one bucket per (user, direction), shared by the user's sessions."""
 
-    def __init__(self, clock: Clock = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, clock: Clock = time.monotonic) -> None:
         self._clock = clock
-        self.sleep = sleep
         self._lock = threading.Lock()
         self._buckets: dict[tuple[str, str], _Bucket] = {}
 
@@ -201,16 +200,6 @@ class Bandwidth:
             if bucket is None or bucket.rate != rate:
                 bucket = self._buckets[(user, direction)] = _Bucket(rate, self._clock)
         return bucket.take(count)
-
-    def throttle(
-        self,
-        user: str,
-        direction: str,
-        rate: int | None,
-        sleep: Callable[[float], None] | None = None,
-    ) -> Callable[[int], None] | None:
-        """:func:`pacer` for these buckets, sleeping with this object's ``sleep`` by default."""
-        return pacer(self, user, direction, rate, sleep or self.sleep)
 
 
 class _Spender(Protocol):

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from ftpserver.guards import Bandwidth, BanList, PasswordGate, SessionLimiter
+from ftpserver.guards import Bandwidth, BanList, PasswordGate, SessionLimiter, pacer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -310,14 +310,14 @@ def test_gate_bounds_concurrent_checks(concurrency: int) -> None:
 
 def test_no_rate_no_throttle() -> None:
     bandwidth = Bandwidth(clock=FakeClock())
-    assert bandwidth.throttle("alice", "download", None) is None
-    assert bandwidth.throttle("alice", "download", 0) is None
+    assert pacer(bandwidth, "alice", "download", None) is None
+    assert pacer(bandwidth, "alice", "download", 0) is None
 
 
 def test_bucket_paces_to_the_rate() -> None:
     clock = FakeClock()
-    bandwidth = Bandwidth(clock=clock, sleep=clock.sleep)
-    pace = bandwidth.throttle("alice", "download", 1000)
+    bandwidth = Bandwidth(clock=clock)
+    pace = pacer(bandwidth, "alice", "download", 1000, clock.sleep)
     assert pace is not None
     started = clock()
     for _ in range(50):
@@ -327,9 +327,9 @@ def test_bucket_paces_to_the_rate() -> None:
 
 def test_bucket_is_shared_by_a_users_sessions() -> None:
     clock = FakeClock()
-    bandwidth = Bandwidth(clock=clock, sleep=clock.sleep)
-    first = bandwidth.throttle("alice", "download", 1000)
-    second = bandwidth.throttle("alice", "download", 1000)
+    bandwidth = Bandwidth(clock=clock)
+    first = pacer(bandwidth, "alice", "download", 1000, clock.sleep)
+    second = pacer(bandwidth, "alice", "download", 1000, clock.sleep)
     assert first is not None and second is not None
     first(1000)  # the whole burst
     assert clock.sleeps == []
@@ -339,10 +339,10 @@ def test_bucket_is_shared_by_a_users_sessions() -> None:
 
 def test_buckets_apart_per_user_and_direction() -> None:
     clock = FakeClock()
-    bandwidth = Bandwidth(clock=clock, sleep=clock.sleep)
-    alice_down = bandwidth.throttle("alice", "download", 1000)
-    alice_up = bandwidth.throttle("alice", "upload", 1000)
-    bob_down = bandwidth.throttle("bob", "download", 1000)
+    bandwidth = Bandwidth(clock=clock)
+    alice_down = pacer(bandwidth, "alice", "download", 1000, clock.sleep)
+    alice_up = pacer(bandwidth, "alice", "upload", 1000, clock.sleep)
+    bob_down = pacer(bandwidth, "bob", "download", 1000, clock.sleep)
     assert alice_down and alice_up and bob_down
     alice_down(1000)
     alice_up(1000)
@@ -354,8 +354,8 @@ def test_buckets_apart_per_user_and_direction() -> None:
 
 def test_bucket_refills_and_caps_at_one_second() -> None:
     clock = FakeClock()
-    bandwidth = Bandwidth(clock=clock, sleep=clock.sleep)
-    pace = bandwidth.throttle("alice", "upload", 1000)
+    bandwidth = Bandwidth(clock=clock)
+    pace = pacer(bandwidth, "alice", "upload", 1000, clock.sleep)
     assert pace is not None
     pace(1000)
     clock.advance(100)  # idle for long: the bucket holds at most one second's worth
@@ -367,11 +367,11 @@ def test_bucket_refills_and_caps_at_one_second() -> None:
 
 def test_changed_rate_takes_effect() -> None:
     clock = FakeClock()
-    bandwidth = Bandwidth(clock=clock, sleep=clock.sleep)
-    old = bandwidth.throttle("alice", "download", 1000)
+    bandwidth = Bandwidth(clock=clock)
+    old = pacer(bandwidth, "alice", "download", 1000, clock.sleep)
     assert old is not None
     old(1000)
-    new = bandwidth.throttle("alice", "download", 4000)
+    new = pacer(bandwidth, "alice", "download", 4000, clock.sleep)
     assert new is not None
     new(4000 + 2000)
     assert clock.sleeps == [pytest.approx(0.5)], "the new rate was not applied"
