@@ -13,6 +13,8 @@
   ``tree_state``, ``bytes_on_disk`` and ``partial_file`` look at homes on disk.
 * ``make_configured_server``: a factory of in-process servers with chosen settings (limits,
   timeouts, TLS, ...); ``write_users_file`` writes users with extra keys (rates).
+* ``kill_mid_transfer`` / ``run_and_kill`` / ``start_script``: client scripts
+  (``STOPPING_CLIENT``, ``STALLED_PUT``) stopped mid-transfer for a test to SIGKILL.
 
 Every server these fixtures start (``server``, ``make_server``, ``start_server``,
 ``make_configured_server``, ``server_process``) sits behind a
@@ -32,6 +34,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -133,6 +136,112 @@ def subprocess_env(password: str | None = None) -> dict[str, str]:
     if password is not None:
         env["FTPCLIENT_PASSWORD"] = password
     return env
+
+
+# -- clients killed mid-transfer -----------------------------------------------
+
+# A library client whose monitor, once LIMIT bytes went by (either way), prints
+# "MOVED <bytes>" and sleeps, for the test to SIGKILL it.
+STOPPING_CLIENT = textwrap.dedent(
+    """
+    import sys, time
+    from ftpclient.client import FileTransferClient
+
+    port, user, password, command, remote, local, limit = sys.argv[1:8]
+
+    class StopAfterLimit:
+        seen = 0
+
+        def start(self, total, done):
+            pass
+
+        def update(self, count):
+            self.seen += count
+            if self.seen >= int(limit):
+                print("MOVED", self.seen, flush=True)
+                time.sleep(120)
+
+        def close(self):
+            pass
+
+    client = FileTransferClient("127.0.0.1", int(port), timeout=60)
+    client.login(user, password)
+    if command == "put":
+        client.put(local, remote, StopAfterLimit())
+    else:
+        client.get(remote, local, StopAfterLimit())
+    print("FINISHED", flush=True)
+    """
+)
+
+# A raw client that starts an upload of LOCAL to REMOTE, sends its first COUNT
+# bytes, prints "SENT <count>" and sleeps, for the test to SIGKILL it.
+STALLED_PUT = textwrap.dedent(
+    """
+    import socket, sys, time
+    from ftpproto.channel import Channel
+    from ftpproto.messages import request
+
+    port, user, password, local, remote, count = sys.argv[1:7]
+    data = open(local, "rb").read()
+    sock = socket.create_connection(("127.0.0.1", int(port)), timeout=60)
+    channel = Channel(sock)
+    channel.send(request("login", user, password))
+    channel.recv().expect("login", "ok", 1)
+    channel.send(request("put", remote, str(len(data))))
+    channel.recv().expect("put", "ready", 1)
+    sock.sendall(data[: int(count)])
+    print("SENT", count, flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def start_script(tmp_path: Path, script: str, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """Run ``script`` with ``args``; return it and its first line of output ("" after 20 s)."""
+    path = tmp_path / f"script-{abs(hash(script)) % 10_000}.py"
+    path.write_text(script)
+    proc = subprocess.Popen(
+        [sys.executable, str(path), *args],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stdout = proc.stdout
+    assert stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
+    try:
+        return proc, lines.get(timeout=20).strip()
+    except queue.Empty:
+        return proc, ""
+
+
+def run_and_kill(tmp_path: Path, script: str, *args: str) -> str:
+    """Run ``script`` with ``args``; SIGKILL it after its first line of output; return the line."""
+    proc, line = start_script(tmp_path, script, *args)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == -signal.SIGKILL, f"the script ended by itself: {line!r} {err}"
+    assert line, f"the script printed nothing: {err}"
+    return line
+
+
+def kill_mid_transfer(
+    tmp_path: Path, port: int, command: str, remote: str, local: Path, limit: int
+) -> int:
+    """SIGKILL a library client (alice) once LIMIT bytes of a get or put went by; the bytes."""
+    line = run_and_kill(
+        tmp_path,
+        STOPPING_CLIENT,
+        *(str(port), ALICE, ALICE_PASSWORD, command, remote, str(local), str(limit)),
+    )
+    word, _, count = line.partition(" ")
+    assert word == "MOVED", f"the client did not get going: {line!r}"
+    return int(count)
 
 
 # -- users and homes ----------------------------------------------------------

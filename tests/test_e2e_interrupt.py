@@ -9,14 +9,10 @@ file of the same name is intact, and the server still serves.
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import socket
 import struct
 import subprocess
-import sys
-import textwrap
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,11 +21,12 @@ from conftest import (
     ALICE,
     ALICE_PASSWORD,
     HOST,
+    STALLED_PUT,
     ClientFactory,
     RawSession,
     RunningServer,
     digest_of,
-    subprocess_env,
+    start_script,
     temp_files,
     wait_until,
 )
@@ -42,51 +39,18 @@ pytestmark = pytest.mark.timeout(60)
 MIB = 1024 * 1024
 OLD = b"the older version that must survive\n" * 100
 
-KILLED_CLIENT = textwrap.dedent(
-    """
-    import socket, sys, time
-    from ftpproto.channel import Channel
-    from ftpproto.messages import request
-
-    port, user, password, size = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
-    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    channel = Channel(sock)
-    channel.send(request("login", user, password))
-    channel.recv().expect("login", "ok", 1)
-    channel.send(request("put", "big.bin", str(size)))
-    channel.recv().expect("put", "ready", 1)
-    sock.sendall(b"\\xab" * (1024 * 1024))
-    print("SENT", flush=True)
-    time.sleep(120)
-    """
-)
-
 
 def start_killable_client(tmp_path: Path, port: int) -> subprocess.Popen[str]:
-    """Start the client script; return once it printed SENT (1 MiB of 10 MiB sent)."""
-    script = tmp_path / "killed_client.py"
-    script.write_text(KILLED_CLIENT)
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(port), ALICE, ALICE_PASSWORD, str(10 * MIB)],
-        cwd=tmp_path,
-        env=subprocess_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    """Start a raw upload of 10 MiB; return once it sent the first MiB and stopped."""
+    source = tmp_path / "killed-source.bin"
+    source.write_bytes(b"\xab" * (10 * MIB))
+    proc, line = start_script(
+        tmp_path, STALLED_PUT, str(port), ALICE, ALICE_PASSWORD, str(source), "big.bin", str(MIB)
     )
-    assert proc.stdout is not None
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()
-    try:
-        line = lines.get(timeout=20)
-    except queue.Empty:
-        proc.kill()
-        pytest.fail("the client script did not report SENT in time")
-    if line.strip() != "SENT":
+    if line != f"SENT {MIB}":
         proc.kill()
         _, err = proc.communicate(timeout=5)
-        pytest.fail(f"the client script failed: {line!r} {err}")
+        pytest.fail(f"the client script did not report SENT in time: {line!r} {err}")
     return proc
 
 

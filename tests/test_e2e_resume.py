@@ -11,12 +11,6 @@ hidden from ``ls``, and swept away when stale, with the quota following.
 from __future__ import annotations
 
 import os
-import queue
-import signal
-import subprocess
-import sys
-import textwrap
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +21,7 @@ from conftest import (
     ALICE_PASSWORD,
     BOB,
     BOB_PASSWORD,
+    STALLED_PUT,
     Account,
     ClientFactory,
     Connect,
@@ -37,8 +32,9 @@ from conftest import (
     bytes_on_disk,
     digest_of,
     file_digest_of,
+    kill_mid_transfer,
     partial_file,
-    subprocess_env,
+    run_and_kill,
     temp_files,
     wait_until,
 )
@@ -51,96 +47,6 @@ pytestmark = pytest.mark.timeout(60)
 
 MIB = 1024 * 1024
 
-# Downloads with the real client library and stops (sleeping) once LIMIT bytes
-# were written to <local>.part; the test then SIGKILLs it.
-KILLED_GET = textwrap.dedent(
-    """
-    import sys, time
-    from ftpclient.client import FileTransferClient
-
-    port, user, password, remote, local, limit = sys.argv[1:7]
-    client = FileTransferClient("127.0.0.1", int(port), timeout=60)
-    client.login(user, password)
-
-    class StopAfterLimit:
-        seen = 0
-
-        def start(self, total, done):
-            pass
-
-        def update(self, count):
-            self.seen += count
-            if self.seen >= int(limit):
-                print("RECEIVED", self.seen, flush=True)
-                time.sleep(120)
-
-        def close(self):
-            pass
-
-    client.get(remote, local, StopAfterLimit())
-    print("FINISHED", flush=True)
-    """
-)
-
-# Starts an upload with a raw Channel, sends the first COUNT bytes of a local
-# file and stops; the test then SIGKILLs it.
-KILLED_PUT = textwrap.dedent(
-    """
-    import socket, sys, time
-    from ftpproto.channel import Channel
-    from ftpproto.messages import request
-
-    port, user, password, local, remote, count = sys.argv[1:7]
-    data = open(local, "rb").read()
-    sock = socket.create_connection(("127.0.0.1", int(port)), timeout=60)
-    channel = Channel(sock)
-    channel.send(request("login", user, password))
-    channel.recv().expect("login", "ok", 1)
-    channel.send(request("put", remote, str(len(data))))
-    channel.recv().expect("put", "ready", 1)
-    sock.sendall(data[: int(count)])
-    print("SENT", count, flush=True)
-    time.sleep(120)
-    """
-)
-
-
-def run_and_kill(tmp_path: Path, script: str, *args: str) -> str:
-    """Run ``script`` with ``args``; SIGKILL it after its first line of output; return the line."""
-    path = tmp_path / f"script-{abs(hash(script)) % 10_000}.py"
-    path.write_text(script)
-    proc = subprocess.Popen(
-        [sys.executable, str(path), *args],
-        cwd=tmp_path,
-        env=subprocess_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()
-    try:
-        line = lines.get(timeout=20)
-    except queue.Empty:
-        line = ""
-    proc.send_signal(signal.SIGKILL)
-    _, err = proc.communicate(timeout=10)
-    assert proc.returncode == -signal.SIGKILL, f"the script ended by itself: {line!r} {err}"
-    assert line.strip(), f"the script printed nothing: {err}"
-    return line.strip()
-
-
-def kill_mid_get(tmp_path: Path, port: int, remote: str, local: Path, limit: int) -> int:
-    """SIGKILL a library client in the middle of a download; return the bytes it reported."""
-    line = run_and_kill(
-        tmp_path, KILLED_GET, str(port), ALICE, ALICE_PASSWORD, remote, str(local), str(limit)
-    )
-    word, count = line.split()
-    assert word == "RECEIVED", line
-    return int(count)
-
 
 def kill_mid_put(
     tmp_path: Path, port: int, source: Path, remote: str, count: int, user: str = ALICE
@@ -148,7 +54,7 @@ def kill_mid_put(
     """SIGKILL a raw client after it sent ``count`` bytes of ``source`` to ``remote``."""
     password = ALICE_PASSWORD if user == ALICE else BOB_PASSWORD
     line = run_and_kill(
-        tmp_path, KILLED_PUT, str(port), user, password, str(source), remote, str(count)
+        tmp_path, STALLED_PUT, str(port), user, password, str(source), remote, str(count)
     )
     assert line == f"SENT {count}", line
 
@@ -169,7 +75,7 @@ def test_killed_get_leaves_part_then_reget_cli(
 ) -> None:
     target = local / "big.bin"
     part = local / "big.bin.part"
-    received = kill_mid_get(tmp_path, server.port, "big.bin", target, 2 * MIB)
+    received = kill_mid_transfer(tmp_path, server.port, "get", "big.bin", target, 2 * MIB)
     assert not target.exists(), "a truncated file appeared under the real name"
     assert part.is_file(), "no .part file was left"
     kept = part.stat().st_size
@@ -187,7 +93,7 @@ def test_killed_get_then_library_resume(
     server: RunningServer, big_remote: bytes, client: ClientFactory, local: Path, tmp_path: Path
 ) -> None:
     target = local / "copy.bin"
-    kill_mid_get(tmp_path, server.port, "big.bin", target, 3 * MIB)
+    kill_mid_transfer(tmp_path, server.port, "get", "big.bin", target, 3 * MIB)
     kept = (local / "copy.bin.part").stat().st_size
     assert not target.exists()
     result = client().get("big.bin", str(target), resume=True)
@@ -218,7 +124,7 @@ def test_tampered_local_part_restarts_from_zero(
     where: int,
 ) -> None:
     target = local / "big.bin"
-    kill_mid_get(tmp_path, server.port, "big.bin", target, MIB)
+    kill_mid_transfer(tmp_path, server.port, "get", "big.bin", target, MIB)
     part = local / "big.bin.part"
     data = bytearray(part.read_bytes())
     data[where] ^= 0xFF
@@ -470,7 +376,7 @@ def test_killed_get_keeps_an_older_local_file(
     target = local / "big.bin"
     old = b"the older local copy\n" * 500
     target.write_bytes(old)
-    kill_mid_get(tmp_path, server.port, "big.bin", target, 2 * MIB)
+    kill_mid_transfer(tmp_path, server.port, "get", "big.bin", target, 2 * MIB)
     assert target.read_bytes() == old, "the older local file was truncated or changed"
     assert (local / "big.bin.part").stat().st_size >= 2 * MIB
     result = client().get("big.bin", str(target), resume=True)

@@ -29,12 +29,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import queue
-import signal
-import subprocess
-import sys
-import textwrap
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -47,8 +41,8 @@ from conftest import (
     ClientFactory,
     RunningServer,
     digest_of,
+    kill_mid_transfer,
     partial_file,
-    subprocess_env,
     temp_files,
     tree_state,
     wait_until,
@@ -88,72 +82,6 @@ def audit_events(caplog: pytest.LogCaptureFixture, event: str) -> list[str]:
 
 
 # -- clients killed mid-transfer ----------------------------------------------------------
-
-# A library client whose monitor, once LIMIT bytes went by, prints how many and
-# sleeps; the test then SIGKILLs it.
-KILLED_CLIENT = textwrap.dedent(
-    """
-    import sys, time
-    from ftpclient.client import FileTransferClient
-
-    port, user, password, command, remote, local, limit = sys.argv[1:8]
-
-    class StopAfterLimit:
-        seen = 0
-
-        def start(self, total, done):
-            pass
-
-        def update(self, count):
-            self.seen += count
-            if self.seen >= int(limit):
-                print("MOVED", self.seen, flush=True)
-                time.sleep(120)
-
-        def close(self):
-            pass
-
-    client = FileTransferClient("127.0.0.1", int(port), timeout=60)
-    client.login(user, password)
-    if command == "put":
-        client.put(local, remote, StopAfterLimit())
-    else:
-        client.get(remote, local, StopAfterLimit())
-    print("FINISHED", flush=True)
-    """
-)
-
-
-def kill_mid_transfer(
-    tmp_path: Path, port: int, command: str, remote: str, local: Path, limit: int
-) -> int:
-    """Run KILLED_CLIENT; SIGKILL it once it reported LIMIT bytes; return the bytes it moved."""
-    script = tmp_path / "killed_client.py"
-    script.write_text(KILLED_CLIENT)
-    args = [str(port), ALICE, ALICE_PASSWORD, command, remote, str(local), str(limit)]
-    proc = subprocess.Popen(
-        [sys.executable, str(script), *args],
-        cwd=tmp_path,
-        env=subprocess_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    lines: queue.Queue[str] = queue.Queue()
-    stdout = proc.stdout
-    threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
-    try:
-        line = lines.get(timeout=20)
-    except queue.Empty:
-        line = ""
-    proc.send_signal(signal.SIGKILL)
-    _, err = proc.communicate(timeout=10)
-    assert proc.returncode == -signal.SIGKILL, f"the client ended by itself: {line!r} {err}"
-    word, _, count = line.partition(" ")
-    assert word == "MOVED", f"the client did not get going: {line!r} {err}"
-    return int(count)
 
 
 @pytest.mark.parametrize("old", [None, OLD], ids=["new-file", "older-file"])
