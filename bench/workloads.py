@@ -121,28 +121,42 @@ def _settle() -> None:
 # -- a. one big file ------------------------------------------------------------
 
 
+def _big_transfer(server: Running, setup: Setup, direction: str, result: Path) -> Outcome:
+    """Move the big file once (``down`` or ``up``) and check ``result``, where it lands.
+
+    Timed from the request until the client holds the verified file (down) or
+    the server confirmed it stored it (up); CPU of the server, this process
+    and the rest of the machine meanwhile go into the extra figures.
+    """
+    _settle()
+    session = open_session(server.info)
+    cpu, mine, busy = cpu_seconds(server.pid), _own_cpu(), machine_busy_seconds()
+    started = time.perf_counter()
+    if direction == "down":
+        size = session.download(BIG, str(result))
+    else:
+        size = session.upload(str(setup.src / BIG), result.name)
+    seconds = time.perf_counter() - started
+    cpu, mine = cpu_seconds(server.pid) - cpu, _own_cpu() - mine
+    other = machine_busy_seconds() - busy - cpu - mine
+    session.quit()
+    if size != setup.big_size or result.stat().st_size != setup.big_size:
+        raise RuntimeError(f"moved {size} bytes {direction}, expected {setup.big_size}")
+    checked = session.last_digest or _digest_file(result)
+    if checked != setup.big_digest:
+        raise RuntimeError(f"the file moved {direction} differs from the original")
+    extra: dict[str, Any] = {"seconds": seconds, "server_cpu_s": cpu, "client_cpu_s": mine}
+    extra.update(other_cpu_s=other, blake3=checked)
+    verifier = "verified_by_client" if direction == "down" else "verified_by_server"
+    extra[verifier] = bool(session.last_digest)
+    return Outcome({f"big_{direction}": size / MIB / seconds}, extra)
+
+
 def big_download(server: Running, setup: Setup) -> Outcome:
     """Download the big file once; MiB/s from the request to the verified file on disk."""
     local = setup.out / f"{server.info.kind}-{BIG}"
     try:
-        _settle()
-        session = open_session(server.info)
-        cpu, mine, busy = cpu_seconds(server.pid), _own_cpu(), machine_busy_seconds()
-        started = time.perf_counter()
-        size = session.download(BIG, str(local))
-        seconds = time.perf_counter() - started
-        cpu, mine = cpu_seconds(server.pid) - cpu, _own_cpu() - mine
-        other = machine_busy_seconds() - busy - cpu - mine
-        session.quit()
-        if size != setup.big_size or local.stat().st_size != setup.big_size:
-            raise RuntimeError(f"downloaded {size} bytes, expected {setup.big_size}")
-        checked = session.last_digest or _digest_file(local)
-        if checked != setup.big_digest:
-            raise RuntimeError("the downloaded file differs from the original")
-        extra: dict[str, Any] = {"seconds": seconds, "server_cpu_s": cpu, "client_cpu_s": mine}
-        extra.update(other_cpu_s=other, blake3=checked)
-        extra["verified_by_client"] = bool(session.last_digest)
-        return Outcome({"big_down": size / MIB / seconds}, extra)
+        return _big_transfer(server, setup, "down", local)
     finally:
         _remove([local, Path(str(local) + ".part")])
 
@@ -151,24 +165,7 @@ def big_upload(server: Running, setup: Setup) -> Outcome:
     """Upload the big file once; MiB/s until the server confirmed it was stored."""
     remote = setup.homes[server.info.kind] / f"up-{BIG}"
     try:
-        _settle()
-        session = open_session(server.info)
-        cpu, mine, busy = cpu_seconds(server.pid), _own_cpu(), machine_busy_seconds()
-        started = time.perf_counter()
-        size = session.upload(str(setup.src / BIG), remote.name)
-        seconds = time.perf_counter() - started
-        cpu, mine = cpu_seconds(server.pid) - cpu, _own_cpu() - mine
-        other = machine_busy_seconds() - busy - cpu - mine
-        session.quit()
-        if size != setup.big_size or remote.stat().st_size != setup.big_size:
-            raise RuntimeError(f"uploaded {size} bytes, expected {setup.big_size}")
-        checked = session.last_digest or _digest_file(remote)
-        if checked != setup.big_digest:
-            raise RuntimeError("the uploaded file differs from the original")
-        extra: dict[str, Any] = {"seconds": seconds, "server_cpu_s": cpu, "client_cpu_s": mine}
-        extra.update(other_cpu_s=other, blake3=checked)
-        extra["verified_by_server"] = bool(session.last_digest)
-        return Outcome({"big_up": size / MIB / seconds}, extra)
+        return _big_transfer(server, setup, "up", remote)
     finally:
         _remove([remote])
 
