@@ -72,7 +72,10 @@ class Remote:
 
     Any method call is sent over the worker's pipe and waits for the answer;
     an exception raised there is raised here.  One lock per pipe keeps the
-    calls of the worker's threads apart.
+    calls of the worker's threads apart.  If the pipe is broken the
+    supervisor is gone: the call fails and the worker stops itself (SIGTERM,
+    so running transfers get the usual grace), since without the shared
+    state it cannot keep its limits.
     """
 
     def __init__(self, conn: Connection, name: str, lock: threading.Lock) -> None:
@@ -85,9 +88,14 @@ class Remote:
             raise AttributeError(method)
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            with self._lock:
-                self._conn.send((self._name, method, args, kwargs))
-                ok, value = self._conn.recv()
+            try:
+                with self._lock:
+                    self._conn.send((self._name, method, args, kwargs))
+                    ok, value = self._conn.recv()
+            except (EOFError, OSError) as exc:
+                log.error("the main process is gone (%s); this worker stops", exc)
+                os.kill(os.getpid(), signal.SIGTERM)
+                raise ConnectionAbortedError("the server is shutting down") from exc
             if ok:
                 return value
             raise value
@@ -113,8 +121,9 @@ class _Held:
 class StateOwner:
     """Keeps the shared state and answers the workers' calls on it."""
 
+    # What workers may call; limits change only through the supervisor's reload.
     METHODS: ClassVar[dict[str, set[str]]] = {
-        "quotas": {"usage", "reserve", "release", "replace", "claim", "remove", "forget"},
+        "quotas": {"usage", "reserve", "release", "replace", "claim", "remove"},
         "limiter": {"acquire", "release"},
         "bans": {"is_banned", "failure"},
         "bandwidth": {"take"},
@@ -125,12 +134,14 @@ class StateOwner:
         self._lock = threading.Lock()
         self._held: dict[int, _Held] = {}  # by pipe: a new worker may reuse an index
         self._pipes = itertools.count()
+        self._conns: list[Connection] = []
 
     def attach(self, conn: Connection, worker: int) -> threading.Thread:
         """Answer the calls of worker number ``worker`` on ``conn`` in a thread until it closes."""
         pipe = next(self._pipes)
         with self._lock:
             self._held[pipe] = _Held()
+            self._conns.append(conn)
         thread = threading.Thread(
             target=self._serve, args=(conn, pipe, worker), name=f"state-{worker}", daemon=True
         )
@@ -149,7 +160,18 @@ class StateOwner:
             return
         finally:
             conn.close()
+            with self._lock:
+                self._conns.remove(conn)
             self._give_back(pipe, worker)
+
+    def close_in_child(self) -> None:
+        """In a newly forked worker: close the copies of the other workers' pipes.
+
+        Otherwise a worker would keep its siblings' pipes open, and none of
+        them would see the pipe break when the supervisor is gone.
+        """
+        for conn in self._conns:
+            conn.close()
 
     def _call(
         self,
@@ -272,6 +294,7 @@ def serve_workers(
             code = 1
             try:
                 signals.close()
+                owner.close_in_child()
                 mine.close()
                 code = _worker(
                     index,

@@ -607,6 +607,32 @@ def test_workers_zero_starts_one_per_cpu(
     assert file_digest_of(local / "down.bin") == digest_of(data)
 
 
+def test_workers_stop_when_the_main_process_is_gone(
+    start_workers: Callable[..., ServerProcess],
+) -> None:
+    running = start_workers()
+    workers = workers_of(running)
+    running.proc.kill()  # SIGKILL: nothing is passed on to the workers
+    running.proc.wait(timeout=5)
+    try:
+
+        def knock_until_gone() -> bool:
+            # A new session needs the shared session limiter: that call finds
+            # the pipe broken, and the worker stops itself.  Straight to the
+            # server's port: the test proxy gives up once the process is gone.
+            with contextlib.suppress(OSError, RemoteError):
+                FileTransferClient(HOST, running.direct_port, timeout=2).close()
+            return not any(is_running(pid) for pid in workers)
+
+        gone = wait_until(knock_until_gone, timeout=20)
+        assert gone, f"orphaned workers kept serving\n{log_text(running)}"
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                if is_running(pid):
+                    os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("value", [-1, 999])
 def test_check_config_refuses_workers_out_of_range(
     ftpserver_cli: RunFtpserver, tmp_path: Path, users_file: Path, homes: Path, value: int
