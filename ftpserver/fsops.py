@@ -161,22 +161,27 @@ class Upload:
             return
         self._done = True
         fd = self.writer.fd if self.writer is not None else -1
+        # The reservation goes back in the same quota step that counts the
+        # file (replace(release=...)), or on its own if nothing is kept.
+        reservation, self.reservation = self.reservation, None
         try:
             if commit:
-                self.book.replace(self.user, self.temp, self.target, enforce=True)
+                held, reservation = reservation, None
+                self.book.replace(self.user, self.temp, self.target, enforce=True, release=held)
                 self.final_stat = os.fstat(fd)
                 if digests is not None and hexdigest:
                     digests.put(self.final_stat, hexdigest, fd)
             elif self.keep_partial and file_size(self.temp) > 0:
                 os.makedirs(os.path.dirname(self.partial), exist_ok=True)
-                self.book.replace(self.user, self.temp, self.partial)
+                held, reservation = reservation, None
+                self.book.replace(self.user, self.temp, self.partial, release=held)
         finally:
             if fd >= 0:
                 os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(self.temp)
-            if self.reservation is not None:
-                self.book.release(self.reservation)
+            if reservation is not None:
+                self.book.release(reservation)
 
 
 _KINDS = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "link"}

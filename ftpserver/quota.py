@@ -147,13 +147,23 @@ class QuotaBook:
     def release(self, reservation: Reservation) -> None:
         """Give back a reservation (after a commit or a failure); safe to call twice."""
         with self._lock:
-            account = self._accounts.get(reservation.user)
-            if account is not None:
-                account.reserved -= reservation.quota_bytes
-            self._disk_reserved -= reservation.disk_bytes
-            reservation.quota_bytes = reservation.disk_bytes = 0
+            self._release(reservation)
 
-    def replace(self, user: User, source: str, target: str, enforce: bool = False) -> None:
+    def _release(self, reservation: Reservation) -> None:
+        account = self._accounts.get(reservation.user)
+        if account is not None:
+            account.reserved -= reservation.quota_bytes
+        self._disk_reserved -= reservation.disk_bytes
+        reservation.quota_bytes = reservation.disk_bytes = 0
+
+    def replace(
+        self,
+        user: User,
+        source: str,
+        target: str,
+        enforce: bool = False,
+        release: Reservation | None = None,
+    ) -> None:
         """Rename ``source`` over ``target``, counting the size change exactly.
 
         ``source`` is a temporary file (not yet counted); ``target``'s old
@@ -161,21 +171,32 @@ class QuotaBook:
         ``enforce`` (a finished upload), a growth that would take the user
         over the quota is refused with QUOTA_EXCEEDED and nothing is renamed:
         the reservation made at ``ready`` can fall short when the file it was
-        to replace was renamed or removed meanwhile.
+        to replace was renamed or removed meanwhile.  ``release``, the
+        upload's reservation, is given back in the same step whatever the
+        outcome, so the figures never count the file and its reservation
+        together.
         """
         with self._lock:
-            account = self._account(user)
-            old = file_size(target)
-            growth = file_size(source) - old
-            quota = user.quota
-            if enforce and quota is not None and growth > 0 and account.used + growth > quota:
-                raise ProtocolError(
-                    ErrorCode.QUOTA_EXCEEDED,
-                    f"quota exceeded: {format_size(growth)} needed, "
-                    f"{format_size(max(0, quota - account.used))} free",
-                )
-            os.replace(source, target)
-            account.used += file_size(target) - old
+            try:
+                self._replace(user, source, target, enforce)
+            finally:
+                if release is not None:
+                    self._release(release)
+
+    def _replace(self, user: User, source: str, target: str, enforce: bool) -> None:
+        """:meth:`replace` with the lock held."""
+        account = self._account(user)
+        old = file_size(target)
+        growth = file_size(source) - old
+        quota = user.quota
+        if enforce and quota is not None and growth > 0 and account.used + growth > quota:
+            raise ProtocolError(
+                ErrorCode.QUOTA_EXCEEDED,
+                f"quota exceeded: {format_size(growth)} needed, "
+                f"{format_size(max(0, quota - account.used))} free",
+            )
+        os.replace(source, target)
+        account.used += file_size(target) - old
 
     def claim(self, user: User, counted: str, temp: str) -> int:
         """Rename a counted file (a saved partial upload) to an uncounted temporary one.

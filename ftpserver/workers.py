@@ -185,6 +185,8 @@ class StateOwner:
             return False, AttributeError(f"{name}.{method} is not shared")
         if (name, method) == ("quotas", "release"):
             self._forget_reservation(pipe, args[0])  # before release zeroes it
+        elif (name, method) == ("quotas", "replace") and (kwargs or {}).get("release"):
+            self._forget_reservation(pipe, (kwargs or {})["release"])  # replace gives it back
         try:
             result = getattr(getattr(self.shared, name), method)(*args, **(kwargs or {}))
         except Exception as exc:

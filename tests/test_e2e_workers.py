@@ -667,6 +667,10 @@ def test_state_owner_gives_back_what_a_closed_worker_held(tmp_path: Path) -> Non
     kept = remote.quotas.reserve(user, 300, 0, str(tmp_path))
     done = remote.quotas.reserve(user, 200, 0, str(tmp_path))
     remote.quotas.release(done)
+    moved = remote.quotas.reserve(user, 100, 0, str(tmp_path))
+    (tmp_path / "part.tmp").write_bytes(b"x" * 100)
+    remote.quotas.replace(user, str(tmp_path / "part.tmp"), str(tmp_path / "kept"), release=moved)
+    assert shared.quotas.usage(user).used == 100  # the kept file counts, its reservation not
     assert (kept.quota_bytes, shared.quotas.usage(user).reserved, shared.limiter.count) == (
         300, 300, 1,
     )  # fmt: skip
