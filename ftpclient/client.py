@@ -13,6 +13,8 @@ the real name.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
 import posixpath
 import socket
@@ -113,6 +115,41 @@ class Quota:
     used: int
     limit: int | None
     available: int
+
+
+def _open_part(part: str, offset: int) -> int:
+    """Open and lock the ``.part`` file, cut to ``offset`` bytes and positioned there.
+
+    The lock makes a second download into the same file fail at once rather
+    than mix its bytes into this one (or truncate the file under it).
+    """
+    while True:
+        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise BlockingIOError(errno.EWOULDBLOCK, "another download is writing") from None
+            st = os.fstat(fd)
+            if not _names(part, st):
+                os.close(fd)  # renamed into place by the download that held the lock
+                continue
+            if st.st_size != offset:
+                # Only when needed: on ext4, truncating a file makes its close flush it.
+                os.ftruncate(fd, offset)
+            os.lseek(fd, offset, os.SEEK_SET)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+
+def _names(path: str, st: os.stat_result) -> bool:
+    """Whether ``path`` is still the file whose status is ``st``."""
+    try:
+        return os.path.samestat(st, os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def _local_error(exc: OSError, path: str) -> LocalError:
@@ -239,11 +276,7 @@ class FileTransferClient:
         count, offset = self._ready("get", remote, *args)
         hasher = prefix if offset else new_hasher()
         try:
-            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            if os.fstat(fd).st_size != offset:
-                # Only when needed: on ext4, truncating a file makes its close flush it.
-                os.ftruncate(fd, offset)
-            os.lseek(fd, offset, os.SEEK_SET)
+            fd = _open_part(part, offset)
         except OSError as exc:
             self.channel.send(abort("get"))
             raise _local_error(exc, part) from exc
@@ -260,9 +293,9 @@ class FileTransferClient:
                 raise RemoteError(ErrorCode.DIGEST_MISMATCH, f"digest mismatch: {remote}")
             if writer.error is not None:
                 raise _local_error(writer.error, part)
+            os.replace(part, target)  # still locked: no other download can open it meanwhile
             os.close(fd)
             fd = -1
-            os.replace(part, target)
         except BaseException:
             if fd >= 0:
                 os.close(fd)

@@ -22,6 +22,7 @@ from conftest import (
     BOB,
     BOB_PASSWORD,
     STALLED_PUT,
+    STOPPING_CLIENT,
     Account,
     ClientFactory,
     Connect,
@@ -35,10 +36,12 @@ from conftest import (
     kill_mid_transfer,
     partial_file,
     run_and_kill,
+    start_script,
     temp_files,
     wait_until,
 )
 
+from ftpclient.client import LocalError
 from ftpproto.errors import ErrorCode, RemoteError
 from ftpproto.messages import Message
 from ftpserver.fsops import sweep_partials
@@ -382,6 +385,36 @@ def test_killed_get_keeps_an_older_local_file(
     result = client().get("big.bin", str(target), resume=True)
     assert result.offset > 0
     assert file_digest_of(target) == digest_of(big_remote)
+
+
+def test_a_second_download_into_the_same_part_is_refused(
+    server: RunningServer, big_remote: bytes, client: ClientFactory, local: Path, tmp_path: Path
+) -> None:
+    """While one client writes ``big.bin.part``, another's get of it fails and changes nothing."""
+    target = local / "big.bin"
+    part = local / "big.bin.part"
+    first, line = start_script(
+        tmp_path,
+        STOPPING_CLIENT,
+        *(str(server.port), ALICE, ALICE_PASSWORD, "get", "big.bin", str(target), str(2 * MIB)),
+    )
+    conn = client()
+    try:
+        assert line.startswith("MOVED"), f"the first download did not get going: {line!r}"
+        held = part.read_bytes()
+        with pytest.raises(LocalError, match="another download is writing") as caught:
+            conn.get("big.bin", str(target))  # would start over: truncate the part to 0
+        assert str(part) in str(caught.value)
+        assert part.read_bytes() == held == big_remote[: len(held)], "the part was changed"
+        assert not target.exists()
+        assert conn.pwd() == "/", "the session is out of step"
+    finally:
+        first.kill()
+        first.communicate(timeout=10)
+    result = conn.get("big.bin", str(target), resume=True)
+    assert result.offset == len(held) > 0
+    assert file_digest_of(target) == digest_of(big_remote)
+    assert not part.exists()
 
 
 def test_resumed_upload_interrupted_again_keeps_growing(
