@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import IO, Any, NamedTuple
 
 import pytest
 import yaml
@@ -114,6 +114,16 @@ def file_digest_of(path: Path) -> str:
 def temp_files(folder: Path) -> list[Path]:
     """The server's temporary upload files anywhere under ``folder``."""
     return sorted(p for p in folder.rglob(f"{TEMP_PREFIX}*"))
+
+
+class OsView:
+    """Stands in for the ``os`` module inside one module: chosen calls replaced, the rest real."""
+
+    def __init__(self, **replaced: Callable[..., Any]) -> None:
+        self.__dict__.update(replaced)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, step: float = 0.02) -> bool:

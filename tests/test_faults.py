@@ -39,6 +39,7 @@ from conftest import (
     ALICE_PASSWORD,
     HOST,
     ClientFactory,
+    OsView,
     RunningServer,
     digest_of,
     kill_mid_transfer,
@@ -151,16 +152,6 @@ def test_client_killed_mid_download(
 # -- disk faults, injected ------------------------------------------------------------------
 
 
-class OsView:
-    """Stands in for the ``os`` module inside one module: chosen calls replaced, the rest real."""
-
-    def __init__(self, **replaced: Callable[..., Any]) -> None:
-        self.__dict__.update(replaced)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(os, name)
-
-
 def is_upload_temp(fd: int) -> bool:
     """Whether ``fd`` is open on one of the server's temporary upload files."""
     try:
@@ -170,7 +161,8 @@ def is_upload_temp(fd: int) -> bool:
 
 
 class FailingWrites:
-    """``os.write`` that fails with ``code`` once ``after`` bytes went to an upload's temp file."""
+    """``os.write`` and ``os.splice`` that fail with ``code`` once ``after`` bytes went to an
+    upload's temp file (uploads of 2 MiB or more are spliced into it)."""
 
     def __init__(self, code: int, after: int) -> None:
         self.code = code
@@ -179,18 +171,33 @@ class FailingWrites:
         self.failures = 0
         self._written: dict[int, int] = {}  # inode -> bytes written
 
-    def write(self, fd: int, data: Any) -> int:
+    def _room(self, fd: int) -> int | None:
+        """Bytes the temp file ``fd`` may still take (raising when none), or None: not faulted."""
         if not self.armed or not is_upload_temp(fd):
-            return os.write(fd, data)
-        inode = os.fstat(fd).st_ino
-        done = self._written.get(inode, 0)
-        room = self.after - done
+            return None
+        room = self.after - self._written.get(os.fstat(fd).st_ino, 0)
         if room <= 0:
             self.failures += 1
             raise OSError(self.code, os.strerror(self.code))
-        count = os.write(fd, memoryview(data)[:room])  # a short write, as a filling disk does
-        self._written[inode] = done + count
+        return room
+
+    def _count(self, fd: int, count: int) -> int:
+        inode = os.fstat(fd).st_ino
+        self._written[inode] = self._written.get(inode, 0) + count
         return count
+
+    def write(self, fd: int, data: Any) -> int:
+        room = self._room(fd)
+        if room is None:
+            return os.write(fd, data)
+        # A short write, as a filling disk does.
+        return self._count(fd, os.write(fd, memoryview(data)[:room]))
+
+    def splice(self, src: int, dst: int, count: int, *args: Any, **kwargs: Any) -> int:
+        room = self._room(dst)
+        if room is None:
+            return os.splice(src, dst, count, *args, **kwargs)
+        return self._count(dst, os.splice(src, dst, min(count, room), *args, **kwargs))
 
 
 @pytest.fixture
@@ -199,7 +206,8 @@ def failing_writes(monkeypatch: pytest.MonkeyPatch) -> Callable[[int, int], Fail
 
     def arm(code: int, after: int) -> FailingWrites:
         faults = FailingWrites(code, after)
-        monkeypatch.setattr(ftpproto.channel, "os", OsView(write=faults.write))
+        view = OsView(write=faults.write, splice=faults.splice)
+        monkeypatch.setattr(ftpproto.channel, "os", view)
         return faults
 
     return arm

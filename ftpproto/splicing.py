@@ -1,0 +1,169 @@
+"""Receiving file data without copying it through Python: ``splice(2)`` and a memory map.
+
+``recv_into`` then ``write`` copies every byte twice, socket to buffer and
+buffer to the file's pages, and the digest reads the buffer between them.
+Here the kernel moves the socket's bytes into a pipe and from the pipe into
+the file (one copy), and the digest reads the file's pages through a
+read-only memory map of what was just written, 32 MiB at a time.  Measured on
+a 1 GiB loopback receive with BLAKE3: about 1950 MiB/s against 1150-1450 for
+the copying loop, about as fast as a plain loop that does not hash at all.
+
+:func:`can_splice` says when this applies: Linux (``os.splice``), a plain
+socket (TLS must decrypt in user space), and a regular file opened for
+reading and writing (to map it).  :func:`splice_file` also needs a 1 MiB pipe;
+the kernel refuses that once the user's pipes hold their limit
+(``/proc/sys/fs/pipe-user-pages-soft``), and the caller then receives the
+usual way.
+
+The map is only read over bytes this process has just written.  A process
+that truncated the file at that moment would make the read fault (SIGBUS),
+so the receiver must own the file: the server's upload files have random
+names created with ``O_EXCL``, and the client locks its ``.part`` file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import select
+import socket
+import ssl
+import stat
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ftpproto.digest import Hasher, hash_fd
+from ftpproto.errors import ConnectionClosed
+
+if TYPE_CHECKING:
+    from ftpproto.channel import GuardedWriter
+
+__all__ = ["HASH_WINDOW", "PIPE_SIZE", "can_splice", "splice_file"]
+
+PIPE_SIZE = 1024 * 1024  # measured: a 256 KiB pipe was 30% slower
+HASH_WINDOW = 32 * 1024 * 1024  # measured: 1 MiB windows cost more in mapping than they saved
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+def can_splice(sock: socket.socket, fd: int) -> bool:
+    """Whether :func:`splice_file` can receive from ``sock`` into ``fd``."""
+    if not hasattr(os, "splice") or isinstance(sock, ssl.SSLSocket):
+        return False
+    try:
+        readable = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR
+        return readable and stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+def _open_pipe() -> tuple[int, int] | None:
+    """A pipe that holds :data:`PIPE_SIZE` bytes, or None if the kernel refuses the size."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        fcntl.fcntl(write_end, _F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        os.close(read_end)
+        os.close(write_end)
+        return None
+    return read_end, write_end
+
+
+def _hash_written(hasher: Hasher, fd: int, start: int, end: int) -> None:
+    """Feed bytes ``start`` to ``end`` of the file to ``hasher`` through a memory map.
+
+    Falls back to reading them where the file cannot be mapped, or is
+    suddenly shorter (the digest then fails to match, a clean error).
+    """
+    if end <= start:
+        return
+    base = start - start % mmap.ALLOCATIONGRANULARITY
+    try:
+        mapped = mmap.mmap(fd, end - base, prot=mmap.PROT_READ, offset=base)
+        with mapped, memoryview(mapped) as view:
+            hasher.update(view[start - base :])
+    except (OSError, ValueError):
+        hash_fd(hasher, fd, start, end - start)
+
+
+class _Reader:
+    """Splices from a socket into a pipe, waiting as the socket's timeout allows."""
+
+    def __init__(self, sock: socket.socket, pipe: int) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.pipe = pipe
+        self.poller = select.poll()
+        self.poller.register(self.fd, select.POLLIN)
+
+    def splice(self, count: int) -> int:
+        """Move up to ``count`` bytes that arrived into the pipe; the count moved (never 0)."""
+        while True:
+            try:
+                moved = os.splice(self.fd, self.pipe, count, flags=os.SPLICE_F_MOVE)
+            except BlockingIOError:  # a socket with a timeout is non-blocking underneath
+                timeout = self.sock.gettimeout()
+                if not self.poller.poll(None if timeout is None else timeout * 1000):
+                    raise TimeoutError("timed out") from None
+                continue
+            if moved == 0:
+                raise ConnectionClosed(f"connection closed with {count} or more bytes to come")
+            return moved
+
+
+def splice_file(
+    sock: socket.socket,
+    writer: GuardedWriter,
+    count: int,
+    hasher: Hasher,
+    on_piece: Callable[[int], None],
+) -> int:
+    """Receive up to ``count`` bytes into the writer's file at its position, hashing them.
+
+    ``on_piece`` is called with the size of each piece received.  Returns how
+    many bytes were received; the caller receives the rest the usual way.
+    That is fewer than ``count`` when no pipe could be had (0), or when the
+    file refused a piece: then what had arrived is hashed and handed to
+    ``writer.write``, which writes it where splicing was merely not supported
+    and drops it after a write error (kept in ``writer.error``).
+    """
+    pipe = _open_pipe()
+    if pipe is None:
+        return 0
+    read_end, write_end = pipe
+    fd = writer.fd
+    start = os.lseek(fd, 0, os.SEEK_CUR)
+    reader = _Reader(sock, write_end)
+    received = hashed = 0
+    try:
+        while received < count:
+            arrived = reader.splice(min(count - received, PIPE_SIZE))
+            moved = writer.splice_from(read_end, arrived)
+            if moved < arrived:
+                _hash_written(hasher, fd, start + hashed, start + received + moved)
+                _drain(read_end, arrived - moved, hasher, writer)
+                on_piece(arrived)
+                return received + arrived
+            received += arrived
+            if received - hashed >= HASH_WINDOW:
+                _hash_written(hasher, fd, start + hashed, start + received)
+                hashed = received
+            on_piece(arrived)
+        _hash_written(hasher, fd, start + hashed, start + received)
+        return received
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def _drain(pipe: int, count: int, hasher: Hasher, writer: GuardedWriter) -> None:
+    """Read the ``count`` bytes left in ``pipe``, hash them and pass them to ``writer.write``."""
+    buffer = memoryview(bytearray(min(count, PIPE_SIZE)))
+    while count:
+        n = os.readv(pipe, [buffer[: min(count, len(buffer))]])
+        if not n:
+            raise ConnectionClosed("the pipe lost received bytes")  # cannot happen
+        chunk = buffer[:n]
+        hasher.update(chunk)
+        writer.write(chunk)
+        count -= n

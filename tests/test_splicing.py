@@ -1,0 +1,270 @@
+"""Tests for the spliced receive (ftpproto.splicing) over a real TCP connection on 127.0.0.1.
+
+``Channel.recv_file`` into a :class:`GuardedWriter` on a file opened for
+reading and writing splices transfers of ``SPLICE_MIN`` bytes or more.  These
+tests check the bytes on disk and the digest, that the splice path was the
+one taken, and each way out of it: a file that cannot be spliced into, a
+write error, no pipe to be had, a peer that stalls or leaves, a file that is
+shorter than what was written.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import HOST, OsView, digest_of
+
+import ftpproto.channel
+import ftpproto.splicing
+from ftpproto.channel import SPLICE_MIN, Channel, GuardedWriter
+from ftpproto.digest import new_hasher
+from ftpproto.errors import ConnectionClosed
+from ftpproto.framing import encode_frame
+from ftpproto.messages import ready, request
+from ftpproto.splicing import HASH_WINDOW, PIPE_SIZE, can_splice
+
+pytestmark = pytest.mark.timeout(60)
+
+MIB = 1024 * 1024
+BIG = HASH_WINDOW + PIPE_SIZE + 12_345  # more than one hash window, ending mid-piece
+
+
+@pytest.fixture
+def tcp() -> Iterator[tuple[socket.socket, Channel]]:
+    """A connected TCP pair on loopback: the sending socket and a receiving channel."""
+    with socket.create_server((HOST, 0)) as listener:
+        sender = socket.create_connection(listener.getsockname(), timeout=10)
+        receiver, _ = listener.accept()
+    receiver.settimeout(10)
+    try:
+        yield sender, Channel(receiver)
+    finally:
+        sender.close()
+        receiver.close()
+
+
+@pytest.fixture
+def spliced(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The byte counts :func:`splice_file` returned, one per call."""
+    counts: list[int] = []
+    real = ftpproto.splicing.splice_file
+
+    def recording(*args: Any) -> int:
+        counts.append(real(*args))
+        return counts[-1]
+
+    monkeypatch.setattr(ftpproto.channel, "splice_file", recording)
+    return counts
+
+
+def send_in_thread(sock: socket.socket, data: bytes, close: bool = False) -> threading.Thread:
+    def run() -> None:
+        try:
+            sock.sendall(data)
+            if close:
+                sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def open_rw(path: Path, flags: int = 0) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT | flags, 0o644)
+
+
+@pytest.mark.parametrize("size", [SPLICE_MIN + 65536, BIG])
+def test_big_receive_is_spliced_at_the_file_position(
+    tcp: tuple[socket.socket, Channel], tmp_path: Path, spliced: list[int], size: int
+) -> None:
+    """Bytes after a frame in the same segment, a resumed file, the next frame after."""
+    sender, receiver = tcp
+    data = os.urandom(size)
+    kept = b"kept from before\n"
+    path = tmp_path / "file.part"
+    path.write_bytes(kept + b"stale tail that must be overwritten")
+    thread = send_in_thread(
+        sender, encode_frame(ready("get", size).encode()) + data + encode_frame(b"FileTransfer|pwd")
+    )
+    fd = open_rw(path)
+    try:
+        os.lseek(fd, len(kept), os.SEEK_SET)
+        os.ftruncate(fd, len(kept))
+        writer = GuardedWriter(fd)
+        hasher = new_hasher()
+        progress: list[int] = []
+        assert receiver.recv() == ready("get", size)
+        receiver.recv_file(writer, size, hasher, progress.append)
+        assert os.lseek(fd, 0, os.SEEK_CUR) == len(kept) + size
+    finally:
+        os.close(fd)
+    thread.join(10)
+    assert writer.error is None
+    assert path.read_bytes() == kept + data
+    assert hasher.hexdigest() == digest_of(data)
+    assert sum(progress) == size
+    assert len(spliced) == 1 and 0 < spliced[0] <= size, "the splice path was not taken"
+    assert receiver.recv() == request("pwd")
+
+
+def test_a_file_that_refuses_splice_is_written(
+    tcp: tuple[socket.socket, Channel], tmp_path: Path, spliced: list[int]
+) -> None:
+    """``O_APPEND`` makes ``splice`` fail with EINVAL: the bytes are written instead."""
+    sender, receiver = tcp
+    data = os.urandom(3 * MIB + 1)
+    path = tmp_path / "append"
+    thread = send_in_thread(sender, data)
+    fd = open_rw(path, os.O_APPEND)
+    try:
+        writer = GuardedWriter(fd)
+        hasher = new_hasher()
+        receiver.recv_file(writer, len(data), hasher)
+    finally:
+        os.close(fd)
+    thread.join(10)
+    assert writer.error is None
+    assert path.read_bytes() == data
+    assert hasher.hexdigest() == digest_of(data)
+    assert spliced and spliced[0] > 0, "the splice path was not tried"
+
+
+@pytest.mark.parametrize("after", [0, PIPE_SIZE + 7, HASH_WINDOW + 5])
+def test_write_error_mid_splice_stays_in_step(
+    tcp: tuple[socket.socket, Channel],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    spliced: list[int],
+    after: int,
+) -> None:
+    """A disk that fills up: the error is kept, every byte is read and hashed, in order."""
+    sender, receiver = tcp
+    data = os.urandom(HASH_WINDOW + 3 * MIB)
+    written = [0]
+
+    def failing_splice(src: int, dst: int, count: int, *args: Any, **kwargs: Any) -> int:
+        if dst == fd:
+            room = after - written[0]
+            if room <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            moved = os.splice(src, dst, min(count, room), *args, **kwargs)
+            written[0] += moved
+            return moved
+        return os.splice(src, dst, count, *args, **kwargs)
+
+    monkeypatch.setattr(ftpproto.channel, "os", OsView(splice=failing_splice))
+    thread = send_in_thread(sender, data + encode_frame(b"FileTransfer|pwd"))
+    path = tmp_path / "full"
+    fd = open_rw(path)
+    try:
+        writer = GuardedWriter(fd)
+        hasher = new_hasher()
+        receiver.recv_file(writer, len(data), hasher)
+    finally:
+        os.close(fd)
+    thread.join(10)
+    assert isinstance(writer.error, OSError) and writer.error.errno == errno.ENOSPC
+    assert path.read_bytes() == data[:after], "bytes after the error reached the file"
+    assert hasher.hexdigest() == digest_of(data)
+    assert len(spliced) == 1 and after <= spliced[0] < len(data), "splicing went on after it"
+    assert receiver.recv() == request("pwd")
+
+
+def test_no_pipe_to_be_had_receives_the_usual_way(
+    tcp: tuple[socket.socket, Channel],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    spliced: list[int],
+) -> None:
+    """The kernel refuses a 1 MiB pipe (the user's pipes are at their limit)."""
+    sender, receiver = tcp
+    data = os.urandom(3 * MIB)
+
+    real = fcntl.fcntl
+
+    def refusing(fd: int, command: int, *args: Any) -> Any:
+        if command == fcntl.F_SETPIPE_SZ:
+            raise PermissionError(errno.EPERM, "over pipe-user-pages-soft")
+        return real(fd, command, *args)
+
+    monkeypatch.setattr(fcntl, "fcntl", refusing)
+    thread = send_in_thread(sender, data)
+    path = tmp_path / "plain"
+    fd = open_rw(path)
+    try:
+        writer = GuardedWriter(fd)
+        hasher = new_hasher()
+        receiver.recv_file(writer, len(data), hasher)
+    finally:
+        os.close(fd)
+    thread.join(10)
+    assert spliced == [0]
+    assert path.read_bytes() == data
+    assert hasher.hexdigest() == digest_of(data)
+
+
+def test_stalled_sender_times_out(tcp: tuple[socket.socket, Channel], tmp_path: Path) -> None:
+    """The socket's timeout holds while splicing (the socket is non-blocking underneath)."""
+    sender, receiver = tcp
+    receiver.sock.settimeout(0.3)
+    sender.sendall(os.urandom(MIB))
+    fd = open_rw(tmp_path / "stalled")
+    try:
+        with pytest.raises(TimeoutError):
+            receiver.recv_file(GuardedWriter(fd), 4 * MIB, new_hasher())
+    finally:
+        os.close(fd)
+
+
+def test_peer_closing_early_is_an_error(tcp: tuple[socket.socket, Channel], tmp_path: Path) -> None:
+    sender, receiver = tcp
+    thread = send_in_thread(sender, os.urandom(3 * MIB), close=True)
+    fd = open_rw(tmp_path / "short")
+    try:
+        with pytest.raises(ConnectionClosed):
+            receiver.recv_file(GuardedWriter(fd), 4 * MIB, new_hasher())
+    finally:
+        os.close(fd)
+    thread.join(10)
+
+
+def test_can_splice_needs_a_regular_file_open_for_reading_and_writing(
+    tcp: tuple[socket.socket, Channel], tmp_path: Path
+) -> None:
+    _, receiver = tcp
+    path = tmp_path / "f"
+    path.write_bytes(b"")
+    read_write = os.open(path, os.O_RDWR)
+    write_only = os.open(path, os.O_WRONLY)
+    pipe_read, pipe_write = os.pipe()
+    try:
+        assert can_splice(receiver.sock, read_write)
+        assert not can_splice(receiver.sock, write_only), "a write-only file cannot be mapped"
+        assert not can_splice(receiver.sock, pipe_write), "a pipe is no file"
+    finally:
+        for fd in (read_write, write_only, pipe_read, pipe_write):
+            os.close(fd)
+
+
+def test_hash_of_a_file_shorter_than_written_reads_what_is_there(tmp_path: Path) -> None:
+    """Were the file cut meanwhile, the map is refused and the bytes read: a digest mismatch."""
+    data = os.urandom(100_000)
+    path = tmp_path / "cut"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        hasher = new_hasher()
+        ftpproto.splicing._hash_written(hasher, fd, 5000, 200_000)
+    finally:
+        os.close(fd)
+    assert hasher.hexdigest() == digest_of(data[5000:])
