@@ -28,6 +28,7 @@ in a terminal reaches them only through the supervisor.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import itertools
 import logging
 import os
@@ -53,6 +54,7 @@ __all__ = ["Remote", "StateOwner", "cpu_plan", "serve_workers"]
 log = logging.getLogger("ftpserver")
 
 _FORWARDED = {signal.SIGTERM, signal.SIGHUP}
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 RESPAWN_PAUSE = 1.0  # seconds before replacing a worker that ended this soon after its start
 Runner = Callable[[FileTransferServer, tuple[signal.Signals, ...]], int]
 
@@ -279,6 +281,7 @@ def serve_workers(
     started: dict[int, float] = {}  # pid -> time.monotonic() at its start
     current = _Config(settings, users)
     signals = SignalCounter((signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD))
+    supervisor = os.getpid()
 
     def spawn(index: int) -> None:
         mine, theirs = Pipe()
@@ -295,6 +298,7 @@ def serve_workers(
         if pid == 0:  # the worker
             code = 1
             try:
+                _stop_with(supervisor)
                 signals.close()
                 owner.close_in_child()
                 mine.close()
@@ -382,6 +386,24 @@ def _reload(
     for pid in pids:
         _signal(pid, signal.SIGHUP)
     return _Config(fresh, fresh_users)
+
+
+def _stop_with(supervisor: int) -> None:
+    """Have the kernel send this new worker SIGTERM when ``supervisor`` dies (Linux).
+
+    The worker then stops as if told to, idle sessions included; it stays
+    blocked until the worker's handlers are in place.  Elsewhere a worker
+    notices only when its next call to the shared state finds the pipe broken.
+    """
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return
+    if prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+        reason = os.strerror(ctypes.get_errno())
+        log.warning("worker will not stop with the main process: %s", reason)
+    elif os.getppid() != supervisor:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _signal(pid: int, signum: signal.Signals) -> None:

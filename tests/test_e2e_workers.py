@@ -68,7 +68,7 @@ from test_e2e_lifecycle import (
 from test_e2e_limits import logged_in, refused_raw, timed_parallel
 
 from ftpclient.client import FileTransferClient, Quota
-from ftpproto.errors import ErrorCode, RemoteError
+from ftpproto.errors import ConnectionClosed, ErrorCode, RemoteError
 from ftpserver.config import Settings
 from ftpserver.server import Shared
 from ftpserver.users import User
@@ -610,23 +610,31 @@ def test_workers_zero_starts_one_per_cpu(
 def test_workers_stop_when_the_main_process_is_gone(
     start_workers: Callable[..., ServerProcess],
 ) -> None:
+    """SIGKILL of the main process: each worker stops at once, its idle session closed.
+
+    Nothing knocks: no new session calls the shared state, so the workers
+    learn it from the kernel (the parent-death signal), not from a broken pipe.
+    """
     running = start_workers()
     workers = workers_of(running)
+
+    def direct() -> FileTransferClient:
+        # Straight to the server's port: the test proxy gives up once the process is gone.
+        conn = FileTransferClient(HOST, running.direct_port, timeout=10)
+        conn.login(ALICE, ALICE_PASSWORD)
+        return conn
+
+    idle = [session for pid in workers for session in sessions_on(running, pid, 1, direct)]
     running.proc.kill()  # SIGKILL: nothing is passed on to the workers
     running.proc.wait(timeout=5)
     try:
-
-        def knock_until_gone() -> bool:
-            # A new session needs the shared session limiter: that call finds
-            # the pipe broken, and the worker stops itself.  Straight to the
-            # server's port: the test proxy gives up once the process is gone.
-            with contextlib.suppress(OSError, RemoteError):
-                FileTransferClient(HOST, running.direct_port, timeout=2).close()
-            return not any(is_running(pid) for pid in workers)
-
-        gone = wait_until(knock_until_gone, timeout=20)
+        gone = wait_until(lambda: not any(is_running(pid) for pid in workers), timeout=10)
         assert gone, f"orphaned workers kept serving\n{log_text(running)}"
+        for session in idle:
+            with pytest.raises((ConnectionClosed, OSError, RemoteError)):
+                session.pwd()
     finally:
+        close_all(*idle)
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):
                 if is_running(pid):
