@@ -8,6 +8,7 @@
   file of the same name is never touched and nothing half-written is visible.
 * :func:`list_entries` streams a folder listing without holding it whole.
 * :func:`remove_tree` deletes a folder tree without following symlinks.
+* :func:`rename_noreplace` renames without replacing what is already there.
 * :func:`os_error` maps an ``OSError`` to a :class:`ProtocolError` whose text
   names the *virtual* path, never the server's real one.
 """
@@ -15,13 +16,15 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import hashlib
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
+from typing import cast
 
 from ftpproto.channel import GuardedWriter, file_digest
 from ftpproto.digest import Hasher, new_hasher
@@ -38,6 +41,7 @@ __all__ = [
     "os_error",
     "partial_path",
     "remove_tree",
+    "rename_noreplace",
     "stat_entry",
     "sweep_partials",
 ]
@@ -65,6 +69,47 @@ def os_error(exc: OSError, subject: str | None) -> ProtocolError:
     """The protocol error for ``exc``; ``subject`` is the virtual path the client named."""
     code, text = _ERRNO.get(exc.errno or 0, (ErrorCode.IO_ERROR, "server file error"))
     return ProtocolError(code, f"{text}: {subject}" if subject else text)
+
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1  # from <linux/fs.h>
+
+
+def _load_renameat2() -> Callable[..., int] | None:
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # not Linux, or a C library older than glibc 2.28
+        return None
+    path, fd = ctypes.c_char_p, ctypes.c_int
+    function.argtypes = [fd, path, fd, path, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return cast("Callable[..., int]", function)
+
+
+_renameat2 = _load_renameat2()
+
+
+def rename_noreplace(source: str, target: str) -> None:
+    """Rename ``source`` to ``target``; ``FileExistsError`` if ``target`` exists.
+
+    On Linux the kernel checks and renames in one step (``renameat2`` with
+    ``RENAME_NOREPLACE``), so of two sessions moving onto one name at once
+    exactly one succeeds and nothing is overwritten.  Where that is not
+    available (another system, or a filesystem that refuses the flag) the
+    check comes first and a race remains possible.
+    """
+    if _renameat2 is not None:
+        done = _renameat2(
+            _AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE
+        )
+        if done == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.EINVAL, errno.ENOSYS):
+            raise OSError(code, os.strerror(code))
+    if os.path.lexists(target):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST))
+    os.rename(source, target)
 
 
 def partial_path(jail: Jail, virtual: str) -> str:

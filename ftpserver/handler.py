@@ -33,6 +33,7 @@ from ftpserver.fsops import (
     os_error,
     partial_path,
     remove_tree,
+    rename_noreplace,
     stat_entry,
 )
 from ftpserver.guards import pacer
@@ -326,9 +327,10 @@ class SessionHandler(socketserver.BaseRequestHandler):
         if os.path.isdir(new_real) and not os.path.islink(new_real):
             name = posixpath.basename(old_virtual)
             new_virtual, new_real = self.jail.resolve(posixpath.join(new_virtual, name))
-        if os.path.lexists(new_real):
-            raise ProtocolError(ErrorCode.EXISTS, f"already exists: {new_virtual}")
-        os.rename(old_real, new_real)
+        try:
+            rename_noreplace(old_real, new_real)
+        except FileExistsError:
+            raise ProtocolError(ErrorCode.EXISTS, f"already exists: {new_virtual}") from None
         self._audit("mv", path=old_virtual, to=new_virtual)
         self.channel.send(ok("mv", new_virtual))
 

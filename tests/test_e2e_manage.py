@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import (
@@ -22,6 +23,8 @@ from conftest import (
     tree_state,
 )
 
+import ftpserver.fsops
+import ftpserver.handler
 from ftpproto.errors import ErrorCode, RemoteError
 
 pytestmark = pytest.mark.timeout(60)
@@ -281,6 +284,47 @@ def test_mv_into_folder_with_that_name_taken_is_410(home: Path, client: ClientFa
     error = remote_error(lambda: client().mv("mine.txt", "empty"))
     assert error.code == ErrorCode.EXISTS, error
     assert tree_state(home) == before
+
+
+def test_mv_onto_a_name_taken_meanwhile_overwrites_nothing(
+    home: Path, client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another session creates the target after every check, just before the rename.
+
+    The kernel's RENAME_NOREPLACE refuses it: 410, and both files are intact.
+    """
+    real = ftpserver.fsops._renameat2
+    if real is None:
+        pytest.skip("no renameat2 in this C library")
+
+    def racing(*args: Any) -> int:
+        Path(os.fsdecode(args[3])).write_bytes(b"written by the other session")
+        return real(*args)
+
+    monkeypatch.setattr(ftpserver.fsops, "_renameat2", racing)
+    error = remote_error(lambda: client().mv("mine.txt", "new.txt"))
+    assert error.code == ErrorCode.EXISTS, error
+    assert (home / "new.txt").read_bytes() == b"written by the other session"
+    assert (home / "mine.txt").read_bytes() == b"mine"
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["renameat2", "check-then-rename"])
+def test_rename_noreplace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel: bool) -> None:
+    """With and without the kernel's RENAME_NOREPLACE: refuses a taken name, else renames."""
+    if not kernel:
+        monkeypatch.setattr(ftpserver.fsops, "_renameat2", None)
+    elif ftpserver.fsops._renameat2 is None:
+        pytest.skip("no renameat2 in this C library")
+    source, taken, free = tmp_path / "source", tmp_path / "taken", tmp_path / "free"
+    source.write_bytes(b"source")
+    taken.write_bytes(b"taken")
+    with pytest.raises(FileExistsError):
+        ftpserver.fsops.rename_noreplace(str(source), str(taken))
+    assert taken.read_bytes() == b"taken" and source.read_bytes() == b"source"
+    ftpserver.fsops.rename_noreplace(str(source), str(free))
+    assert free.read_bytes() == b"source" and not source.exists()
+    with pytest.raises(FileNotFoundError):
+        ftpserver.fsops.rename_noreplace(str(source), str(tmp_path / "other"))
 
 
 @pytest.mark.parametrize("new", ["docs/inner", "docs", "docs/inner/x", "docs/new"])

@@ -326,8 +326,11 @@ class LockedFolder:
         real = os.path.realpath(path)
         return real != self.folder and os.path.commonpath([self.folder, real]) == self.folder
 
-    def refusing(self, name: str, npaths: int = 1) -> Callable[..., Any]:
-        real_call = getattr(os, name)
+    def refusing(
+        self, name: str, npaths: int = 1, real_call: Callable[..., Any] | None = None
+    ) -> Callable[..., Any]:
+        """``os.<name>`` (or ``real_call``), failing for paths inside the folder."""
+        real_call = real_call or getattr(os, name)
 
         def call(*args: Any, **kwargs: Any) -> Any:
             writes = name != "open" or args[1] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
@@ -358,6 +361,9 @@ def locked(server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[L
         view = guard.view()
         for module in (ftpserver.fsops, ftpserver.handler, ftpserver.quota):
             monkeypatch.setattr(module, "os", view)
+        # mv renames through renameat2 (ctypes), not through os.
+        rename = guard.refusing("rename_noreplace", 2, ftpserver.fsops.rename_noreplace)
+        monkeypatch.setattr(ftpserver.handler, "rename_noreplace", rename)
     try:
         yield guard
     finally:
