@@ -120,17 +120,10 @@ class SessionHandler(socketserver.BaseRequestHandler):
         if self._cancelled.wait(seconds):
             raise ConnectionAbortedError("session closed by the server")
 
-    def _pacer(self, direction: str, rate: int | None) -> Progress:
-        """The per-chunk callback of a transfer: the user's rate limit, and shutdown."""
+    def _meter(self, direction: str, rate: int | None) -> _Meter:
+        """The per-piece callback of a transfer (counts, the user's rate limit, shutdown)."""
         pace = pacer(self.server.bandwidth, self.user_account.name, direction, rate, self._wait)
-
-        def chunk_done(count: int) -> None:
-            if self._cancelled.is_set():
-                raise ConnectionAbortedError("session closed by the server")
-            if pace is not None:
-                pace(count)
-
-        return chunk_done
+        return _Meter(self._cancelled, pace)
 
     @property
     def jail(self) -> Jail:
@@ -343,18 +336,13 @@ class SessionHandler(socketserver.BaseRequestHandler):
         with open_regular(real, virtual) as source:
             rate = self.user_account.download_rate
             step = 64 * 1024 if rate else 8 * 1024 * 1024
+            meter = self._meter("download", rate)
             try:
                 result = send_download(
-                    self.channel,
-                    source,
-                    virtual,
-                    resume,
-                    self._pacer("download", rate),
-                    step,
-                    self.server.digests,
+                    self.channel, source, virtual, resume, meter, step, self.server.digests
                 )
             except (ProtocolError, OSError) as exc:
-                self._log_transfer("get", virtual, 0, started, "", str(exc) or type(exc).__name__)
+                self._log_failed("get", virtual, meter.moved, started, exc)
                 raise
         if result is not None:
             self._log_transfer("get", virtual, result[0], started, result[1], "ok")
@@ -377,14 +365,14 @@ class SessionHandler(socketserver.BaseRequestHandler):
             self.server.file_mode,
             self.settings.fsync_uploads,
         )
-        pace = self._pacer("upload", self.user_account.upload_rate)
+        meter = self._meter("upload", self.user_account.upload_rate)
         try:
             with upload:
                 received, hexdigest = receive_upload(
-                    self.channel, upload, virtual, size, resume, pace, self.server.digests
+                    self.channel, upload, virtual, size, resume, meter, self.server.digests
                 )
         except (ProtocolError, OSError, ConnectionError, TimeoutError) as exc:
-            self._log_transfer("put", virtual, 0, started, "", str(exc) or type(exc).__name__)
+            self._log_failed("put", virtual, meter.moved, started, exc)
             raise
         self._log_transfer("put", virtual, received, started, hexdigest, "ok")
         self.channel.send(ok("put", str(size), hexdigest))
@@ -402,6 +390,12 @@ class SessionHandler(socketserver.BaseRequestHandler):
     def _audit(self, action: str, **fields: object) -> None:
         self.server.audit(action, user=self.user_account.name, ip=self.ip, **fields)
 
+    def _log_failed(
+        self, kind: str, virtual: str, moved: int, started: float, exc: BaseException
+    ) -> None:
+        """Audit a failed transfer with the bytes that moved before it failed."""
+        self._log_transfer(kind, virtual, moved, started, "", str(exc) or type(exc).__name__)
+
     def _log_transfer(
         self, kind: str, virtual: str, size: int, started: float, hexdigest: str, outcome: str
     ) -> None:
@@ -413,6 +407,23 @@ class SessionHandler(socketserver.BaseRequestHandler):
             blake3=hexdigest or None,
             outcome=outcome,
         )
+
+
+class _Meter:
+    """The per-piece callback of one transfer: counts the bytes moved, applies the
+    user's rate limit, and stops the transfer when the session is cancelled."""
+
+    def __init__(self, cancelled: threading.Event, pace: Progress | None) -> None:
+        self.moved = 0
+        self._cancelled = cancelled
+        self._pace = pace
+
+    def __call__(self, count: int) -> None:
+        self.moved += count
+        if self._cancelled.is_set():
+            raise ConnectionAbortedError("session closed by the server")
+        if self._pace is not None:
+            self._pace(count)
 
 
 def _flag(option: str | None, word: str, usage: str) -> None:

@@ -107,6 +107,7 @@ def test_client_killed_mid_upload(
     # The server's view: a failed transfer, what arrived kept out of sight for resuming.
     events = audit_events(caplog, "put")
     assert len(events) == 1 and "outcome='ok'" not in events[0], events
+    assert f"bytes={sent} " in events[0], f"the bytes that arrived are not logged: {events}"
     conn = client()
     assert wait_until(lambda: conn.partial("big.bin") == sent), (
         f"partial upload of {conn.partial('big.bin')} bytes, the client sent {sent}"
