@@ -72,10 +72,17 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self.peer = f"{self.ip}:{self.client_address[1]}"
 
     def _open(self) -> bool:
-        """TLS handshake (if configured) and a session slot; False if the session must end."""
+        """A session slot and the TLS handshake (if configured); False if the session must end.
+
+        The slot comes first, so a connection still in its handshake counts
+        against the session limits; a refused one still gets its ``421``
+        over TLS, and holds no slot meanwhile.
+        """
         settings = self.settings
         sock = self.request
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        refused = self.server.limiter.acquire(self.ip)
+        self._has_slot = refused is None
         if self.server.tls is not None:
             sock.settimeout(settings.request_timeout)
             try:
@@ -91,12 +98,10 @@ class SessionHandler(socketserver.BaseRequestHandler):
             settings.min_transfer_rate,
         )
         self.channel = Channel(sock, deadlines=deadlines)
-        refused = self.server.limiter.acquire(self.ip)
         if refused is not None:
             log.warning("refused %s: %s", self.peer, refused)
             self._try_send(error("error", ProtocolError(ErrorCode.TOO_MANY_SESSIONS, refused)))
             return False
-        self._has_slot = True
         return True
 
     def finish(self) -> None:

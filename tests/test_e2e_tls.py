@@ -38,7 +38,7 @@ from conftest import (
 )
 
 from ftpclient.client import FileTransferClient, tls_context
-from ftpproto.errors import ProtocolError
+from ftpproto.errors import ErrorCode, ProtocolError, RemoteError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -243,6 +243,26 @@ def test_silent_client_is_cut_off_during_the_handshake(tls_server: RunningServer
         session.close()
     assert_no_sessions(tls_server)
     assert_tls_serving(tls_server, pki)
+
+
+def test_a_connection_in_its_handshake_holds_a_session_slot(
+    make_configured_server: MakeServer, pki: Pki
+) -> None:
+    """With one session per address, a silent handshake takes the slot: the next gets 421."""
+    running = make_configured_server(
+        tls_cert=pki.cert, tls_key=pki.key, request_timeout=2, max_sessions_per_ip=1
+    )
+    silent = RawSession(running.port)
+    try:
+        assert wait_until(lambda: running.server.limiter.count == 1), "the handshake took no slot"
+        with pytest.raises(RemoteError) as refused, tls_client(running, pki.ca) as conn:
+            conn.login(ALICE, ALICE_PASSWORD)
+        assert refused.value.code == ErrorCode.TOO_MANY_SESSIONS, refused.value
+        assert silent.is_closed_by_server(6), "a silent client kept its connection"
+    finally:
+        silent.close()
+    assert_no_sessions(running)
+    assert_tls_serving(running, pki)
 
 
 # -- serve with TLS in server.yaml -----------------------------------------------------------
