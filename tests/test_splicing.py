@@ -14,6 +14,7 @@ import errno
 import fcntl
 import os
 import socket
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from conftest import HOST, OsView, digest_of
 import ftpproto.channel
 import ftpproto.splicing
 from ftpproto.channel import SPLICE_MIN, Channel, GuardedWriter
-from ftpproto.digest import new_hasher
+from ftpproto.digest import Hasher, new_hasher
 from ftpproto.errors import ConnectionClosed
 from ftpproto.framing import encode_frame
 from ftpproto.messages import ready, request
@@ -83,6 +84,27 @@ def open_rw(path: Path, flags: int = 0) -> int:
     return os.open(path, os.O_RDWR | os.O_CREAT | flags, 0o644)
 
 
+def receive(
+    tcp: tuple[socket.socket, Channel],
+    path: Path,
+    wire: bytes,
+    size: int,
+    flags: int = 0,
+    close: bool = False,
+) -> tuple[GuardedWriter, Hasher]:
+    """Send ``wire`` (then close, if asked) while the channel receives ``size`` bytes."""
+    sender, receiver = tcp
+    thread = send_in_thread(sender, wire, close)
+    fd = open_rw(path, flags)
+    try:
+        writer, hasher = GuardedWriter(fd), new_hasher()
+        receiver.recv_file(writer, size, hasher)
+    finally:
+        os.close(fd)
+    thread.join(10)
+    return writer, hasher
+
+
 @pytest.mark.parametrize("size", [SPLICE_MIN + 65536, BIG])
 def test_big_receive_is_spliced_at_the_file_position(
     tcp: tuple[socket.socket, Channel], tmp_path: Path, spliced: list[int], size: int
@@ -121,18 +143,9 @@ def test_a_file_that_refuses_splice_is_written(
     tcp: tuple[socket.socket, Channel], tmp_path: Path, spliced: list[int]
 ) -> None:
     """``O_APPEND`` makes ``splice`` fail with EINVAL: the bytes are written instead."""
-    sender, receiver = tcp
     data = os.urandom(3 * MIB + 1)
     path = tmp_path / "append"
-    thread = send_in_thread(sender, data)
-    fd = open_rw(path, os.O_APPEND)
-    try:
-        writer = GuardedWriter(fd)
-        hasher = new_hasher()
-        receiver.recv_file(writer, len(data), hasher)
-    finally:
-        os.close(fd)
-    thread.join(10)
+    writer, hasher = receive(tcp, path, data, len(data), os.O_APPEND)
     assert writer.error is None
     assert path.read_bytes() == data
     assert hasher.hexdigest() == digest_of(data)
@@ -148,12 +161,11 @@ def test_write_error_mid_splice_stays_in_step(
     after: int,
 ) -> None:
     """A disk that fills up: the error is kept, every byte is read and hashed, in order."""
-    sender, receiver = tcp
     data = os.urandom(HASH_WINDOW + 3 * MIB)
     written = [0]
 
     def failing_splice(src: int, dst: int, count: int, *args: Any, **kwargs: Any) -> int:
-        if dst == fd:
+        if stat.S_ISREG(os.fstat(dst).st_mode):  # pipe -> file, not socket -> pipe
             room = after - written[0]
             if room <= 0:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -163,21 +175,13 @@ def test_write_error_mid_splice_stays_in_step(
         return os.splice(src, dst, count, *args, **kwargs)
 
     monkeypatch.setattr(ftpproto.channel, "os", OsView(splice=failing_splice))
-    thread = send_in_thread(sender, data + encode_frame(b"FileTransfer|pwd"))
     path = tmp_path / "full"
-    fd = open_rw(path)
-    try:
-        writer = GuardedWriter(fd)
-        hasher = new_hasher()
-        receiver.recv_file(writer, len(data), hasher)
-    finally:
-        os.close(fd)
-    thread.join(10)
+    writer, hasher = receive(tcp, path, data + encode_frame(b"FileTransfer|pwd"), len(data))
     assert isinstance(writer.error, OSError) and writer.error.errno == errno.ENOSPC
     assert path.read_bytes() == data[:after], "bytes after the error reached the file"
     assert hasher.hexdigest() == digest_of(data)
     assert len(spliced) == 1 and after <= spliced[0] < len(data), "splicing went on after it"
-    assert receiver.recv() == request("pwd")
+    assert tcp[1].recv() == request("pwd")
 
 
 def test_no_pipe_to_be_had_receives_the_usual_way(
@@ -187,9 +191,7 @@ def test_no_pipe_to_be_had_receives_the_usual_way(
     spliced: list[int],
 ) -> None:
     """The kernel refuses a 1 MiB pipe (the user's pipes are at their limit)."""
-    sender, receiver = tcp
     data = os.urandom(3 * MIB)
-
     real = fcntl.fcntl
 
     def refusing(fd: int, command: int, *args: Any) -> Any:
@@ -198,44 +200,25 @@ def test_no_pipe_to_be_had_receives_the_usual_way(
         return real(fd, command, *args)
 
     monkeypatch.setattr(fcntl, "fcntl", refusing)
-    thread = send_in_thread(sender, data)
     path = tmp_path / "plain"
-    fd = open_rw(path)
-    try:
-        writer = GuardedWriter(fd)
-        hasher = new_hasher()
-        receiver.recv_file(writer, len(data), hasher)
-    finally:
-        os.close(fd)
-    thread.join(10)
+    writer, hasher = receive(tcp, path, data, len(data))
+    assert writer.error is None
     assert spliced == [0]
     assert path.read_bytes() == data
     assert hasher.hexdigest() == digest_of(data)
 
 
-def test_stalled_sender_times_out(tcp: tuple[socket.socket, Channel], tmp_path: Path) -> None:
-    """The socket's timeout holds while splicing (the socket is non-blocking underneath)."""
-    sender, receiver = tcp
-    receiver.sock.settimeout(0.3)
-    sender.sendall(os.urandom(MIB))
-    fd = open_rw(tmp_path / "stalled")
-    try:
-        with pytest.raises(TimeoutError):
-            receiver.recv_file(GuardedWriter(fd), 4 * MIB, new_hasher())
-    finally:
-        os.close(fd)
-
-
-def test_peer_closing_early_is_an_error(tcp: tuple[socket.socket, Channel], tmp_path: Path) -> None:
-    sender, receiver = tcp
-    thread = send_in_thread(sender, os.urandom(3 * MIB), close=True)
-    fd = open_rw(tmp_path / "short")
-    try:
-        with pytest.raises(ConnectionClosed):
-            receiver.recv_file(GuardedWriter(fd), 4 * MIB, new_hasher())
-    finally:
-        os.close(fd)
-    thread.join(10)
+@pytest.mark.parametrize(
+    ("close", "error"), [(False, TimeoutError), (True, ConnectionClosed)], ids=["stalls", "leaves"]
+)
+def test_sender_that_stops_short(
+    tcp: tuple[socket.socket, Channel], tmp_path: Path, close: bool, error: type[Exception]
+) -> None:
+    """3 MiB of 4, then silence or a close: a timeout (the socket's timeout holds while
+    splicing, though the socket is non-blocking underneath) or a closed connection."""
+    tcp[1].sock.settimeout(0.3)
+    with pytest.raises(error):
+        receive(tcp, tmp_path / "short", os.urandom(3 * MIB), 4 * MIB, close=close)
 
 
 def test_can_splice_needs_a_regular_file_open_for_reading_and_writing(
