@@ -321,27 +321,11 @@ class RunningServer:
 @pytest.fixture
 def server(users_file: Path, homes: Path) -> Iterator[RunningServer]:
     """A real FileTransferServer on 127.0.0.1, port 0, serving in a daemon thread."""
-    settings = Settings(
-        host=HOST,
-        port=0,
-        users=users_file,
-        home=homes,
-        login_failure_delay=0.05,
-        fsync_uploads=False,
-        idle_timeout=30,
-    )
-    srv = FileTransferServer(settings, load_users(users_file, homes))
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    port, proxy = front(srv.address[1])
+    running = start_server(users_file, homes)
     try:
-        yield RunningServer(srv, port, homes, users_file, thread, srv.address[1], proxy)
+        yield running
     finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(timeout=5)
-        if proxy is not None:
-            proxy.close()
+        stop_server(running)
 
 
 ClientFactory = Callable[..., FileTransferClient]

@@ -15,10 +15,11 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import bcrypt
@@ -164,6 +165,34 @@ def test_cli_over_the_limit_exits_2_with_one_line(
 # -- timeouts ------------------------------------------------------------------------
 
 
+def send_until_closed(
+    session: RawSession, pieces: Iterable[bytes], pause: float, limit: float
+) -> tuple[bool, float]:
+    """Send ``pieces`` one by one, after each waiting up to ``pause`` s for the server to close.
+
+    Returns (closed, seconds since the first piece); gives up after ``limit`` s.
+    The server may close in any way, but must not send anything.
+    """
+    started = time.monotonic()
+    for piece in pieces:
+        if time.monotonic() - started > limit:
+            break
+        try:
+            session.send_raw(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            return True, time.monotonic() - started
+        session.sock.settimeout(pause)
+        try:
+            data = session.sock.recv(1)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            data = b""
+        assert data == b"", f"unexpected data from the server: {data!r}"
+        return True, time.monotonic() - started
+    return False, time.monotonic() - started
+
+
 def closed_after(session: RawSession, limit: float) -> float:
     """Seconds until the server closed ``session`` (fails if not within ``limit``)."""
     started = time.monotonic()
@@ -204,27 +233,7 @@ def test_slowloris_is_closed(make_configured_server: MakeServer) -> None:
     session = RawSession(running.port)
     try:
         frame = session.frame("login", ALICE, "p" * 200)  # would take ~80 s at this pace
-        started = time.monotonic()
-        closed = False
-        for byte in frame:
-            if time.monotonic() - started > 10:
-                break
-            try:
-                session.send_raw(bytes([byte]))
-            except (BrokenPipeError, ConnectionResetError):
-                closed = True
-                break
-            session.sock.settimeout(0.4)
-            try:
-                data = session.sock.recv(1)
-            except TimeoutError:
-                continue
-            except ConnectionResetError:
-                data = b""
-            assert data == b"", f"unexpected data from the server: {data!r}"
-            closed = True
-            break
-        waited = time.monotonic() - started
+        closed, waited = send_until_closed(session, (bytes([b]) for b in frame), 0.4, 10)
         assert closed, "the slowloris client was never closed"
         assert 0.8 <= waited <= 4, f"closed after {waited:.2f} s (request_timeout 1)"
     finally:
@@ -263,29 +272,12 @@ def test_trickling_upload_is_closed(make_configured_server: MakeServer) -> None:
     """100 bytes every 0.2 s never stops, but stays under min_transfer_rate 1024."""
     running = make_configured_server(stall_timeout=1, min_transfer_rate=1024, idle_timeout=30)
     session = start_upload(running, "slow.bin", MIB)
-    started = time.monotonic()
-    closed = False
     try:
-        while time.monotonic() - started < 8:
-            try:
-                session.send_raw(b"x" * 100)
-            except (BrokenPipeError, ConnectionResetError):
-                closed = True
-                break
-            session.sock.settimeout(0.2)
-            try:
-                data = session.sock.recv(1)
-            except TimeoutError:
-                continue
-            except ConnectionResetError:
-                data = b""
-            assert data == b"", f"unexpected data from the server: {data!r}"
-            closed = True
-            break
+        closed, waited = send_until_closed(session, itertools.repeat(b"x" * 100), 0.2, 8)
     finally:
         session.close()
     assert closed, "a trickling upload was never closed"
-    assert time.monotonic() - started <= 4
+    assert waited <= 4
     assert sessions_ended(running)
     assert temp_files(running.alice_home) == []
     assert not (running.alice_home / "slow.bin").exists()
