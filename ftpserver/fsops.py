@@ -40,6 +40,7 @@ __all__ = [
     "list_entries",
     "os_error",
     "partial_path",
+    "remove_folder",
     "remove_tree",
     "rename_noreplace",
     "stat_entry",
@@ -168,7 +169,7 @@ class Upload:
         os.lseek(fd, offset, os.SEEK_SET)
         self.keep_partial = offset > 0
         replaced = file_size(self.target)
-        self.reservation = self.book.reserve(self.user, size, replaced, os.path.dirname(self.temp))
+        self.reservation = self.book.reserve(self.user, size, replaced, self.temp)
         self.keep_partial = True
         return offset, hasher
 
@@ -250,6 +251,30 @@ def list_entries(real_dir: str) -> Iterator[Entry]:
                 continue
             with contextlib.suppress(FileNotFoundError):
                 yield _entry(item.name, item.stat(follow_symlinks=False))
+
+
+def remove_folder(real: str, virtual: str) -> None:
+    """Remove the empty folder ``real``; ``virtual`` names it in errors.
+
+    A folder that holds nothing but uploads in progress looks empty in a
+    listing, so its error says why it cannot go yet.
+    """
+    try:
+        os.rmdir(real)
+    except OSError as exc:
+        if exc.errno == errno.ENOTEMPTY and _only_uploads(real):
+            raise ProtocolError(
+                ErrorCode.EXISTS, f"an upload into this folder is in progress: {virtual}"
+            ) from None
+        raise
+
+
+def _only_uploads(folder: str) -> bool:
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return False
+    return bool(names) and all(is_temporary(name) for name in names)
 
 
 def remove_tree(book: QuotaBook, user: User, top: str) -> tuple[int, int]:

@@ -48,6 +48,7 @@ class Reservation:
     user: str
     quota_bytes: int
     disk_bytes: int
+    temp: str = ""  # the upload's temporary file, removed if its writer dies
 
 
 def file_size(path: str) -> int:
@@ -117,10 +118,11 @@ class QuotaBook:
                 left = min(left, max(0, user.quota - account.used - account.reserved))
             return Usage(account.used, account.reserved, user.quota, left)
 
-    def reserve(self, user: User, size: int, replaced: int, folder: str) -> Reservation:
+    def reserve(self, user: User, size: int, replaced: int, temp: str) -> Reservation:
         """Hold space for an upload of ``size`` bytes that replaces ``replaced`` bytes.
 
-        Raises QUOTA_EXCEEDED or NO_SPACE before any data flows.
+        ``temp`` is the upload's temporary file: the free space of its folder
+        counts.  Raises QUOTA_EXCEEDED or NO_SPACE before any data flows.
         """
         need = max(0, size - replaced)
         with self._lock:
@@ -133,7 +135,7 @@ class QuotaBook:
                         f"quota exceeded: {format_size(need)} needed, "
                         f"{format_size(max(0, free))} free",
                     )
-            disk = _disk_free(folder) - self._disk_reserved
+            disk = _disk_free(os.path.dirname(temp)) - self._disk_reserved
             if size > disk:
                 raise ProtocolError(
                     ErrorCode.NO_SPACE,
@@ -142,12 +144,22 @@ class QuotaBook:
                 )
             account.reserved += need
             self._disk_reserved += size
-        return Reservation(user.name, need, size)
+        return Reservation(user.name, need, size, temp)
 
     def release(self, reservation: Reservation) -> None:
         """Give back a reservation (after a commit or a failure); safe to call twice."""
         with self._lock:
             self._release(reservation)
+
+    def abandon(self, reservation: Reservation) -> None:
+        """Give back the reservation of an upload whose writer died, and remove its file.
+
+        The temporary file was never counted, and nothing will finish it.
+        """
+        self.release(reservation)
+        if is_temporary(os.path.basename(reservation.temp)):
+            with contextlib.suppress(OSError):
+                os.unlink(reservation.temp)
 
     def _release(self, reservation: Reservation) -> None:
         account = self._accounts.get(reservation.user)

@@ -219,7 +219,7 @@ class StateOwner:
             for _ in range(count):
                 self.shared.limiter.release(ip)
         for reservation in held.reservations:
-            self.shared.quotas.release(reservation)
+            self.shared.quotas.abandon(reservation)
         if +held.slots or held.reservations:
             log.warning(
                 "worker %d left %d sessions and %d uploads behind; released",

@@ -70,6 +70,7 @@ from test_e2e_limits import logged_in, refused_raw, timed_parallel
 from ftpclient.client import FileTransferClient, Quota
 from ftpproto.errors import ConnectionClosed, ErrorCode, RemoteError
 from ftpserver.config import Settings
+from ftpserver.jail import TEMP_PREFIX
 from ftpserver.server import Shared
 from ftpserver.users import User
 from ftpserver.workers import StateOwner, remote_shared
@@ -441,6 +442,7 @@ def test_killed_worker_is_replaced_and_its_slots_given_back(
             doomed[1].pwd()
         wait_for_log(running, "ended unexpectedly (signal 9)")
         wait_for_log(running, "left 2 sessions and 1 uploads behind; released")
+        assert temp_files(home) == [], "the killed upload's temporary file was left"
         replaced = wait_for_workers(running, 2)
         assert victim not in replaced and survivor in replaced, (victim, survivor, replaced)
 
@@ -672,12 +674,14 @@ def test_state_owner_gives_back_what_a_closed_worker_held(tmp_path: Path) -> Non
     assert remote.limiter.acquire(ip) is None
     assert remote.limiter.acquire(ip) == "too many sessions from your address"  # holds nothing
     remote.limiter.release(ip)
-    kept = remote.quotas.reserve(user, 300, 0, str(tmp_path))
-    done = remote.quotas.reserve(user, 200, 0, str(tmp_path))
+    temps = [tmp_path / f"{TEMP_PREFIX}{n}" for n in range(3)]
+    for temp in temps:
+        temp.write_bytes(b"x" * 100)
+    kept = remote.quotas.reserve(user, 300, 0, str(temps[0]))
+    done = remote.quotas.reserve(user, 200, 0, str(temps[1]))
     remote.quotas.release(done)
-    moved = remote.quotas.reserve(user, 100, 0, str(tmp_path))
-    (tmp_path / "part.tmp").write_bytes(b"x" * 100)
-    remote.quotas.replace(user, str(tmp_path / "part.tmp"), str(tmp_path / "kept"), release=moved)
+    moved = remote.quotas.reserve(user, 100, 0, str(temps[2]))
+    remote.quotas.replace(user, str(temps[2]), str(tmp_path / "kept"), release=moved)
     assert shared.quotas.usage(user).used == 100  # the kept file counts, its reservation not
     assert (kept.quota_bytes, shared.quotas.usage(user).reserved, shared.limiter.count) == (
         300, 300, 1,
@@ -689,6 +693,9 @@ def test_state_owner_gives_back_what_a_closed_worker_held(tmp_path: Path) -> Non
     assert not thread.is_alive()
     assert shared.limiter.count == 0, "the slot was not given back (or given back twice)"
     assert shared.quotas.usage(user).reserved == 0, "the reservation was not given back"
+    assert not temps[0].exists(), "the dead worker's upload file was left"
+    assert temps[1].exists(), "a file whose reservation was released was removed"
+    assert (tmp_path / "kept").read_bytes() == b"x" * 100
     assert shared.limiter.acquire(ip) is None and shared.limiter.acquire(ip) is None
     assert shared.limiter.acquire(ip) is not None
 
