@@ -32,6 +32,7 @@ from ftpserver.fsops import (
     list_entries,
     os_error,
     partial_path,
+    remove_folder,
     remove_tree,
     rename_noreplace,
     stat_entry,
@@ -299,7 +300,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
 
     def cmd_rmdir(self, path: str) -> None:
         virtual, real = self.jail.resolve(path, follow=False)
-        os.rmdir(real)
+        remove_folder(real, virtual)
         self._audit("rmdir", path=virtual)
         self.channel.send(ok("rmdir", virtual))
 

@@ -26,6 +26,7 @@ from conftest import (
 import ftpserver.fsops
 import ftpserver.handler
 from ftpproto.errors import ErrorCode, RemoteError
+from ftpserver.jail import TEMP_PREFIX
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -130,6 +131,21 @@ def test_rmdir_not_empty_is_410(home: Path, client: ClientFactory) -> None:
     assert error.code == ErrorCode.EXISTS, error
     assert "docs" in error.text
     assert tree_state(home) == before
+
+
+def test_rmdir_of_a_folder_holding_only_an_upload_says_so(
+    home: Path, client: ClientFactory
+) -> None:
+    upload = home / "empty" / f"{TEMP_PREFIX}0123abcd"  # as a crashed upload leaves it
+    upload.write_bytes(b"half")
+    conn = client()
+    assert conn.ls("empty") == []
+    error = remote_error(lambda: conn.rmdir("empty"))
+    assert error.code == ErrorCode.EXISTS, error
+    assert error.text == "an upload into this folder is in progress: /empty", error
+    assert upload.read_bytes() == b"half"
+    assert conn.rm("empty", recursive=True) == (0, 0)
+    assert not (home / "empty").exists()
 
 
 def test_rmdir_of_a_file_fails(home: Path, client: ClientFactory) -> None:
