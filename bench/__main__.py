@@ -3,9 +3,9 @@
 Runs every selected workload ``--reps`` times (the one-file workloads
 ``--big-reps`` times) on 127.0.0.1, alternating the servers run by run and
 rotating which goes first (A B C, B C A, C A B: disk speed swings between
-runs), starting a fresh server process for every run.  Prints a table of medians with min and
-max, the targets of issue 6 as ratios from this run, and writes the figures
-and every single run to a JSON file.  Temporary files live in one temporary
+runs), starting a fresh server process for every run.  Prints a table of
+medians with min and max, the targets of issue 6 as ratios from this run,
+and writes the figures and every single run to a JSON file.  Temporary files live in one temporary
 folder, removed at the end; every server and load worker is stopped in a
 ``finally`` block.  See docs/PERFORMANCE.md.
 """
