@@ -140,7 +140,6 @@ class Upload:
         self.keep_partial = False
         self.reservation: Reservation | None = None
         self.writer: GuardedWriter | None = None
-        self.final_stat: os.stat_result | None = None  # of the committed file
         self._done = False
 
     def start(self, size: int, resume: tuple[int, str] | None) -> tuple[int, Hasher]:
@@ -214,9 +213,8 @@ class Upload:
             if commit:
                 held, reservation = reservation, None
                 self.book.replace(self.user, self.temp, self.target, enforce=True, release=held)
-                self.final_stat = os.fstat(fd)
                 if digests is not None and hexdigest:
-                    digests.put(self.final_stat, hexdigest, fd)
+                    digests.put(os.fstat(fd), hexdigest, fd)
             elif self.keep_partial and file_size(self.temp) > 0:
                 os.makedirs(os.path.dirname(self.partial), exist_ok=True)
                 held, reservation = reservation, None

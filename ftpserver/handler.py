@@ -416,8 +416,11 @@ class SessionHandler(socketserver.BaseRequestHandler):
 
 
 class _Meter:
-    """The per-piece callback of one transfer: counts the bytes moved, applies the
-    user's rate limit, and stops the transfer when the session is cancelled."""
+    """The per-piece callback of one transfer.
+
+    It counts the bytes moved, applies the user's rate limit, and stops the
+    transfer when the session is cancelled.
+    """
 
     def __init__(self, cancelled: threading.Event, pace: Progress | None) -> None:
         self.moved = 0

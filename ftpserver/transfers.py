@@ -118,7 +118,8 @@ def receive_upload(
     if final.command == "put" and final.status == "abort":
         raise ProtocolError(ErrorCode.TRANSFER_ABORTED, f"upload aborted: {virtual}")
     (claimed,) = final.expect("put", "digest", 1)
-    if parse_digest(claimed) != hasher.hexdigest():
+    hexdigest = hasher.hexdigest()
+    if parse_digest(claimed) != hexdigest:
         raise ProtocolError(ErrorCode.DIGEST_MISMATCH, f"digest mismatch: {virtual}")
-    upload.commit(digests, hasher.hexdigest())
-    return size - offset, hasher.hexdigest()
+    upload.commit(digests, hexdigest)
+    return size - offset, hexdigest
