@@ -87,11 +87,14 @@ def visible(home: Path) -> list[str]:
     return sorted(set(os.listdir(home)) - {PARTIAL_DIR})
 
 
-def exits_with(running: ServerProcess, timeout: float) -> tuple[int, float]:
-    """Wait for the server to exit; its status and how long it took."""
+def sigterm_and_wait(running: ServerProcess, timeout: float) -> float:
+    """Send SIGTERM, check the server exits cleanly in time; how long it took."""
+    running.proc.send_signal(signal.SIGTERM)
     started = time.monotonic()
     status = running.proc.wait(timeout=timeout)
-    return status, time.monotonic() - started
+    took = time.monotonic() - started
+    assert status == 0, f"exit status {status}\n{log_text(running)}"
+    return took
 
 
 # -- reload -------------------------------------------------------------------------------
@@ -238,9 +241,7 @@ def test_sigterm_during_upload_cuts_off_after_the_grace(
     home = homes / ALICE
     conn, upload = start_slow_upload(running.port, local, home, 4 * MIB)  # 64 s at 64K/s
     try:
-        running.proc.send_signal(signal.SIGTERM)
-        status, took = exits_with(running, 15)
-        assert status == 0, f"exit status {status}\n{log_text(running)}"
+        took = sigterm_and_wait(running, 15)
         upload.join()
         assert upload.error is not None, "the cut-off upload reported success"
     finally:
@@ -262,9 +263,7 @@ def test_upload_finishing_within_the_grace_is_kept(
     size = 384 * 1024  # 256 KiB of burst, then 0.5 s at 256 KiB/s
     conn, upload = start_slow_upload(running.port, local, home, size)
     try:
-        running.proc.send_signal(signal.SIGTERM)
-        status, took = exits_with(running, 15)
-        assert status == 0, f"exit status {status}\n{log_text(running)}"
+        took = sigterm_and_wait(running, 15)
         assert took < 5, f"exited after {took:.2f} s: waited for the grace, not the transfer"
         upload.join()
         assert upload.error is None, f"the upload failed: {upload.error!r}"
@@ -289,9 +288,7 @@ def test_sigterm_during_download(
     download = Background(lambda: conn.get("d.bin", str(target)))
     try:
         assert wait_until(lambda: part.exists() and part.stat().st_size > 0, timeout=10)
-        running.proc.send_signal(signal.SIGTERM)
-        status, took = exits_with(running, 10)
-        assert status == 0, f"exit status {status}\n{log_text(running)}"
+        took = sigterm_and_wait(running, 10)
         assert 0.8 <= took <= 6, f"exited after {took:.2f} s with shutdown_grace 1"
         download.join()
         assert download.error is not None, "the cut-off download reported success"
@@ -315,9 +312,7 @@ def test_second_sigterm_cuts_off_at_once(
         wait_for_log(running, "stopping")
         time.sleep(0.5)
         assert running.proc.poll() is None, "the first SIGTERM did not wait for the transfer"
-        running.proc.send_signal(signal.SIGTERM)
-        status, took = exits_with(running, 15)
-        assert status == 0, f"exit status {status}\n{log_text(running)}"
+        took = sigterm_and_wait(running, 15)
         upload.join()
         assert upload.error is not None
     finally:
@@ -335,9 +330,7 @@ def test_sigterm_closes_idle_sessions_at_once(
     try:
         idle[0].login(ALICE, ALICE_PASSWORD)
         idle[1].login(BOB, BOB_PASSWORD)  # idle[2] never logs in
-        running.proc.send_signal(signal.SIGTERM)
-        status, took = exits_with(running, 10)
-        assert status == 0, f"exit status {status}\n{log_text(running)}"
+        took = sigterm_and_wait(running, 10)
         assert took <= 3, f"exited after {took:.2f} s: it waited for idle sessions"
         for conn in idle:
             with pytest.raises((ConnectionError, OSError)):

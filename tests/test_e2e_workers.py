@@ -56,10 +56,10 @@ from test_e2e_lifecycle import (
     check_config,
     configure,
     connect,
-    exits_with,
     log_text,
     login_result,
     serve_refusal,
+    sigterm_and_wait,
     start_slow_upload,
     wait_for_log,
 )
@@ -535,9 +535,7 @@ def test_sigterm_stops_every_worker(
     with only(running, second):
         conn, upload = start_slow_upload(running.port, local, home, 4 * MIB)  # 64 s at 64K/s
     try:
-        running.proc.send_signal(signal.SIGTERM)
-        status, took = exits_with(running, 15)
-        assert status == 0, f"exit status {status}\n{log_text(running)}"
+        took = sigterm_and_wait(running, 15)
         upload.join()
         assert upload.error is not None, "the cut-off upload reported success"
         with pytest.raises((ConnectionError, OSError)):
