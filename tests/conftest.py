@@ -64,6 +64,7 @@ BOB_PASSWORD = "b0b|pass%word 2"  # a separator and an escape character on the w
 CLIENT_TIMEOUT = 10.0
 SUBPROCESS_TIMEOUT = 30.0
 TEMP_PREFIX = ".ftp-upload-"
+OLD_VERSION = b"the older version that must survive\n" * 100  # what a failed upload must not touch
 
 # -- the re-chunking proxy in front of every server --------------------------------
 

@@ -21,6 +21,7 @@ from conftest import (
     ALICE,
     ALICE_PASSWORD,
     HOST,
+    OLD_VERSION,
     STALLED_PUT,
     ClientFactory,
     RawSession,
@@ -37,7 +38,6 @@ from ftpserver.jail import PARTIAL_DIR
 pytestmark = pytest.mark.timeout(60)
 
 MIB = 1024 * 1024
-OLD = b"the older version that must survive\n" * 100
 
 
 def start_killable_client(tmp_path: Path, port: int) -> subprocess.Popen[str]:
@@ -54,7 +54,7 @@ def start_killable_client(tmp_path: Path, port: int) -> subprocess.Popen[str]:
     return proc
 
 
-@pytest.mark.parametrize("old", [None, OLD], ids=["no-older-file", "older-file"])
+@pytest.mark.parametrize("old", [None, OLD_VERSION], ids=["no-older-file", "older-file"])
 def test_client_killed_mid_upload(
     server: RunningServer, client: ClientFactory, tmp_path: Path, old: bytes | None
 ) -> None:
@@ -104,7 +104,7 @@ STAGES: dict[str, Callable[[RawSession, int], None]] = {
 
 
 @pytest.mark.parametrize("stage", list(STAGES))
-@pytest.mark.parametrize("old", [None, OLD], ids=["no-older-file", "older-file"])
+@pytest.mark.parametrize("old", [None, OLD_VERSION], ids=["no-older-file", "older-file"])
 @pytest.mark.parametrize("how", ["reset", "close"])
 def test_connection_dropped_mid_upload(
     server: RunningServer,

@@ -38,6 +38,7 @@ from conftest import (
     ALICE,
     ALICE_PASSWORD,
     HOST,
+    OLD_VERSION,
     ClientFactory,
     OsView,
     RunningServer,
@@ -60,7 +61,6 @@ from ftpserver.jail import PARTIAL_DIR, TEMP_PREFIX
 pytestmark = pytest.mark.timeout(60)
 
 MIB = 1024 * 1024
-OLD = b"the older version that must survive\n" * 100
 
 
 def visible(home: Path) -> list[str]:
@@ -85,7 +85,7 @@ def audit_events(caplog: pytest.LogCaptureFixture, event: str) -> list[str]:
 # -- clients killed mid-transfer ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("old", [None, OLD], ids=["new-file", "older-file"])
+@pytest.mark.parametrize("old", [None, OLD_VERSION], ids=["new-file", "older-file"])
 def test_client_killed_mid_upload(
     server: RunningServer,
     client: ClientFactory,
@@ -224,7 +224,7 @@ DISK_ERRORS = [
 
 @pytest.mark.parametrize("after", [0, MIB + 7], ids=["at-once", "mid-upload"])
 @pytest.mark.parametrize(("code", "reply", "words"), DISK_ERRORS)
-@pytest.mark.parametrize("old", [None, OLD], ids=["new-file", "older-file"])
+@pytest.mark.parametrize("old", [None, OLD_VERSION], ids=["new-file", "older-file"])
 def test_disk_fails_while_an_upload_is_written(
     server: RunningServer,
     client: ClientFactory,
@@ -271,7 +271,7 @@ def test_disk_fails_while_an_upload_is_written(
     server.assert_serving()
 
 
-@pytest.mark.parametrize("old", [None, OLD], ids=["new-file", "older-file"])
+@pytest.mark.parametrize("old", [None, OLD_VERSION], ids=["new-file", "older-file"])
 def test_fsync_fails_with_enospc(
     make_configured_server: Callable[..., RunningServer],
     local: Path,
@@ -354,7 +354,7 @@ def locked(server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[L
     """alice's folder ``locked`` (with ``old.txt``), mode 555, and EACCES for changes in it."""
     folder = server.alice_home / "locked"
     folder.mkdir()
-    (folder / "old.txt").write_bytes(OLD)
+    (folder / "old.txt").write_bytes(OLD_VERSION)
     (server.alice_home / "elsewhere").mkdir()
     folder.chmod(0o555)
     guard = LockedFolder(folder)
