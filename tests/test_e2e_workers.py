@@ -16,7 +16,7 @@ The workers are the server's child processes (/proc/PID/task/*/children).
 Where it matters which worker serves a session, the test chooses: it stops
 the other workers (SIGSTOP) while the session connects and logs in, so the
 kernel can only hand the connection to the one left running.  The last tests
-are unit tests of :class:`ftpserver.workers.StateOwner`.
+are unit tests of :class:`ftpserver.state.owner.StateOwner`.
 """
 
 from __future__ import annotations
@@ -71,9 +71,11 @@ from ftpclient.client import FileTransferClient, Quota
 from ftpproto.errors import ConnectionClosed, ErrorCode, RemoteError
 from ftpserver.config import Settings
 from ftpserver.jail import TEMP_PREFIX
-from ftpserver.server import Shared
+from ftpserver.state.owner import StateOwner
+from ftpserver.state.pipe import remote_shared
+from ftpserver.state.shared import LocalState
+from ftpserver.state.wire import PipeClient
 from ftpserver.users import User
-from ftpserver.workers import StateOwner, remote_shared
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -661,7 +663,7 @@ def test_check_config_refuses_workers_out_of_range(
 
 @pytest.mark.timeout(10)
 def test_state_owner_gives_back_what_a_closed_worker_held(tmp_path: Path) -> None:
-    shared = Shared.create(Settings(max_sessions=0, max_sessions_per_ip=2))
+    shared = LocalState.create(Settings(max_sessions=0, max_sessions_per_ip=2))
     owner = StateOwner(shared)
     mine, theirs = Pipe()
     thread = owner.attach(mine, 7)
@@ -685,7 +687,7 @@ def test_state_owner_gives_back_what_a_closed_worker_held(tmp_path: Path) -> Non
         300, 300, 1,
     )  # fmt: skip
     with pytest.raises(AttributeError):
-        remote.limiter.configure(0, 0)  # only the listed methods are shared
+        PipeClient(theirs).call("limiter", "configure", 0, 0)  # only the listed methods are shared
     theirs.close()  # the worker is gone
     thread.join(5)
     assert not thread.is_alive()
@@ -702,7 +704,7 @@ def test_state_owner_gives_back_what_a_closed_worker_held(tmp_path: Path) -> Non
 def test_state_owner_keeps_a_replacement_apart_from_the_worker_it_replaces() -> None:
     # A replacement worker gets the dead one's number, possibly before the dead
     # one's pipe has been seen to close: their holdings must stay apart.
-    shared = Shared.create(Settings(max_sessions=0, max_sessions_per_ip=3))
+    shared = LocalState.create(Settings(max_sessions=0, max_sessions_per_ip=3))
     owner = StateOwner(shared)
     old_mine, old_theirs = Pipe()
     old_thread = owner.attach(old_mine, 0)

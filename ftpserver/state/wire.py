@@ -1,0 +1,81 @@
+"""The worker pipe: one request and one reply per call, and the typed checks on both ends.
+
+A worker sends ``(target, method, args)`` (:data:`Request`), with ``target``
+one of the :class:`~ftpserver.state.shared.Shared` fields and ``args``
+plain picklable values; the supervisor answers ``(True, result)`` or
+``(False, exception)`` (:data:`Reply`).  :class:`PipeClient` is the one
+call primitive the worker's proxies are written over; :func:`expect` and
+:func:`arg` check the types of what crosses, so each side stays typed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from multiprocessing.connection import Connection
+from typing import TypeVar
+
+__all__ = ["Args", "PipeClient", "Reply", "Request", "StateUnavailable", "arg", "expect"]
+
+log = logging.getLogger("ftpserver")
+
+T = TypeVar("T")
+Args = tuple[object, ...]
+Request = tuple[str, str, Args]
+Reply = tuple[bool, object]
+
+
+class StateUnavailable(ConnectionAbortedError):
+    """The shared state cannot be reached (the supervisor is gone): the server is stopping."""
+
+
+class PipeClient:
+    """Calls on the supervisor's state over one pipe, one at a time.
+
+    One lock keeps the calls of the worker's threads apart.  If the pipe is
+    broken the supervisor is gone: the first call to find out logs it and
+    stops the worker (SIGTERM, so running transfers get the usual grace),
+    since without the shared state it cannot keep its limits; that call and
+    every later one raise :class:`StateUnavailable`.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._lost = False
+
+    def call(self, target: str, method: str, *args: object) -> object:
+        """Run ``target.method(*args)`` in the supervisor; its result, or its exception raised."""
+        request: Request = (target, method, args)
+        with self._lock:
+            if self._lost:
+                raise StateUnavailable("the server is shutting down")
+            try:
+                self._conn.send(request)
+                ok, value = self._conn.recv()
+            except (EOFError, OSError) as exc:
+                self._lost = True
+                log.error("the main process is gone (%s); this worker stops", exc or "pipe closed")
+                os.kill(os.getpid(), signal.SIGTERM)
+                raise StateUnavailable("the server is shutting down") from exc
+        if ok:
+            return value
+        if isinstance(value, BaseException):
+            raise value
+        raise TypeError(f"{target}.{method}: bad error reply {value!r}")
+
+
+def expect(value: object, kind: type[T], where: str = "reply") -> T:
+    """``value`` if it is a ``kind``; TypeError otherwise (a bug on the other end)."""
+    if not isinstance(value, kind):
+        raise TypeError(f"{where}: expected {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def arg(args: Args, index: int, kind: type[T]) -> T:
+    """Argument ``index`` of a request, checked to be a ``kind``."""
+    if index >= len(args):
+        raise TypeError(f"argument {index + 1} missing")
+    return expect(args[index], kind, f"argument {index + 1}")
