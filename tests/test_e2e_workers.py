@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from conftest import (
     ALICE,
     ALICE_PASSWORD,
@@ -517,6 +518,59 @@ def test_sighup_applies_new_limits_to_every_worker(
     assert running.proc.poll() is None, "the server stopped"
 
 
+def test_reload_does_not_hand_tls_to_a_respawned_worker(
+    start_workers: Callable[..., ServerProcess], server_config: Path, tmp_path: Path
+) -> None:
+    """Started without TLS, the file gains tls_cert/tls_key: a restart-only change.
+
+    A worker started after the reload must still speak plain TCP like its
+    siblings (the reload once kept the old ``None`` out and took the new paths).
+    """
+    running = start_workers()
+    cert = trustme.CA().issue_cert(HOST)
+    chain, key = tmp_path / "late.pem", tmp_path / "late.key"
+    cert.cert_chain_pems[0].write_to_path(str(chain))
+    cert.private_key_pem.write_to_path(str(key))
+    configure(server_config, tls_cert=chain, tls_key=key)
+    running.proc.send_signal(signal.SIGHUP)
+    wait_for_log(running, "reloaded: 2 users", count=2)
+    assert log_text(running).count("tls_cert, tls_key need a restart to change") == 1
+    victim, survivor = sorted(workers_of(running))
+    os.kill(victim, signal.SIGKILL)
+    wait_for_log(running, "ended unexpectedly (signal 9)")
+    (newcomer,) = wait_for_workers(running, 2) - {survivor}
+    for pid in (newcomer, survivor):
+        with only(running, pid), logged_in(running) as conn:
+            assert conn.pwd() == "/"
+
+
+def test_sighup_after_a_log_rotation_writes_to_the_new_file(
+    start_workers: Callable[..., ServerProcess], server_config: Path, tmp_path: Path
+) -> None:
+    """With ``log_file``, logrotate moves the file away: every process writes to a new one.
+
+    The main process's "reload refused" (a broken file: the workers get no
+    SIGHUP) and a worker's audit line both land in the new file.
+    """
+    log_file = tmp_path / "server.log"
+    running = start_workers(log_file=log_file)
+    assert wait_until(lambda: "with 2 workers" in log_file.read_text(), 10)
+    rotated = log_file.rename(tmp_path / "server.log.1")
+    configure(server_config, max_sessions="lots")
+    running.proc.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: log_file.exists() and "reload refused" in log_file.read_text(), 10), (
+        rotated.read_text()
+    )
+    for pid in sorted(workers_of(running)):
+        with only(running, pid), logged_in(running) as conn:
+            conn.quit()
+    assert wait_until(lambda: log_file.read_text().count("login user='alice'") == 2, 10), (
+        log_file.read_text()
+    )
+    assert "reload refused" not in rotated.read_text()
+    assert "login user=" not in rotated.read_text()
+
+
 # -- 6. SIGTERM --------------------------------------------------------------------------------
 
 
@@ -616,6 +670,7 @@ def test_workers_stop_when_the_main_process_is_gone(
 
     Nothing knocks: no new session calls the shared state, so the workers
     learn it from the kernel (the parent-death signal), not from a broken pipe.
+    Closing the sessions finds the pipe broken: a log line each, no traceback.
     """
     running = start_workers()
     workers = workers_of(running)
@@ -635,6 +690,9 @@ def test_workers_stop_when_the_main_process_is_gone(
         for session in idle:
             with pytest.raises((ConnectionClosed, OSError, RemoteError)):
                 session.pwd()
+        text = log_text(running)
+        assert "Traceback" not in text, text
+        assert text.count("the main process is gone") == len(workers), text
     finally:
         close_all(*idle)
         for pid in workers:

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import TypeVar
 
@@ -38,13 +39,15 @@ class PipeClient:
     broken the supervisor is gone: the first call to find out logs it and
     stops the worker (SIGTERM, so running transfers get the usual grace),
     since without the shared state it cannot keep its limits; that call and
-    every later one raise :class:`StateUnavailable`.
+    every later one raise :class:`StateUnavailable`.  ``on_lost`` replaces
+    the SIGTERM (tests).
     """
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, on_lost: Callable[[], None] | None = None) -> None:
         self._conn = conn
         self._lock = threading.Lock()
         self._lost = False
+        self._on_lost = on_lost or _stop_this_process
 
     def call(self, target: str, method: str, *args: object) -> object:
         """Run ``target.method(*args)`` in the supervisor; its result, or its exception raised."""
@@ -58,13 +61,17 @@ class PipeClient:
             except (EOFError, OSError) as exc:
                 self._lost = True
                 log.error("the main process is gone (%s); this worker stops", exc or "pipe closed")
-                os.kill(os.getpid(), signal.SIGTERM)
+                self._on_lost()
                 raise StateUnavailable("the server is shutting down") from exc
         if ok:
             return value
         if isinstance(value, BaseException):
             raise value
         raise TypeError(f"{target}.{method}: bad error reply {value!r}")
+
+
+def _stop_this_process() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def expect(value: object, kind: type[T], where: str = "reply") -> T:
