@@ -41,8 +41,6 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing import Pipe
-from multiprocessing.connection import Connection
 
 from ftpserver.config import Settings
 from ftpserver.server import FileTransferServer, reload_config
@@ -50,6 +48,7 @@ from ftpserver.signals import SignalCounter
 from ftpserver.state.owner import StateOwner
 from ftpserver.state.pipe import remote_shared
 from ftpserver.state.shared import LocalState
+from ftpserver.state.wire import WorkerEnd, worker_pipe
 from ftpserver.users import UserStore
 
 __all__ = ["cpu_plan", "serve_workers"]
@@ -87,7 +86,7 @@ def _worker(
     index: int,
     cpu: int,
     listener: socket.socket,
-    conn: Connection,
+    conn: WorkerEnd,
     settings: Settings,
     users: UserStore,
     reload_settings: Callable[[], Settings],
@@ -127,7 +126,7 @@ def serve_workers(
     supervisor = os.getpid()
 
     def spawn(index: int) -> None:
-        mine, theirs = Pipe()
+        mine, theirs = worker_pipe()
         # The worker starts with these blocked, until its own handlers are in
         # place (SignalCounter unblocks them): a reload or stop sent meanwhile
         # waits instead of killing it with the default action.

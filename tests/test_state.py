@@ -141,8 +141,8 @@ def test_quota_book(linked: Callable[..., Linked], tmp_path: Path) -> None:
         (("bandwidth", "take", ("a", "upload", "fast", 1)), "argument 3: expected int, got str"),
         (("quotas", "usage", ("alice",)), "argument 1: expected User, got str"),
         (("limiter", "release", (IP,)), f"no session slot held for {IP}"),
-        ("acquire", "request: expected tuple, got str"),
-        (("limiter", "acquire"), "a request is (target, method, arguments)"),
+        ("acquire", "request (target, method, arguments): expected tuple, got str"),
+        (("limiter", "acquire"), "request (target, method, arguments): expected 3 items, got 2"),
         (("limiter", "acquire", [IP]), "arguments: expected tuple, got list"),
     ],
 )

@@ -18,12 +18,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 
 from ftpserver.state.quotas import TARGET as QUOTAS
 from ftpserver.state.quotas import QuotaHolds, quota_methods
 from ftpserver.state.shared import LocalState
-from ftpserver.state.wire import Args, Reply, arg, expect
+from ftpserver.state.wire import Args, OwnerEnd, Reply, arg, expect, fields
 
 __all__ = ["StateOwner"]
 
@@ -79,7 +78,7 @@ class StateOwner:
         self.state = state
         self._lock = threading.Lock()
         self._pipes = itertools.count()
-        self._conns: list[Connection] = []
+        self._conns: list[OwnerEnd] = []
         self._gate = _Gate()
         self._methods = self._table()
 
@@ -116,7 +115,7 @@ class StateOwner:
             table[(QUOTAS, name)] = (count, _with_quota_holds(call))
         return table
 
-    def attach(self, conn: Connection, worker: int) -> threading.Thread:
+    def attach(self, conn: OwnerEnd, worker: int) -> threading.Thread:
         """Answer the calls of worker number ``worker`` on ``conn`` in a thread until it closes."""
         pipe = next(self._pipes)
         with self._lock:
@@ -144,12 +143,12 @@ class StateOwner:
         for conn in self._conns:
             conn.close()
 
-    def _serve(self, conn: Connection, worker: int) -> None:
+    def _serve(self, conn: OwnerEnd, worker: int) -> None:
         held = _Held()
         try:
             while True:
                 try:
-                    request = conn.recv()
+                    request: object = conn.recv()
                 except (EOFError, OSError):
                     return
                 with self._gate.passing():
@@ -167,9 +166,7 @@ class StateOwner:
     def answer(self, held: _Held, request: object) -> Reply:
         """The reply to one request of a worker holding ``held``."""
         try:
-            parts: Args = expect(request, tuple, "request")
-            if len(parts) != 3:
-                raise TypeError("a request is (target, method, arguments)")
+            parts = fields(request, 3, "request (target, method, arguments)")
             target, method = expect(parts[0], str, "target"), expect(parts[1], str, "method")
             args: Args = expect(parts[2], tuple, "arguments")
             entry = self._methods.get((target, method))

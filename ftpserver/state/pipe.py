@@ -10,11 +10,10 @@ error: what was held went with it.
 from __future__ import annotations
 
 import contextlib
-from multiprocessing.connection import Connection
 
 from ftpserver.state.quotas import RemoteQuotas
 from ftpserver.state.shared import Shared
-from ftpserver.state.wire import PipeClient, StateUnavailable, expect
+from ftpserver.state.wire import PipeClient, StateUnavailable, WorkerEnd, expect
 
 __all__ = ["RemoteBandwidth", "RemoteBans", "RemoteSlots", "remote_shared"]
 
@@ -57,7 +56,7 @@ class RemoteBandwidth:
         return expect(self._client.call("bandwidth", "take", user, direction, rate, count), float)
 
 
-def remote_shared(conn: Connection) -> Shared:
+def remote_shared(conn: WorkerEnd) -> Shared:
     """:class:`Shared` made of proxies on the supervisor's state, over the pipe ``conn``."""
     client = PipeClient(conn)
     return Shared(

@@ -15,10 +15,25 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from multiprocessing.connection import Connection
-from typing import TypeVar
+from multiprocessing import Pipe
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
-__all__ = ["Args", "PipeClient", "Reply", "Request", "StateUnavailable", "arg", "expect"]
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+__all__ = [
+    "Args",
+    "OwnerEnd",
+    "PipeClient",
+    "Reply",
+    "Request",
+    "StateUnavailable",
+    "WorkerEnd",
+    "arg",
+    "expect",
+    "fields",
+    "worker_pipe",
+]
 
 log = logging.getLogger("ftpserver")
 
@@ -26,6 +41,10 @@ T = TypeVar("T")
 Args = tuple[object, ...]
 Request = tuple[str, str, Args]
 Reply = tuple[bool, object]
+# The two ends of a worker's pipe, by what each sends; what each receives is
+# checked before use, so it is ``object``.
+WorkerEnd: TypeAlias = "Connection[Request, object]"
+OwnerEnd: TypeAlias = "Connection[Reply, object]"
 
 
 class StateUnavailable(ConnectionAbortedError):
@@ -43,7 +62,7 @@ class PipeClient:
     the SIGTERM (tests).
     """
 
-    def __init__(self, conn: Connection, on_lost: Callable[[], None] | None = None) -> None:
+    def __init__(self, conn: WorkerEnd, on_lost: Callable[[], None] | None = None) -> None:
         self._conn = conn
         self._lock = threading.Lock()
         self._lost = False
@@ -57,7 +76,7 @@ class PipeClient:
                 raise StateUnavailable("the server is shutting down")
             try:
                 self._conn.send(request)
-                ok, value = self._conn.recv()
+                ok, value = fields(self._conn.recv(), 2, "reply")
             except (EOFError, OSError) as exc:
                 self._lost = True
                 log.error("the main process is gone (%s); this worker stops", exc or "pipe closed")
@@ -70,6 +89,11 @@ class PipeClient:
         raise TypeError(f"{target}.{method}: bad error reply {value!r}")
 
 
+def worker_pipe() -> tuple[OwnerEnd, WorkerEnd]:
+    """A new pipe: the supervisor's end and the worker's."""
+    return Pipe()
+
+
 def _stop_this_process() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
@@ -79,6 +103,14 @@ def expect(value: object, kind: type[T], where: str = "reply") -> T:
     if not isinstance(value, kind):
         raise TypeError(f"{where}: expected {kind.__name__}, got {type(value).__name__}")
     return value
+
+
+def fields(message: object, count: int, where: str) -> Args:
+    """``message`` as a tuple of ``count`` items; TypeError if it is not one."""
+    items: Args = expect(message, tuple, where)
+    if len(items) != count:
+        raise TypeError(f"{where}: expected {count} items, got {len(items)}")
+    return items
 
 
 def arg(args: Args, index: int, kind: type[T]) -> T:
