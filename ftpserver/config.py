@@ -77,7 +77,10 @@ class Settings:
     workers: int = 0
 
     def replace(self, **changes: Any) -> Settings:
-        """A copy with the given fields changed; ``None`` values are ignored."""
+        """A copy with the given fields changed; ``None`` values (flags not given) are ignored.
+
+        A reload uses :func:`keep_restart_only` instead.
+        """
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
