@@ -9,6 +9,7 @@ in the file are taken relative to the file's own folder.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import math
 import os
@@ -40,6 +41,9 @@ RESTART_ONLY = (
     "tls_cert",
     "tls_key",
     "workers",
+    "shared_state",
+    "node_name",
+    "node_lease",
 )
 
 
@@ -75,6 +79,11 @@ class Settings:
     audit_json: bool = False
     shutdown_grace: float = 30.0
     workers: int = 0
+    shared_state: str | None = None
+    node_name: str | None = None
+    node_lease: float = 15.0
+    proxy_protocol: bool = False
+    proxy_trusted: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with the given fields changed; ``None`` values (flags not given) are ignored.
@@ -98,6 +107,14 @@ def keep_restart_only(running: Settings, fresh: Settings) -> tuple[Settings, lis
 
 class _OptionalPath:
     """Marks a setting that is a path or null."""
+
+
+class _OptionalString:
+    """Marks a setting that is a non-empty string or null."""
+
+
+class _Networks:
+    """Marks a setting that is a list of addresses or networks (``10.0.0.0/8``)."""
 
 
 # key -> (type, lowest, highest); None means no bound.
@@ -130,6 +147,11 @@ _LIMITS: dict[str, tuple[type, float | None, float | None]] = {
     "audit_json": (bool, None, None),
     "shutdown_grace": (float, 0, 3600),
     "workers": (int, 0, 256),
+    "shared_state": (_OptionalString, None, None),
+    "node_name": (_OptionalString, None, None),
+    "node_lease": (float, 3, 3600),
+    "proxy_protocol": (bool, None, None),
+    "proxy_trusted": (_Networks, None, None),
 }
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -167,6 +189,12 @@ def load_settings(path: Path, base: Settings | None = None) -> Settings:
 def _check(doc: yamlfile.Document, key: str, value: Any) -> Any:
     kind, low, high = _LIMITS[key]
     where = (key,)
+    if kind is _Networks:
+        return _networks(doc, key, value)
+    if kind is _OptionalString:
+        if value is None:
+            return None
+        kind = str
     if kind is _OptionalPath:
         if value is None:
             return None
@@ -187,6 +215,8 @@ def _check(doc: yamlfile.Document, key: str, value: Any) -> Any:
     if kind is str:
         if not isinstance(value, str) or not value:
             raise doc.error(where, f"{key}: expected a non-empty string")
+        if key == "shared_state" and not value.startswith(("postgresql://", "postgres://")):
+            raise doc.error(where, "shared_state: expected a postgresql:// URL or null")
         if key == "log_level":
             if value.upper() not in _LOG_LEVELS:
                 raise doc.error(where, f"log_level: expected one of {', '.join(_LOG_LEVELS)}")
@@ -202,6 +232,19 @@ def _check(doc: yamlfile.Document, key: str, value: Any) -> Any:
         bounds = f"from {low}" + (f" to {high}" if high is not None else " up")
         raise doc.error(where, f"{key}: {value} is out of range ({bounds})")
     return kind(value)
+
+
+def _networks(doc: yamlfile.Document, key: str, value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    networks: list[str] = []
+    for item in items:
+        try:
+            networks.append(str(ipaddress.ip_network(str(item), strict=False)))
+        except ValueError:
+            raise doc.error((key,), f"{key}: not an address or network: {item!r}") from None
+    if not networks or not all(isinstance(item, str) for item in items):
+        raise doc.error((key,), f"{key}: expected a list of addresses or networks")
+    return tuple(networks)
 
 
 def log_level(settings: Settings) -> int:

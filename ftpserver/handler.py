@@ -27,6 +27,7 @@ from ftpproto.channel import Channel, Deadlines, Progress
 from ftpproto.commands import COMMANDS, lookup
 from ftpproto.errors import ErrorCode, FramingError, MessageError, ProtocolError
 from ftpproto.messages import Message, error, ok, parse_size
+from ftpserver.cluster.proxied import Networks, client_address
 from ftpserver.fsops import (
     Upload,
     list_entries,
@@ -82,6 +83,12 @@ class SessionHandler(socketserver.BaseRequestHandler):
         settings = self.settings
         sock = self.request
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if settings.proxy_protocol:  # the client's address, from the balancer's header
+            peer = (self.ip, int(self.client_address[1]))
+            source = client_address(sock, peer, Networks(settings.proxy_trusted))
+            if source is None:
+                return False
+            self.ip, self.peer = source[0], f"{source[0]}:{source[1]}"
         refused = self.server.limiter.acquire(self.ip)
         self._has_slot = refused is None
         if self.server.tls is not None:

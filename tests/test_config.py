@@ -70,6 +70,17 @@ def test_defaults() -> None:
         ("port: 2121\nhost: localhost\n", {"port": 2121, "host": "localhost"}),
         ("users: /etc/ftp/users.yaml\n", {"users": Path("/etc/ftp/users.yaml")}),
         ("home: /srv/ftp\n", {"home": Path("/srv/ftp")}),
+        ("proxy_protocol: true\n", {"proxy_protocol": True}),
+        (
+            "proxy_trusted: [10.0.0.1, 10.1.0.0/16]\n",
+            {"proxy_trusted": ("10.0.0.1/32", "10.1.0.0/16")},
+        ),
+        ("proxy_trusted: '::1'\n", {"proxy_trusted": ("::1/128",)}),
+        (
+            "shared_state: postgresql://ftp@db:5432/ft\n",
+            {"shared_state": "postgresql://ftp@db:5432/ft"},
+        ),
+        ("node_name: a\nnode_lease: 3\n", {"node_name": "a", "node_lease": 3.0}),
     ],
 )
 def test_overrides(tmp_path: Path, text: str, expected: dict[str, Any]) -> None:
@@ -166,6 +177,13 @@ BAD = [
     pytest.param("port: 21\n  host: x\n", 2, "not valid YAML", id="bad-indent"),
     pytest.param("port: 1\n---\nport: 2\n", 2, "not valid YAML", id="two-documents"),
     pytest.param("port: &p [*p]\n", 1, "port", id="recursive-alias"),
+    pytest.param("proxy_trusted: [10.0.0.300]\n", 1, "not an address", id="bad-network"),
+    pytest.param("proxy_trusted: []\n", 1, "expected a list", id="no-networks"),
+    pytest.param("proxy_trusted: [[1]]\n", 1, "proxy_trusted", id="nested-networks"),
+    pytest.param("shared_state: mysql://x\n", 1, "postgresql:// URL", id="bad-url"),
+    pytest.param("shared_state: 5\n", 1, "non-empty string", id="int-url"),
+    pytest.param("node_lease: 1\n", 1, "out of range", id="lease-1"),
+    pytest.param("proxy_protocol: 1\n", 1, "true or false", id="int-proxy-protocol"),
 ]
 
 

@@ -25,6 +25,9 @@ after login:
   prefixes, bad %-escapes, huge and zero length prefixes, junk): only
   well-formed replies, never ``500``, and the connection is closed when the
   client's side ends, within a few seconds;
+* with ``proxy_protocol: true`` (issue 13): valid, mutated, truncated and
+  random PROXY headers, maybe followed by requests: well-formed replies or a
+  close, and a session opened beside each one goes on;
 * after every example: no error in the server's log, no session left open, a
   fresh client logs in and asks ``pwd``, and nothing outside the user's home
   changed (the folder holding the homes is compared before and after).
@@ -73,6 +76,7 @@ from ftpproto.commands import COMMANDS
 from ftpproto.errors import ConnectionClosed, ErrorCode, FramingError, MessageError
 from ftpproto.framing import HEADER_SIZE, MAX_FRAME_SIZE, FrameDecoder, encode_frame
 from ftpproto.messages import Message, abort, request
+from ftpproto.proxyproto import encode_v1, encode_v2
 from ftpserver.users import add_user
 
 pytestmark = pytest.mark.timeout(180)
@@ -703,3 +707,73 @@ def test_handler_internals_are_unreachable(target: FuzzTarget, name: str, logged
     finally:
         session.close()
     target.check()
+
+
+# -- PROXY protocol headers (issue 13) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def proxied_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server with ``proxy_protocol: true``, reached directly (no re-chunking proxy)."""
+    root = tmp_path_factory.mktemp("fuzz-proxy")
+    homes = root / "homes"
+    homes.mkdir()
+    users = root / "users.yaml"
+    add_user(users, homes, ALICE, ALICE_PASSWORD, rounds=4)
+    running = start_server(
+        users, homes, proxied=False, proxy_protocol=True, max_sessions_per_ip=0, ban_failures=0
+    )
+    try:
+        yield running
+    finally:
+        stop_server(running)
+
+
+@st.composite
+def proxy_openings(draw: st.DrawFn) -> bytes:
+    """Valid, mutated, truncated and random PROXY headers, maybe followed by frames."""
+    source = (draw(st.ip_addresses().map(str)), draw(st.integers(0, 65535)))
+    good = draw(st.sampled_from([encode_v1, encode_v2]))(source, (HOST, 9002))
+    kind = draw(st.sampled_from(["good", "mutated", "truncated", "random", "v1-junk"]))
+    if kind == "mutated":
+        data = bytearray(good)
+        for _ in range(draw(st.integers(1, 4))):
+            data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+        good = bytes(data)
+    elif kind == "truncated":
+        good = good[: draw(st.integers(0, len(good) - 1))]
+    elif kind == "random":
+        good = draw(st.binary(max_size=300))
+    elif kind == "v1-junk":
+        good = b"PROXY " + draw(st.binary(max_size=200))
+    tail = draw(st.lists(requests().map(lambda r: encode_frame(encoded(*r))), max_size=2))
+    return good + b"".join(tail)
+
+
+@server_settings
+@given(opening=proxy_openings())
+def test_proxy_headers_are_refused_or_accepted_without_harm(
+    proxied_target: RunningServer, opening: bytes
+) -> None:
+    """Whatever comes first, the server answers well-formed frames or closes, and serves on."""
+    port = proxied_target.direct_port
+    witness = socket.create_connection((HOST, port), timeout=CLIENT_TIMEOUT)
+    sock = socket.create_connection((HOST, port), timeout=CLIENT_TIMEOUT)
+    try:
+        witness.sendall(encode_v2(("10.200.0.1", 1), (HOST, port)))
+        checked = Channel(witness)
+        checked.send(request("login", ALICE, ALICE_PASSWORD))
+        assert checked.recv().status == "ok"
+        with contextlib.suppress(OSError):  # the server may have closed already
+            sock.sendall(opening)
+            sock.shutdown(socket.SHUT_WR)
+        output, _reset = read_until_closed(sock)
+        decoder = FrameDecoder()
+        decoder.feed(output)
+        while (frame := decoder.next_frame()) is not None:
+            assert_well_formed(Message.parse(frame))
+        checked.send(request("pwd"))
+        assert checked.recv() == Message("pwd", ("ok", "/"))
+    finally:
+        sock.close()
+        witness.close()
