@@ -21,6 +21,7 @@ from pathlib import Path
 from ftpproto.commands import RIGHTS
 from ftpserver import users as userfile
 from ftpserver.audit import configure_logging
+from ftpserver.cluster.serving import join, leave, open_cluster
 from ftpserver.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 from ftpserver.server import FileTransferServer
 from ftpserver.signals import SignalCounter
@@ -120,12 +121,18 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         user.home.mkdir(parents=True, exist_ok=True)
     if settings.workers != 1:
         return serve_workers(settings, store, lambda: _settings(args), _run)
-    server = FileTransferServer(settings, store, lambda: _settings(args))
+    cluster = open_cluster(settings)  # None: the state stays in this process
+    shared = None if cluster is None else cluster.shared
+    server = FileTransferServer(settings, store, lambda: _settings(args), shared=shared)
+    join(cluster, server)
     server.start_sweeper()
     host, port = server.address
     print(f"listening on {host}:{port}", flush=True)
     log.info("serving %d users from %s", len(store.users), settings.home)
-    return _run(server)
+    try:
+        return _run(server)
+    finally:
+        leave(cluster)
 
 
 def _run(

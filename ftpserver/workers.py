@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ftpserver.cluster.serving import join, leave, open_cluster
 from ftpserver.config import Settings
 from ftpserver.server import FileTransferServer, reload_config
 from ftpserver.signals import SignalCounter
@@ -100,12 +101,18 @@ def _worker(
             os.sched_setaffinity(0, {cpu})
         except OSError as exc:
             log.warning("worker %d not pinned to CPU %d: %s", index, cpu, exc)
-    server = FileTransferServer(
-        settings, users, reload_settings, shared=remote_shared(conn), listener=listener
-    )
+    shared = remote_shared(conn)
+    cluster = open_cluster(settings, shared.quotas, f"/{index}")  # shared_state: its own pool
+    if cluster is not None:
+        shared = cluster.shared
+    server = FileTransferServer(settings, users, reload_settings, shared=shared, listener=listener)
+    join(cluster, server)
     if index == 0:
         server.start_sweeper()
-    return run(server, (signal.SIGTERM,))
+    try:
+        return run(server, (signal.SIGTERM,))
+    finally:
+        leave(cluster)
 
 
 def serve_workers(

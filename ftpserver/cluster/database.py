@@ -1,0 +1,153 @@
+"""The PostgreSQL connection pool of a node, and the tables it creates and upgrades.
+
+:class:`Database` wraps a ``psycopg_pool.ConnectionPool`` (autocommit
+connections; a unit of work that needs a transaction opens one).  A
+connection or pool failure is retried on another connection, then raised as
+:class:`SharedStateUnavailable`, a ``421`` reply ("shared state
+unavailable") wherever a session meets it.
+
+:func:`migrate` brings the schema to :data:`SCHEMA_VERSION`, one numbered
+step at a time, under a PostgreSQL advisory lock, so several nodes starting
+at once run each step once.  Steps only add (tables, columns, indexes): a
+node of the previous release keeps working on a newer schema, which is what
+lets nodes be upgraded one by one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import TypeVar
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ftpproto.errors import ErrorCode, ProtocolError
+
+__all__ = [
+    "LOCK_BANS",
+    "LOCK_SLOTS",
+    "SCHEMA_VERSION",
+    "Database",
+    "SharedStateUnavailable",
+    "migrate",
+]
+
+log = logging.getLogger("ftpserver.cluster")
+T = TypeVar("T")
+
+# Advisory lock keys (one application-wide namespace: "FT" in ASCII, then a number).
+LOCK_MIGRATE = 0x4654_0001
+LOCK_SLOTS = 0x4654_0002
+LOCK_BANS = 0x4654_0003  # with a second key: hashtext(ip)
+
+MIGRATIONS: list[tuple[str, ...]] = [
+    (  # 1: nodes and their leases, session slots, failed logins and bans, bandwidth
+        """create table ft_nodes (
+            name text primary key,
+            address text not null,
+            started timestamptz not null default now(),
+            renewed timestamptz not null default now(),
+            lease_until timestamptz not null,
+            sessions integer not null default 0,
+            transfers integer not null default 0)""",
+        """create table ft_slots (
+            node text not null references ft_nodes (name) on delete cascade,
+            ip text not null,
+            count integer not null check (count > 0),
+            primary key (node, ip))""",
+        "create table ft_failures (ip text not null, at timestamptz not null)",
+        "create index ft_failures_ip_at on ft_failures (ip, at)",
+        "create table ft_bans (ip text primary key, until timestamptz not null)",
+        """create table ft_buckets (
+            user_name text not null,
+            direction text not null,
+            rate bigint not null,
+            tokens double precision not null,
+            stamp timestamptz not null,
+            primary key (user_name, direction))""",
+    ),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SharedStateUnavailable(ProtocolError):
+    """The shared state's database cannot be reached: a ``421`` for the session."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(ErrorCode.TOO_MANY_SESSIONS, "shared state unavailable")
+        self.detail = detail
+
+
+class Database:
+    """A pool of connections to ``url``; :meth:`run` a unit of work on one of them."""
+
+    def __init__(self, url: str, timeout: float = 3.0, max_size: int = 8) -> None:
+        self.url = url
+        self.pool: ConnectionPool[psycopg.Connection[tuple[object, ...]]] = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            timeout=timeout,
+            reconnect_timeout=365 * 86400.0,  # keep trying: the node recovers by itself
+            kwargs={"autocommit": True, "connect_timeout": max(1, math.ceil(timeout))},
+            name="ftpserver-shared-state",
+        )
+
+    def open(self) -> None:
+        """Start the pool (connections are made in the background)."""
+        self.pool.open(wait=False)
+
+    def run(self, work: Callable[[psycopg.Connection[tuple[object, ...]]], T]) -> T:
+        """``work(connection)``; a broken connection is retried on another (three tries).
+
+        Raises :class:`SharedStateUnavailable` when the database cannot be reached.
+        """
+        failure: Exception | None = None
+        for _attempt in range(3):
+            try:
+                with self.pool.connection() as conn:
+                    return work(conn)
+            except PoolTimeout as exc:
+                failure = exc
+                break
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                failure = exc  # the pool drops the broken connection; try another
+        raise SharedStateUnavailable(str(failure).strip().splitlines()[0] if failure else "")
+
+    def check(self) -> None:
+        """Replace broken connections in the pool (after a failure)."""
+        try:
+            self.pool.check()
+        except Exception as exc:  # the pool logs; a check is best effort
+            log.debug("pool check failed: %s", exc)
+
+    def close(self) -> None:
+        self.pool.close(timeout=2.0)
+
+
+def migrate(db: Database) -> int:
+    """Create or upgrade the tables to :data:`SCHEMA_VERSION`; the version found before."""
+
+    def work(conn: psycopg.Connection[tuple[object, ...]]) -> int:
+        with conn.transaction():
+            conn.execute("select pg_advisory_xact_lock(%s)", (LOCK_MIGRATE,))
+            conn.execute("create table if not exists ft_schema (version integer not null)")
+            row = conn.execute("select coalesce(max(version), 0) from ft_schema").fetchone()
+            found = int(str(row[0])) if row else 0
+            for version in range(found + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version - 1]:
+                    conn.execute(statement.encode())
+                conn.execute("insert into ft_schema (version) values (%s)", (version,))
+                log.info("shared state: schema upgraded to version %d", version)
+            if found > SCHEMA_VERSION:
+                log.info(
+                    "shared state: schema version %d is newer than this node's %d",
+                    found,
+                    SCHEMA_VERSION,
+                )
+            return found
+
+    return db.run(work)

@@ -1,0 +1,58 @@
+"""Where a server process joins the cluster: build, start and leave its shared state.
+
+Called by ``ftpserver serve`` (one process) and by each worker process; it
+imports ``psycopg`` only when ``shared_state`` is set, so a single server
+needs no database and no database driver.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ftpserver.config import Settings
+from ftpserver.state.quotas import Quotas
+from ftpserver.state.shared import LocalState
+
+if TYPE_CHECKING:
+    from ftpserver.cluster.node import ClusterState
+    from ftpserver.server import FileTransferServer
+
+__all__ = ["join", "leave", "open_cluster"]
+
+
+def open_cluster(
+    settings: Settings, quotas: Quotas | None = None, suffix: str = ""
+) -> ClusterState | None:
+    """The node's shared state in PostgreSQL, or None without ``shared_state``.
+
+    ``quotas`` is the quota book the sessions use (this process's own when
+    None); ``suffix`` tells apart the worker processes of one node.
+    """
+    if settings.shared_state is None:
+        return None
+    try:
+        from ftpserver.cluster.node import ClusterState
+    except ImportError as exc:
+        need = "pip install 'filetransfer[cluster]'"
+        raise ValueError(f"shared_state needs psycopg and psycopg_pool: {need} ({exc})") from None
+    if quotas is None:
+        quotas = LocalState.create(settings).quotas
+    return ClusterState(settings, quotas, suffix)
+
+
+def join(cluster: ClusterState | None, server: FileTransferServer) -> None:
+    """Register ``server`` as a node and start renewing its lease."""
+    if cluster is None:
+        return
+
+    def stats() -> tuple[int, int]:
+        sessions = server.sessions.snapshot()
+        return len(sessions), sum(1 for session in sessions if session.busy)
+
+    cluster.start(server.address, lambda: server.settings, stats)
+
+
+def leave(cluster: ClusterState | None) -> None:
+    """Leave the cluster (the node's row and slots go)."""
+    if cluster is not None:
+        cluster.close()
