@@ -21,7 +21,7 @@ from pathlib import Path
 from ftpproto.commands import RIGHTS
 from ftpserver import users as userfile
 from ftpserver.audit import configure_logging
-from ftpserver.cluster.serving import join, leave, open_cluster
+from ftpserver.cluster.serving import join, leave, open_cluster, print_nodes
 from ftpserver.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 from ftpserver.server import FileTransferServer
 from ftpserver.signals import SignalCounter
@@ -75,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     limits(p)
+    p = sub.add_parser("nodes", help="list the nodes in the shared state (shared_state)")
+    p.add_argument("--config", type=Path, help=f"settings file (default {DEFAULT_CONFIG})")
+    p.add_argument("--users", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     p = sub.add_parser("userdel", help="remove a user (the home folder is kept)")
     p.add_argument("name", metavar="NAME")
     common(p)
@@ -197,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args)
         if args.command == "serve":
             return _serve(args, settings)
+        if args.command == "nodes":
+            return print_nodes(settings)
         if args.command == "useradd":
             password = _read_password(args.password_stdin)
             home = userfile.add_user(

@@ -56,3 +56,24 @@ def leave(cluster: ClusterState | None) -> None:
     """Leave the cluster (the node's row and slots go)."""
     if cluster is not None:
         cluster.close()
+
+
+def print_nodes(settings: Settings) -> int:
+    """``ftpserver nodes``: the nodes in the shared state, one line each; the exit status."""
+    if settings.shared_state is None:
+        print("no shared_state in the settings: this server runs alone")
+        return 0
+    try:
+        from ftpserver.cluster.node import list_nodes
+
+        rows = list_nodes(settings.shared_state)
+    except ImportError as exc:
+        need = "pip install 'filetransfer[cluster]'"
+        raise ValueError(f"shared_state needs psycopg: {need} ({exc})") from None
+    except Exception as exc:  # psycopg.Error, without importing psycopg here
+        raise ValueError(f"shared state unavailable: {str(exc).strip().splitlines()[0]}") from None
+    print(f"{'NODE':<24} {'ADDRESS':<24} {'LEASE AGE':>9} {'SESSIONS':>8} {'BUSY':>6}")
+    for row in rows:
+        age = f"{row.lease_age:.1f}s" + ("" if row.alive else " (expired)")
+        print(f"{row.name:<24} {row.address:<24} {age:>9} {row.sessions:>8} {row.transfers:>6}")
+    return 0
