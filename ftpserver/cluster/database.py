@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from ftpproto.errors import ErrorCode, ProtocolError
 
@@ -85,20 +86,34 @@ class Database:
 
     def __init__(self, url: str, timeout: float = 3.0, max_size: int = 8) -> None:
         self.url = url
-        self.pool: ConnectionPool[psycopg.Connection[tuple[object, ...]]] = ConnectionPool(
-            url,
+        self.timeout = timeout
+        self.max_size = max_size
+        self.pool = self._new_pool()
+
+    def _new_pool(self) -> ConnectionPool[psycopg.Connection[tuple[object, ...]]]:
+        return ConnectionPool(
+            self.url,
             min_size=1,
-            max_size=max_size,
+            max_size=self.max_size,
             open=False,
-            timeout=timeout,
-            reconnect_timeout=365 * 86400.0,  # keep trying: the node recovers by itself
-            kwargs={"autocommit": True, "connect_timeout": max(1, math.ceil(timeout))},
+            timeout=self.timeout,
+            kwargs={"autocommit": True, "connect_timeout": max(1, math.ceil(self.timeout))},
             name="ftpserver-shared-state",
         )
 
     def open(self) -> None:
         """Start the pool (connections are made in the background)."""
         self.pool.open(wait=False)
+
+    def reset(self) -> None:
+        """Start over with a new pool (after a failure: no reconnection back-off carried over).
+
+        Work running on the old pool finishes there; the old pool is closed
+        in the background.
+        """
+        old, self.pool = self.pool, self._new_pool()
+        self.pool.open(wait=False)
+        threading.Thread(target=old.close, kwargs={"timeout": 5.0}, daemon=True).start()
 
     def run(self, work: Callable[[psycopg.Connection[tuple[object, ...]]], T]) -> T:
         """``work(connection)``; a broken connection is retried on another (three tries).
@@ -110,19 +125,14 @@ class Database:
             try:
                 with self.pool.connection() as conn:
                     return work(conn)
+            except PoolClosed as exc:  # replaced meanwhile (reset): try the new one
+                failure = exc
             except PoolTimeout as exc:
                 failure = exc
                 break
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 failure = exc  # the pool drops the broken connection; try another
         raise SharedStateUnavailable(str(failure).strip().splitlines()[0] if failure else "")
-
-    def check(self) -> None:
-        """Replace broken connections in the pool (after a failure)."""
-        try:
-            self.pool.check()
-        except Exception as exc:  # the pool logs; a check is best effort
-            log.debug("pool check failed: %s", exc)
 
     def close(self) -> None:
         self.pool.close(timeout=2.0)

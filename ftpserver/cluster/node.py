@@ -132,7 +132,7 @@ class ClusterState:
             if self._healthy:
                 log.error("shared state unavailable: %s; refusing new sessions", exc)
             self._healthy = False
-            self.db.check()
+            self.db.reset()
             return False
         if not self._healthy:
             log.info("shared state available: node %s takes sessions", self.name)

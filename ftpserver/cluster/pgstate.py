@@ -13,7 +13,8 @@ answers as the in-process classes of :mod:`ftpserver.guards`:
   in database time; one address's failures are counted under a lock of its own.
 * :class:`PgBandwidth`: a token bucket per user and direction, refilled and
   spent in one statement; while the database cannot be reached a node paces
-  with its own buckets, so running transfers go on.
+  with its own buckets (asking the database again each second), so running
+  transfers go on.
 
 Limits come from ``limits()`` (the server's current settings) at every use.
 Database time (``now()``) is the only clock, so the nodes' clocks need not agree.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -37,6 +39,7 @@ __all__ = ["UNAVAILABLE", "PgBandwidth", "PgBans", "PgSessionSlots"]
 log = logging.getLogger("ftpserver.cluster")
 
 UNAVAILABLE = "shared state unavailable"
+RETRY_PAUSE = 1.0  # seconds a node paces alone before it asks the database again
 Connection = psycopg.Connection[tuple[object, ...]]
 Limits = Callable[[], Settings]
 
@@ -193,6 +196,7 @@ class PgBandwidth:
         self.db = db
         self.fallback = Bandwidth()  # while the database cannot be reached
         self._degraded = False
+        self._retry_at = 0.0  # time.monotonic() before which the fallback is used unasked
 
     def take(self, user: str, direction: str, rate: int, count: int) -> float:
         """Spend ``count`` bytes at ``rate`` bytes/s; the seconds the caller must wait."""
@@ -214,12 +218,17 @@ class PgBandwidth:
             assert row is not None
             return _number(row[0])
 
+        if self._degraded and time.monotonic() < self._retry_at:
+            return self.fallback.take(user, direction, rate, count)
         try:
             tokens = self.db.run(work)
         except SharedStateUnavailable as exc:
             if not self._degraded:
                 log.warning("bandwidth limits per node until the shared state is back: %s", exc)
                 self._degraded = True
+            self._retry_at = time.monotonic() + RETRY_PAUSE
             return self.fallback.take(user, direction, rate, count)
+        if self._degraded:
+            log.info("bandwidth limits shared again")
         self._degraded = False
         return 0.0 if tokens >= 0 else -tokens / rate
