@@ -44,7 +44,10 @@ def base_settings(tmp_path: Path, url: str) -> dict[str, object]:
     users = write_users_file(
         tmp_path / "users.yaml",
         homes,
-        {ALICE: (ALICE_PASSWORD, {}), BOB: (BOB_PASSWORD, {"download_rate": RATE})},
+        {
+            ALICE: (ALICE_PASSWORD, {}),
+            BOB: (BOB_PASSWORD, {"download_rate": RATE, "upload_rate": RATE}),
+        },
     )
     return {
         "host": HOST,

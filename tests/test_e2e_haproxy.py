@@ -15,15 +15,26 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from cluster_nodes import Node, Nodes, Session
-from conftest import ALICE, ALICE_PASSWORD, HOST, REPO_ROOT, digest_of, wait_until
+from conftest import (
+    ALICE,
+    ALICE_PASSWORD,
+    BOB,
+    BOB_PASSWORD,
+    HOST,
+    REPO_ROOT,
+    digest_of,
+    subprocess_env,
+    wait_until,
+)
 from services import free_port, pg_url, postgres, require  # noqa: F401
-from test_e2e_cluster import base_settings
+from test_e2e_cluster import RATE, base_settings
 
 from ftpclient.client import FileTransferClient
 
@@ -170,3 +181,42 @@ def test_health_checks_are_closed_quietly(cluster: Cluster) -> None:
         text = node.log_text()
         assert "PROXY LOCAL" in text
         assert "refused 127.0.0.1" not in text, text[-2000:]
+
+
+def test_a_node_killed_mid_upload_the_client_finishes_through_another(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    data = os.urandom(3 * RATE)  # bob uploads at RATE: a few seconds
+    folder = tmp_path / "client"
+    folder.mkdir()
+    (folder / "big.bin").write_bytes(data)
+    where = ["--host", HOST, "--port", str(cluster.port), "--user", BOB]
+    client = subprocess.Popen(
+        [sys.executable, "-m", "ftpclient", *where, "--retries", "5", "-q", "-c", "put big.bin"],
+        cwd=folder,
+        env=subprocess_env(BOB_PASSWORD),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        home = cluster.homes / BOB
+        assert wait_until(
+            lambda: any(p.stat().st_size > RATE // 4 for p in home.rglob(".ftp-upload-*")),
+            timeout=20,
+        ), "the upload did not start"
+        serving = [n for n in cluster.nodes if "login user='bob'" in n.log_text()]
+        assert len(serving) == 1
+        os.kill(serving[0].proc.pid, signal.SIGKILL)
+        serving[0].proc.wait(timeout=10)
+        out, err = client.communicate(timeout=60)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.communicate()
+    assert client.returncode == 0, (out, err)
+    assert "connection lost" in err
+    assert digest_of((home / "big.bin").read_bytes()) == digest_of(data)
+    others = [n for n in cluster.nodes if n is not serving[0]]
+    assert any("login user='bob'" in n.log_text() for n in others)
