@@ -234,3 +234,21 @@ def test_a_stopped_database_gets_421_and_the_nodes_recover(tmp_path: Path) -> No
     finally:
         made.stop_all()
         own.close()
+
+
+def test_each_worker_process_is_a_node_and_limits_hold_across_them(
+    nodes: Nodes, sessions: list[Session]
+) -> None:
+    multi = nodes.start("m", workers=2)
+    single = nodes.start("s")
+
+    def names() -> list[str]:
+        done = run_nodes(single.config)
+        assert done.returncode == 0, done.stderr
+        return [line.split()[0] for line in done.stdout.splitlines()[1:]]
+
+    assert wait_until(lambda: names() == ["m/0", "m/1", "s"], timeout=15), names()
+    opened = [open_session(sessions, multi, "127.0.0.8") for _ in range(4)]
+    codes = sorted(login_code(session) for session in opened)
+    assert codes == [0, 0, 421, 421]  # two in the whole cluster, whichever worker took them
+    assert login_code(open_session(sessions, single, "127.0.0.8")) == 421

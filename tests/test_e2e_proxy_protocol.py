@@ -11,10 +11,21 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
-from conftest import ALICE, ALICE_PASSWORD, HOST, RawSession, RunningServer, error_of
+from conftest import (
+    ALICE,
+    ALICE_PASSWORD,
+    HOST,
+    RawSession,
+    RunningServer,
+    error_of,
+    subprocess_env,
+)
 
 from ftpproto.messages import Message
 from ftpproto.proxyproto import encode_v1, encode_v2
@@ -180,3 +191,26 @@ def test_without_proxy_protocol_a_header_is_just_bad_input(
     plain = Proxied(running.direct_port, b"")
     sessions.append(plain)
     plain.login()
+
+
+def test_the_single_server_does_not_import_the_database_driver(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "from ftpserver.__main__ import main\n"
+        "from ftpserver.server import FileTransferServer\n"
+        "from ftpserver.config import Settings\n"
+        "from ftpserver.users import UserStore\n"
+        "server = FileTransferServer(Settings(port=0), UserStore({}, dummy_rounds=4))\n"
+        "server.server_close()\n"
+        "print(sorted(m for m in sys.modules if m.startswith('psycopg')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        cwd=tmp_path,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
