@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
-from services import Postgres, free_port, pg_url, postgres  # noqa: F401  (fixtures)
+from conftest import wait_until
+from services import Postgres, find_pg_bin, free_port, pg_url, postgres  # noqa: F401
 
 from ftpserver.cluster.database import SCHEMA_VERSION, SharedStateUnavailable
 from ftpserver.cluster.node import ClusterState, list_nodes
@@ -134,3 +135,20 @@ def test_an_unreachable_database_refuses_sessions_and_paces_locally(node: Node) 
         down.bans.is_banned("10.2.0.1")
     assert info.value.code == 421 and str(info.value) == "shared state unavailable"
     assert down.bandwidth.take("alice", "get", 1000, 2000) == pytest.approx(1.0, abs=0.05)
+
+
+def test_a_node_started_before_its_database_joins_when_it_comes_up(node: Node) -> None:
+    bin_dir = find_pg_bin()
+    assert bin_dir is not None  # the postgres fixture found it
+    late = Postgres(bin_dir)
+    try:
+        early = node("early", url=late.url())
+        assert not early.healthy()
+        assert early.slots.acquire("10.3.0.1") == "shared state unavailable"
+        late.start()
+        assert wait_until(early.healthy, timeout=15, step=0.2)
+        assert early.slots.acquire("10.3.0.1") is None
+        assert [row.name for row in list_nodes(late.url())] == ["early"]
+        early.close()
+    finally:
+        late.close()

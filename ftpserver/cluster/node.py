@@ -72,8 +72,10 @@ class ClusterState:
         self.bans = PgBans(self.db, self._limits)
         self.bandwidth = PgBandwidth(self.db)
         self.shared = Shared(quotas, self.slots, self.bans, self.bandwidth)
+        self._migrated = False
         try:
             migrate(self.db)
+            self._migrated = True
         except SharedStateUnavailable as exc:
             log.error("shared state unavailable at start (%s); sessions wait for it", exc)
 
@@ -127,6 +129,9 @@ class ClusterState:
 
         started = time.monotonic()
         try:
+            if not self._migrated:  # the database was down at start
+                migrate(self.db)
+                self._migrated = True
             self.db.run(work)
         except (SharedStateUnavailable, psycopg.Error) as exc:
             if self._healthy:
