@@ -69,7 +69,7 @@ class ClusterState:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.slots = PgSessionSlots(self.db, lambda: self.name, self._limits, self.healthy)
-        self.bans = PgBans(self.db, self._limits)
+        self.bans = PgBans(self.db, self._limits, self.healthy)
         self.bandwidth = PgBandwidth(self.db)
         self.shared = Shared(quotas, self.slots, self.bans, self.bandwidth)
         self._migrated = False

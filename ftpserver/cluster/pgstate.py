@@ -118,6 +118,9 @@ class PgSessionSlots:
             self._mine[ip] -= 1
             if self._mine[ip] <= 0:
                 del self._mine[ip]
+            if not self.healthy():  # no waiting on a database known to be away
+                self.dirty = True
+                return
             try:
                 self.db.run(work)
             except SharedStateUnavailable:
@@ -144,12 +147,15 @@ class PgSessionSlots:
 class PgBans:
     """Failed logins per address across the cluster, and the bans they lead to."""
 
-    def __init__(self, db: Database, limits: Limits) -> None:
+    def __init__(self, db: Database, limits: Limits, healthy: Callable[[], bool]) -> None:
         self.db = db
         self.limits = limits
+        self.healthy = healthy  # whether this node's lease is current
 
     def is_banned(self, ip: str) -> bool:
         """Whether ``ip`` is banned now; :class:`SharedStateUnavailable` if unknown."""
+        if not self.healthy():
+            raise SharedStateUnavailable("this node's lease is not current")
 
         def work(conn: Connection) -> bool:
             row = conn.execute(
