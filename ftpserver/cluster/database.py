@@ -69,6 +69,54 @@ MIGRATIONS: list[tuple[str, ...]] = [
             stamp timestamptz not null,
             primary key (user_name, direction))""",
     ),
+    (  # 2: one round trip each for taking and giving back a slot and counting a failure
+        """create or replace function ft_acquire(
+            lock_key bigint, node_name text, client text, max_total integer, max_per_ip integer)
+        returns text language plpgsql as $$
+        declare
+            total bigint;
+            from_ip bigint;
+        begin
+            perform pg_advisory_xact_lock(lock_key);
+            select coalesce(sum(s.count), 0), coalesce(sum(s.count) filter (where s.ip = client), 0)
+                into total, from_ip
+                from ft_slots s join ft_nodes n on n.name = s.node
+                where n.lease_until > now();
+            if max_total > 0 and total >= max_total then
+                return 'too many sessions on the server';
+            end if;
+            if max_per_ip > 0 and from_ip >= max_per_ip then
+                return 'too many sessions from your address';
+            end if;
+            insert into ft_slots (node, ip, count) values (node_name, client, 1)
+                on conflict (node, ip) do update set count = ft_slots.count + 1;
+            return null;
+        end $$""",
+        """create or replace function ft_release(node_name text, client text)
+        returns void language sql as $$
+            delete from ft_slots where node = node_name and ip = client and count <= 1;
+            update ft_slots set count = count - 1 where node = node_name and ip = client;
+        $$""",
+        """create or replace function ft_failure(
+            lock_key integer, client text, win double precision, most integer,
+            ban double precision)
+        returns boolean language plpgsql as $$
+        declare
+            seen bigint;
+        begin
+            perform pg_advisory_xact_lock(lock_key, hashtext(client));
+            insert into ft_failures (ip, at) values (client, now());
+            delete from ft_failures where ip = client and at <= now() - win * interval '1 second';
+            select count(*) into seen from ft_failures where ip = client;
+            if seen < most then
+                return false;
+            end if;
+            insert into ft_bans (ip, until) values (client, now() + ban * interval '1 second')
+                on conflict (ip) do update set until = excluded.until;
+            delete from ft_failures where ip = client;
+            return true;
+        end $$""",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -4,13 +4,15 @@ One class per protocol of :mod:`ftpserver.state.protocols`, giving the same
 answers as the in-process classes of :mod:`ftpserver.guards`:
 
 * :class:`PgSessionSlots`: a row per (node, client address) with its count
-  of open sessions; a slot is taken under one cluster-wide advisory lock,
+  of open sessions; a slot is taken (``ft_acquire``, one round trip like
+  every call here) under one cluster-wide advisory lock,
   counting only nodes whose lease is running, so the limits hold across
   nodes and a dead node's slots stop counting when its lease runs out.  The
   node also keeps its own counts, which it writes back whole after a
   database outage or when it finds its row gone (:meth:`resync`).
 * :class:`PgBans`: failed logins (address, time) and bans (address, until),
-  in database time; one address's failures are counted under a lock of its own.
+  in database time; one address's failures are counted under a lock of its
+  own (``ft_failure``).
 * :class:`PgBandwidth`: a token bucket per user and direction, refilled and
   spent in one statement; while the database cannot be reached a node paces
   with its own buckets (asking the database again each second), so running
@@ -70,27 +72,11 @@ class PgSessionSlots:
             return UNAVAILABLE
 
         def work(conn: Connection) -> str | None:
-            with conn.transaction():
-                conn.execute("select pg_advisory_xact_lock(%s)", (LOCK_SLOTS,))
-                row = conn.execute(
-                    "select coalesce(sum(s.count), 0),"
-                    " coalesce(sum(s.count) filter (where s.ip = %s), 0)"
-                    " from ft_slots s join ft_nodes n on n.name = s.node"
-                    " where n.lease_until > now()",
-                    (ip,),
-                ).fetchone()
-                assert row is not None
-                total, from_ip = _number(row[0]), _number(row[1])
-                if settings.max_sessions and total >= settings.max_sessions:
-                    return "too many sessions on the server"
-                if settings.max_sessions_per_ip and from_ip >= settings.max_sessions_per_ip:
-                    return "too many sessions from your address"
-                conn.execute(
-                    "insert into ft_slots (node, ip, count) values (%s, %s, 1)"
-                    " on conflict (node, ip) do update set count = ft_slots.count + 1",
-                    (self.node(), ip),
-                )
-                return None
+            row = conn.execute(
+                "select ft_acquire(%s, %s, %s, %s, %s)",
+                (LOCK_SLOTS, self.node(), ip, settings.max_sessions, settings.max_sessions_per_ip),
+            ).fetchone()
+            return None if row is None or row[0] is None else str(row[0])
 
         with self._lock:
             try:
@@ -107,12 +93,7 @@ class PgSessionSlots:
         """Give back a slot taken by :meth:`acquire`."""
 
         def work(conn: Connection) -> None:
-            with conn.transaction():
-                key = (self.node(), ip)
-                conn.execute("delete from ft_slots where node = %s and ip = %s and count <= 1", key)
-                conn.execute(
-                    "update ft_slots set count = count - 1 where node = %s and ip = %s", key
-                )
+            conn.execute("select ft_release(%s, %s)", (self.node(), ip))
 
         with self._lock:
             self._mine[ip] -= 1
@@ -172,25 +153,11 @@ class PgBans:
             return False
 
         def work(conn: Connection) -> bool:
-            with conn.transaction():
-                conn.execute("select pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_BANS, ip))
-                conn.execute("insert into ft_failures (ip, at) values (%s, now())", (ip,))
-                conn.execute(
-                    "delete from ft_failures where ip = %s"
-                    " and at <= now() - %s * interval '1 second'",
-                    (ip, settings.ban_window),
-                )
-                row = conn.execute("select count(*) from ft_failures where ip = %s", (ip,))
-                found = row.fetchone()
-                if found is None or _number(found[0]) < settings.ban_failures:
-                    return False
-                conn.execute(
-                    "insert into ft_bans (ip, until) values (%s, now() + %s * interval '1 second')"
-                    " on conflict (ip) do update set until = excluded.until",
-                    (ip, settings.ban_time),
-                )
-                conn.execute("delete from ft_failures where ip = %s", (ip,))
-                return True
+            row = conn.execute(
+                "select ft_failure(%s, %s, %s, %s, %s)",
+                (LOCK_BANS, ip, settings.ban_window, settings.ban_failures, settings.ban_time),
+            ).fetchone()
+            return bool(row and row[0])
 
         return self.db.run(work)
 
