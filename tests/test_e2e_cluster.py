@@ -29,7 +29,7 @@ from conftest import (
     wait_until,
     write_users_file,
 )
-from services import Postgres, find_pg_bin, pg_url, postgres, require  # noqa: F401
+from services import Postgres, find_pg_bin, free_port, pg_url, postgres, require  # noqa: F401
 
 from ftpclient.client import FileTransferClient
 
@@ -252,3 +252,19 @@ def test_each_worker_process_is_a_node_and_limits_hold_across_them(
     codes = sorted(login_code(session) for session in opened)
     assert codes == [0, 0, 421, 421]  # two in the whole cluster, whichever worker took them
     assert login_code(open_session(sessions, single, "127.0.0.8")) == 421
+
+
+def test_nodes_without_shared_state_or_database(tmp_path: Path) -> None:
+    alone = tmp_path / "alone.yaml"
+    alone.write_text("workers: 1\n")
+    done = run_nodes(alone)
+    assert (done.returncode, done.stdout.strip()) == (
+        0,
+        "no shared_state in the settings: this server runs alone",
+    )
+    away = tmp_path / "away.yaml"
+    away.write_text(f"shared_state: postgresql://nobody@127.0.0.1:{free_port()}/none\n")
+    done = run_nodes(away)
+    assert done.returncode == 1
+    assert done.stderr.startswith("ftpserver: error: shared state unavailable: ")
+    assert len(done.stderr.strip().splitlines()) == 1
