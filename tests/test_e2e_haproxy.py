@@ -11,9 +11,7 @@ consecutive connections over the nodes.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,19 +26,23 @@ from conftest import (
     BOB,
     BOB_PASSWORD,
     HOST,
-    REPO_ROOT,
     digest_of,
     subprocess_env,
     wait_until,
 )
-from services import free_port, pg_url, postgres, require  # noqa: F401
+from services import (  # noqa: F401  (fixtures)
+    find_haproxy,
+    free_port,
+    pg_url,
+    postgres,
+    require,
+    start_haproxy,
+)
 from test_e2e_cluster import RATE, base_settings
 
 from ftpclient.client import FileTransferClient
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
-
-CONFIG = REPO_ROOT / "deploy" / "haproxy.cfg"
 
 
 @dataclass
@@ -53,36 +55,6 @@ class Cluster:
     log: Path
 
 
-def start_haproxy(folder: Path, nodes: list[Node]) -> tuple[subprocess.Popen[bytes], int, Path]:
-    binary = shutil.which("haproxy") or (
-        "/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None
-    )
-    require(binary, "HAProxy is not installed (apt-get install haproxy)")
-    assert binary is not None
-    port = free_port()
-    env = dict(os.environ)
-    env.update(
-        FT_LISTEN=f"{HOST}:{port}",
-        FT_BALANCE="roundrobin",
-        FT_CHECK_INTERVAL="500ms",
-        FT_MAXCONN="256",
-        **{f"FT_NODE{i + 1}": f"{HOST}:{node.port}" for i, node in enumerate(nodes)},
-    )
-    log = folder / "haproxy.log"
-    with log.open("wb") as handle:
-        proc = subprocess.Popen(
-            [binary, "-db", "-f", str(CONFIG)], env=env, stdout=handle, stderr=handle
-        )
-
-    def listening() -> bool:
-        assert proc.poll() is None, log.read_text()
-        with socket.socket() as probe:
-            return probe.connect_ex((HOST, port)) == 0
-
-    assert wait_until(listening, timeout=15), log.read_text()
-    return proc, port, log
-
-
 @pytest.fixture
 def cluster(tmp_path: Path, pg_url: str) -> Iterator[Cluster]:  # noqa: F811
     settings = base_settings(tmp_path, pg_url)
@@ -91,7 +63,12 @@ def cluster(tmp_path: Path, pg_url: str) -> Iterator[Cluster]:  # noqa: F811
     proc: subprocess.Popen[bytes] | None = None
     try:
         started = [nodes.start(f"n{i}") for i in (1, 2, 3)]
-        proc, port, log = start_haproxy(tmp_path, started)
+        binary = find_haproxy()
+        require(binary, "HAProxy is not installed (apt-get install haproxy)")
+        assert binary is not None
+        port, log = free_port(), tmp_path / "haproxy.log"
+        extra = {"FT_BALANCE": "roundrobin", "FT_CHECK_INTERVAL": "500ms"}
+        proc = start_haproxy(binary, port, [node.port for node in started], log, **extra)
         # every node is checked (v2 LOCAL) and up before the test starts
         assert wait_until(
             lambda: all("PROXY LOCAL" in node.log_text() for node in started), timeout=15
