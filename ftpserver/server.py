@@ -31,6 +31,7 @@ from ftpserver.digests import DigestCache
 from ftpserver.fsops import sweep_partials
 from ftpserver.guards import Bandwidth, BanList, PasswordGate, SessionLimiter
 from ftpserver.handler import SessionHandler
+from ftpserver.login import server_binding
 from ftpserver.quota import QuotaBook
 from ftpserver.users import UserStore, load_users
 
@@ -142,6 +143,7 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         self.digests = DigestCache()
         self.audit = Audit(settings.audit_json)
         self.tls = tls_context(settings)
+        self.tls_binding = server_binding(settings.tls_cert if self.tls else None)  # key logins
         self.sessions = _Sessions()
         self.stopping = False
         self._stop_sweeping = threading.Event()
