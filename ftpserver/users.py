@@ -15,8 +15,8 @@
 :meth:`UserStore.authenticate` checks a dummy hash for unknown names, so an
 unknown user and a wrong password cost the same time and get the same answer.
 :func:`add_user`, :func:`set_password` and :func:`remove_user` rewrite the
-file atomically for the command line; :func:`add_keys`, :func:`remove_keys`
-and :func:`remove_password` manage public keys (parsed in :mod:`ftpserver.keys`).
+file atomically for the command line; :func:`change_keys`
+manages public keys (parsed in :mod:`ftpserver.keys`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import posixpath
 import re
 import secrets
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,8 @@ __all__ = [
     "MAX_PASSWORD_BYTES",
     "User",
     "UserStore",
-    "add_keys",
     "add_user",
+    "change_keys",
     "check_name",
     "check_password_rules",
     "hash_password",
@@ -54,8 +55,6 @@ __all__ = [
     "modify_user",
     "parse_perms",
     "parse_quota",
-    "remove_keys",
-    "remove_password",
     "remove_user",
     "set_password",
 ]
@@ -360,57 +359,40 @@ def remove_user(path: Path, name: str) -> None:
     _write(path, users)
 
 
-def _entry(users: dict[str, Any], name: str) -> dict[str, Any]:
+def change_keys(
+    path: Path, name: str, add: str = "", remove: Sequence[str] = (), drop_password: bool = False
+) -> tuple[list[AuthorizedKey], list[AuthorizedKey]]:
+    """Change a user's keys in one rewrite; return ``(added, removed)``.
+
+    ``remove`` names keys by fingerprint, key line or comment and goes first;
+    ``add`` is OpenSSH public key lines; ``drop_password`` leaves the keys as
+    the only way in.  A user keeps at least a password or a key.
+    """
+    users = _edit(path)
     entry = users.get(name)
     if not isinstance(entry, dict):
         raise ValueError(f"no such user: {name}")
-    return entry
-
-
-def add_keys(path: Path, name: str, text: str) -> list[AuthorizedKey]:
-    """Add the public keys in ``text`` (one per line) to a user; return those added."""
-    users = _edit(path)
-    entry = _entry(users, name)
-    have = parse_keys(entry.get("keys"))
-    added: list[AuthorizedKey] = []
-    for key in parse_key_lines(text):
-        if any(k.blob == key.blob for k in (*have, *added)):
+    parsed = parse_keys(entry.get("keys"))
+    keys = list(zip(entry.get("keys") or [], parsed, strict=True))
+    removed: list[AuthorizedKey] = []
+    for which in remove:
+        chosen = select_keys([key for _, key in keys], which)
+        if not chosen:
+            raise ValueError(f"user {name} has no key {which.strip()!r}")
+        removed += chosen
+        keys = [(line, key) for line, key in keys if key not in chosen]
+    added = parse_key_lines(add) if add else []
+    for key in added:
+        if any(key.blob == have.blob for _, have in keys):
             raise ValueError(f"user {name} already has the key {key.fingerprint}")
-        added.append(key)
-    entry["keys"] = [*(entry.get("keys") or []), *(key.text for key in added)]
-    _write(path, users)
-    return added
-
-
-def remove_keys(path: Path, name: str, which: str) -> list[AuthorizedKey]:
-    """Remove the keys ``which`` names (fingerprint, key or comment); return them.
-
-    A user keeps at least a password or a key.
-    """
-    users = _edit(path)
-    entry = _entry(users, name)
-    keys = parse_keys(entry.get("keys"))
-    chosen = select_keys(keys, which)
-    if not chosen:
-        raise ValueError(f"user {name} has no key {which.strip()!r}")
-    kept = [k.text for k in keys if k not in chosen]
-    if not kept and entry.get("password") is None:
-        raise ValueError(
-            f"user {name} would have neither a password nor a key (set one with passwd first)"
-        )
-    if kept:
-        entry["keys"] = kept
+        keys.append((key.text, key))
+    if drop_password:
+        entry.pop("password", None)
+    if not keys and entry.get("password") is None:
+        raise ValueError(f"user {name} would have neither a password nor a key")
+    if keys:
+        entry["keys"] = [line for line, _ in keys]
     else:
-        del entry["keys"]
+        entry.pop("keys", None)
     _write(path, users)
-    return chosen
-
-
-def remove_password(path: Path, name: str) -> None:
-    """Remove a user's password: only keys open the account then."""
-    users = _edit(path)
-    entry = _entry(users, name)
-    if not parse_keys(entry.get("keys")):
-        raise ValueError(f"user {name} has no key: add one before removing the password")
-    entry.pop("password", None)
-    _write(path, users)
+    return added, removed
