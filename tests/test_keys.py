@@ -246,3 +246,24 @@ def test_bad_keys_in_users_yaml_are_reported_with_file_and_line(
         for p in problems
     ), problems
     assert any("user bob: password is not a bcrypt hash" in p for p in problems), problems
+
+
+def test_the_worked_example_in_protocol_md() -> None:
+    text = (Path(__file__).parent.parent / "docs" / "PROTOCOL.md").read_text()
+    private = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    blob = key_blob(private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+    challenge = bytes(range(0x40, 0x60))
+    data = signed_data(challenge, "alice", blob, NO_BINDING)
+    request = "|".join(
+        [
+            "FileTransfer|login_key|alice|ssh-ed25519",
+            base64.b64encode(blob).decode(),
+            base64.b64encode(private.sign(data)).decode(),
+        ]
+    )
+    assert request in text
+    assert base64.b64encode(challenge).decode() in text
+    assert fingerprint(blob) in text
+    listed = re.search(r"The 163 signed bytes.*?```\n(.*?)```", text, re.S)
+    assert listed is not None and len(data) == 163
+    assert bytes.fromhex(listed.group(1).replace(" ", "").replace("\n", "")) == data
