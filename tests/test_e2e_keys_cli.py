@@ -345,3 +345,52 @@ def test_usermod_refuses_bad_changes_with_one_line(
     assert last.returncode == 1 and "neither a password nor a key" in last.stderr, last
     checked = ftpserver_cli("check-config", "--users", str(users_file), "--home", str(tmp_path))
     assert checked.returncode == 0, checked
+
+
+def test_on_a_terminal_the_passphrase_and_then_the_password_are_asked_for(
+    server: RunningServer,
+    client_env: ClientEnv,
+    local: Path,
+    ftpserver_cli: RunFtpserver,
+) -> None:
+    key = local / "typed_key"
+    made = ftpclient(client_env, 0, "keygen", str(key), passphrase=PASSPHRASE, cwd=local)
+    assert made.returncode == 0, made
+    environ = {k: v for k, v in client_env.env.items() if k != "FTPCLIENT_PASSWORD"}
+    target = f"{ALICE}@{HOST}:{server.port}"
+
+    def spawn() -> pexpect.spawn:
+        return pexpect.spawn(
+            sys.executable,
+            ["-m", "ftpclient", "--identity", str(key), target],
+            env=environ,
+            cwd=str(local),
+            encoding="utf-8",
+            timeout=20,
+        )
+
+    # Not yet on the server: the passphrase, then the key is refused, then the password.
+    child = spawn()
+    try:
+        child.expect(f"Passphrase for {re.escape(str(key))}: ")
+        child.sendline(PASSPHRASE)
+        child.expect(f"Password for {ALICE}@{HOST}: ")
+        child.sendline(ALICE_PASSWORD)
+        child.expect(f"{ALICE}@{HOST}:/> ")
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    # On the server: the passphrase only.
+    assert add_key(ftpserver_cli, server.users_file, "--add-key-file", f"{key}.pub").returncode == 0
+    assert server.server.reload()
+    child = spawn()
+    try:
+        child.expect(f"Passphrase for {re.escape(str(key))}: ")
+        child.sendline(PASSPHRASE)
+        index = child.expect([f"{ALICE}@{HOST}:/> ", "Password for"])
+        assert index == 0, "asked for the password although the key is on the server"
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
