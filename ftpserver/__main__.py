@@ -69,16 +69,60 @@ def _parser() -> argparse.ArgumentParser:
         )
         if name == "useradd":
             limits(p)
-    p = sub.add_parser("usermod", help="change a user's quota or rights")
+    p = sub.add_parser("usermod", help="change a user's quota, rights or public keys")
     p.add_argument("name", metavar="NAME")
     common(p)
     p.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     limits(p)
+    _key_options(p)
     p = sub.add_parser("userdel", help="remove a user (the home folder is kept)")
     p.add_argument("name", metavar="NAME")
     common(p)
     p.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     return parser
+
+
+def _key_options(p: argparse.ArgumentParser) -> None:
+    keys = p.add_argument_group("public keys (key login)")
+    keys.add_argument(
+        "--add-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="add 'ssh-ed25519 AAAA... comment'",
+    )
+    keys.add_argument(
+        "--add-key-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="add the key(s) in FILE (a .pub file)",
+    )
+    keys.add_argument(
+        "--remove-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="remove a key: its fingerprint (SHA256:...), its comment or the key",
+    )
+    keys.add_argument(
+        "--no-password", action="store_true", help="remove the password: only keys log in"
+    )
+
+
+def _change_keys(args: argparse.Namespace, settings: Settings) -> None:
+    """The key options of ``usermod``: one rewrite of the users file, then what changed."""
+    texts = list(args.add_key)
+    for name in args.add_key_file:
+        texts.append(Path(name).read_text(encoding="utf-8"))
+    added, removed = userfile.change_keys(
+        settings.users, args.name, "\n".join(texts), args.remove_key, args.no_password
+    )
+    for verb, keys in (("added", added), ("removed", removed)):
+        for key in keys:
+            print(f"{verb} key {key.fingerprint} {key.comment}".rstrip())
+    if args.no_password:
+        print(f"removed the password of {args.name}: only keys log in")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -203,9 +247,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(f"added user {args.name} with home {home}")
         elif args.command == "usermod":
-            if args.quota is None and _perms(args) is None:
-                raise ValueError("nothing to change: give --quota, --perms or --read-only")
-            userfile.modify_user(settings.users, args.name, args.quota, _perms(args))
+            key_change = args.add_key or args.add_key_file or args.remove_key or args.no_password
+            if args.quota is None and _perms(args) is None and not key_change:
+                raise ValueError(
+                    "nothing to change: give --quota, --perms, --read-only or a key option"
+                )
+            if key_change:
+                _change_keys(args, settings)
+            if args.quota is not None or _perms(args) is not None:
+                userfile.modify_user(settings.users, args.name, args.quota, _perms(args))
             print(f"changed user {args.name}")
         elif args.command == "passwd":
             password = _read_password(args.password_stdin)
