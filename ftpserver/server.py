@@ -28,11 +28,12 @@ from typing import Any
 from ftpserver.audit import Audit, configure_logging
 from ftpserver.config import Settings
 from ftpserver.digests import DigestCache
-from ftpserver.fsops import sweep_partials
 from ftpserver.guards import Bandwidth, BanList, PasswordGate, SessionLimiter
 from ftpserver.handler import SessionHandler
-from ftpserver.quota import QuotaBook
-from ftpserver.users import UserStore, load_users
+from ftpserver.state.ledger import QuotaBook, QuotaLedger
+from ftpserver.storage.base import Storage
+from ftpserver.storage.local import LocalStorage
+from ftpserver.users import User, UserStore, load_users
 
 __all__ = ["FileTransferServer", "Shared", "apply_shared_settings", "tls_context"]
 
@@ -65,7 +66,7 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 class Shared:
     """The state every session of the server shares, whichever process serves it."""
 
-    quotas: QuotaBook
+    quotas: QuotaLedger
     limiter: SessionLimiter
     bans: BanList
     bandwidth: Bandwidth
@@ -74,7 +75,7 @@ class Shared:
     def create(cls, settings: Settings) -> Shared:
         """Fresh state for ``settings``."""
         return cls(
-            QuotaBook(stale_after=max(3600.0, 2 * settings.idle_timeout)),
+            QuotaBook(),
             SessionLimiter(settings.max_sessions, settings.max_sessions_per_ip),
             BanList(settings.ban_failures, settings.ban_window, settings.ban_time),
             Bandwidth(),
@@ -82,7 +83,11 @@ class Shared:
 
 
 def apply_shared_settings(shared: Shared, settings: Settings, users: UserStore) -> None:
-    """Give the shared state the limits of freshly reloaded settings and users."""
+    """Give the shared state the limits of freshly reloaded settings and users.
+
+    The users' figures are forgotten, and each home is measured again by the
+    first session that needs it (outside the ledger's lock).
+    """
     shared.limiter.configure(settings.max_sessions, settings.max_sessions_per_ip)
     shared.bans.configure(settings.ban_failures, settings.ban_window, settings.ban_time)
     for name in users.users:
@@ -164,6 +169,17 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         host, port = self.socket.getsockname()[:2]
         return str(host), int(port)
 
+    def open_storage(self, user: User) -> Storage:
+        """The storage of ``user``'s files, for one session (tests may replace this)."""
+        return LocalStorage(
+            user,
+            self.quotas,
+            self.digests,
+            file_mode=self.file_mode,
+            fsync=self.settings.fsync_uploads,
+            stale_after=max(3600.0, 2 * self.settings.idle_timeout),
+        )
+
     def reload(self) -> bool:
         """Read the settings and users again and apply them atomically.
 
@@ -199,7 +215,7 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
             while True:
                 ttl = self.settings.partial_upload_ttl
                 try:
-                    removed = sweep_partials(self.quotas, list(self.users.users.values()), ttl)
+                    removed = self.sweep_partials(ttl)
                     if removed:
                         log.info("removed %d stale partial uploads", removed)
                 except Exception:
@@ -210,6 +226,11 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         thread = threading.Thread(target=sweep, name="partial-sweeper", daemon=True)
         thread.start()
         return thread
+
+    def sweep_partials(self, max_age: float) -> int:
+        """Remove every user's partial uploads untouched for ``max_age`` seconds; how many."""
+        users = list(self.users.users.values())
+        return sum(self.open_storage(user).remove_stale_partials(max_age) for user in users)
 
     def drain(self, grace: float, force: Callable[[], bool]) -> int:
         """End every session: idle ones now, busy ones after ``grace`` seconds or once ``force()``.

@@ -44,9 +44,10 @@ from multiprocessing.connection import Connection
 from typing import Any, ClassVar, cast
 
 from ftpserver.config import Settings
-from ftpserver.quota import Reservation
 from ftpserver.server import FIXED_SETTINGS, FileTransferServer, Shared, apply_shared_settings
 from ftpserver.signals import SignalCounter
+from ftpserver.state.ledger import Reservation, Unmeasured
+from ftpserver.storage.localfiles import discard_upload
 from ftpserver.users import UserStore, load_users
 
 __all__ = ["Remote", "StateOwner", "cpu_plan", "serve_workers"]
@@ -125,7 +126,7 @@ class StateOwner:
 
     # What workers may call; limits change only through the supervisor's reload.
     METHODS: ClassVar[dict[str, set[str]]] = {
-        "quotas": {"usage", "reserve", "release", "replace", "claim", "remove"},
+        "quotas": {"usage", "record", "reserve", "settle", "release", "forget"},
         "limiter": {"acquire", "release"},
         "bans": {"is_banned", "failure"},
         "bandwidth": {"take"},
@@ -185,13 +186,17 @@ class StateOwner:
     ) -> tuple[bool, Any]:
         if method not in self.METHODS.get(name, ()):
             return False, AttributeError(f"{name}.{method} is not shared")
+        given = None
         if (name, method) == ("quotas", "release"):
-            self._forget_reservation(pipe, args[0])  # before release zeroes it
-        elif (name, method) == ("quotas", "replace") and (kwargs or {}).get("release"):
-            self._forget_reservation(pipe, (kwargs or {})["release"])  # replace gives it back
+            given = self._forget_reservation(pipe, args[0])  # before release zeroes it
+        elif (name, method) == ("quotas", "settle") and len(args) > 3 and args[3] is not None:
+            given = self._forget_reservation(pipe, args[3])  # settle gives it back
         try:
             result = getattr(getattr(self.shared, name), method)(*args, **(kwargs or {}))
         except Exception as exc:
+            if isinstance(exc, Unmeasured) and given is not None:  # nothing was given back
+                with self._lock:
+                    self._held.setdefault(pipe, _Held()).reservations.append(given)
             return False, exc
         with self._lock:
             held = self._held.setdefault(pipe, _Held())
@@ -203,14 +208,14 @@ class StateOwner:
                 held.reservations.append(result)
         return True, result
 
-    def _forget_reservation(self, pipe: int, copy: Reservation) -> None:
+    def _forget_reservation(self, pipe: int, copy: Reservation) -> Reservation | None:
         """The worker sent back a copy: stop holding the first reservation equal to it."""
         with self._lock:
             held = self._held.setdefault(pipe, _Held()).reservations
             for index, reservation in enumerate(held):
                 if reservation == copy:
-                    del held[index]
-                    return
+                    return held.pop(index)
+        return None
 
     def _give_back(self, pipe: int, worker: int) -> None:
         with self._lock:
@@ -219,7 +224,8 @@ class StateOwner:
             for _ in range(count):
                 self.shared.limiter.release(ip)
         for reservation in held.reservations:
-            self.shared.quotas.abandon(reservation)
+            self.shared.quotas.release(reservation)
+            discard_upload(reservation.temp)
         if +held.slots or held.reservations:
             log.warning(
                 "worker %d left %d sessions and %d uploads behind; released",
