@@ -35,7 +35,14 @@ from ftpserver.storage.base import Storage
 from ftpserver.storage.local import LocalStorage
 from ftpserver.users import User, UserStore, load_users
 
-__all__ = ["FileTransferServer", "Shared", "apply_shared_settings", "tls_context"]
+__all__ = [
+    "FileTransferServer",
+    "Shared",
+    "StorageFactory",
+    "apply_shared_settings",
+    "local_storage",
+    "tls_context",
+]
 
 log = logging.getLogger("ftpserver")
 
@@ -94,6 +101,22 @@ def apply_shared_settings(shared: Shared, settings: Settings, users: UserStore) 
         shared.quotas.forget(name)
 
 
+StorageFactory = Callable[["FileTransferServer", User], Storage]
+
+
+def local_storage(server: FileTransferServer, user: User) -> Storage:
+    """The default :data:`StorageFactory`: the user's home folder on this host."""
+    settings = server.settings
+    return LocalStorage(
+        user,
+        server.quotas,
+        server.digests,
+        file_mode=server.file_mode,
+        fsync=settings.fsync_uploads,
+        stale_after=max(3600.0, 2 * settings.idle_timeout),
+    )
+
+
 class _Sessions:
     """The live sessions, for shutdown."""
 
@@ -145,6 +168,7 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         self.bandwidth = self.shared.bandwidth
         self.passwords = PasswordGate(settings.password_checks, settings.password_cache_ttl)
         self.digests = DigestCache()
+        self.storage_factory: StorageFactory = local_storage  # where users' files are stored
         self.audit = Audit(settings.audit_json)
         self.tls = tls_context(settings)
         self.sessions = _Sessions()
@@ -170,15 +194,8 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         return str(host), int(port)
 
     def open_storage(self, user: User) -> Storage:
-        """The storage of ``user``'s files, for one session (tests may replace this)."""
-        return LocalStorage(
-            user,
-            self.quotas,
-            self.digests,
-            file_mode=self.file_mode,
-            fsync=self.settings.fsync_uploads,
-            stale_after=max(3600.0, 2 * self.settings.idle_timeout),
-        )
+        """The storage of ``user``'s files, for one session: ``storage_factory(self, user)``."""
+        return self.storage_factory(self, user)
 
     def reload(self) -> bool:
         """Read the settings and users again and apply them atomically.
