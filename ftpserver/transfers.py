@@ -1,8 +1,11 @@
 """The server's side of the two transfer handshakes (see docs/PROTOCOL.md, section 5).
 
-:func:`send_download` answers ``get`` from an open file with ``sendfile``;
-:func:`receive_upload` answers ``put`` into an :class:`~ftpserver.fsops.Upload`.
-Both resume from an offset when the client's digest of the part it already
+:func:`send_download` answers ``get`` from a storage
+:class:`~ftpserver.storage.base.ReadHandle` (with ``sendfile`` when it has a
+file descriptor, else reading it piece by piece); :func:`receive_upload`
+answers ``put`` into an :class:`~ftpserver.storage.base.UploadHandle`.
+:func:`handle_digest` is the digest of an open file (remembered or computed).
+Both handshakes resume from an offset when the client's digest of the part it already
 has matches, and both end with the digest (BLAKE3) of the whole file.
 """
 
