@@ -8,6 +8,7 @@ with the real client.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import errno
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import ALICE, ALICE_PASSWORD, HOST, RunningServer, digest_of
 
+import ftpserver.handler
 from ftpclient.client import FileTransferClient
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpserver.config import Settings
@@ -372,3 +374,15 @@ def test_uploads_work_without_extended_attributes(
         assert conn.get("up.bin", str(local / "down.bin")).blake3 == digest_of(data)
     assert (running.alice_home / "up.bin").read_bytes() == data
     running.assert_serving()
+
+
+def test_the_session_speaks_only_to_its_storage() -> None:
+    """handler.py imports neither os nor stat: every file operation goes through Storage."""
+    source = Path(ftpserver.handler.__file__).read_text()
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+    assert not imported & {"os", "stat", "shutil", "os.path", "pathlib"}, imported

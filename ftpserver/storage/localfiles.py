@@ -299,8 +299,9 @@ class LocalUpload:
         if self.fsync:
             os.fsync(writer.fd)
         self._finish(commit=True, hexdigest=hexdigest)
-        with contextlib.suppress(FileNotFoundError):
-            self.account.remove([self.partial])
+        if os.path.lexists(self.partial):  # most uploads never had one: no lock for them
+            with contextlib.suppress(FileNotFoundError):
+                self.account.remove([self.partial])
 
     def _finish(self, commit: bool, hexdigest: str = "") -> None:
         if self._done:
