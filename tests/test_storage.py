@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import errno
+import fcntl
 import os
 import threading
 import time
@@ -21,6 +22,7 @@ import pytest
 from conftest import ALICE, ALICE_PASSWORD, HOST, RunningServer, digest_of
 
 import ftpserver.handler
+import ftpserver.storage.localfiles
 from ftpclient.client import FileTransferClient
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpserver.config import Settings
@@ -386,3 +388,28 @@ def test_the_session_speaks_only_to_its_storage() -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module)
     assert not imported & {"os", "stat", "shutil", "os.path", "pathlib"}, imported
+
+
+def test_a_home_without_flock_still_works(
+    home: Path, ledger: QuotaBook, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """NFS refuses flock on a folder (EBADF): the home's lock in this process still holds."""
+    calls: list[int] = []
+
+    class NoFlock:
+        LOCK_EX = fcntl.LOCK_EX
+
+        @staticmethod
+        def flock(fd: int, operation: int) -> None:
+            calls.append(fd)
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+    monkeypatch.setattr(ftpserver.storage.localfiles, "fcntl", NoFlock)
+    storage = make_storage(home, ledger)
+    upload(storage, "/n.bin", b"n" * 100)
+    assert storage.remove("/a.txt") == 3
+    assert calls, "flock was never tried"
+    assert (home / "n.bin").read_bytes() == b"n" * 100
+    assert storage.usage().used == 105 == storage.measure()
+    warnings = [r for r in caplog.records if "no flock" in r.getMessage()]
+    assert len(warnings) == 1, warnings

@@ -21,8 +21,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TypeVar
@@ -37,8 +40,33 @@ from ftpserver.storage.paths import TEMP_PREFIX, is_temporary
 
 __all__ = ["HomeAccount", "LocalReadHandle", "LocalUpload", "discard_upload", "disk_free"]
 
+log = logging.getLogger("ftpserver")
 T = TypeVar("T")
 _ATTEMPTS = 3  # a reload may forget the figures again between a measurement and the retry
+
+
+_NO_FLOCK = {errno.EBADF, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL}
+_locks_lock = threading.Lock()
+_locks: dict[str, threading.Lock] = {}
+_warned: set[str] = set()
+
+
+def _thread_lock(root: str) -> threading.Lock:
+    """This process's lock for the home ``root``."""
+    with _locks_lock:
+        return _locks.setdefault(root, threading.Lock())
+
+
+def _warn_no_flock(root: str, exc: OSError) -> None:
+    with _locks_lock:
+        if root in _warned:
+            return
+        _warned.add(root)
+    log.warning(
+        "no flock on %s (%s): quota figures are exact only within one worker process",
+        root,
+        exc.strerror,
+    )
 
 
 def disk_free(folder: str) -> int:
@@ -73,13 +101,25 @@ class HomeAccount:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the home's lock (not re-entrant: never nest it)."""
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing the only descriptor of the lock releases it
+        """Hold the home's lock (not re-entrant: never nest it).
+
+        A lock per home in this process, then ``flock`` on the home folder
+        for the other worker processes.  Where the filesystem has no
+        ``flock`` on folders (NFS emulates it with write locks) only the
+        first holds, and that is logged once.
+        """
+        with _thread_lock(self.root):
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                except OSError as exc:
+                    if exc.errno not in _NO_FLOCK:
+                        raise
+                    _warn_no_flock(self.root, exc)
+                yield
+            finally:
+                os.close(fd)  # closing the only descriptor of the lock releases it
 
     def ask(self, call: Callable[[], T], held: bool = False) -> T:
         """``call()`` on the ledger; if it has no figures, measure the home and try again.
