@@ -302,6 +302,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
     def cmd_mv(self, old: str, new: str) -> None:
         storage = self.storage
         old_virtual = storage.virtual(old)
+        storage.kind(old_virtual)  # a missing OLD is reported before anything wrong with NEW
         new_virtual = storage.rename(old_virtual, storage.virtual(new), new.endswith("/"))
         self._audit("mv", path=old_virtual, to=new_virtual)
         self.channel.send(ok("mv", new_virtual))

@@ -126,7 +126,7 @@ class StateOwner:
 
     # What workers may call; limits change only through the supervisor's reload.
     METHODS: ClassVar[dict[str, set[str]]] = {
-        "quotas": {"usage", "record", "reserve", "settle", "release", "forget"},
+        "quotas": {"usage", "record", "reserve", "settle", "release"},
         "limiter": {"acquire", "release"},
         "bans": {"is_banned", "failure"},
         "bandwidth": {"take"},

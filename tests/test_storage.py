@@ -413,3 +413,38 @@ def test_a_home_without_flock_still_works(
     assert storage.usage().used == 105 == storage.measure()
     warnings = [r for r in caplog.records if "no flock" in r.getMessage()]
     assert len(warnings) == 1, warnings
+
+
+def test_measuring_one_home_holds_up_no_one_else(tmp_path: Path, ledger: QuotaBook) -> None:
+    """A home walked after a reload blocks only its own user's figures, not the ledger."""
+    walking, release = threading.Event(), threading.Event()
+
+    class SlowStorage(LocalStorage):
+        def measure(self) -> int:
+            walking.set()
+            assert release.wait(20)
+            return super().measure()
+
+    (tmp_path / "alice").mkdir()
+    (tmp_path / "bob").mkdir()
+    (tmp_path / "bob" / "b.bin").write_bytes(b"b" * 10)
+    alice = SlowStorage(User("alice", b"", tmp_path / "alice"), ledger, DigestCache())
+    bob = LocalStorage(User("bob", b"", tmp_path / "bob"), ledger, DigestCache())
+    assert bob.usage().used == 10
+    ledger.forget("alice")
+    ledger.forget("bob")  # a reload forgets everyone's figures
+    results: list[int] = []
+    slow = threading.Thread(target=lambda: results.append(alice.usage().used))
+    slow.start()
+    try:
+        assert walking.wait(10), "alice's home was not measured"
+        started = time.monotonic()
+        assert bob.usage().used == 10  # measured again meanwhile, without waiting for alice
+        upload(bob, "/c.bin", b"c" * 5)
+        assert bob.usage().used == 15
+        assert time.monotonic() - started < 5
+        assert not results, "alice's figures came before her home was measured"
+    finally:
+        release.set()
+        slow.join(10)
+    assert results == [0]
