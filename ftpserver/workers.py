@@ -189,8 +189,10 @@ class StateOwner:
         given = None
         if (name, method) == ("quotas", "release"):
             given = self._forget_reservation(pipe, args[0])  # before release zeroes it
-        elif (name, method) == ("quotas", "settle") and len(args) > 3 and args[3] is not None:
-            given = self._forget_reservation(pipe, args[3])  # settle gives it back
+        elif (name, method) == ("quotas", "settle"):
+            release = args[3] if len(args) > 3 else (kwargs or {}).get("release")
+            if release is not None:
+                given = self._forget_reservation(pipe, release)  # settle gives it back
         try:
             result = getattr(getattr(self.shared, name), method)(*args, **(kwargs or {}))
         except Exception as exc:
