@@ -161,7 +161,9 @@ class Storage(Protocol):
     def listdir(self, virtual: str) -> Iterator[Entry]:
         """The entries of a folder one by one (no symlink followed), or the one entry of a file.
 
-        Errors about ``virtual`` itself are raised by the call, not by the iteration.
+        A missing path or a symlink loop is raised by the call; a folder that
+        cannot be read may raise during the iteration (the dispatcher answers
+        either way, after any entries already sent).
         """
         ...
 
