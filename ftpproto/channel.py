@@ -15,31 +15,29 @@ deadline surfaces as :class:`TimeoutError`.
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
-from ftpproto.digest import READ_PIECE, Hasher, hash_fd, new_hasher
+from ftpproto.digest import READ_PIECE, Hasher
 from ftpproto.errors import ConnectionClosed
 from ftpproto.framing import MAX_FRAME_SIZE, FrameDecoder, encode_frame
 from ftpproto.messages import Message
-from ftpproto.splicing import can_splice, splice_file
+from ftpproto.splicing import SpliceSink, can_splice, splice_file
 
 __all__ = [
     "CHUNK_SIZE",
-    "BackgroundDigest",
+    "SENDFILE_MIN",
+    "SPLICE_MIN",
     "Channel",
     "Deadlines",
-    "GuardedWriter",
     "Hasher",
     "Progress",
-    "file_digest",
+    "SpliceSink",
 ]
 
 CHUNK_SIZE = 256 * 1024
@@ -143,7 +141,8 @@ class Channel:
     ) -> None:
         """Receive exactly ``size`` bytes of file data into ``sink``, hashing them.
 
-        Into a :class:`GuardedWriter` on a file that :func:`can_splice`, big
+        Into a :class:`~ftpproto.splicing.SpliceSink` (such as
+        :class:`ftpfiles.files.GuardedWriter`) on a file that :func:`can_splice`, big
         transfers go through :func:`~ftpproto.splicing.splice_file` (no copy
         through Python).  Otherwise one thread receives, hashes and writes
         each piece of at most 1 MiB while it is still in the CPU cache:
@@ -168,7 +167,7 @@ class Channel:
             on_piece(len(data))
         if (
             remaining >= SPLICE_MIN
-            and isinstance(sink, GuardedWriter)
+            and isinstance(sink, SpliceSink)
             and sink.error is None
             and can_splice(self.sock, sink.fd)
         ):
@@ -269,86 +268,3 @@ class Channel:
     def close(self) -> None:
         """Close the socket."""
         self.sock.close()
-
-
-class GuardedWriter:
-    """Writes to a file descriptor until the first error, then discards the rest.
-
-    A receiver that cannot write (a full disk, say) must still read every
-    announced byte to keep the stream in step; the error is kept in
-    :attr:`error` for the caller to raise once the transfer is over.
-    """
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.error: OSError | None = None
-
-    def write(self, data: bytes | memoryview) -> None:
-        """Write all of ``data``, unless an earlier write failed."""
-        if self.error is not None:
-            return
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self.fd, view) :]
-        except OSError as exc:
-            self.error = exc
-
-    def splice_from(self, pipe: int, count: int) -> int:
-        """Move ``count`` bytes from ``pipe`` into the file with ``splice``; the bytes moved.
-
-        Fewer than ``count`` leaves the rest in the pipe: the file does not
-        support splicing (``EINVAL``; the caller writes the rest with
-        :meth:`write`), or it failed, and :attr:`error` holds why.
-        """
-        moved = 0
-        if self.error is not None:
-            return moved
-        try:
-            while moved < count:
-                step = os.splice(pipe, self.fd, count - moved)
-                if not step:
-                    break
-                moved += step
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                self.error = exc
-        return moved
-
-
-def file_digest(
-    fileobj: BinaryIO, offset: int, size: int, hasher: Hasher | None = None
-) -> tuple[Hasher, int]:
-    """The file digest (or ``hasher`` continued) over ``size`` bytes of a file from ``offset``.
-
-    Returns the hasher and the count read (less than ``size`` if the file is
-    shorter); the file position is left alone.
-    """
-    hasher = hasher if hasher is not None else new_hasher()
-    return hasher, hash_fd(hasher, fileobj.fileno(), offset, size)
-
-
-class BackgroundDigest:
-    """:func:`file_digest` in a helper thread, while this thread sends the file.
-
-    The digest and ``os.preadv`` release the GIL, so the digest of a big
-    file costs no extra time next to ``sendfile``.  :meth:`result` waits.
-    """
-
-    def __init__(self, fileobj: BinaryIO, offset: int, size: int, hasher: Hasher) -> None:
-        self._count = 0
-        self.hasher = hasher
-
-        def run() -> None:
-            try:
-                self._count = file_digest(fileobj, offset, size, hasher)[1]
-            except (OSError, ValueError):
-                self._count = -1  # unreadable: the caller sees fewer bytes than asked
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-
-    def result(self) -> tuple[Hasher, int]:
-        """The hasher and the bytes it read (fewer than asked if the file shrank)."""
-        self._thread.join()
-        return self.hasher, self._count

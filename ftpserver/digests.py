@@ -18,7 +18,7 @@ import threading
 from collections import OrderedDict
 from typing import BinaryIO
 
-from ftpproto.channel import file_digest
+from ftpfiles.files import file_digest
 from ftpproto.digest import NAME, is_hexdigest
 
 __all__ = ["XATTR", "DigestCache", "version"]

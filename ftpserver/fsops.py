@@ -26,9 +26,10 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import cast
 
-from ftpproto.channel import GuardedWriter, file_digest
-from ftpproto.digest import Hasher, new_hasher
+from ftpfiles.files import GuardedWriter, file_digest
+from ftpproto.digest import Hasher
 from ftpproto.errors import ErrorCode, ProtocolError
+from ftpproto.handshake import upload_start
 from ftpserver.digests import DigestCache
 from ftpserver.jail import PARTIAL_DIR, TEMP_PREFIX, Jail, is_reserved, is_temporary
 from ftpserver.quota import QuotaBook, Reservation, file_size
@@ -156,12 +157,10 @@ class Upload:
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (0 if claimed else os.O_EXCL)
         fd = os.open(self.temp, flags, self.mode)
         self.writer = GuardedWriter(fd)
-        offset, hasher = 0, new_hasher()
-        if resume is not None and claimed == resume[0] <= size:
-            with open(fd, "rb", buffering=0, closefd=False) as reader:
-                prefix, _ = file_digest(reader, 0, claimed)
-            if prefix.hexdigest() == resume[1]:
-                offset, hasher = claimed, prefix
+        with open(fd, "rb", buffering=0, closefd=False) as reader:
+            offset, hasher = upload_start(
+                resume, size, claimed, lambda count: file_digest(reader, 0, count)[0]
+            )
         if os.fstat(fd).st_size != offset:
             # Only when needed: on ext4, truncating a file makes its close flush it.
             os.ftruncate(fd, offset)

@@ -12,27 +12,14 @@ import os
 import stat
 from typing import BinaryIO
 
-from ftpproto.channel import BackgroundDigest, Channel, Progress, file_digest
-from ftpproto.commands import COMMANDS
-from ftpproto.digest import new_hasher
+from ftpfiles.files import BackgroundDigest, file_digest
+from ftpproto.channel import Channel, Progress
 from ftpproto.errors import ErrorCode, ProtocolError
-from ftpproto.messages import digest, parse_digest, parse_size, ready
+from ftpproto.handshake import Resume, ServerGet, ServerPut, parse_resume
 from ftpserver.digests import DigestCache
 from ftpserver.fsops import Upload
 
 __all__ = ["Resume", "open_regular", "parse_resume", "receive_upload", "send_download"]
-
-Resume = tuple[int, str]  # offset, digest of the bytes before it
-
-
-def parse_resume(command: str, fields: tuple[str, ...]) -> Resume | None:
-    """``(offset, prefix_digest)`` from a request's optional fields, or ``None``."""
-    if not fields:
-        return None
-    if len(fields) != 2:
-        spec = COMMANDS[command]
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"usage: {spec.usage} (both or neither)")
-    return parse_size(fields[0]), parse_digest(fields[1])
 
 
 def open_regular(real: str, virtual: str) -> BinaryIO:
@@ -62,20 +49,14 @@ def send_download(
     sent in the version that was opened.
     """
     before = os.fstat(source.fileno())
-    size = before.st_size
     known = digests.get(before, source.fileno()) if digests else None
-    offset = 0
-    hasher = new_hasher()
-    if resume is not None and resume[0] <= size:
-        prefix, _ = file_digest(source, 0, resume[0])
-        if prefix.hexdigest() == resume[1]:
-            offset, hasher = resume[0], prefix
-    channel.send(ready("get", size - offset, None if resume is None else offset))
-    answer = channel.recv()
-    if answer.command == "get" and answer.status == "abort":
+    handshake = ServerGet(
+        virtual, before.st_size, resume, lambda count: file_digest(source, 0, count)[0]
+    )
+    channel.send(handshake.ready())
+    if not handshake.answer(channel.recv()):
         return None
-    answer.expect("get", "recv_ready", 0)
-    count = size - offset
+    offset, count, hasher = handshake.offset, handshake.count, handshake.hasher
     background = None if known else BackgroundDigest(source, offset, count, hasher)
     try:
         sent = channel.send_file(source, offset, count, pace, step)
@@ -91,11 +72,11 @@ def send_download(
     # merely unlinked or replaced by a rename, which leaves this version intact.
     unchanged = (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
     if sent < count or hashed < count or not unchanged:
-        raise ProtocolError(ErrorCode.FILE_CHANGED, f"file changed while sent: {virtual}")
+        raise handshake.file_changed()
     hexdigest = known or hasher.hexdigest()
     if digests and not known:
         digests.put(before, hexdigest, source.fileno())
-    channel.send(digest("get", hexdigest))
+    channel.send(handshake.digest(hexdigest))
     return count, hexdigest
 
 
@@ -110,16 +91,12 @@ def receive_upload(
 ) -> tuple[int, str]:
     """Run the ``put`` handshake into ``upload`` and commit it; ``(bytes received, digest)``."""
     offset, hasher = upload.start(size, resume)
-    channel.send(ready("put", size - offset, None if resume is None else offset))
+    handshake = ServerPut(virtual, size, resume, offset, hasher)
+    channel.send(handshake.ready())
     assert upload.writer is not None
-    channel.recv_file(upload.writer, size - offset, hasher, pace)
+    channel.recv_file(upload.writer, handshake.count, hasher, pace)
     final = channel.recv()  # a connection lost here still keeps every byte for resuming
     upload.keep_partial = False  # from here on the outcome is decided: commit or discard
-    if final.command == "put" and final.status == "abort":
-        raise ProtocolError(ErrorCode.TRANSFER_ABORTED, f"upload aborted: {virtual}")
-    (claimed,) = final.expect("put", "digest", 1)
-    hexdigest = hasher.hexdigest()
-    if parse_digest(claimed) != hexdigest:
-        raise ProtocolError(ErrorCode.DIGEST_MISMATCH, f"digest mismatch: {virtual}")
+    hexdigest = handshake.check(final)
     upload.commit(digests, hexdigest)
-    return size - offset, hexdigest
+    return handshake.count, hexdigest

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import digest_of
 
-from ftpproto.channel import CHUNK_SIZE, Channel, GuardedWriter, file_digest
+from ftpfiles.files import GuardedWriter, file_digest
+from ftpproto.channel import CHUNK_SIZE, Channel
 from ftpproto.digest import new_hasher
 from ftpproto.errors import ConnectionClosed, FramingError, MessageError
 from ftpproto.framing import encode_frame

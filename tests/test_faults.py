@@ -19,7 +19,7 @@
   goes on.
 
 The faults are injected by replacing the ``os`` module that one server module
-sees (``ftpproto.channel`` for the writes of ``GuardedWriter``,
+sees (``ftpfiles.files`` for the writes of ``GuardedWriter``,
 ``ftpserver.fsops``/``handler``/``quota`` for creating, renaming and removing)
 with a view that fails the chosen calls and passes every other one on.
 """
@@ -50,7 +50,7 @@ from conftest import (
     wait_until,
 )
 
-import ftpproto.channel
+import ftpfiles.files
 import ftpserver.fsops
 import ftpserver.handler
 import ftpserver.quota
@@ -208,7 +208,7 @@ def failing_writes(monkeypatch: pytest.MonkeyPatch) -> Callable[[int, int], Fail
     def arm(code: int, after: int) -> FailingWrites:
         faults = FailingWrites(code, after)
         view = OsView(write=faults.write, splice=faults.splice)
-        monkeypatch.setattr(ftpproto.channel, "os", view)
+        monkeypatch.setattr(ftpfiles.files, "os", view)
         return faults
 
     return arm
