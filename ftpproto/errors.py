@@ -12,6 +12,7 @@ import enum
 
 __all__ = [
     "ConnectionClosed",
+    "DeadlineExceeded",
     "ErrorCode",
     "FramingError",
     "MessageError",
@@ -93,6 +94,10 @@ class RemoteError(ProtocolError):
 
 class ConnectionClosed(ConnectionError):
     """The peer closed the connection (possibly in the middle of a message)."""
+
+
+class DeadlineExceeded(TimeoutError):
+    """The peer broke one of the channel's deadlines; the text says which, for the peer."""
 
 
 class ServerClosed(ConnectionClosed):
