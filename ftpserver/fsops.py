@@ -277,7 +277,8 @@ def _only_uploads(folder: str) -> bool:
 def remove_tree(book: QuotaBook, user: User, top: str) -> tuple[int, int]:
     """Delete the folder ``top`` and everything in it, never following a symlink.
 
-    Returns ``(files, bytes)`` removed.  Symlinks are removed as links.
+    Returns ``(files, bytes)`` removed.  Symlinks are removed as links and
+    count as files of 0 bytes, also those that point to a folder.
     """
     files = freed = 0
     for folder, dirs, names in os.walk(top, topdown=False, followlinks=False):
@@ -293,6 +294,7 @@ def remove_tree(book: QuotaBook, user: User, top: str) -> tuple[int, int]:
             path = os.path.join(folder, name)
             if os.path.islink(path):
                 os.unlink(path)
+                files += 1
             else:
                 os.rmdir(path)
     os.rmdir(top)
