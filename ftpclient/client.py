@@ -260,7 +260,12 @@ class FileTransferClient:
             offer = (have, prefix)
         handshake = ClientGet(remote, offer)
         self.channel.send(handshake.request())
-        handshake.ready(self.channel.recv())
+        try:
+            handshake.ready(self.channel.recv())
+        except MessageError:
+            if handshake.state == "ready":  # a ready that does not fit: call it off
+                self.channel.send(handshake.abort())
+            raise
         count, offset = handshake.count, handshake.offset
         try:
             fd = _open_part(part, offset)
@@ -323,7 +328,14 @@ class FileTransferClient:
                     offer = (have, file_digest(source, 0, have)[0])
             handshake = ClientPut(target, st.st_size, offer)
             self.channel.send(handshake.request())
-            handshake.ready(self.channel.recv())
+            reply = self.channel.recv()
+            try:
+                handshake.ready(reply)
+            except MessageError as exc:
+                if reply.status != "ready":
+                    raise
+                self.close()  # the server waits for data this client cannot make sense of
+                raise ConnectionAbortedError(f"bad reply from the server: {exc}") from exc
             count, offset = handshake.count, handshake.offset
             source.seek(offset)
             if monitor:

@@ -260,10 +260,15 @@ class ClientGet(_Machine):
         return request("get", self.path, *_resume_fields(self.resume))
 
     def ready(self, reply: Message) -> None:
-        """Take the ``get|ready`` reply: sets :attr:`count`, :attr:`offset` and :attr:`hasher`."""
+        """Take the ``get|ready`` reply: sets :attr:`count`, :attr:`offset` and :attr:`hasher`.
+
+        After a ``get|ready`` whose fields do not fit (:class:`MessageError`)
+        the server still waits for an answer: send :meth:`abort`.
+        """
         self._move("ready", "requested", "done")
+        if (reply.command, reply.status) == ("get", "ready"):
+            self.state = "ready"
         self.count, self.offset = _ready_reply(reply, "get", self.resume)
-        self.state = "ready"
         self.hasher = self._prefix if self.offset else new_hasher()
 
     def recv_ready(self) -> Message:
@@ -314,7 +319,11 @@ class ClientPut(_Machine):
         return request("put", self.path, str(self.size), *_resume_fields(self.resume))
 
     def ready(self, reply: Message) -> None:
-        """Take the ``put|ready`` reply: sets :attr:`count`, :attr:`offset` and :attr:`hasher`."""
+        """Take the ``put|ready`` reply: sets :attr:`count`, :attr:`offset` and :attr:`hasher`.
+
+        After a ``put|ready`` that does not fit (:class:`MessageError`) the
+        server waits for data the client cannot know: close the connection.
+        """
         self._move("ready", "requested", "done")
         self.count, self.offset = _ready_reply(reply, "put", self.resume)
         if self.offset + self.count != self.size:

@@ -327,7 +327,7 @@ def test_client_get_refuses_a_bad_ready(
     with pytest.raises(kind) as caught:
         get.ready(wire(reply))
     assert caught.value.code == code
-    assert get.finished
+    assert get.finished != reply.startswith("get|ready"), "after a ready, abort() is due"
 
 
 @pytest.mark.parametrize("reply", ["get|ready|6|3", "get|ready|10", "get|ready|6|4|x"])
@@ -336,6 +336,16 @@ def test_client_get_refuses_a_start_it_did_not_offer(reply: str) -> None:
     get.request()
     with pytest.raises(MessageError):
         get.ready(wire(reply))
+
+
+@pytest.mark.parametrize("reply", ["get|ready|ten", "get|ready|6|3"])
+def test_client_get_calls_off_a_ready_that_does_not_fit(reply: str) -> None:
+    get = ClientGet("f", (4, hashed(DATA[:4])) if reply.count("|") == 3 else None)
+    get.request()
+    with pytest.raises(MessageError):
+        get.ready(wire(reply))
+    assert text(get.abort()) == "get|abort", "the server waits for an answer"
+    assert get.finished
 
 
 def test_a_timed_out_server_is_a_closed_connection() -> None:
