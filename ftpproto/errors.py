@@ -33,7 +33,7 @@ class ErrorCode(enum.IntEnum):
     TIMED_OUT = (
         408  # idle too long, a message too slow, a stalled transfer; the connection is closed
     )
-    BAD_STATE = 409  # a message that does not fit the handshake in progress
+    BAD_STATE = 409  # a message that does not fit the session state (a second login)
     EXISTS = 410  # the target exists and may not be replaced
     IS_DIRECTORY = 411  # a file was expected, a folder was found
     NOT_DIRECTORY = 412  # a folder was expected, a file was found
