@@ -379,28 +379,16 @@ class FileTransferClient:
             raise
 
     def _raise_farewell(self, lost: BaseException) -> None:
-        """After ``lost`` mid-transfer: raise the error the server sent before closing, if any.
-
-        A server that gives up on a transfer (it stalled) says why and
-        closes; that message may wait unread behind the data.
-        """
-        sock = self.channel.sock
-        timeout = sock.gettimeout()
-        try:
-            sock.settimeout(FAREWELL_WAIT)
-            message = self.channel.recv()
-        except (OSError, ProtocolError):
+        """After ``lost`` mid-upload: raise why the server closed, if it said so."""
+        message = self.channel.last_message(FAREWELL_WAIT)
+        if message is None or (message.command, message.status) != ("error", "error"):
             return
-        finally:
-            with contextlib.suppress(OSError):
-                sock.settimeout(timeout)
-        if message.command == "error" and message.status == "error":
-            try:
-                message.raise_if_error()
-            except ConnectionClosed as exc:
-                raise exc from lost
-            except ProtocolError as exc:
-                raise ConnectionClosed(f"closed by the server: {exc.text}") from lost
+        try:
+            message.raise_if_error()
+        except ConnectionClosed as exc:
+            raise exc from lost
+        except ProtocolError as exc:
+            raise ConnectionClosed(f"closed by the server: {exc.text}") from lost
 
     # -- managing files ------------------------------------------------------
 

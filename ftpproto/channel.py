@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 from ftpproto.digest import READ_PIECE, Hasher
-from ftpproto.errors import ConnectionClosed, DeadlineExceeded
+from ftpproto.errors import ConnectionClosed, DeadlineExceeded, ProtocolError
 from ftpproto.framing import MAX_FRAME_SIZE, FrameDecoder, encode_frame
 from ftpproto.messages import Message
 from ftpproto.splicing import SpliceSink, can_splice, splice_file
@@ -168,6 +168,23 @@ class Channel:
             if not data:
                 raise ConnectionClosed("connection closed by peer")
             self._decoder.feed(data)
+
+    def last_message(self, timeout: float) -> Message | None:
+        """After a failed write: a message the peer sent before it closed, if one waits.
+
+        A peer that gives up (a server whose deadline passed) may say why
+        and close; those words can wait unread behind the data being sent.
+        Waits at most ``timeout`` seconds; None if nothing readable came.
+        """
+        saved = self.sock.gettimeout()
+        try:
+            self.sock.settimeout(timeout)
+            return self.recv()
+        except (OSError, ProtocolError):
+            return None
+        finally:
+            with contextlib.suppress(OSError):
+                self.sock.settimeout(saved)
 
     def _late(self) -> DeadlineExceeded:
         """Which deadline a message broke: none of it came, or not all of it."""

@@ -452,3 +452,19 @@ def test_file_digest(
         digest_of(content[offset : offset + expected_count]),
         expected_count,
     )
+
+
+def test_last_message_reads_what_the_peer_said_before_closing(
+    pair: tuple[Channel, Channel],
+) -> None:
+    left, right = pair
+    right.send(Message("error", ("error", "408", "no file data for 60 s")))
+    right.close()
+    assert left.last_message(1) == Message("error", ("error", "408", "no file data for 60 s"))
+    assert left.sock.gettimeout() == 5, "the socket's timeout was not restored"
+    assert left.last_message(1) is None, "closed without a word"
+
+
+def test_last_message_gives_up(pair: tuple[Channel, Channel]) -> None:
+    left, _ = pair
+    assert left.last_message(0.05) is None
