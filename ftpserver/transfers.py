@@ -3,7 +3,9 @@
 :func:`send_download` answers ``get`` from an open file with ``sendfile``;
 :func:`receive_upload` answers ``put`` into an :class:`~ftpserver.fsops.Upload`.
 Both resume from an offset when the client's digest of the part it already
-has matches, and both end with the digest (BLAKE3) of the whole file.
+has matches, and both end with the digest (BLAKE3) of the whole file.  The
+messages and their order are :mod:`ftpproto.handshake`'s (``ServerGet``,
+``ServerPut``, shared with the client's side); here is the file's side.
 """
 
 from __future__ import annotations
