@@ -166,7 +166,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         except (ConnectionError, TimeoutError) as exc:
             log.debug("session %s ended: %s", self.peer, exc)
             if isinstance(exc, DeadlineExceeded):  # say why, if the client can still read it
-                self.channel.send_last(error("error", ProtocolError(ErrorCode.TIMED_OUT, str(exc))))
+                self._try_send(error("error", ProtocolError(ErrorCode.TIMED_OUT, str(exc))))
         except Exception:
             log.exception("internal error in session %s; closing it", self.peer)
             self._try_send(error("error", ProtocolError(ErrorCode.INTERNAL, "internal error")))
@@ -174,8 +174,8 @@ class SessionHandler(socketserver.BaseRequestHandler):
             self.server.sessions.discard(self)
 
     def _try_send(self, message: Message) -> None:
-        with contextlib.suppress(OSError):
-            self.channel.send(message)
+        """Send a last message before closing, if the client can still read it as one."""
+        self.channel.send_last(message)
 
     def dispatch(self, message: Message) -> bool:
         """Check ``message`` against the command table and run it; False ends the session."""
