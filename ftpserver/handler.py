@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from ftpproto.channel import Channel, Deadlines, Progress
 from ftpproto.commands import COMMANDS, lookup
-from ftpproto.errors import ErrorCode, FramingError, MessageError, ProtocolError
+from ftpproto.errors import DeadlineExceeded, ErrorCode, FramingError, MessageError, ProtocolError
 from ftpproto.messages import Message, error, ok, parse_size
 from ftpserver.fsops import os_error
 from ftpserver.guards import pacer
@@ -157,6 +157,8 @@ class SessionHandler(socketserver.BaseRequestHandler):
             self._try_send(error("error", exc))
         except (ConnectionError, TimeoutError) as exc:
             log.debug("session %s ended: %s", self.peer, exc)
+            if isinstance(exc, DeadlineExceeded):  # say why, if the client can still read it
+                self._try_send(error("error", ProtocolError(ErrorCode.TIMED_OUT, str(exc))))
         except Exception:
             log.exception("internal error in session %s; closing it", self.peer)
             self._try_send(error("error", ProtocolError(ErrorCode.INTERNAL, "internal error")))
@@ -164,8 +166,8 @@ class SessionHandler(socketserver.BaseRequestHandler):
             self.server.sessions.discard(self)
 
     def _try_send(self, message: Message) -> None:
-        with contextlib.suppress(OSError):
-            self.channel.send(message)
+        """Send a last message before closing, if the client can still read it as one."""
+        self.channel.send_last(message)
 
     def dispatch(self, message: Message) -> bool:
         """Check ``message`` against the command table and run it; False ends the session."""

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from ftpproto.channel import GuardedWriter
+from ftpfiles.files import GuardedWriter
 from ftpproto.digest import Hasher
 from ftpserver.server import FileTransferServer, local_storage
 from ftpserver.storage.base import Resume, Storage

@@ -12,7 +12,7 @@ exact: every change of how many bytes a home holds is reported to it in the
 same step as the change itself.  Optional fast paths are capabilities the
 caller asks for, never ``isinstance`` checks: a :class:`ReadHandle` may have a
 file descriptor (``sendfile``), an :class:`UploadHandle`'s :attr:`sink` may be
-a :class:`~ftpproto.channel.GuardedWriter` on a file (``splice``).
+a :class:`~ftpfiles.files.GuardedWriter` on a file (``splice``).
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ from types import TracebackType
 from typing import NamedTuple, Protocol
 
 from ftpproto.digest import Hasher
+from ftpproto.handshake import Resume
 from ftpserver.state.ledger import Usage
 
 __all__ = ["Entry", "ReadHandle", "Resume", "Sink", "Storage", "UploadHandle"]
-
-Resume = tuple[int, str]  # offset, digest of the bytes before it
 
 
 class Entry(NamedTuple):
@@ -107,7 +106,8 @@ class UploadHandle(Protocol):
 
         With ``resume=(offset, prefix_digest)`` a kept partial upload is taken
         over if it holds exactly ``offset`` bytes with that digest, and the
-        hasher already covers them; otherwise the upload starts at 0.
+        hasher already covers them; otherwise the upload starts at 0 (the
+        rule is :func:`ftpproto.handshake.upload_start`'s).
         """
         ...
 
@@ -184,7 +184,11 @@ class Storage(Protocol):
         ...
 
     def remove_tree(self, virtual: str) -> tuple[int, int]:
-        """Remove a folder and all it holds, never following a symlink; ``(files, bytes)``."""
+        """Remove a folder and all it holds, never following a symlink; ``(files, bytes)``.
+
+        A symlink is removed as a link and counts as one file of 0 bytes, also
+        one that points to a folder.
+        """
         ...
 
     def rename(self, old: str, new: str, into_folder: bool = False) -> str:

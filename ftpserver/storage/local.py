@@ -138,6 +138,7 @@ class LocalStorage:
                 path = os.path.join(folder, name)
                 if os.path.islink(path):
                     os.unlink(path)
+                    files += 1  # a link counts as a file, also one to a folder
                 else:
                     os.rmdir(path)
         os.rmdir(top)
