@@ -275,12 +275,14 @@ def _only_uploads(folder: str) -> bool:
     return bool(names) and all(is_temporary(name) for name in names)
 
 
-def remove_tree(book: QuotaBook, user: User, top: str) -> tuple[int, int]:
+def remove_tree(book: QuotaBook, user: User, top: str) -> tuple[int, int, int]:
     """Delete the folder ``top`` and everything in it, never following a symlink.
 
-    Returns ``(files, bytes)`` removed.  Symlinks are removed as links.
+    Returns ``(files, bytes, folders)`` removed (``top`` counts as a folder).
+    Symlinks are removed as links.
     """
     files = freed = 0
+    folders = 1
     for folder, dirs, names in os.walk(top, topdown=False, followlinks=False):
         for name in names:
             path = os.path.join(folder, name)
@@ -296,8 +298,9 @@ def remove_tree(book: QuotaBook, user: User, top: str) -> tuple[int, int]:
                 os.unlink(path)
             else:
                 os.rmdir(path)
+                folders += 1
     os.rmdir(top)
-    return files, freed
+    return files, freed, folders
 
 
 def sweep_partials(book: QuotaBook, users: list[User], max_age: float) -> int:

@@ -304,20 +304,22 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self._audit("rmdir", path=virtual)
         self.channel.send(ok("rmdir", virtual))
 
-    def cmd_rm(self, path: str, option: str | None = None) -> None:
-        _flag(option, "recursive", "rm PATH [recursive]")
+    def cmd_rm(self, path: str, option: str | None = None, count: str | None = None) -> None:
+        _flag(option, "recursive", "rm PATH [recursive [folders]]")
+        _flag(count, "folders", "rm PATH [recursive [folders]]")
         virtual, real = self.jail.resolve(path, follow=False)
         mode = os.lstat(real).st_mode
         if stat.S_ISDIR(mode):
             if not option:
                 raise ProtocolError(ErrorCode.IS_DIRECTORY, f"is a folder (use rm -r): {virtual}")
-            files, freed = remove_tree(self.server.quotas, self.user_account, real)
+            files, freed, folders = remove_tree(self.server.quotas, self.user_account, real)
         else:
-            files, freed = 1, self.server.quotas.remove(self.user_account, real)
+            files, freed, folders = 1, self.server.quotas.remove(self.user_account, real), 0
         self._audit("rm", path=virtual, files=files, bytes=freed)
-        self.channel.send(ok("rm", str(files), str(freed)))
+        self.channel.send(ok("rm", str(files), str(freed), *([str(folders)] if count else [])))
 
-    def cmd_mv(self, old: str, new: str) -> None:
+    def cmd_mv(self, old: str, new: str, option: str | None = None) -> None:
+        _flag(option, "replace", "mv OLD NEW [replace]")
         old_virtual, old_real = self.jail.resolve(old, follow=False)
         os.lstat(old_real)
         new_virtual, new_real = self.jail.resolve(new)
@@ -327,7 +329,10 @@ class SessionHandler(socketserver.BaseRequestHandler):
             name = posixpath.basename(old_virtual)
             new_virtual, new_real = self.jail.resolve(posixpath.join(new_virtual, name))
         try:
-            rename_noreplace(old_real, new_real)
+            if option:
+                self.server.quotas.rename_over(self.user_account, old_real, new_real)
+            else:
+                rename_noreplace(old_real, new_real)
         except FileExistsError:
             raise ProtocolError(ErrorCode.EXISTS, f"already exists: {new_virtual}") from None
         self._audit("mv", path=old_virtual, to=new_virtual)

@@ -210,6 +210,21 @@ class QuotaBook:
         os.replace(source, target)
         account.used += file_size(target) - old
 
+    def rename_over(self, user: User, source: str, target: str) -> None:
+        """Rename the counted ``source`` over ``target`` in one ``rename(2)``.
+
+        An existing file at ``target`` is replaced atomically and stops counting;
+        two names of one file are left as they are, as ``rename(2)`` does.
+        """
+        with self._lock:
+            account = self._account(user)
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.samestat(os.lstat(source), os.lstat(target)):
+                    return
+            old = file_size(target)
+            os.rename(source, target)
+            account.used -= old
+
     def claim(self, user: User, counted: str, temp: str) -> int:
         """Rename a counted file (a saved partial upload) to an uncounted temporary one.
 
