@@ -8,7 +8,9 @@ for the first connection, ``--version``, messages in words, ``mv -f``,
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -25,6 +27,7 @@ from conftest import (
     ClientEnv,
     ClientFactory,
     MakeServer,
+    ProxyFactory,
     RunningServer,
     bytes_on_disk,
     start_server,
@@ -32,6 +35,9 @@ from conftest import (
     subprocess_env,
 )
 from test_e2e_scripting import json_lines, make_file, one_error_line, run_client, target
+
+from ftpclient.wording import connect_problem, lost_problem
+from ftpproto.errors import ConnectionClosed
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -290,3 +296,41 @@ def test_one_bad_bookmark_does_not_block_the_others(
     assert result.returncode == 2, result
     line = one_error_line(result.stderr)
     assert line == "ftpclient: no such bookmark or host: wrok (did you mean 'work'?)", line
+
+
+# -- lost connections in words ----------------------------------------------------------
+
+
+def test_batch_lost_connection_says_what_moved_and_how_to_continue(
+    server: RunningServer, client_env: ClientEnv, proxy: ProxyFactory, local: Path
+) -> None:
+    make_file(server.alice_home / "big.bin", os.urandom(3 * 1024 * 1024))
+    cut = proxy(rate=None, drop_after=1024 * 1024)
+    result, _ = run_client(client_env, local, target(cut.port), "-c", "get big.bin copy.bin")
+    assert result.returncode == 2, result
+    line = one_error_line(result.stderr)
+    assert re.fullmatch(
+        r"ftpclient: connection lost: the server (closed|reset) the connection during the "
+        r"transfer of big\.bin \([\d.]+ [KM]iB of 3\.0 MiB received; "
+        r"reget big\.bin copy\.bin continues it\)",
+        line,
+    ), line
+    assert (local / "copy.bin.part").exists()
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        (ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"), "the server reset"),
+        (BrokenPipeError(errno.EPIPE, "Broken pipe"), "the server closed the connection"),
+        (OSError(errno.ESHUTDOWN, "Cannot send after transport endpoint shutdown"), "shut down"),
+        (ConnectionAbortedError(errno.ECONNABORTED, "Software caused connection abort"), "shut"),
+        (ConnectionClosed("connection closed with 1048576 or more bytes to come"), "closed"),
+        (TimeoutError("timed out"), "did not answer in time"),
+    ],
+)
+def test_connection_problems_in_words(error: OSError, words: str) -> None:
+    text = lost_problem(error)
+    assert words in text and "Errno" not in text and "bytes to come" not in text, text
+    refused = connect_problem(ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"))
+    assert refused.startswith("connection refused"), refused
