@@ -623,4 +623,4 @@ def test_cli_help_lists_the_new_commands(server: RunningServer, run_cli: RunCli)
 def test_server_help_lists_the_new_commands(server: RunningServer, client: ClientFactory) -> None:
     names = set(client().help())
     assert {"mkdir", "rmdir", "rm", "mv", "stat", "quota", "partial"} <= names, names
-    assert client().help("mv")[0] == "mv OLD NEW"
+    assert client().help("mv")[0] == "mv OLD NEW [replace]"
