@@ -125,7 +125,7 @@ class StateOwner:
 
     # What workers may call; limits change only through the supervisor's reload.
     METHODS: ClassVar[dict[str, set[str]]] = {
-        "quotas": {"usage", "reserve", "release", "replace", "claim", "remove"},
+        "quotas": {"usage", "reserve", "release", "replace", "claim", "remove", "rename_over"},
         "limiter": {"acquire", "release"},
         "bans": {"is_banned", "failure"},
         "bandwidth": {"take"},

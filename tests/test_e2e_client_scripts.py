@@ -16,11 +16,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import (
     ALICE,
+    ALICE_PASSWORD,
     HOST,
     SUBPROCESS_TIMEOUT,
     Account,
@@ -29,17 +31,21 @@ from conftest import (
     MakeServer,
     ProxyFactory,
     RunningServer,
+    ServerProcess,
     bytes_on_disk,
     start_server,
     stop_server,
     subprocess_env,
+    write_users_file,
 )
 from test_e2e_scripting import json_lines, make_file, one_error_line, run_client, target
+from test_e2e_workers import start_workers as start_workers_fixture
 
 from ftpclient.wording import connect_problem, lost_problem
 from ftpproto.errors import ConnectionClosed
 
 pytestmark = pytest.mark.timeout(90)
+start_workers = start_workers_fixture  # the fixture: ftpserver serve with worker processes
 
 
 def free_port() -> int:
@@ -244,6 +250,25 @@ def test_mv_refuses_and_mv_f_replaces(
     assert (home / "old.txt").read_bytes() == b"n" * 1000
     assert not (home / "new.txt").exists()
     assert quota["used"] == bytes_on_disk(home) == 1000, "the replaced file still counts"
+
+
+def test_mv_f_through_worker_processes_keeps_the_quota_exact(
+    start_workers: Callable[..., ServerProcess], tmp_path: Path, client_env: ClientEnv, local: Path
+) -> None:
+    homes = tmp_path / "worker-homes"
+    users = write_users_file(
+        tmp_path / "worker-users.yaml", homes, {ALICE: (ALICE_PASSWORD, {"quota": "1M"})}
+    )
+    make_file(homes / ALICE / "a.txt", b"a" * 2000)
+    make_file(homes / ALICE / "b.txt", b"b" * 5000)
+    running = start_workers(users=users, home=homes)
+    result, _ = run_client(
+        client_env, local, target(running.port), "--json", "-c", "mv -f a.txt b.txt; quota"
+    )
+    assert result.returncode == 0, result
+    moved, quota = json_lines(result.stdout)
+    assert moved["to"] == "/b.txt" and quota["used"] == 2000, (moved, quota)
+    assert (homes / ALICE / "b.txt").read_bytes() == b"a" * 2000
 
 
 def test_mv_replace_is_atomic_for_readers(server: RunningServer, client: ClientFactory) -> None:
