@@ -78,13 +78,19 @@ class ProgressBar:
         elapsed = now - self.started
         rate = (self.done - self.first) / elapsed if elapsed > 0 else 0.0
         width = shutil.get_terminal_size((80, 24)).columns
-        self.stream.write(CLEAR + format_bar(self.name, self.done, self.total, rate, width))
-        self.stream.flush()
+        self._write(CLEAR + format_bar(self.name, self.done, self.total, rate, width))
         self.shown = True
+
+    def _write(self, text: str) -> None:
+        """Write to the terminal; a closed one is no reason to stop the transfer."""
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.started = float("inf")  # draw no more
 
     def close(self) -> None:
         """Erase the bar, if it was drawn: the summary (or the error) line takes its place."""
         if self.shown:
-            self.stream.write(CLEAR)
-            self.stream.flush()
+            self._write(CLEAR)
             self.shown = False

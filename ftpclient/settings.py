@@ -193,7 +193,7 @@ def resolve_target(
         raise ConfigError(config.broken[target])
     if target:
         chosen = config.bookmarks.get(target) or parse_target(target)
-        if target not in config.bookmarks and _BARE_WORD.match(target):
+        if target not in config.bookmarks and flags.host is None and _BARE_WORD.match(target):
             close = _closest(target, config.bookmarks)
             if close and not _is_known_host(target):
                 raise ConfigError(unknown_target(config, target))
