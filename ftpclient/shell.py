@@ -27,7 +27,7 @@ from ftpclient.localcmds import LocalCommands
 from ftpclient.output import Output
 from ftpclient.remotecmds import RemoteCommands
 from ftpclient.trees import TreeResult, get_tree, put_tree
-from ftpclient.wording import TransferTrack, lost_problem
+from ftpclient.wording import TransferTrack, connect_problem, lost_problem
 from ftpproto.errors import ErrorCode, ProtocolError, RemoteError
 from ftpproto.units import format_size
 
@@ -147,15 +147,25 @@ class ClientShell(RemoteCommands, LocalCommands, Completion, cmd.Cmd):
     def _interrupted(self) -> None:
         """Ctrl-C during a command: say what was kept, then open the connection again."""
         if self.track is not None and self.track.total is not None:
-            self.fail(f"interrupted: {self.track.describe()[len('during the transfer of ') :]}")
+            self.fail(f"interrupted: {self.track.progress()}")
         else:
-            self.fail("interrupted: a partial file is kept; use reget/reput to resume")
+            self.fail("interrupted")
         self._drop_connection()
         if self.connect is not None:
-            try:
-                self.reconnect()
-            except (OSError, ProtocolError) as exc:
-                self.fail(f"could not reconnect: {exc}; type 'reconnect' to try again")
+            self._reconnect_or_say_why()
+
+    def _reconnect_or_say_why(self) -> bool:
+        """:meth:`reconnect`; a failure is one line in words (the shell stays disconnected)."""
+        try:
+            self.reconnect()
+        except ProtocolError as exc:
+            self.fail(f"cannot log in again: {exc.text}; type 'reconnect' to try again")
+        except OSError as exc:
+            where = f"{self.client.host}:{self.client.port}"
+            self.fail(f"cannot connect to {where}: {connect_problem(exc)}; 'reconnect' tries again")
+        else:
+            return True
+        return False
 
     def _drop_connection(self) -> None:
         self.client.close()
@@ -338,7 +348,8 @@ class ClientShell(RemoteCommands, LocalCommands, Completion, cmd.Cmd):
 
     def do_reconnect(self, arg: str) -> None:
         """reconnect: open the connection again after it was lost (then reget/reput)."""
-        self.reconnect()
+        if not self._reconnect_or_say_why():
+            return
         self.out.info(f"reconnected to {self.client.host}:{self.client.port}")
         self.out.record("reconnect", {"host": self.client.host, "port": self.client.port})
 

@@ -90,12 +90,16 @@ class TransferTrack:
         if self.inner:
             self.inner.close()
 
-    def describe(self) -> str:
-        """``during the transfer of NAME (X of Y received; AGAIN continues it)``."""
+    def progress(self) -> str:
+        """``NAME (X of Y received; AGAIN continues it)``: what moved and how to go on."""
         moved = "received" if self.direction == "get" else "sent"
+        return (
+            f"{self.name} ({format_size(self.done)} of {format_size(self.total or 0)} {moved}; "
+            f"{self.again} continues it)"
+        )
+
+    def describe(self) -> str:
+        """``during the transfer of NAME (...)``, or ``before ...`` if no byte was due yet."""
         if self.total is None:
             return f"before the transfer of {self.name} started ({self.again} tries it again)"
-        return (
-            f"during the transfer of {self.name} ({format_size(self.done)} of "
-            f"{format_size(self.total)} {moved}; {self.again} continues it)"
-        )
+        return f"during the transfer of {self.progress()}"

@@ -193,7 +193,7 @@ def test_lost_connection_says_what_moved_and_how_to_continue(
 def test_server_shutdown_is_said_in_words(
     make_server: MakeServer, client_env: ClientEnv, local: Path
 ) -> None:
-    running = make_server(Account(ALICE, ALICE_PASSWORD))
+    running = make_server(Account(ALICE, ALICE_PASSWORD), proxied=False)
     child = spawn_raw(client_env, local, running.port, ALICE_PASSWORD)
     shell = Shell(child)
     try:
@@ -204,5 +204,11 @@ def test_server_shutdown_is_said_in_words(
         assert "Errno" not in out, out
         words = "the server closed the connection|the server reset the connection"
         assert re.search(rf"connection lost: ({words}); type 'reconnect'", out), out
+        running.server.shutdown()
+        running.server.server_close()  # the server is gone: reconnect is refused
+        out = plain(shell.run("reconnect"))
+        refused = f"cannot connect to {HOST}:{running.port}: connection refused"
+        assert refused in out and "Errno" not in out, out
+        assert "(disconnected)" in str(child.after)
     finally:
         child.close(force=True)
