@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["TransferTrack", "connect_problem", "lost_problem"]
 
 _ERRNO_WORDS = {
-    errno.ECONNREFUSED: "connection refused (is the server running on that port?)",
+    errno.ECONNREFUSED: "connection refused",
     errno.ECONNRESET: "the server reset the connection",
     errno.EPIPE: "the server closed the connection",
     errno.ESHUTDOWN: "the connection was shut down",
