@@ -325,11 +325,15 @@ class SessionHandler(socketserver.BaseRequestHandler):
         new_virtual, new_real = self.jail.resolve(new)
         if new.endswith("/") and not os.path.isdir(new_real):
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no such folder: {new_virtual}")
+        replace = option is not None  # then a symlink at the target is replaced, not followed
         if os.path.isdir(new_real) and not os.path.islink(new_real):
             name = posixpath.basename(old_virtual)
-            new_virtual, new_real = self.jail.resolve(posixpath.join(new_virtual, name))
+            into = posixpath.join(new_virtual, name)
+            new_virtual, new_real = self.jail.resolve(into, follow=not replace)
+        elif replace:
+            new_virtual, new_real = self.jail.resolve(new, follow=False)
         try:
-            if option:
+            if replace:
                 self.server.quotas.rename_over(self.user_account, old_real, new_real)
             else:
                 rename_noreplace(old_real, new_real)

@@ -251,6 +251,24 @@ def test_mv_refuses_and_mv_f_replaces(
     assert quota["used"] == bytes_on_disk(home) == 1000, "the replaced file still counts"
 
 
+def test_mv_f_replaces_a_symlink_itself(
+    server: RunningServer, client_env: ClientEnv, local: Path
+) -> None:
+    home = server.alice_home
+    make_file(home / "real.txt", b"the link's target stays")
+    make_file(home / "new.txt", b"new")
+    (home / "link.txt").symlink_to("real.txt")
+    (home / "dir").mkdir()
+    make_file(home / "dir" / "new2.txt", b"old in dir")
+    make_file(home / "new2.txt", b"new2")
+    batch = "mv -f new.txt link.txt; mv -f new2.txt dir"
+    result, _ = run_client(client_env, local, target(server.port), "-c", batch)
+    assert result.returncode == 0, result
+    assert not (home / "link.txt").is_symlink() and (home / "link.txt").read_bytes() == b"new"
+    assert (home / "real.txt").read_bytes() == b"the link's target stays"
+    assert (home / "dir" / "new2.txt").read_bytes() == b"new2", "mv -f FILE DIR: into DIR"
+
+
 def test_mv_f_through_worker_processes_keeps_the_quota_exact(
     start_workers: Callable[..., ServerProcess], tmp_path: Path, client_env: ClientEnv, local: Path
 ) -> None:
