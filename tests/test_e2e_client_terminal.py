@@ -36,7 +36,9 @@ spawn_shell = test_e2e_shell.spawn_shell  # the fixture, shared
 ERASE = "\r\x1b[K"  # what the progress bar writes to leave its line empty
 
 
-def spawn_raw(client_env: ClientEnv, local: Path, port: int, password: str | None) -> pexpect.spawn:
+def spawn_raw(
+    client_env: ClientEnv, local: Path, port: int, password: str | None, *args: str
+) -> pexpect.spawn:
     """The client in a terminal, with FTPCLIENT_PASSWORD set to ``password`` (None: unset)."""
     env = dict(client_env.env)
     env.pop("FTPCLIENT_PASSWORD", None)
@@ -44,7 +46,7 @@ def spawn_raw(client_env: ClientEnv, local: Path, port: int, password: str | Non
         env["FTPCLIENT_PASSWORD"] = password
     return pexpect.spawn(
         sys.executable,
-        ["-m", "ftpclient", f"{ALICE}@{HOST}:{port}"],
+        ["-m", "ftpclient", f"{ALICE}@{HOST}:{port}", *args],
         env=env,
         cwd=str(local),
         encoding="utf-8",
@@ -86,6 +88,17 @@ def test_three_wrong_passwords_end_with_status_2(
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 2
+
+
+def test_batch_in_a_terminal_fails_at_once_on_a_wrong_password(
+    server: RunningServer, client_env: ClientEnv, local: Path
+) -> None:
+    child = spawn_raw(client_env, local, server.port, "wrong", "-c", "pwd")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 2
+    out = plain(str(child.before))
+    assert out.strip() == "ftpclient: login failed: login incorrect", out
 
 
 # -- familiar commands -----------------------------------------------------------------
