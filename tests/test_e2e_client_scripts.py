@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -171,12 +170,16 @@ def test_retries_cover_the_first_connection(
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.2)  # refused at 0, 0.5 s and 1.5 s: the server is "restarting"
+    assert client.stderr is not None
+    # The server is "restarting": it comes up only once the client was refused
+    # (waiting for the client's notice, not a fixed time: its start-up may be slow).
+    first = client.stderr.readline()
     running = start_server(users_file, homes, proxied=False, port=port)
     try:
-        out, err = client.communicate(timeout=SUBPROCESS_TIMEOUT)
+        out, rest = client.communicate(timeout=SUBPROCESS_TIMEOUT)
     finally:
         stop_server(running)
+    err = first + rest
     assert client.returncode == 0, (out, err)
     assert f"cannot connect to {HOST}:{port}: connection refused" in err, err
     assert "; retry 1 of 5 in 0.5 s" in err, err
