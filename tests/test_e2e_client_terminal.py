@@ -30,6 +30,8 @@ from conftest import (
 )
 from test_e2e_shell import DOWNLOAD_SIZE, PROMPT, RED, Shell, SpawnShell, plain, put_on_server
 
+from ftpclient.identity import generate
+
 pytestmark = pytest.mark.timeout(90)
 
 spawn_shell = test_e2e_shell.spawn_shell  # the fixture, shared
@@ -88,6 +90,43 @@ def test_three_wrong_passwords_end_with_status_2(
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 2
+
+
+def test_refused_key_then_a_wrong_password_is_asked_for_again(
+    server: RunningServer, client_env: ClientEnv, local: Path
+) -> None:
+    """Key login (issue 18) first, then the password, asked again within the server's tries."""
+    key = local / "not-registered"
+    generate(key)  # the server does not know it: refused, one failed login
+    child = spawn_raw(client_env, local, server.port, None, "--identity", str(key))
+    try:
+        child.expect_exact(f"Password for {ALICE}@{HOST}: ")
+        child.sendline("not the password")
+        child.expect_exact("login failed: login incorrect; try again")
+        child.expect_exact(f"Password for {ALICE}@{HOST}: ")
+        child.sendline(ALICE_PASSWORD)  # the third try: the server still allows it
+        child.expect(PROMPT)
+        child.sendline("pwd")
+        child.expect(PROMPT)
+        assert "/" in plain(str(child.before)).splitlines()[1:]
+    finally:
+        child.close(force=True)
+
+
+def test_refused_key_leaves_two_password_tries(
+    server: RunningServer, client_env: ClientEnv, local: Path
+) -> None:
+    key = local / "not-registered"
+    generate(key)
+    child = spawn_raw(client_env, local, server.port, None, "--identity", str(key))
+    for _ in range(2):
+        child.expect_exact(f"Password for {ALICE}@{HOST}: ")
+        child.sendline("still wrong")
+    child.expect_exact("ftpclient: login failed: too many failed logins")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 2
+    assert "Password for" not in plain(str(child.before))
 
 
 def test_batch_in_a_terminal_fails_at_once_on_a_wrong_password(
