@@ -444,13 +444,25 @@ class FileTransferClient:
 
     def rm(self, path: str, recursive: bool = False) -> tuple[int, int]:
         """Remove a remote file, or a tree with ``recursive=True``; ``(files, bytes)`` removed."""
-        reply = self._call("rm", path, *(["recursive"] if recursive else []))
-        files, freed = reply.expect("rm", "ok", 2)
-        return parse_size(files), parse_size(freed)
+        files, freed, _ = self.rm_counts(path, recursive)
+        return files, freed
 
-    def mv(self, old: str, new: str) -> str:
-        """Rename or move a remote file or folder; returns the new path."""
-        (moved,) = self._call("mv", old, new).expect("mv", "ok", 1)
+    def rm_counts(self, path: str, recursive: bool = False) -> tuple[int, int, int]:
+        """:meth:`rm`, returning ``(files, bytes, folders)`` removed."""
+        if not recursive:
+            (files, freed) = self._call("rm", path).expect("rm", "ok", 2)
+            return parse_size(files), parse_size(freed), 0
+        reply = self._call("rm", path, "recursive", "folders")
+        files, freed, folders = reply.expect("rm", "ok", 3)
+        return parse_size(files), parse_size(freed), parse_size(folders)
+
+    def mv(self, old: str, new: str, replace: bool = False) -> str:
+        """Rename or move a remote file or folder; returns the new path.
+
+        An existing target is refused, or with ``replace=True`` replaced atomically.
+        """
+        reply = self._call("mv", old, new, *(["replace"] if replace else []))
+        (moved,) = reply.expect("mv", "ok", 1)
         return moved
 
     def stat(self, path: str, digest: bool = False) -> Stat:

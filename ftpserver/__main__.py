@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ftpproto.commands import RIGHTS
+from ftpproto.version import version
 from ftpserver import users as userfile
 from ftpserver.audit import configure_logging
 from ftpserver.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
@@ -33,6 +34,7 @@ log = logging.getLogger("ftpserver")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ftpserver", description="FileTransfer server daemon")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser) -> None:

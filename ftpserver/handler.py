@@ -289,24 +289,28 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self._audit("rmdir", path=virtual)
         self.channel.send(ok("rmdir", virtual))
 
-    def cmd_rm(self, path: str, option: str | None = None) -> None:
-        _flag(option, "recursive", "rm PATH [recursive]")
+    def cmd_rm(self, path: str, option: str | None = None, count: str | None = None) -> None:
+        _flag(option, "recursive", "rm PATH [recursive [folders]]")
+        _flag(count, "folders", "rm PATH [recursive [folders]]")
         storage = self.storage
         virtual = storage.virtual(path)
         if storage.kind(virtual) == "dir":
             if not option:
                 raise ProtocolError(ErrorCode.IS_DIRECTORY, f"is a folder (use rm -r): {virtual}")
-            files, freed = storage.remove_tree(virtual)
+            files, freed, folders = storage.remove_tree(virtual)
         else:
-            files, freed = 1, storage.remove(virtual)
+            files, freed, folders = 1, storage.remove(virtual), 0
         self._audit("rm", path=virtual, files=files, bytes=freed)
-        self.channel.send(ok("rm", str(files), str(freed)))
+        self.channel.send(ok("rm", str(files), str(freed), *([str(folders)] if count else [])))
 
-    def cmd_mv(self, old: str, new: str) -> None:
+    def cmd_mv(self, old: str, new: str, option: str | None = None) -> None:
+        _flag(option, "replace", "mv OLD NEW [replace]")
         storage = self.storage
         old_virtual = storage.virtual(old)
         storage.kind(old_virtual)  # a missing OLD is reported before anything wrong with NEW
-        new_virtual = storage.rename(old_virtual, storage.virtual(new), new.endswith("/"))
+        new_virtual = storage.rename(
+            old_virtual, storage.virtual(new), new.endswith("/"), replace=option is not None
+        )
         self._audit("mv", path=old_virtual, to=new_virtual)
         self.channel.send(ok("mv", new_virtual))
 

@@ -183,20 +183,25 @@ class Storage(Protocol):
         """Remove a file or symlink (never followed); the bytes freed."""
         ...
 
-    def remove_tree(self, virtual: str) -> tuple[int, int]:
-        """Remove a folder and all it holds, never following a symlink; ``(files, bytes)``.
+    def remove_tree(self, virtual: str) -> tuple[int, int, int]:
+        """Remove a folder and all it holds, never following a symlink.
 
-        A symlink is removed as a link and counts as one file of 0 bytes, also
-        one that points to a folder.
+        Returns ``(files, bytes, folders)`` removed; ``virtual`` itself counts
+        as a folder.  A symlink is removed as a link and counts as one file of
+        0 bytes, also one that points to a folder.
         """
         ...
 
-    def rename(self, old: str, new: str, into_folder: bool = False) -> str:
+    def rename(self, old: str, new: str, into_folder: bool = False, replace: bool = False) -> str:
         """Move ``old`` (a symlink is moved, not followed) to ``new``; the new virtual path.
 
         If ``new`` is a folder ``old`` moves into it; with ``into_folder``
-        (the client wrote ``NEW/``) it must be one.  Never replaces: an
-        existing target is EXISTS, also one that appears meanwhile.
+        (the client wrote ``NEW/``) it must be one.  Without ``replace`` an
+        existing target is EXISTS, also one that appears meanwhile.  With
+        ``replace`` an existing file (or empty folder, by a folder) is
+        replaced atomically, so the name always holds the old or the new
+        content; a symlink at the target is replaced itself, never followed;
+        the bytes of what was replaced stop counting towards the quota.
         """
         ...
 

@@ -175,6 +175,23 @@ class HomeAccount:
             self.settle(-size)
             return size
 
+    def rename_over(self, source: str, target: str) -> None:
+        """Rename ``source`` over ``target`` in one ``rename(2)``; what it replaced stops counting.
+
+        An existing file (or symlink, never followed) at ``target`` is
+        replaced atomically and its bytes are reported freed in the same
+        locked step; two names of one file are left as they are, as
+        ``rename(2)`` does.
+        """
+        with self.locked():
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.samestat(os.lstat(source), os.lstat(target)):
+                    return
+            replaced = file_size(target)
+            os.rename(source, target)
+            if replaced:
+                self.settle(-replaced)
+
     def remove(self, paths: list[str]) -> int:
         """Unlink files or symlinks (never followed) in one step; the bytes freed.
 
