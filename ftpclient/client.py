@@ -27,7 +27,7 @@ from typing import BinaryIO, Protocol
 from ftpfiles.files import BackgroundDigest, GuardedWriter, file_digest
 from ftpproto.channel import SENDFILE_MIN, Channel
 from ftpproto.digest import Hasher
-from ftpproto.errors import ConnectionClosed, MessageError, ProtocolError
+from ftpproto.errors import ConnectionClosed, MessageError, ProtocolError, ServerClosed
 from ftpproto.handshake import ClientGet, ClientPut
 from ftpproto.keylogin import (
     ALGORITHM,
@@ -426,7 +426,7 @@ class FileTransferClient:
         except ConnectionClosed as exc:
             raise exc from lost
         except ProtocolError as exc:
-            raise ConnectionClosed(f"closed by the server: {exc.text}") from lost
+            raise ServerClosed(exc.text) from lost
 
     # -- managing files ------------------------------------------------------
 

@@ -16,7 +16,7 @@ import socket
 import ssl
 from typing import TYPE_CHECKING
 
-from ftpproto.errors import ConnectionClosed
+from ftpproto.errors import ConnectionClosed, ServerClosed
 from ftpproto.units import format_size
 
 if TYPE_CHECKING:
@@ -38,6 +38,8 @@ _ERRNO_WORDS = {
 
 
 def _words(exc: BaseException) -> str:
+    if isinstance(exc, ServerClosed):  # it said why (it timed out): say that
+        return str(exc)
     if isinstance(exc, ConnectionClosed):
         return "the server closed the connection"
     if isinstance(exc, TimeoutError):

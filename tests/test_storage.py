@@ -238,9 +238,9 @@ def test_rename_never_replaces(storage: LocalStorage, home: Path) -> None:
 def test_remove_tree_counts_folders(storage: LocalStorage, home: Path) -> None:
     (home / "sub" / "deep" / "er").mkdir(parents=True)
     (home / "sub" / "deep" / "er" / "c.txt").write_bytes(b"cc")
-    (home / "sub" / "to-top").symlink_to(home)  # removed as a link, not followed, not counted
+    (home / "sub" / "to-top").symlink_to(home)  # removed as a link, never followed: one file
     assert storage.usage().used == 10
-    assert storage.remove_tree("/sub") == (2, 7, 3)
+    assert storage.remove_tree("/sub") == (3, 7, 3)
     assert not (home / "sub").exists() and (home / "a.txt").exists()
     assert storage.usage().used == 3 == storage.measure()
 
