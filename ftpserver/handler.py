@@ -27,6 +27,7 @@ from ftpproto.channel import Channel, Deadlines, Progress
 from ftpproto.commands import COMMANDS, lookup
 from ftpproto.errors import ErrorCode, FramingError, MessageError, ProtocolError
 from ftpproto.messages import Message, error, ok, parse_size
+from ftpserver.activity import Activity
 from ftpserver.fsops import (
     Upload,
     list_entries,
@@ -71,6 +72,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self._cancelled = threading.Event()
         self.ip = str(self.client_address[0])
         self.peer = f"{self.ip}:{self.client_address[1]}"
+        self.activity = Activity(self.server.admin)
 
     def _open(self) -> bool:
         """A session slot and the TLS handshake (if configured); False if the session must end.
@@ -129,7 +131,9 @@ class SessionHandler(socketserver.BaseRequestHandler):
     def _meter(self, direction: str, rate: int | None) -> _Meter:
         """The per-piece callback of a transfer (counts, the user's rate limit, shutdown)."""
         pace = pacer(self.server.bandwidth, self.user_account.name, direction, rate, self._wait)
-        return _Meter(self._cancelled, pace)
+        meter = _Meter(self._cancelled, pace)
+        self.activity.metered(direction, meter)
+        return meter
 
     @property
     def jail(self) -> Jail:
@@ -155,11 +159,13 @@ class SessionHandler(socketserver.BaseRequestHandler):
                     self.channel.send(error("error", exc))
                     continue
                 self.busy = True
+                self.activity.begin(message.command, message.fields)
                 try:
                     if not self.dispatch(message):
                         return
                 finally:
                     self.busy = False
+                    self.activity.end(self.user is not None)
         except FramingError as exc:
             log.warning("framing violation from %s: %s", self.peer, exc)
             self._try_send(error("error", exc))
@@ -195,13 +201,17 @@ class SessionHandler(socketserver.BaseRequestHandler):
         except _CloseSession:
             return False
         except (ConnectionError, TimeoutError, FramingError):
+            self.activity.failed()
             raise
         except ProtocolError as exc:
+            self.activity.failed(exc.code)
             self.channel.send(error(name, exc))
         except OSError as exc:
             path_arg = spec is not None and (spec.required + spec.optional)[:1] == ("PATH",)
             subject = message.fields[0] if path_arg and message.fields else None
-            self.channel.send(error(name, os_error(exc, subject)))
+            failure = os_error(exc, subject)
+            self.activity.failed(failure.code)
+            self.channel.send(error(name, failure))
         return True
 
     # -- commands that work before login ------------------------------------

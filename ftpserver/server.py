@@ -25,7 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ftpserver.activity import AdminHooks
 from ftpserver.audit import Audit, configure_logging
+from ftpserver.changes import changes, problems_of
 from ftpserver.config import Settings
 from ftpserver.digests import DigestCache
 from ftpserver.fsops import sweep_partials
@@ -48,6 +50,9 @@ FIXED_SETTINGS = (
     "tls_cert",
     "tls_key",
     "workers",
+    "control_socket",
+    "pid_file",
+    "metrics_listen",
 )
 
 
@@ -143,6 +148,7 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         self.audit = Audit(settings.audit_json)
         self.tls = tls_context(settings)
         self.sessions = _Sessions()
+        self.admin = AdminHooks()  # session ids, metrics, reload outcomes (ftpserver.control)
         self.stopping = False
         self._stop_sweeping = threading.Event()
         self.request_queue_size = settings.listen_backlog
@@ -178,9 +184,11 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
             users = load_users(settings.users, settings.home)
         except Exception as exc:
             log.error("reload refused, the old configuration stays in force: %s", exc)
+            self.admin.reloads.record(False, problems_of(exc))
             return False
         if changed:
             log.warning("reload: %s need a restart to change", ", ".join(changed))
+        outcome = changes(self.settings, fresh, self.users, users)
         self.settings = settings
         self.users = users
         if self.owns_shared:
@@ -190,6 +198,7 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         self.audit.json_lines = settings.audit_json
         configure_logging(settings)
         log.info("reloaded: %d users", len(users.users))
+        self.admin.reloads.record(True, outcome)
         return True
 
     def start_sweeper(self) -> threading.Thread:

@@ -43,9 +43,12 @@ from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from typing import Any, ClassVar, cast
 
+from ftpserver.activity import ReloadLog
+from ftpserver.changes import changes, problems_of
 from ftpserver.config import Settings
 from ftpserver.quota import Reservation
 from ftpserver.server import FIXED_SETTINGS, FileTransferServer, Shared, apply_shared_settings
+from ftpserver.services import AdminServices
 from ftpserver.signals import SignalCounter
 from ftpserver.users import UserStore, load_users
 
@@ -249,6 +252,7 @@ def _worker(
     users: UserStore,
     reload_settings: Callable[[], Settings],
     run: Runner,
+    prepare: Callable[[FileTransferServer], None],
 ) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
@@ -261,6 +265,7 @@ def _worker(
     server = FileTransferServer(
         settings, users, reload_settings, shared=remote_shared(conn), listener=listener
     )
+    prepare(server)
     if index == 0:
         server.start_sweeper()
     return run(server, (signal.SIGTERM,))
@@ -282,9 +287,12 @@ def serve_workers(
     current = _Config(settings, users)
     signals = SignalCounter((signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD))
     supervisor = os.getpid()
+    admin = AdminServices.supervisor(settings, shared, lambda: current.users, listener)
+    admin.start()
 
     def spawn(index: int) -> None:
         mine, theirs = Pipe()
+        asks, answers = Pipe()  # the control socket's requests to the worker
         # The worker starts with these blocked, until its own handlers are in
         # place (SignalCounter unblocks them): a reload or stop sent meanwhile
         # waits instead of killing it with the default action.
@@ -301,7 +309,9 @@ def serve_workers(
                 _stop_with(supervisor)
                 signals.close()
                 owner.close_in_child()
+                admin.close_in_child()
                 mine.close()
+                asks.close()
                 code = _worker(
                     index,
                     cpus[index],
@@ -311,6 +321,7 @@ def serve_workers(
                     current.users,
                     reload_settings,
                     run,
+                    lambda server: admin.prepare_worker(index, server, answers),
                 )
             except BaseException:
                 log.exception("worker %d failed", index)
@@ -318,6 +329,8 @@ def serve_workers(
                 logging.shutdown()
                 os._exit(code)
         theirs.close()
+        answers.close()
+        admin.links.add(index, pid, asks)
         workers[pid] = index
         started[pid] = time.monotonic()
         owner.attach(mine, index)
@@ -338,11 +351,13 @@ def serve_workers(
                     _signal(pid, signal.SIGTERM)
             if signals[signal.SIGHUP] > reloads and not stops:
                 reloads = signals[signal.SIGHUP]
-                current = _reload(current, reload_settings, shared, list(workers))
+                pids = list(workers)
+                current = _reload(current, reload_settings, shared, pids, admin.view.reloads)
             for pid, code in _reap():
                 if pid not in workers:
                     continue
                 index = workers.pop(pid)
+                admin.links.drop(pid)
                 lived = time.monotonic() - started.pop(pid)
                 if stops:
                     log.info("worker %d stopped", index)
@@ -353,6 +368,7 @@ def serve_workers(
                 spawn(index)
     finally:
         listener.close()
+        admin.close()
         for pid in workers:
             _signal(pid, signal.SIGKILL)
     log.info("stopped")
@@ -370,6 +386,7 @@ def _reload(
     reload_settings: Callable[[], Settings],
     shared: Shared,
     pids: list[int],
+    reloads: ReloadLog,
 ) -> _Config:
     """Check the files once; if good, apply them to the shared state and tell the workers.
 
@@ -377,14 +394,17 @@ def _reload(
     """
     try:
         fixed = {key: getattr(current.settings, key) for key in FIXED_SETTINGS}
-        fresh = reload_settings().replace(**fixed)
+        read = reload_settings()
+        fresh = read.replace(**fixed)
         fresh_users = load_users(fresh.users, fresh.home)
     except Exception as exc:
         log.error("reload refused, the old configuration stays in force: %s", exc)
+        reloads.record(False, problems_of(exc))
         return current
     apply_shared_settings(shared, fresh, fresh_users)
     for pid in pids:
         _signal(pid, signal.SIGHUP)
+    reloads.record(True, changes(current.settings, read, current.users, fresh_users))
     return _Config(fresh, fresh_users)
 
 
