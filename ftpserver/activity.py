@@ -17,6 +17,7 @@ the outcomes of reloads (:class:`ReloadLog`).
 from __future__ import annotations
 
 import itertools
+import posixpath
 import threading
 import time
 from dataclasses import dataclass, field
@@ -108,9 +109,10 @@ class Activity:
         self.aborted = False
         self.last = time.monotonic()
 
-    def metered(self, direction: str, meter: _Counting) -> None:
-        """The command started a transfer; ``meter.moved`` counts its bytes."""
-        self.transfer = _Transfer(direction, self.argument, meter, time.monotonic())
+    def metered(self, direction: str, meter: _Counting, cwd: str) -> None:
+        """The command started a transfer in folder ``cwd``; ``meter.moved`` counts its bytes."""
+        path = posixpath.normpath(posixpath.join(cwd, self.argument))
+        self.transfer = _Transfer(direction, path, meter, time.monotonic())
 
     def failed(self, code: int | None = None) -> None:
         """The command ended in an error reply (``code``) or cut the session (None)."""

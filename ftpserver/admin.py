@@ -61,7 +61,7 @@ def run(args: argparse.Namespace, settings: Callable[[argparse.Namespace], Setti
         path = args.socket or _socket_path(args, settings)
         if path is None:
             raise ControlError("control_socket is null in the settings: the server has none")
-        printed = _COMMANDS[args.command](path, args)
+        printed = _COMMANDS[args.command](path.absolute(), args)
     except ControlError as exc:
         print(f"ftpserver: error: {exc}", file=sys.stderr)
         return 1

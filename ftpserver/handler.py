@@ -132,7 +132,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         """The per-piece callback of a transfer (counts, the user's rate limit, shutdown)."""
         pace = pacer(self.server.bandwidth, self.user_account.name, direction, rate, self._wait)
         meter = _Meter(self._cancelled, pace)
-        self.activity.metered(direction, meter)
+        self.activity.metered(direction, meter, self.jail.cwd)
         return meter
 
     @property
