@@ -80,6 +80,7 @@ class AdminServices:
         self._pid_written = False
         self._state = StateCollector(shared, users, settings.metrics_user_quota, workers)
         self._health = health
+        self.stopping = False  # set when a stop was asked for: /healthz says so
 
     @classmethod
     def alone(cls, server: FileTransferServer) -> AdminServices:
@@ -141,7 +142,7 @@ class AdminServices:
         if settings.metrics_listen is not None:
             address, folder = settings.metrics_listen, enable_multiprocess()
             try:
-                self.metrics = MetricsServer(address, folder, self._state, self._health)
+                self.metrics = MetricsServer(address, folder, self._state, self.health)
             except OSError as exc:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise OSError(f"metrics_listen {address}: {exc.strerror or exc}") from None
@@ -157,6 +158,12 @@ class AdminServices:
             else:
                 self.control.start()
                 log.info("control socket %s", settings.control_socket)
+
+    def health(self) -> str | None:
+        """None when the server accepts connections and reaches its shared state; else why not."""
+        if self.stopping:
+            return "not accepting connections: stopping"
+        return self._health()
 
     def process_metrics(self) -> Metrics | None:
         """The counters for this process (each worker makes its own after the fork)."""

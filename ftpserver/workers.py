@@ -347,6 +347,7 @@ def serve_workers(
             stops = signals[signal.SIGTERM] + signals[signal.SIGINT]
             while forwarded < stops:
                 forwarded += 1
+                admin.stopping = True
                 for pid in workers:
                     _signal(pid, signal.SIGTERM)
             if signals[signal.SIGHUP] > reloads and not stops:
