@@ -159,11 +159,11 @@ class ControlServer:
         with conn:
             conn.settimeout(REQUEST_TIMEOUT)
             try:
+                line = _read_line(conn)  # first, so that the client reads the refusal
                 if not self._allowed(conn):
                     answer: dict[str, Any] = {"ok": False, "error": "permission denied"}
                 else:
-                    answer = self._answer(_read_line(conn))
-                conn.settimeout(REQUEST_TIMEOUT)
+                    answer = self._answer(line)
                 conn.sendall(json.dumps(answer).encode() + b"\n")
             except (OSError, ValueError) as exc:
                 log.info("control connection ended: %s", exc)

@@ -46,7 +46,7 @@ __all__ = [
 log = logging.getLogger("ftpserver")
 
 WORKER_TIMEOUT = 5.0  # seconds a worker has to answer the supervisor
-RELOAD_TIMEOUT = 60.0
+RELOAD_TIMEOUT = 30.0
 Row = dict[str, Any]
 
 
