@@ -135,6 +135,13 @@ class AdminServices:
         Serving alone, the server's own sessions count into the metrics from now on.
         """
         set_title(self.role)
+        try:
+            self._start()
+        except BaseException:
+            self.close()  # the pid file goes again
+            raise
+
+    def _start(self) -> None:
         settings = self.settings
         if settings.pid_file is not None:
             _write_pid(settings.pid_file)

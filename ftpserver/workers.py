@@ -14,6 +14,9 @@ What every session must share lives once, in the supervisor: the quota book
 session limiter, the ban list and the bandwidth buckets.  A worker reaches
 them through :class:`Remote` handles, one call and one answer over a pipe
 per method call; :class:`StateOwner` answers each worker in its own thread.
+A second pipe per worker carries the administrator's questions the other
+way (:mod:`ftpserver.services`, :mod:`ftpserver.live`): the supervisor asks
+each worker for its sessions, or to end some of them, and the worker answers.
 When a worker's pipe closes (the worker stopped or was killed), the owner
 gives back the session slots and upload reservations it still held, and the
 supervisor starts a new worker in its place.

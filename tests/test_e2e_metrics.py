@@ -192,8 +192,11 @@ def test_metrics_are_off_by_default_and_a_busy_port_is_one_clear_line(
         port = taken.getsockname()[1]
         for workers in (1, 2):
             config = tmp_path / f"busy-{workers}.yaml"
-            config.write_text(f"workers: {workers}\nmetrics_listen: 127.0.0.1:{port}\n")
+            config.write_text(
+                f"workers: {workers}\nmetrics_listen: 127.0.0.1:{port}\npid_file: busy.pid\n"
+            )
             line = serve_refusal(ftpserver_cli, config, users_file, homes)
             assert line == (
                 f"ftpserver: error: metrics_listen 127.0.0.1:{port}: Address already in use"
             )
+            assert not (tmp_path / "busy.pid").exists()  # written, then removed again
