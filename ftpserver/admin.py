@@ -109,7 +109,9 @@ def _status(path: Path, args: argparse.Namespace) -> list[str]:
 
 
 def _sessions(path: Path, args: argparse.Namespace) -> list[str]:
-    rows: list[Row] = call(path, "sessions")
+    answer = call(path, "sessions")
+    rows: list[Row] = answer["sessions"]
+    _warn_silent(answer["silent_workers"], "their sessions are not listed")
     if args.json:
         return [json.dumps(rows, indent=2)]
     if not rows:
@@ -128,8 +130,15 @@ def _sessions(path: Path, args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def _warn_silent(workers: list[int], consequence: str) -> None:
+    if workers:
+        names = ", ".join(map(str, workers))
+        print(f"ftpserver: warning: workers {names} did not answer; {consequence}", file=sys.stderr)
+
+
 def _kick(path: Path, args: argparse.Namespace) -> list[str]:
     answer = call(path, "kick", session=args.session, user=args.user, ip=args.ip)
+    _warn_silent(answer["silent_workers"], "their sessions were not asked to end")
     kicked = answer["kicked"]
     if not kicked:
         raise ControlError("no such session")

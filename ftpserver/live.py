@@ -252,17 +252,22 @@ def commands(view: View, on_reload: Callable[[], None] | None = None) -> dict[st
             "pid": os.getpid(),
             "uptime": round(time.time() - view.started, 1),
             "workers": view.workers(),
-            "silent_workers": [index + 1 for index in getattr(view, "silent", [])],
+            "silent_workers": silent(),
             "sessions": len(rows),
             "transfers": [row for row in rows if row["transfer"]],
             "bans": len(view.bans.banned()),
         }
 
-    def sessions(args: dict[str, Any]) -> list[Row]:
-        return view.sessions()
+    def silent() -> list[int]:
+        return [index + 1 for index in getattr(view, "silent", [])]
+
+    def sessions(args: dict[str, Any]) -> Row:
+        rows = view.sessions()
+        return {"sessions": rows, "silent_workers": silent()}
 
     def kick(args: dict[str, Any]) -> Row:
-        return {"kicked": view.kick(_selector(args))}
+        kicked = view.kick(_selector(args))
+        return {"kicked": kicked, "silent_workers": silent()}
 
     def bans(args: dict[str, Any]) -> list[Row]:
         return [{"ip": ip, "seconds_left": round(left)} for ip, left in view.bans.banned()]

@@ -205,7 +205,8 @@ def test_command_table() -> None:
     assert state["sessions"] == 2 and state["bans"] == 1
     assert [row["id"] for row in state["transfers"]] == ["1.2"]
     assert table["bans"]({}) == [{"ip": "192.0.2.7", "seconds_left": 900}]
-    assert table["kick"]({"ip": "::ffff:192.0.2.7"}) == {"kicked": ["1.1"]}
+    assert table["kick"]({"ip": "::ffff:192.0.2.7"}) == {"kicked": ["1.1"], "silent_workers": []}
+    assert [row["id"] for row in table["sessions"]({})["sessions"]] == ["1.1", "1.2"]
     assert view.kicked == [{"ip": "::ffff:c000:207"}]  # addresses compared in one spelling
     for bad in ({}, {"user": "a", "ip": "192.0.2.7"}):
         with pytest.raises(ValueError, match="name one of"):

@@ -69,7 +69,9 @@ def admin_ok(cli: RunFtpserver, config: Path, *args: str) -> str:
 
 
 def sessions_json(cli: RunFtpserver, config: Path) -> list[dict[str, object]]:
-    rows = json.loads(admin_ok(cli, config, "sessions", "--json"))
+    result = admin(cli, config, "sessions", "--json")
+    assert result.returncode == 0 and result.stderr == "", result
+    rows = json.loads(result.stdout)
     assert isinstance(rows, list)
     return rows
 
@@ -367,3 +369,35 @@ def test_check_config_checks_the_admin_settings(
         "control_socket: /run/ftpserver/control.sock\npid_file: null\n"
     )
     assert check_config(ftpserver_cli, good, users_file, homes)[0] == 0
+
+
+def test_a_stopped_worker_is_named_and_its_late_answer_skipped(
+    users_file: Path,
+    homes: Path,
+    server_config: Path,
+    server_process: StartServer,
+    ftpserver_cli: RunFtpserver,
+) -> None:
+    running = start(server_process, server_config, users_file, homes, 2)
+    status = admin_ok(ftpserver_cli, server_config, "status")
+    line = next(line for line in status.splitlines() if line.startswith("workers: 2 ("))
+    pids = dict(
+        item.split(": ") for item in line.removeprefix("workers: 2 (").rstrip(")").split(", ")
+    )
+    stopped = int(pids["2"])
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        status = admin_ok(ftpserver_cli, server_config, "status")
+        assert "not answering: workers 2" in status
+        listing = admin(ftpserver_cli, server_config, "sessions")
+        assert listing.stdout == "no sessions\n"
+        assert listing.stderr == (
+            "ftpserver: warning: workers 2 did not answer; their sessions are not listed\n"
+        )
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+    with connect(running.port) as conn:
+        conn.login(ALICE, ALICE_PASSWORD)
+        # The late answers to the questions above are skipped, not taken for this one.
+        assert wait_until(lambda: len(sessions_json(ftpserver_cli, server_config)) == 1, 15, 0.2)
+        assert "not answering" not in admin_ok(ftpserver_cli, server_config, "status")
