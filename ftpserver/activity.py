@@ -3,7 +3,9 @@
 Every session (:class:`~ftpserver.handler.SessionHandler`) keeps one
 :class:`Activity`: its id, when it started, when it last did something and
 the transfer it is running, with the bytes moved so far.  The control socket
-(:mod:`ftpserver.control`) reads them; the handler only calls
+(:mod:`ftpserver.control`) reads them as :class:`SessionInfo` values
+(:meth:`Activity.describe`; plain data, so they cross the admin pipe of
+:mod:`ftpserver.adminpipe`); the handler only calls
 :meth:`Activity.begin` and :meth:`Activity.end` around each command,
 :meth:`Activity.failed` when it answers with an error and
 :meth:`Activity.metered` when a transfer starts.  At the end of each command
