@@ -52,7 +52,7 @@ T = TypeVar("T")
 WORKER_TIMEOUT = 5.0  # seconds a worker has to answer the supervisor
 Selector = dict[str, str]  # one of "session", "user", "ip" -> its value; {} for "sessions"
 AdminRequest = tuple[int, str, Selector]
-AdminReply = tuple[int, "list[SessionInfo] | list[str]"]
+AdminReply = tuple[int, list[SessionInfo] | list[str]]
 # The supervisor's end sends requests, the worker's sends replies; what each
 # receives is checked before use, so it is ``object``.
 AskingEnd: TypeAlias = "Connection[AdminRequest, object]"
