@@ -20,10 +20,12 @@ from pathlib import Path
 
 from ftpproto.commands import RIGHTS
 from ftpproto.version import version
+from ftpserver import admin
 from ftpserver import users as userfile
 from ftpserver.audit import configure_logging
 from ftpserver.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 from ftpserver.server import FileTransferServer
+from ftpserver.services import AdminServices
 from ftpserver.signals import SignalCounter
 from ftpserver.workers import serve_workers
 
@@ -81,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     common(p)
     p.add_argument("--home", type=Path, help=argparse.SUPPRESS)
+    admin.register(sub)
     return parser
 
 
@@ -167,11 +170,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if settings.workers != 1:
         return serve_workers(settings, store, lambda: _settings(args), _run)
     server = FileTransferServer(settings, store, lambda: _settings(args))
-    server.start_sweeper()
-    host, port = server.address
-    print(f"listening on {host}:{port}", flush=True)
-    log.info("serving %d users from %s", len(store.users), settings.home)
-    return _run(server)
+    with AdminServices.alone(server):
+        server.start_sweeper()
+        host, port = server.address
+        print(f"listening on {host}:{port}", flush=True)
+        log.info("serving %d users from %s", len(store.users), settings.home)
+        return _run(server)
 
 
 def _run(
@@ -232,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return _check_config(args)
+    if args.command in admin.COMMANDS:
+        return admin.run(args, _settings)
     try:
         settings = _settings(args)
         if args.command == "serve":

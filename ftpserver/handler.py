@@ -27,6 +27,7 @@ from ftpproto.channel import Channel, Deadlines, Progress
 from ftpproto.commands import COMMANDS, lookup
 from ftpproto.errors import DeadlineExceeded, ErrorCode, FramingError, MessageError, ProtocolError
 from ftpproto.messages import Message, error, ok, parse_size
+from ftpserver.activity import Activity
 from ftpserver.fsops import os_error
 from ftpserver.guards import pacer
 from ftpserver.login import Login, TooManyFailures
@@ -63,6 +64,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self._cancelled = threading.Event()
         self.ip = str(self.client_address[0])
         self.peer = f"{self.ip}:{self.client_address[1]}"
+        self.activity = Activity(self.server.admin)
 
     def _open(self) -> bool:
         """A session slot and the TLS handshake (if configured); False if the session must end.
@@ -118,10 +120,12 @@ class SessionHandler(socketserver.BaseRequestHandler):
         if self._cancelled.wait(seconds):
             raise ConnectionAbortedError("session closed by the server")
 
-    def _meter(self, direction: str, rate: int | None) -> _Meter:
-        """The per-piece callback of a transfer (counts, the user's rate limit, shutdown)."""
+    def _meter(self, direction: str, rate: int | None, virtual: str) -> _Meter:
+        """The per-piece callback of a transfer of ``virtual`` (counts, rate limit, shutdown)."""
         pace = pacer(self.server.bandwidth, self.user_account.name, direction, rate, self._wait)
-        return _Meter(self._cancelled, pace)
+        meter = _Meter(self._cancelled, pace)
+        self.activity.metered(direction, meter, virtual)
+        return meter
 
     @property
     def storage(self) -> Storage:
@@ -147,11 +151,13 @@ class SessionHandler(socketserver.BaseRequestHandler):
                     self.channel.send(error("error", exc))
                     continue
                 self.busy = True
+                self.activity.begin(message.command)
                 try:
                     if not self.dispatch(message):
                         return
                 finally:
                     self.busy = False
+                    self.activity.end(self.user is not None)
         except FramingError as exc:
             log.warning("framing violation from %s: %s", self.peer, exc)
             self._try_send(error("error", exc))
@@ -189,13 +195,17 @@ class SessionHandler(socketserver.BaseRequestHandler):
         except _CloseSession:
             return False
         except (ConnectionError, TimeoutError, FramingError):
+            self.activity.failed()
             raise
         except ProtocolError as exc:
+            self.activity.failed(exc.code)
             self.channel.send(error(name, exc))
         except OSError as exc:
             path_arg = spec is not None and (spec.required + spec.optional)[:1] == ("PATH",)
             subject = message.fields[0] if path_arg and message.fields else None
-            self.channel.send(error(name, os_error(exc, subject)))
+            failure = os_error(exc, subject)
+            self.activity.failed(failure.code)
+            self.channel.send(error(name, failure))
         return True
 
     # -- commands that work before login ------------------------------------
@@ -323,7 +333,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         with self.storage.open_read(virtual) as source:
             rate = self.user_account.download_rate
             step = 64 * 1024 if rate else 8 * 1024 * 1024
-            meter = self._meter("download", rate)
+            meter = self._meter("download", rate, virtual)
             try:
                 result = send_download(self.channel, source, virtual, resume, meter, step)
             except (ProtocolError, OSError) as exc:
@@ -338,7 +348,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         virtual = self.storage.virtual(path)
         upload = self.storage.open_upload(virtual)
         started = time.monotonic()
-        meter = self._meter("upload", self.user_account.upload_rate)
+        meter = self._meter("upload", self.user_account.upload_rate, virtual)
         try:
             with upload:
                 received, hexdigest = receive_upload(
