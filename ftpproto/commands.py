@@ -41,6 +41,15 @@ class CommandSpec:
 
 _SPECS = (
     CommandSpec("login", ("USER", "PASSWORD"), needs_login=False, summary="log in"),
+    CommandSpec(
+        "challenge", (), needs_login=False, summary="a fresh challenge to sign for login_key"
+    ),
+    CommandSpec(
+        "login_key",
+        ("USER", "ALGORITHM", "KEY", "SIGNATURE"),
+        needs_login=False,
+        summary="log in with a public key and a signed challenge",
+    ),
     CommandSpec("help", (), ("COMMAND",), needs_login=False, summary="list commands or show one"),
     CommandSpec("quit", (), needs_login=False, summary="end the session"),
     CommandSpec("pwd", (), summary="show the remote working folder"),
@@ -78,10 +87,18 @@ _SPECS = (
     CommandSpec("mkdir", ("PATH",), ("parents",), summary="create a folder", permission="mkdir"),
     CommandSpec("rmdir", ("PATH",), summary="remove an empty folder", permission="delete"),
     CommandSpec(
-        "rm", ("PATH",), ("recursive",), summary="remove a file (or a tree)", permission="delete"
+        "rm",
+        ("PATH",),
+        ("recursive", "folders"),
+        summary="remove a file (or a tree)",
+        permission="delete",
     ),
     CommandSpec(
-        "mv", ("OLD", "NEW"), summary="rename or move a file or folder", permission="rename"
+        "mv",
+        ("OLD", "NEW"),
+        ("replace",),
+        summary="rename or move a file or folder",
+        permission="rename",
     ),
     CommandSpec("quota", (), summary="used and available space"),
 )

@@ -19,11 +19,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ftpproto.commands import RIGHTS
+from ftpproto.version import version
+from ftpserver import admin
 from ftpserver import users as userfile
 from ftpserver.audit import configure_logging
 from ftpserver.cluster.serving import join, leave, open_cluster, print_nodes
 from ftpserver.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 from ftpserver.server import FileTransferServer
+from ftpserver.services import AdminServices
 from ftpserver.signals import SignalCounter
 from ftpserver.workers import serve_workers
 
@@ -34,6 +37,7 @@ log = logging.getLogger("ftpserver")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ftpserver", description="FileTransfer server daemon")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -70,11 +74,12 @@ def _parser() -> argparse.ArgumentParser:
         )
         if name == "useradd":
             limits(p)
-    p = sub.add_parser("usermod", help="change a user's quota or rights")
+    p = sub.add_parser("usermod", help="change a user's quota, rights or public keys")
     p.add_argument("name", metavar="NAME")
     common(p)
     p.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     limits(p)
+    _key_options(p)
     p = sub.add_parser("nodes", help="list the nodes in the shared state (shared_state)")
     p.add_argument("--config", type=Path, help=f"settings file (default {DEFAULT_CONFIG})")
     p.add_argument("--users", type=Path, help=argparse.SUPPRESS)
@@ -83,7 +88,51 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     common(p)
     p.add_argument("--home", type=Path, help=argparse.SUPPRESS)
+    admin.register(sub)
     return parser
+
+
+def _key_options(p: argparse.ArgumentParser) -> None:
+    keys = p.add_argument_group("public keys (key login)")
+    keys.add_argument(
+        "--add-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="add 'ssh-ed25519 AAAA... comment'",
+    )
+    keys.add_argument(
+        "--add-key-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="add the key(s) in FILE (a .pub file)",
+    )
+    keys.add_argument(
+        "--remove-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="remove a key: its fingerprint (SHA256:...), its comment or the key",
+    )
+    keys.add_argument(
+        "--no-password", action="store_true", help="remove the password: only keys log in"
+    )
+
+
+def _change_keys(args: argparse.Namespace, settings: Settings) -> None:
+    """The key options of ``usermod``: one rewrite of the users file, then what changed."""
+    texts = list(args.add_key)
+    for name in args.add_key_file:
+        texts.append(Path(name).read_text(encoding="utf-8"))
+    added, removed = userfile.change_keys(
+        settings.users, args.name, "\n".join(texts), args.remove_key, args.no_password
+    )
+    for verb, keys in (("added", added), ("removed", removed)):
+        for key in keys:
+            print(f"{verb} key {key.fingerprint} {key.comment}".rstrip())
+    if args.no_password:
+        print(f"removed the password of {args.name}: only keys log in")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -129,12 +178,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     shared = None if cluster is None else cluster.shared
     server = FileTransferServer(settings, store, lambda: _settings(args), shared=shared)
     join(cluster, server)
-    server.start_sweeper()
-    host, port = server.address
-    print(f"listening on {host}:{port}", flush=True)
-    log.info("serving %d users from %s", len(store.users), settings.home)
     try:
-        return _run(server)
+        with AdminServices.alone(server):
+            server.start_sweeper()
+            host, port = server.address
+            print(f"listening on {host}:{port}", flush=True)
+            log.info("serving %d users from %s", len(store.users), settings.home)
+            return _run(server)
     finally:
         leave(cluster)
 
@@ -197,6 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return _check_config(args)
+    if args.command in admin.COMMANDS:
+        return admin.run(args, _settings)
     try:
         settings = _settings(args)
         if args.command == "serve":
@@ -216,9 +268,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(f"added user {args.name} with home {home}")
         elif args.command == "usermod":
-            if args.quota is None and _perms(args) is None:
-                raise ValueError("nothing to change: give --quota, --perms or --read-only")
-            userfile.modify_user(settings.users, args.name, args.quota, _perms(args))
+            key_change = args.add_key or args.add_key_file or args.remove_key or args.no_password
+            if args.quota is None and _perms(args) is None and not key_change:
+                raise ValueError(
+                    "nothing to change: give --quota, --perms, --read-only or a key option"
+                )
+            if key_change:
+                _change_keys(args, settings)
+            if args.quota is not None or _perms(args) is not None:
+                userfile.modify_user(settings.users, args.name, args.quota, _perms(args))
             print(f"changed user {args.name}")
         elif args.command == "passwd":
             password = _read_password(args.password_stdin)

@@ -24,19 +24,31 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from ftpserver.activity import AdminHooks, ReloadLog
 from ftpserver.audit import Audit, configure_logging
+from ftpserver.changes import changes, problems_of
 from ftpserver.config import Settings, keep_restart_only
 from ftpserver.digests import DigestCache
-from ftpserver.fsops import sweep_partials
 from ftpserver.guards import PasswordGate
 from ftpserver.handler import SessionHandler
+from ftpserver.login import server_binding
 from ftpserver.state.shared import LocalState, Shared
 from ftpserver.state.wire import StateUnavailable
-from ftpserver.users import UserStore, load_users
+from ftpserver.storage.base import Storage
+from ftpserver.storage.local import LocalStorage
+from ftpserver.users import User, UserStore, load_users
 
-__all__ = ["FileTransferServer", "reload_config", "tls_context"]
+__all__ = [
+    "FileTransferServer",
+    "Reloaded",
+    "StorageFactory",
+    "local_storage",
+    "reload_config",
+    "tls_context",
+]
 
 log = logging.getLogger("ftpserver")
 
@@ -51,27 +63,61 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+@dataclass(frozen=True)
+class Reloaded:
+    """Settings and users read again for a reload, and what they change."""
+
+    settings: Settings  # with the restart-only settings kept as they run
+    users: UserStore
+    restart: list[str]  # restart-only settings the files would change
+    lines: list[str]  # what changed, in words (ftpserver.changes), for ``ftpserver reload``
+
+
 def reload_config(
-    running: Settings, read: Callable[[], Settings]
-) -> tuple[Settings, UserStore, list[str]] | None:
+    running: Settings,
+    running_users: UserStore,
+    read: Callable[[], Settings],
+    reloads: ReloadLog,
+) -> Reloaded | None:
     """Read the settings (``read()``) and their users file again, for a reload.
 
     Returns the new settings, with the restart-only ones kept as they run,
-    the users, and the names of the restart-only settings the files would
-    change; or None, with a log line, if a file is bad (the old
+    the users, the names of the restart-only settings the files would
+    change, and what changed in words; the caller records those in
+    ``reloads`` once it has applied them.  If a file is bad it returns None,
+    with a log line, and records the problems in ``reloads`` (the old
     configuration stays in force).  The log file is opened again either
     way, so that after a log rotation this line and the next go to the new
     file.
     """
     try:
-        settings, changed = keep_restart_only(running, read())
+        fresh = read()
+        settings, restart = keep_restart_only(running, fresh)
         users = load_users(settings.users, settings.home)
     except Exception as exc:
         configure_logging(running)
         log.error("reload refused, the old configuration stays in force: %s", exc)
+        reloads.record(False, problems_of(exc))
         return None
     configure_logging(settings)
-    return settings, users, changed
+    lines = changes(running, fresh, running_users, users)
+    return Reloaded(settings, users, restart, lines)
+
+
+StorageFactory = Callable[["FileTransferServer", User], Storage]
+
+
+def local_storage(server: FileTransferServer, user: User) -> Storage:
+    """The default :data:`StorageFactory`: the user's home folder on this host."""
+    settings = server.settings
+    return LocalStorage(
+        user,
+        server.quotas,
+        server.digests,
+        file_mode=server.file_mode,
+        fsync=settings.fsync_uploads,
+        stale_after=max(3600.0, 2 * settings.idle_timeout),
+    )
 
 
 class _Sessions:
@@ -129,9 +175,12 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         self.bandwidth = self.shared.bandwidth
         self.passwords = PasswordGate(settings.password_checks, settings.password_cache_ttl)
         self.digests = DigestCache()
+        self.storage_factory: StorageFactory = local_storage  # where users' files are stored
         self.audit = Audit(settings.audit_json)
         self.tls = tls_context(settings)
+        self.tls_binding = server_binding(settings.tls_cert if self.tls else None)  # key logins
         self.sessions = _Sessions()
+        self.admin = AdminHooks()  # session ids, metrics, reload outcomes (ftpserver.control)
         self.stopping = False
         self._stop_sweeping = threading.Event()
         self.request_queue_size = settings.listen_backlog
@@ -153,18 +202,27 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         host, port = self.socket.getsockname()[:2]
         return str(host), int(port)
 
+    def open_storage(self, user: User) -> Storage:
+        """The storage of ``user``'s files, for one session: ``storage_factory(self, user)``."""
+        return self.storage_factory(self, user)
+
     def reload(self) -> bool:
         """Read the settings and users again and apply them atomically.
 
         A bad file is refused with a log line and the old configuration stays
         in force.  Sessions already logged in keep working as they are.
         """
-        loaded = reload_config(self.settings, self.reload_settings or (lambda: self.settings))
+        loaded = reload_config(
+            self.settings,
+            self.users,
+            self.reload_settings or (lambda: self.settings),
+            self.admin.reloads,
+        )
         if loaded is None:
             return False
-        settings, users, changed = loaded
-        if changed and self.local_state is not None:
-            log.warning("reload: %s need a restart to change", ", ".join(changed))
+        settings, users = loaded.settings, loaded.users
+        if loaded.restart and self.local_state is not None:
+            log.warning("reload: %s need a restart to change", ", ".join(loaded.restart))
         self.settings = settings
         self.users = users
         if self.local_state is not None:
@@ -173,6 +231,7 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         self.passwords.forget()
         self.audit.json_lines = settings.audit_json
         log.info("reloaded: %d users", len(users.users))
+        self.admin.reloads.record(True, loaded.lines)
         return True
 
     def start_sweeper(self) -> threading.Thread:
@@ -182,7 +241,7 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
             while True:
                 ttl = self.settings.partial_upload_ttl
                 try:
-                    removed = sweep_partials(self.quotas, list(self.users.users.values()), ttl)
+                    removed = self.sweep_partials(ttl)
                     if removed:
                         log.info("removed %d stale partial uploads", removed)
                 except Exception:
@@ -193,6 +252,11 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         thread = threading.Thread(target=sweep, name="partial-sweeper", daemon=True)
         thread.start()
         return thread
+
+    def sweep_partials(self, max_age: float) -> int:
+        """Remove every user's partial uploads untouched for ``max_age`` seconds; how many."""
+        users = list(self.users.users.values())
+        return sum(self.open_storage(user).remove_stale_partials(max_age) for user in users)
 
     def drain(self, grace: float, force: Callable[[], bool]) -> int:
         """End every session: idle ones now, busy ones after ``grace`` seconds or once ``force()``.

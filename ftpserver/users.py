@@ -8,12 +8,15 @@
         home: alice               # optional; a folder under the home root
         quota: 10G                # optional; bytes, or with K/M/G/T
         perms: read-only          # optional; "all", "read-only" or a list of rights
+        keys:                     # optional; OpenSSH public keys (then password is optional)
+          - ssh-ed25519 AAAAC3Nza... alice@laptop
 
 :func:`load_users` validates the file and refuses to go on with a bad one.
 :meth:`UserStore.authenticate` checks a dummy hash for unknown names, so an
 unknown user and a wrong password cost the same time and get the same answer.
 :func:`add_user`, :func:`set_password` and :func:`remove_user` rewrite the
-file atomically for the command line.
+file atomically for the command line; :func:`change_keys`
+manages public keys (parsed in :mod:`ftpserver.keys`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import posixpath
 import re
 import secrets
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,7 @@ from ftpproto.commands import READ_ONLY, RIGHTS
 from ftpproto.units import parse_quantity
 from ftpserver import yamlfile
 from ftpserver.guards import PasswordGate
+from ftpserver.keys import AuthorizedKey, parse_key_line, parse_key_lines, select_keys
 from ftpserver.yamlfile import ConfigError
 
 __all__ = [
@@ -41,9 +46,11 @@ __all__ = [
     "User",
     "UserStore",
     "add_user",
+    "change_keys",
     "check_name",
     "check_password_rules",
     "hash_password",
+    "key_fingerprints",
     "load_users",
     "modify_user",
     "parse_perms",
@@ -55,7 +62,7 @@ __all__ = [
 MAX_PASSWORD_BYTES = 72  # bcrypt looks at no more than this
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\Z")
 _HASH = re.compile(r"\$2[aby]\$([0-9]{2})\$[./A-Za-z0-9]{53}\Z")
-_USER_KEYS = ("password", "home", "quota", "perms", "upload_rate", "download_rate")
+_USER_KEYS = ("password", "home", "quota", "perms", "upload_rate", "download_rate", "keys")
 _HEADER = (
     "# Users of ftpserver, written by 'ftpserver useradd/passwd/userdel'.\n"
     "# See config/users.example.yaml for the format.\n"
@@ -64,15 +71,16 @@ _HEADER = (
 
 @dataclass(frozen=True)
 class User:
-    """One account: name, bcrypt hash and the real path of the home folder."""
+    """One account: name, bcrypt hash (None: keys only) and the real path of the home folder."""
 
     name: str
-    password_hash: bytes
+    password_hash: bytes | None
     home: Path
     quota: int | None = None  # bytes; None for no limit
     perms: frozenset[str] = frozenset(RIGHTS)
     upload_rate: int | None = None  # bytes per second over all sessions; None for no limit
     download_rate: int | None = None
+    keys: tuple[AuthorizedKey, ...] = ()  # public keys that may log in (ftpserver.login)
 
     def may(self, right: str) -> bool:
         """Whether this user has ``right`` (one of :data:`~ftpproto.commands.RIGHTS`)."""
@@ -96,7 +104,9 @@ class UserStore:
         """
         user = self.users.get(name)
         secret = password.encode("utf-8", "surrogateescape")
-        hashed = user.password_hash if user else self._dummy_hash
+        hashed = user.password_hash if user and user.password_hash else self._dummy_hash
+        if user is not None and user.password_hash is None:
+            user = None  # an account with keys only: no password opens it
         if len(secret) > MAX_PASSWORD_BYTES:
             secret, hashed, user = b"", self._dummy_hash, None
 
@@ -155,7 +165,7 @@ def load_users(path: Path, home_root: Path) -> UserStore:
         if user is not None:
             users[user.name] = user
     yamlfile.raise_all(problems)
-    rounds = Counter(int(u.password_hash[4:6]) for u in users.values())
+    rounds = Counter(int(u.password_hash[4:6]) for u in users.values() if u.password_hash)
     dummy_rounds = rounds.most_common(1)[0][0] if rounds else 12
     return UserStore(users, dummy_rounds)
 
@@ -179,7 +189,8 @@ def _load_user(
         problems.append(doc.error((*where, key), f"user {name}: unknown key {key!r}"))
     hashed = entry.get("password")
     match = _HASH.match(hashed) if isinstance(hashed, str) else None
-    if match is None or not 4 <= int(match.group(1)) <= 31:
+    keys_only = hashed is None and bool(entry.get("keys"))
+    if not keys_only and (match is None or not 4 <= int(match.group(1)) <= 31):
         problems.append(
             doc.error((*where, "password"), f"user {name}: password is not a bcrypt hash")
         )
@@ -190,6 +201,7 @@ def _load_user(
         ("perms", lambda v: parse_perms("all" if v is None else v)),
         ("upload_rate", parse_quota),
         ("download_rate", parse_quota),
+        ("keys", parse_keys),
     ):
         if key == "home" and not name_ok and entry.get("home") is None:
             continue  # a bad name: its default home would only repeat the problem
@@ -197,9 +209,29 @@ def _load_user(
             values[key] = parse(entry.get(key))
         except ValueError as exc:
             problems.append(doc.error((*where, key), f"user {name}: {key}: {exc}"))
-    if len(problems) > found or match is None:
+    if len(problems) > found:
         return None
-    return User(name, match.group(0).encode("ascii"), **values)
+    return User(name, match.group(0).encode("ascii") if match else None, **values)
+
+
+def parse_keys(value: Any) -> tuple[AuthorizedKey, ...]:
+    """A user's ``keys:``: a list of ``ssh-ed25519 AAAA... [comment]`` lines."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("keys must be a list of 'ssh-ed25519 AAAA... comment' lines")
+    keys = []
+    for number, line in enumerate(value, 1):
+        try:
+            keys.append(parse_key_line(line))
+        except ValueError as exc:
+            raise ValueError(f"key {number}: {exc}") from None
+    return tuple(keys)
+
+
+def key_fingerprints(user: User) -> list[str]:
+    """The fingerprints (``SHA256:...``) of the user's keys, for listings."""
+    return [key.fingerprint for key in user.keys]
 
 
 def parse_quota(value: Any) -> int | None:
@@ -325,3 +357,42 @@ def remove_user(path: Path, name: str) -> None:
         raise ValueError(f"no such user: {name}")
     del users[name]
     _write(path, users)
+
+
+def change_keys(
+    path: Path, name: str, add: str = "", remove: Sequence[str] = (), drop_password: bool = False
+) -> tuple[list[AuthorizedKey], list[AuthorizedKey]]:
+    """Change a user's keys in one rewrite; return ``(added, removed)``.
+
+    ``remove`` names keys by fingerprint, key line or comment and goes first;
+    ``add`` is OpenSSH public key lines; ``drop_password`` leaves the keys as
+    the only way in.  A user keeps at least a password or a key.
+    """
+    users = _edit(path)
+    entry = users.get(name)
+    if not isinstance(entry, dict):
+        raise ValueError(f"no such user: {name}")
+    parsed = parse_keys(entry.get("keys"))
+    keys = list(zip(entry.get("keys") or [], parsed, strict=True))
+    removed: list[AuthorizedKey] = []
+    for which in remove:
+        chosen = select_keys([key for _, key in keys], which)
+        if not chosen:
+            raise ValueError(f"user {name} has no key {which.strip()!r}")
+        removed += chosen
+        keys = [(line, key) for line, key in keys if key not in chosen]
+    added = parse_key_lines(add) if add else []
+    for key in added:
+        if any(key.blob == have.blob for _, have in keys):
+            raise ValueError(f"user {name} already has the key {key.fingerprint}")
+        keys.append((key.text, key))
+    if drop_password:
+        entry.pop("password", None)
+    if not keys and entry.get("password") is None:
+        raise ValueError(f"user {name} would have neither a password nor a key")
+    if keys:
+        entry["keys"] = [line for line, _ in keys]
+    else:
+        entry.pop("keys", None)
+    _write(path, users)
+    return added, removed

@@ -14,6 +14,8 @@ from ftpserver.handler import SessionHandler
 TABLE: dict[str, tuple[str, set[int], bool, str | None]] = {
     "login": ("login USER PASSWORD", {2}, False, None),
     "help": ("help [COMMAND]", {0, 1}, False, None),
+    "challenge": ("challenge", {0}, False, None),
+    "login_key": ("login_key USER ALGORITHM KEY SIGNATURE", {4}, False, None),
     "quit": ("quit", {0}, False, None),
     "pwd": ("pwd", {0}, True, None),
     "cd": ("cd PATH", {1}, True, None),
@@ -24,8 +26,8 @@ TABLE: dict[str, tuple[str, set[int], bool, str | None]] = {
     "partial": ("partial PATH", {1}, True, "write"),
     "mkdir": ("mkdir PATH [parents]", {1, 2}, True, "mkdir"),
     "rmdir": ("rmdir PATH", {1}, True, "delete"),
-    "rm": ("rm PATH [recursive]", {1, 2}, True, "delete"),
-    "mv": ("mv OLD NEW", {2}, True, "rename"),
+    "rm": ("rm PATH [recursive] [folders]", {1, 2, 3}, True, "delete"),
+    "mv": ("mv OLD NEW [replace]", {2, 3}, True, "rename"),
     "quota": ("quota", {0}, True, None),
 }
 

@@ -20,7 +20,7 @@ from ftpserver.cluster.database import SCHEMA_VERSION, SharedStateUnavailable
 from ftpserver.cluster.node import ClusterState, list_nodes
 from ftpserver.config import Settings
 from ftpserver.guards import Bandwidth, BanList, SessionLimiter
-from ftpserver.quota import QuotaBook
+from ftpserver.state.ledger import QuotaBook
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 

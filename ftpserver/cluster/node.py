@@ -35,7 +35,7 @@ import psycopg
 from ftpserver.cluster.database import Database, SharedStateUnavailable, migrate
 from ftpserver.cluster.pgstate import PgBandwidth, PgBans, PgSessionSlots
 from ftpserver.config import Settings
-from ftpserver.state.quotas import Quotas
+from ftpserver.state.ledger import QuotaLedger
 from ftpserver.state.shared import Shared
 
 __all__ = ["ClusterState", "NodeRow", "default_node_name", "list_nodes"]
@@ -53,7 +53,7 @@ def default_node_name(settings: Settings, port: int) -> str:
 class ClusterState:
     """The shared state in PostgreSQL as one node's sessions use it."""
 
-    def __init__(self, settings: Settings, quotas: Quotas, suffix: str = "") -> None:
+    def __init__(self, settings: Settings, quotas: QuotaLedger, suffix: str = "") -> None:
         """Connect and migrate (raises SharedStateUnavailable if the database is down)."""
         assert settings.shared_state is not None
         self.settings = settings

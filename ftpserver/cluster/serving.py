@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ftpserver.config import Settings
-from ftpserver.state.quotas import Quotas
+from ftpserver.state.ledger import QuotaLedger
 from ftpserver.state.shared import LocalState
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ __all__ = ["join", "leave", "open_cluster"]
 
 
 def open_cluster(
-    settings: Settings, quotas: Quotas | None = None, suffix: str = ""
+    settings: Settings, quotas: QuotaLedger | None = None, suffix: str = ""
 ) -> ClusterState | None:
     """The node's shared state in PostgreSQL, or None without ``shared_state``.
 

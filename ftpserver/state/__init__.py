@@ -1,8 +1,8 @@
 """What every session shares, whichever process (or, later, host) serves it.
 
 * :mod:`~ftpserver.state.protocols`: one typed Protocol per shared concern
-  (session slots, bans, bandwidth); :mod:`~ftpserver.state.quotas` holds the
-  quota book's.
+  (session slots, bans, bandwidth); :mod:`~ftpserver.state.ledger` holds the
+  quota ledger's, and :mod:`~ftpserver.state.quotas` its worker proxy.
 * :mod:`~ftpserver.state.shared`: :class:`~ftpserver.state.shared.Shared`, the
   four protocols a server's sessions use, and
   :class:`~ftpserver.state.shared.LocalState`, their in-process implementation.
