@@ -23,10 +23,9 @@ from ftpproto.version import version
 from ftpserver import admin
 from ftpserver import users as userfile
 from ftpserver.audit import configure_logging
-from ftpserver.cluster.serving import join, leave, open_cluster, print_nodes
+from ftpserver.cluster.serving import admin_services, join, leave, open_cluster, print_nodes
 from ftpserver.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 from ftpserver.server import FileTransferServer
-from ftpserver.services import AdminServices
 from ftpserver.signals import SignalCounter
 from ftpserver.workers import serve_workers
 
@@ -179,7 +178,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     server = FileTransferServer(settings, store, lambda: _settings(args), shared=shared)
     join(cluster, server)
     try:
-        with AdminServices.alone(server):
+        with admin_services(cluster, server):
             server.start_sweeper()
             host, port = server.address
             print(f"listening on {host}:{port}", flush=True)

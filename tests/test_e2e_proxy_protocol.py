@@ -85,9 +85,10 @@ def test_v1_and_v2_addresses_are_the_session_addresses(
 
 
 def test_bans_follow_the_header_address(
-    proxied_server: RunningServer, sessions: list[Proxied]
+    make_configured_server: Callable[..., RunningServer], sessions: list[Proxied]
 ) -> None:
-    port = proxied_server.direct_port
+    running = make_configured_server(proxy_protocol=True, ban_failures=2, max_login_attempts=5)
+    port = running.direct_port
     bad = Proxied(port, encode_v2(("10.9.1.1", 1), (HOST, port)))
     sessions.append(bad)
     for _ in range(2):

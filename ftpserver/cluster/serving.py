@@ -7,6 +7,9 @@ needs no database and no database driver.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from ftpserver.config import Settings
@@ -17,7 +20,9 @@ if TYPE_CHECKING:
     from ftpserver.cluster.node import ClusterState
     from ftpserver.server import FileTransferServer
 
-__all__ = ["join", "leave", "open_cluster"]
+__all__ = ["admin_services", "join", "leave", "open_cluster", "print_nodes"]
+
+log = logging.getLogger("ftpserver")
 
 
 def open_cluster(
@@ -50,6 +55,22 @@ def join(cluster: ClusterState | None, server: FileTransferServer) -> None:
         return len(sessions), sum(1 for session in sessions if session.busy)
 
     cluster.start(server.address, lambda: server.settings, stats)
+
+
+def admin_services(
+    cluster: ClusterState | None, server: FileTransferServer
+) -> AbstractContextManager[object]:
+    """The administrator's services of a server serving alone (``workers: 1``).
+
+    They read the server's own shared state; a node of a cluster (its state
+    in PostgreSQL) runs without them for now, and says so.
+    """
+    if cluster is None:
+        from ftpserver.services import AdminServices
+
+        return AdminServices.alone(server)
+    log.warning("node %s: no control socket or metrics with shared_state yet", cluster.name)
+    return contextlib.nullcontext()
 
 
 def leave(cluster: ClusterState | None) -> None:
