@@ -109,7 +109,7 @@ def _worker(
         except OSError as exc:
             log.warning("worker %d not pinned to CPU %d: %s", index, cpu, exc)
     shared = remote_shared(conn)
-    cluster = open_cluster(settings, shared.quotas, f"/{index}")  # shared_state: its own pool
+    cluster = open_cluster(settings, f"/{index}")  # shared_state: its own pool
     if cluster is not None:
         shared = cluster.shared
     server = FileTransferServer(settings, users, reload_settings, shared=shared, listener=listener)

@@ -10,6 +10,7 @@ themselves when it is back; ``ftpserver nodes`` lists the nodes.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -32,11 +33,13 @@ from conftest import (
 from services import Postgres, find_pg_bin, free_port, pg_url, postgres, require  # noqa: F401
 
 from ftpclient.client import FileTransferClient
+from ftpproto.errors import RemoteError
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 
 LEASE = 3.0
 RATE = 1024 * 1024  # bob's download rate, bytes per second
+CAROL, CAROL_PASSWORD = "carol", "carol-secret-1"  # a 10 MiB quota
 
 
 def base_settings(tmp_path: Path, url: str) -> dict[str, object]:
@@ -47,6 +50,7 @@ def base_settings(tmp_path: Path, url: str) -> dict[str, object]:
         {
             ALICE: (ALICE_PASSWORD, {}),
             BOB: (BOB_PASSWORD, {"download_rate": RATE, "upload_rate": RATE}),
+            CAROL: (CAROL_PASSWORD, {"quota": "10M", "upload_rate": 2 * RATE}),
         },
     )
     return {
@@ -268,3 +272,40 @@ def test_nodes_without_shared_state_or_database(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.startswith("ftpserver: error: shared state unavailable: ")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_quota_holds_across_nodes(nodes: Nodes, tmp_path: Path) -> None:
+    n1, n2 = nodes.start("n1"), nodes.start("n2")
+    mib = 1024 * 1024
+    data = {i: os.urandom(6 * mib) for i in range(2)}
+    for i, content in data.items():
+        (tmp_path / f"six{i}.bin").write_bytes(content)
+    clients = []
+    for node in (n1, n2):
+        conn = FileTransferClient(HOST, node.port, timeout=30)
+        conn.login(CAROL, CAROL_PASSWORD)
+        clients.append(conn)
+    start = threading.Barrier(2)
+    outcomes: dict[int, object] = {}
+
+    def put(index: int) -> None:
+        start.wait()
+        try:
+            clients[index].put(str(tmp_path / f"six{index}.bin"), f"six{index}.bin")
+            outcomes[index] = "ok"
+        except RemoteError as exc:
+            outcomes[index] = exc.code
+
+    threads = [threading.Thread(target=put, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(map(str, outcomes.values())) == ["508", "ok"], outcomes
+    stored = [i for i, outcome in outcomes.items() if outcome == "ok"]
+    home = tmp_path / "homes" / CAROL
+    assert (home / f"six{stored[0]}.bin").read_bytes() == data[stored[0]]
+    assert not (home / f"six{1 - stored[0]}.bin").exists()
+    for conn in clients:  # usage is exact whichever node is asked
+        assert conn.quota().used == 6 * mib
+        conn.close()

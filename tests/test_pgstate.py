@@ -16,11 +16,12 @@ import pytest
 from conftest import wait_until
 from services import Postgres, find_pg_bin, free_port, pg_url, postgres  # noqa: F401
 
+from ftpproto.errors import ProtocolError
 from ftpserver.cluster.database import SCHEMA_VERSION, SharedStateUnavailable
 from ftpserver.cluster.node import ClusterState, list_nodes
 from ftpserver.config import Settings
 from ftpserver.guards import Bandwidth, BanList, SessionLimiter
-from ftpserver.state.ledger import QuotaBook
+from ftpserver.state.ledger import QuotaBook, Unmeasured
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 
@@ -36,7 +37,7 @@ def node(pg_url: str) -> Iterator[Node]:  # noqa: F811
         fields: dict[str, object] = {"shared_state": url, "node_name": name, "node_lease": 3.0}
         fields.update(changes)
         settings = Settings(**fields)  # type: ignore[arg-type]
-        state = ClusterState(settings, QuotaBook())
+        state = ClusterState(settings)
         made.append(state)
         state.start(("127.0.0.1", 9000 + len(made)), lambda: settings, lambda: (0, 0))
         return state
@@ -152,3 +153,49 @@ def test_a_node_started_before_its_database_joins_when_it_comes_up(node: Node) -
         early.close()
     finally:
         late.close()
+
+
+def test_the_quota_ledger_matches_the_book_across_nodes(node: Node) -> None:
+    a, b = node("a"), node("b")
+    book = QuotaBook()
+    mib = 1024 * 1024
+    for ledger in (a.quotas, book):
+        with pytest.raises(Unmeasured):
+            ledger.usage("carol", 10 * mib, 100 * mib)
+    for ledger in (a.quotas, book):
+        ledger.record("carol", 0)
+    # two 6 MiB uploads against 10 MiB, on two nodes: the second is refused
+    first = a.quotas.reserve("carol", 10 * mib, 6 * mib, 0, 100 * mib, "t1")
+    book_first = book.reserve("carol", 10 * mib, 6 * mib, 0, 100 * mib, "t1")
+    for ledger in (b.quotas, book):
+        with pytest.raises(ProtocolError) as info:
+            ledger.reserve("carol", 10 * mib, 6 * mib, 0, 100 * mib, "t2")
+        assert info.value.code == 508 and "quota exceeded" in str(info.value)
+    assert b.quotas.usage("carol", 10 * mib, 100 * mib) == book.usage("carol", 10 * mib, 100 * mib)
+    b.quotas.record("dave", 0)
+    with pytest.raises(ProtocolError) as info:  # the disk is shared: 6 MiB of 8 held
+        b.quotas.reserve("dave", None, 3 * mib, 0, 8 * mib, "t3")
+    assert info.value.code == 507
+    a.quotas.settle("carol", 6 * mib, 10 * mib, first)
+    book.settle("carol", 6 * mib, 10 * mib, book_first)
+    assert first.quota_bytes == first.disk_bytes == 0
+    assert a.quotas.usage("carol", 10 * mib, 100 * mib) == book.usage("carol", 10 * mib, 100 * mib)
+    a.quotas.release(first)  # twice: nothing happens
+    for ledger in (b.quotas, book):
+        with pytest.raises(ProtocolError):
+            ledger.settle("carol", 5 * mib, 10 * mib)  # over the quota: nothing counted
+        ledger.settle("carol", -mib)
+    assert b.quotas.usage("carol", 10 * mib, 100 * mib).used == 5 * mib
+
+
+def test_a_dead_nodes_reservations_stop_counting(node: Node) -> None:
+    a, b = node("a"), node("b")
+    mib = 1024 * 1024
+    a.quotas.record("erin", 0)
+    a.quotas.reserve("erin", 10 * mib, 8 * mib, 0, 100 * mib, "t")
+    assert b.quotas.usage("erin", 10 * mib, 100 * mib).reserved == 8 * mib
+    a._stop.set()  # a dies holding the reservation
+    assert wait_until(
+        lambda: b.quotas.usage("erin", 10 * mib, 100 * mib).reserved == 0, timeout=3.0 + 2.0
+    )
+    b.quotas.reserve("erin", 10 * mib, 8 * mib, 0, 100 * mib, "t")

@@ -28,6 +28,7 @@ from ftpproto.errors import ErrorCode, ProtocolError
 
 __all__ = [
     "LOCK_BANS",
+    "LOCK_QUOTA",
     "LOCK_SLOTS",
     "SCHEMA_VERSION",
     "Database",
@@ -42,6 +43,7 @@ T = TypeVar("T")
 LOCK_MIGRATE = 0x4654_0001
 LOCK_SLOTS = 0x4654_0002
 LOCK_BANS = 0x4654_0003  # with a second key: hashtext(ip)
+LOCK_QUOTA = 0x4654_0004
 
 MIGRATIONS: list[tuple[str, ...]] = [
     (  # 1: nodes and their leases, session slots, failed logins and bans, bandwidth
@@ -116,6 +118,21 @@ MIGRATIONS: list[tuple[str, ...]] = [
             delete from ft_failures where ip = client;
             return true;
         end $$""",
+    ),
+    (  # 3: the quota ledger: bytes used per user, upload reservations per node
+        """create table ft_usage (
+            user_name text primary key,
+            used bigint not null,
+            measured timestamptz not null default now())""",
+        """create table ft_reservations (
+            id bigserial primary key,
+            node text not null references ft_nodes (name) on delete cascade,
+            user_name text not null,
+            quota_bytes bigint not null,
+            disk_bytes bigint not null,
+            temp text not null default '',
+            made timestamptz not null default now())""",
+        "create index ft_reservations_user on ft_reservations (user_name)",
     ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -3,8 +3,8 @@
 :class:`ClusterState` is what a server process builds when ``shared_state``
 is a PostgreSQL URL: the pool (:class:`~ftpserver.cluster.database.Database`),
 the tables brought up to date, and a :class:`~ftpserver.state.shared.Shared`
-of the PostgreSQL classes (:mod:`ftpserver.cluster.pgstate`) with the quota
-book it is given.  :meth:`ClusterState.start` registers the node and starts
+of the PostgreSQL classes (:mod:`ftpserver.cluster.pgstate`,
+:mod:`ftpserver.cluster.pgquota`).  :meth:`ClusterState.start` registers the node and starts
 its lease thread, which every third of ``node_lease``:
 
 * renews this node's row (``lease_until = now() + node_lease``, with its
@@ -33,9 +33,9 @@ from datetime import datetime
 import psycopg
 
 from ftpserver.cluster.database import Database, SharedStateUnavailable, migrate
+from ftpserver.cluster.pgquota import PgQuotaLedger
 from ftpserver.cluster.pgstate import PgBandwidth, PgBans, PgSessionSlots
 from ftpserver.config import Settings
-from ftpserver.state.ledger import QuotaLedger
 from ftpserver.state.shared import Shared
 
 __all__ = ["ClusterState", "NodeRow", "default_node_name", "list_nodes"]
@@ -53,7 +53,7 @@ def default_node_name(settings: Settings, port: int) -> str:
 class ClusterState:
     """The shared state in PostgreSQL as one node's sessions use it."""
 
-    def __init__(self, settings: Settings, quotas: QuotaLedger, suffix: str = "") -> None:
+    def __init__(self, settings: Settings, suffix: str = "") -> None:
         """Connect and migrate (raises SharedStateUnavailable if the database is down)."""
         assert settings.shared_state is not None
         self.settings = settings
@@ -71,7 +71,8 @@ class ClusterState:
         self.slots = PgSessionSlots(self.db, lambda: self.name, self._limits, self.healthy)
         self.bans = PgBans(self.db, self._limits, self.healthy)
         self.bandwidth = PgBandwidth(self.db)
-        self.shared = Shared(quotas, self.slots, self.bans, self.bandwidth)
+        self.quotas = PgQuotaLedger(self.db, lambda: self.name)
+        self.shared = Shared(self.quotas, self.slots, self.bans, self.bandwidth)
         self._migrated = False
         try:
             migrate(self.db)

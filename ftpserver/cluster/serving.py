@@ -13,8 +13,6 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from ftpserver.config import Settings
-from ftpserver.state.ledger import QuotaLedger
-from ftpserver.state.shared import LocalState
 
 if TYPE_CHECKING:
     from ftpserver.cluster.node import ClusterState
@@ -25,13 +23,10 @@ __all__ = ["admin_services", "join", "leave", "open_cluster", "print_nodes"]
 log = logging.getLogger("ftpserver")
 
 
-def open_cluster(
-    settings: Settings, quotas: QuotaLedger | None = None, suffix: str = ""
-) -> ClusterState | None:
+def open_cluster(settings: Settings, suffix: str = "") -> ClusterState | None:
     """The node's shared state in PostgreSQL, or None without ``shared_state``.
 
-    ``quotas`` is the quota book the sessions use (this process's own when
-    None); ``suffix`` tells apart the worker processes of one node.
+    ``suffix`` tells apart the worker processes of one node.
     """
     if settings.shared_state is None:
         return None
@@ -40,9 +35,7 @@ def open_cluster(
     except ImportError as exc:
         need = "pip install 'filetransfer[cluster]'"
         raise ValueError(f"shared_state needs psycopg and psycopg_pool: {need} ({exc})") from None
-    if quotas is None:
-        quotas = LocalState.create(settings).quotas
-    return ClusterState(settings, quotas, suffix)
+    return ClusterState(settings, suffix)
 
 
 def join(cluster: ClusterState | None, server: FileTransferServer) -> None:
