@@ -8,11 +8,14 @@ process (*single*), and three nodes with ``shared_state`` in PostgreSQL and
 
 * ``small``: the 100-client small-commands workload (connect, log in, 50
   ``pwd``/``ls``, quit) of ``python -m bench``, in requests per second;
-* ``login``: connect+login+quit in a row, the median login in ms.
+* ``login``: connect+login+quit in a row, the median login in ms;
+* ``big_down``: one download of a ``--size-mib`` file (1 GiB; 0 leaves it
+  out), in MiB/s: through HAProxy against the direct one.
 
 It prints the medians and the targets (cluster req/s >= 0.8 x single,
-repeated login <= 2 ms) and writes them to ``--json``.  Everything it
-started is stopped in ``finally`` blocks.  See docs/PERFORMANCE.md.
+repeated login <= 2 ms, the transfer through HAProxy >= 0.8 x direct) and
+writes them to ``--json``.  Everything it started is stopped in ``finally``
+blocks.  See docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.environment import REPO_ROOT, raise_open_files_limit
+from bench.environment import REPO_ROOT, make_file, raise_open_files_limit
+from bench.measure import MIB
 from bench.servers import USER, Kind, Running, ServerInfo, our_config, ours_command, running
 from bench.services import Postgres, find_haproxy, find_pg_bin, free_port, start_haproxy
-from bench.workloads import SMALL_DIR, Setup, login_latency, small_commands
+from bench.workloads import BIG, SMALL_DIR, Setup, big_download, login_latency, small_commands
 
 __all__ = ["main"]
 
@@ -47,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--commands", type=int, default=50, help="commands per client (50)")
     parser.add_argument("--latency-runs", type=int, default=200, help="logins in a row (200)")
     parser.add_argument("--workers", type=int, default=1, help="workers per node (1)")
+    parser.add_argument("--size-mib", type=int, default=1024, help="big file, 0: none (1024)")
     parser.add_argument("--bcrypt-rounds", type=int, default=10, help="bcrypt cost (10)")
     parser.add_argument(
         "--json", type=Path, default=REPO_ROOT / "bench" / "cluster.json", help="results file"
@@ -87,7 +92,7 @@ def _cluster(base: Path, url: str, home: Path, password: str, logs: Path) -> Ite
         yield front
 
 
-def _setup(args: argparse.Namespace, tmp: Path, home: Path) -> Setup:
+def _setup(args: argparse.Namespace, tmp: Path, home: Path, digest: str) -> Setup:
     src, out = tmp / "src", tmp / "out"
     src.mkdir()
     out.mkdir()
@@ -96,8 +101,8 @@ def _setup(args: argparse.Namespace, tmp: Path, home: Path) -> Setup:
         src=src,
         out=out,
         homes={"ours": home},
-        big_size=0,
-        big_digest="",
+        big_size=args.size_mib * MIB,
+        big_digest=digest,
         multi_size=0,
         multi_digest="",
         clients=args.clients,
@@ -132,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         userfile.add_user(users, home_root, USER, password, args.bcrypt_rounds)
         base = our_config(tmp / "base.yaml", users, home_root, args.bcrypt_rounds,
                           workers=args.workers)  # fmt: skip
-        setup = _setup(args, tmp, home)
+        digest = make_file(home / BIG, args.size_mib * MIB) if args.size_mib else ""
+        setup = _setup(args, tmp, home, digest)
         print("starting PostgreSQL ...", flush=True)
         postgres.start()
         url = postgres.create_database()
@@ -144,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
                     login = login_latency(server, setup).metrics["login_ms"]
                     results[name].setdefault("small", []).append(small)
                     results[name].setdefault("login_ms", []).append(login)
+                    if args.size_mib:
+                        big = big_download(server, setup).metrics["big_down"]
+                        results[name].setdefault("big_down", []).append(big)
                     print(f"rep {rep + 1} {name:8} small {small:8.0f} req/s  login {login:6.2f} ms",
                           flush=True)  # fmt: skip
     finally:
@@ -157,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
           f"(target >= 0.8x: {'met' if ratio >= 0.8 else 'NOT met'})")  # fmt: skip
     print(f"repeated login: single {medians['single']['login_ms']:.2f} ms, cluster {login:.2f} ms "
           f"(target <= 2 ms: {'met' if login <= 2 else 'NOT met'})")  # fmt: skip
+    if args.size_mib:
+        big = medians["cluster"]["big_down"] / medians["single"]["big_down"]
+        print(f"{args.size_mib} MiB download: direct {medians['single']['big_down']:.0f} MiB/s, "
+              f"through HAProxy {medians['cluster']['big_down']:.0f} MiB/s: {big:.2f}x "
+              f"(target >= 0.8x: {'met' if big >= 0.8 else 'NOT met'})")  # fmt: skip
     document: dict[str, Any] = {"medians": medians, "runs": results, "args": vars(args)}
     args.json.write_text(json.dumps(document, indent=2, default=str) + "\n")
     print(f"wrote {args.json}")
