@@ -213,11 +213,34 @@ def test_a_stopped_database_gets_421_and_the_nodes_recover(tmp_path: Path) -> No
         (tmp_path / "homes" / BOB / "f.bin").write_bytes(b"x" * (RATE + RATE // 2))
         running = FileTransferClient(HOST, n1.port, timeout=30)
         running.login(BOB, BOB_PASSWORD)
+        upload = os.urandom(3 * RATE)  # bob uploads at RATE: still running at the stop
+        (tmp_path / "up.bin").write_bytes(upload)
+        uploader = FileTransferClient(HOST, n1.port, timeout=30)
+        uploader.login(BOB, BOB_PASSWORD)
+        outcome: list[object] = []
+
+        def put() -> None:
+            try:
+                outcome.append(uploader.put(str(tmp_path / "up.bin"), "up.bin"))
+            except RemoteError as exc:
+                outcome.append(exc.code)
+
+        putting = threading.Thread(target=put)
+        putting.start()
+        home = tmp_path / "homes" / BOB
+        assert wait_until(lambda: any(home.rglob(".ftp-upload-*")), timeout=10)
         own.run_ctl("stop")
         # a running transfer finishes (paced by the node alone meanwhile)
         result = running.get("f.bin", str(tmp_path / "f.copy"))
         assert (tmp_path / "f.copy").read_bytes() == b"x" * (RATE + RATE // 2), result
         running.close()
+        putting.join(timeout=30)
+        uploader.close()
+        # the upload cannot be counted without the ledger: refused at its end
+        # with 421, and nothing written half-way
+        assert outcome == [421], outcome
+        assert not (home / "up.bin").exists()
+        assert wait_until(lambda: not list(home.rglob(".ftp-upload-*")), timeout=5)
         refused = Session(n1.port)
         try:
             reply = refused.call("login", ALICE, ALICE_PASSWORD)
