@@ -81,6 +81,7 @@ class Login:
     def password(self, name: str, password: str) -> User:
         """The user if ``password`` opens the account, else a failure (raised)."""
         server = self.server
+        server.users_watch.check(server)
         banned = server.bans.is_banned(self.ip)
         user = None if banned else server.users.authenticate(name, password, server.passwords)
         if user is None:
@@ -104,6 +105,7 @@ class Login:
         except ValueError as exc:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"login_key: {exc}") from None
         server = self.server
+        server.users_watch.check(server)
         banned = server.bans.is_banned(self.ip)
         user = server.users.users.get(name)
         binding = server.tls_binding

@@ -40,6 +40,7 @@ from ftpserver.state.wire import StateUnavailable
 from ftpserver.storage.base import Storage
 from ftpserver.storage.local import LocalStorage
 from ftpserver.users import User, UserStore, load_users
+from ftpserver.userswatch import UsersWatch
 
 __all__ = [
     "FileTransferServer",
@@ -174,6 +175,7 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         self.bans = self.shared.bans
         self.bandwidth = self.shared.bandwidth
         self.passwords = PasswordGate(settings.password_checks, settings.password_cache_ttl)
+        self.users_watch = UsersWatch(settings.users)  # a changed file, noticed at login
         self.digests = DigestCache()
         self.storage_factory: StorageFactory = local_storage  # where users' files are stored
         self.audit = Audit(settings.audit_json)
@@ -225,6 +227,7 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
             log.warning("reload: %s need a restart to change", ", ".join(loaded.restart))
         self.settings = settings
         self.users = users
+        self.users_watch.loaded(settings.users)
         if self.local_state is not None:
             self.local_state.configure(settings, users)
         self.passwords.ttl = settings.password_cache_ttl

@@ -94,6 +94,7 @@ def open_session(made: list[Session], node: Node, source: str = HOST) -> Session
 
 
 def login_code(session: Session, user: str = ALICE, password: str = ALICE_PASSWORD) -> int:
+    """The code of a login reply (0 for ok)."""
     return session.code(session.call("login", user, password))
 
 
@@ -332,3 +333,29 @@ def test_a_quota_holds_across_nodes(nodes: Nodes, tmp_path: Path) -> None:
     for conn in clients:  # usage is exact whichever node is asked
         assert conn.quota().used == 6 * mib
         conn.close()
+
+
+def test_useradd_on_one_node_takes_effect_on_all_without_a_signal(
+    nodes: Nodes, sessions: list[Session]
+) -> None:
+    n1, n2 = nodes.start("n1"), nodes.start("n2")
+    added = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ftpserver",
+            "useradd",
+            "dora",
+            "--config",
+            str(n1.config),
+            "--password-stdin",
+        ],
+        input="dora-secret-1\n",
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=30,
+    )
+    assert added.returncode == 0, added.stderr
+    for node in (n2, n1):
+        assert login_code(open_session(sessions, node), "dora", "dora-secret-1") == 0
