@@ -68,6 +68,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self.failed_logins = 0
         self.busy = False
         self._has_slot = False
+        self._user_slot: str | None = None  # the user whose max_sessions slot this holds
         self._cancelled = threading.Event()
         self.ip = str(self.client_address[0])
         self.peer = f"{self.ip}:{self.client_address[1]}"
@@ -109,6 +110,9 @@ class SessionHandler(socketserver.BaseRequestHandler):
         if self._has_slot:
             self.server.limiter.release(self.ip)
             self._has_slot = False
+        if self._user_slot is not None:
+            self.server.shared.user_sessions.release(self._user_slot)
+            self._user_slot = None
         if self.request is not None:
             self.request.close()
 
@@ -211,10 +215,13 @@ class SessionHandler(socketserver.BaseRequestHandler):
             raise ProtocolError(ErrorCode.BAD_STATE, f"already logged in as {self.user.name}")
         server = self.server
         banned = server.bans.is_banned(self.ip)
-        user = None if banned else server.users.authenticate(name, password, server.passwords)
-        if user is None:
+        users = server.current_users()
+        user = None if banned else users.authenticate(name, password, server.passwords)
+        refusal = user.refusal() if user is not None else None  # locked or expired
+        if user is None or refusal is not None:
             self.failed_logins += 1
-            outcome = "refused (address banned)" if banned else "failed"
+            why = f" ({refusal})" if refusal else ""
+            outcome = "refused (address banned)" if banned else f"failed{why}"
             server.audit("login", user=name, ip=self.ip, outcome=outcome)
             if not banned and server.bans.failure(self.ip):
                 log.warning("banned %s after repeated failed logins", self.ip)
@@ -224,6 +231,12 @@ class SessionHandler(socketserver.BaseRequestHandler):
                 self.channel.send(error("login", failure))
                 raise _CloseSession
             raise ProtocolError(ErrorCode.LOGIN_FAILED, "login incorrect")
+        if not server.shared.user_sessions.acquire(user.name, user.max_sessions):
+            server.audit("login", user=name, ip=self.ip, outcome="refused (user's max_sessions)")
+            limit = f"at most {user.max_sessions}"
+            text = f"too many sessions for user {user.name} ({limit} at once)"
+            raise ProtocolError(ErrorCode.TOO_MANY_SESSIONS, text)
+        self._user_slot = user.name
         os.makedirs(user.home, exist_ok=True)
         self.user = user
         self._jail = Jail(user.home)

@@ -22,7 +22,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ftpserver.audit import Audit, configure_logging
@@ -33,6 +33,8 @@ from ftpserver.guards import Bandwidth, BanList, PasswordGate, SessionLimiter
 from ftpserver.handler import SessionHandler
 from ftpserver.quota import QuotaBook
 from ftpserver.users import UserStore, load_users
+from ftpserver.usersessions import UserSessions
+from ftpserver.userwatch import UsersFileWatch
 
 __all__ = ["FileTransferServer", "Shared", "apply_shared_settings", "tls_context"]
 
@@ -69,6 +71,7 @@ class Shared:
     limiter: SessionLimiter
     bans: BanList
     bandwidth: Bandwidth
+    user_sessions: UserSessions = field(default_factory=UserSessions)  # max_sessions per user
 
     @classmethod
     def create(cls, settings: Settings) -> Shared:
@@ -138,6 +141,7 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         self.limiter = self.shared.limiter
         self.bans = self.shared.bans
         self.bandwidth = self.shared.bandwidth
+        self.users_watch = UsersFileWatch()
         self.passwords = PasswordGate(settings.password_checks, settings.password_cache_ttl)
         self.digests = DigestCache()
         self.audit = Audit(settings.audit_json)
@@ -157,6 +161,14 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
             super().__init__(listener.getsockname()[:2], SessionHandler, bind_and_activate=False)
             self.socket.close()
             self.socket = listener
+
+    def current_users(self) -> UserStore:
+        """The users, read again first if the users file changed since (a login calls this)."""
+        fresh = self.users_watch.check(self.settings, self.users)
+        if fresh is not self.users:
+            self.users = fresh
+            self.passwords.forget()
+        return self.users
 
     @property
     def address(self) -> tuple[str, int]:

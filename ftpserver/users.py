@@ -8,54 +8,79 @@
         home: alice               # optional; a folder under the home root
         quota: 10G                # optional; bytes, or with K/M/G/T
         perms: read-only          # optional; "all", "read-only" or a list of rights
+        locked: true              # optional; a locked account cannot log in
+        expires: 2027-01-31       # optional; the account stops working on this day (UTC)
+        max_sessions: 3           # optional; sessions at once on the whole server
 
 :func:`load_users` validates the file and refuses to go on with a bad one.
 :meth:`UserStore.authenticate` checks a dummy hash for unknown names, so an
-unknown user and a wrong password cost the same time and get the same answer.
+unknown user and a wrong password cost the same time and get the same answer;
+:meth:`User.refusal` then says why a right password is still refused (a
+locked or expired account), for the audit.  :func:`file_signature` tells a
+server that the file changed since it was loaded.
 :func:`add_user`, :func:`set_password` and :func:`remove_user` rewrite the
-file atomically for the command line.
+file atomically for the command line, keeping its comments and the way its
+values are written (:mod:`ftpserver.yamledit`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import difflib
 import os
 import posixpath
 import re
 import secrets
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import bcrypt
-import yaml
+from ruamel.yaml.comments import CommentedMap
 
 from ftpproto.commands import READ_ONLY, RIGHTS
 from ftpproto.units import parse_quantity
-from ftpserver import yamlfile
+from ftpserver import yamledit, yamlfile
 from ftpserver.guards import PasswordGate
 from ftpserver.yamlfile import ConfigError
 
 __all__ = [
     "MAX_PASSWORD_BYTES",
+    "AccountChange",
     "User",
     "UserStore",
     "add_user",
     "check_name",
     "check_password_rules",
+    "file_signature",
     "hash_password",
     "load_users",
     "modify_user",
     "parse_perms",
     "parse_quota",
     "remove_user",
+    "require_user",
     "set_password",
 ]
 
 MAX_PASSWORD_BYTES = 72  # bcrypt looks at no more than this
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\Z")
 _HASH = re.compile(r"\$2[aby]\$([0-9]{2})\$[./A-Za-z0-9]{53}\Z")
-_USER_KEYS = ("password", "home", "quota", "perms", "upload_rate", "download_rate")
+_USER_KEYS = (
+    "password",
+    "home",
+    "quota",
+    "perms",
+    "upload_rate",
+    "download_rate",
+    "locked",
+    "expires",
+    "max_sessions",
+)
 _HEADER = (
     "# Users of ftpserver, written by 'ftpserver useradd/passwd/userdel'.\n"
     "# See config/users.example.yaml for the format.\n"
@@ -73,17 +98,52 @@ class User:
     perms: frozenset[str] = frozenset(RIGHTS)
     upload_rate: int | None = None  # bytes per second over all sessions; None for no limit
     download_rate: int | None = None
+    locked: bool = False
+    expires: datetime.date | None = None  # the first day (UTC) the account no longer works
+    max_sessions: int = 0  # this user's sessions at once over the whole server; 0: no limit
 
     def may(self, right: str) -> bool:
         """Whether this user has ``right`` (one of :data:`~ftpproto.commands.RIGHTS`)."""
         return right in self.perms
 
+    def state(self, today: datetime.date | None = None) -> str:
+        """``locked``, ``expired`` or ``active`` (``today`` defaults to today in UTC)."""
+        if self.locked:
+            return "locked"
+        today = today or datetime.datetime.now(datetime.timezone.utc).date()
+        if self.expires is not None and today >= self.expires:
+            return "expired"
+        return "active"
+
+    def refusal(self, today: datetime.date | None = None) -> str | None:
+        """Why this account may not log in even with the right password, or None."""
+        state = self.state(today)
+        return None if state == "active" else f"account {state}"
+
+
+FileSignature = tuple[int, int, int, int]
+
+
+def file_signature(path: Path) -> FileSignature | None:
+    """What tells a changed file apart: device, inode, size, mtime; None if it is missing."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
 
 class UserStore:
     """The users the server knows, read-only once loaded."""
 
-    def __init__(self, users: dict[str, User], dummy_rounds: int = 12) -> None:
+    def __init__(
+        self,
+        users: dict[str, User],
+        dummy_rounds: int = 12,
+        signature: FileSignature | None = None,
+    ) -> None:
         self.users = users
+        self.signature = signature  # of the file as it was read (see :func:`file_signature`)
         self._dummy_hash = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(dummy_rounds))
 
     def authenticate(
@@ -147,6 +207,7 @@ def load_users(path: Path, home_root: Path) -> UserStore:
     Every problem is collected; if there are any, a ConfigError naming file
     and line is raised whose ``problems`` lists them all.
     """
+    signature = file_signature(path)  # before reading: a change meanwhile is seen next time
     doc, entries = _read(path)
     users: dict[str, User] = {}
     problems: list[ConfigError] = []
@@ -157,7 +218,7 @@ def load_users(path: Path, home_root: Path) -> UserStore:
     yamlfile.raise_all(problems)
     rounds = Counter(int(u.password_hash[4:6]) for u in users.values())
     dummy_rounds = rounds.most_common(1)[0][0] if rounds else 12
-    return UserStore(users, dummy_rounds)
+    return UserStore(users, dummy_rounds, signature)
 
 
 def _load_user(
@@ -175,22 +236,31 @@ def _load_user(
     if not isinstance(entry, dict):
         problems.append(doc.error(where, f"user {name}: expected a mapping with 'password'"))
         return None
-    for key in sorted(set(map(str, entry)) - set(_USER_KEYS)):
-        problems.append(doc.error((*where, key), f"user {name}: unknown key {key!r}"))
+    for key in map(str, entry):
+        if key not in _USER_KEYS:
+            text = f"user {name}: unknown key {key!r}{closest(key, _USER_KEYS)}"
+            problems.append(doc.error((*where, key), text))
     hashed = entry.get("password")
     match = _HASH.match(hashed) if isinstance(hashed, str) else None
-    if match is None or not 4 <= int(match.group(1)) <= 31:
+    if "password" not in entry or hashed is None:
+        text = f"user {name}: 'password' is missing (set it with 'ftpserver passwd {name}')"
+        problems.append(doc.error((*where, "password"), text))
+    elif match is None or not 4 <= int(match.group(1)) <= 31:
         problems.append(
             doc.error((*where, "password"), f"user {name}: password is not a bcrypt hash")
         )
     values: dict[str, Any] = {}
-    for key, parse in (
+    parsers: tuple[tuple[str, Callable[[Any], Any]], ...] = (
         ("home", lambda v: _home_path(home_root, name if v is None else v)),
         ("quota", parse_quota),
         ("perms", lambda v: parse_perms("all" if v is None else v)),
         ("upload_rate", parse_quota),
         ("download_rate", parse_quota),
-    ):
+        ("locked", _parse_locked),
+        ("expires", parse_expires),
+        ("max_sessions", parse_max_sessions),
+    )
+    for key, parse in parsers:
         if key == "home" and not name_ok and entry.get("home") is None:
             continue  # a bad name: its default home would only repeat the problem
         try:
@@ -200,6 +270,47 @@ def _load_user(
     if len(problems) > found or match is None:
         return None
     return User(name, match.group(0).encode("ascii"), **values)
+
+
+def closest(word: str, known: tuple[str, ...] | list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the known word closest to a misspelt one, or ``""``."""
+    match = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _parse_locked(value: Any) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+def parse_expires(value: Any) -> datetime.date | None:
+    """The expiry day from a YAML date or ``YYYY-MM-DD``; ``None``/``never`` for none."""
+    if value is None or (isinstance(value, str) and value.lower() == "never"):
+        return None
+    if isinstance(value, datetime.datetime):
+        return value.date()
+    if isinstance(value, datetime.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"expected a date like 2027-01-31 or never, not {value!r}")
+
+
+def parse_max_sessions(value: Any) -> int:
+    """Sessions at once for one user, 0 (or none) for no limit."""
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "unlimited")):
+        return 0
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1_000_000:
+        raise ValueError(f"expected a number of sessions from 0 (no limit) up, not {value!r}")
+    return value
 
 
 def parse_quota(value: Any) -> int | None:
@@ -248,15 +359,27 @@ def _home_path(home_root: Path, home: Any) -> Path:
     return root / relative
 
 
-def _write(path: Path, users: dict[str, Any]) -> None:
-    body = yaml.safe_dump({"users": users}, sort_keys=True, allow_unicode=True)
-    yamlfile.write_atomic(path, _HEADER + body)
+@contextmanager
+def _editing(path: Path) -> Iterator[CommentedMap]:
+    """The users mapping of ``path`` (round trip), written back if the block succeeds."""
+    if path.exists():
+        _read(path)  # the layout the server expects, or a ConfigError with the line
+    with yamledit.edit_mapping(path, "users", _HEADER + "users:\n") as users:
+        yield users
 
 
-def _edit(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
-    return _read(path)[1]
+def _entry(users: CommentedMap, name: str) -> CommentedMap:
+    entry = users.get(name)
+    if name not in users or not isinstance(entry, CommentedMap):
+        raise ValueError(f"no such user: {name}")
+    return entry
+
+
+def require_user(path: Path, name: str) -> None:
+    """Raise ValueError unless ``name`` is in the users file (before asking for a password)."""
+    _, users = _read(path) if path.exists() else (None, {})
+    if not isinstance(users.get(name), dict):
+        raise ValueError(f"no such user: {name}")
 
 
 def add_user(
@@ -273,55 +396,93 @@ def add_user(
     ``quota`` and ``perms`` are as written in users.yaml (``10G``, ``read-only``, ...).
     """
     check_name(name)
-    users = _edit(path)
-    if name in users:
-        raise ValueError(f"user {name} already exists")
-    entry: dict[str, Any] = {"password": hash_password(password, rounds)}
-    _apply_limits(entry, quota, perms)
-    users[name] = entry
     home = _home_path(home_root, name)
-    _write(path, users)
+    with _editing(path) as users:
+        if name in users:
+            raise ValueError(f"user {name} already exists")
+        entry = CommentedMap(password=hash_password(password, rounds))
+        _apply(entry, AccountChange(quota=quota, perms=perms))
+        users[name] = entry
     home.mkdir(parents=True, exist_ok=True)
     return home
 
 
-def _apply_limits(entry: dict[str, Any], quota: str | None, perms: str | None) -> None:
-    if quota is not None:
-        limit = parse_quota(quota)
-        if limit is None:
-            entry.pop("quota", None)
-        else:
-            entry["quota"] = limit
-    if perms is not None:
-        rights = parse_perms(perms)
-        if rights == frozenset(RIGHTS):
-            entry.pop("perms", None)
-        else:
-            entry["perms"] = perms_text(rights)
+@dataclass(frozen=True)
+class AccountChange:
+    """What ``usermod`` changes, as the administrator wrote it; None leaves a setting alone.
+
+    Sizes and rates are kept as written (``10G`` stays ``10G``); ``none``
+    removes a limit, ``never`` an expiry, ``0`` the session limit.
+    """
+
+    quota: str | None = None
+    perms: str | None = None
+    upload_rate: str | None = None
+    download_rate: str | None = None
+    locked: bool | None = None
+    expires: str | None = None
+    max_sessions: str | None = None
+
+    def empty(self) -> bool:
+        """Whether nothing would change."""
+        return all(getattr(self, f) is None for f in self.__dataclass_fields__)
 
 
-def modify_user(path: Path, name: str, quota: str | None, perms: str | None) -> None:
-    """Change a user's quota (``none`` removes it) and/or rights."""
-    users = _edit(path)
-    if name not in users or not isinstance(users[name], dict):
-        raise ValueError(f"no such user: {name}")
-    _apply_limits(users[name], quota, perms)
-    _write(path, users)
+def _as_written(text: str) -> int | str:
+    text = text.strip()
+    return int(text) if text.isdigit() else text
+
+
+def _apply(entry: CommentedMap, change: AccountChange) -> None:
+    """Check every value first, then change ``entry`` (a bad value changes nothing)."""
+    updates: dict[str, Any] = {}  # key -> new value, None to remove the key
+    for key in ("quota", "upload_rate", "download_rate"):
+        text = getattr(change, key)
+        if text is not None:
+            updates[key] = None if parse_quota(text) is None else _as_written(text)
+    if change.perms is not None:
+        rights = parse_perms(change.perms)
+        updates["perms"] = None if rights == frozenset(RIGHTS) else perms_text(rights)
+    if change.locked is not None:
+        updates["locked"] = True if change.locked else None
+    if change.expires is not None:
+        day = parse_expires(change.expires)
+        updates["expires"] = day
+    if change.max_sessions is not None:
+        count = parse_max_sessions(change.max_sessions)
+        updates["max_sessions"] = count or None
+    for key, value in updates.items():
+        if value is None:
+            entry.pop(key, None)
+        else:
+            entry[key] = value
+
+
+def modify_user(
+    path: Path,
+    name: str,
+    quota: str | None = None,
+    perms: str | None = None,
+    change: AccountChange | None = None,
+) -> None:
+    """Change a user's settings: ``quota`` (``none`` removes it), rights, and ``change``."""
+    change = change or AccountChange()
+    if quota is not None or perms is not None:
+        change = dataclasses.replace(change, quota=quota, perms=perms)
+    with _editing(path) as users:
+        _apply(_entry(users, name), change)
 
 
 def set_password(path: Path, name: str, password: str, rounds: int) -> None:
     """Replace the password hash of an existing user."""
-    users = _edit(path)
-    if name not in users or not isinstance(users[name], dict):
-        raise ValueError(f"no such user: {name}")
-    users[name]["password"] = hash_password(password, rounds)
-    _write(path, users)
+    with _editing(path) as users:
+        entry = _entry(users, name)
+        entry["password"] = hash_password(password, rounds)
 
 
 def remove_user(path: Path, name: str) -> None:
     """Remove a user from the file; the home folder and its files are kept."""
-    users = _edit(path)
-    if name not in users:
-        raise ValueError(f"no such user: {name}")
-    del users[name]
-    _write(path, users)
+    with _editing(path) as users:
+        if name not in users:
+            raise ValueError(f"no such user: {name}")
+        del users[name]

@@ -108,7 +108,7 @@ class Remote:
 def remote_shared(conn: Connection) -> Shared:
     """:class:`Shared` made of handles on the supervisor's objects."""
     lock = threading.Lock()
-    names = ("quotas", "limiter", "bans", "bandwidth")
+    names = ("quotas", "limiter", "bans", "bandwidth", "user_sessions")
     return Shared(*(cast(Any, Remote(conn, name, lock)) for name in names))
 
 
@@ -118,6 +118,7 @@ class _Held:
 
     slots: Counter[str] = field(default_factory=Counter)
     reservations: list[Reservation] = field(default_factory=list)
+    user_slots: Counter[str] = field(default_factory=Counter)
 
 
 class StateOwner:
@@ -129,6 +130,7 @@ class StateOwner:
         "limiter": {"acquire", "release"},
         "bans": {"is_banned", "failure"},
         "bandwidth": {"take"},
+        "user_sessions": {"acquire", "release"},
     }
 
     def __init__(self, shared: Shared) -> None:
@@ -201,6 +203,10 @@ class StateOwner:
                 held.slots[args[0]] -= 1
             elif (name, method) == ("quotas", "reserve"):
                 held.reservations.append(result)
+            elif (name, method) == ("user_sessions", "acquire") and result:
+                held.user_slots[args[0]] += 1
+            elif (name, method) == ("user_sessions", "release"):
+                held.user_slots[args[0]] -= 1
         return True, result
 
     def _forget_reservation(self, pipe: int, copy: Reservation) -> None:
@@ -220,6 +226,9 @@ class StateOwner:
                 self.shared.limiter.release(ip)
         for reservation in held.reservations:
             self.shared.quotas.abandon(reservation)
+        for name, count in held.user_slots.items():
+            for _ in range(count):
+                self.shared.user_sessions.release(name)
         if +held.slots or held.reservations:
             log.warning(
                 "worker %d left %d sessions and %d uploads behind; released",
