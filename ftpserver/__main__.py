@@ -4,6 +4,11 @@ Settings come from built-in defaults, overridden by the config file
 (``--config``, or ``config/server.yaml`` when it exists), overridden by flags.
 Exit status: 0 on success, 1 on an error (bad config, unknown user, ...),
 2 on a usage error.
+
+``serve`` invents no setup: it creates a users file with a ``demo`` user
+only for the quick start (the checkout's own ``config/users.yaml``) or with
+``--init``.  The user commands rewrite the users file, which a running server
+reads again at its next login.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ftpproto.commands import RIGHTS
+from ftpserver import userlist
 from ftpserver import users as userfile
 from ftpserver.audit import configure_logging
 from ftpserver.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
@@ -29,6 +35,10 @@ from ftpserver.workers import serve_workers
 __all__ = ["main"]
 
 log = logging.getLogger("ftpserver")
+
+# The quick start's users file: the only one serve creates without --init.
+QUICK_START_USERS = Path(__file__).resolve().parents[1] / "config" / "users.yaml"
+APPLIED = "the running server applies this at the next login"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on, 0 for any (default 9002)")
     serve.add_argument("--home", type=Path, help="folder holding the users' homes (default home/)")
+    serve.add_argument(
+        "--init",
+        action="store_true",
+        help="create a missing users file (with a user 'demo') and home folder",
+    )
 
     def limits(p: argparse.ArgumentParser) -> None:
         p.add_argument("--quota", metavar="SIZE", help="quota in bytes or with K/M/G/T; none")
@@ -69,16 +84,52 @@ def _parser() -> argparse.ArgumentParser:
         )
         if name == "useradd":
             limits(p)
-    p = sub.add_parser("usermod", help="change a user's quota or rights")
+    p = sub.add_parser("usermod", help="change a user's quota, rights, state or limits")
     p.add_argument("name", metavar="NAME")
     common(p)
     p.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     limits(p)
+    _account_options(p)
+    p = sub.add_parser("users", help="list the users: state, usage, quota, rights, limits")
+    common(p)
+    p.add_argument("--home", type=Path, help="folder holding the users' homes")
+    p.add_argument("--json", action="store_true", help="print JSON (sizes in bytes)")
     p = sub.add_parser("userdel", help="remove a user (the home folder is kept)")
     p.add_argument("name", metavar="NAME")
     common(p)
     p.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     return parser
+
+
+def _account_options(p: argparse.ArgumentParser) -> None:
+    """usermod's account options (state and per-user limits)."""
+    state = p.add_mutually_exclusive_group()
+    state.add_argument("--lock", action="store_true", help="refuse every login of the user")
+    state.add_argument("--unlock", action="store_true", help="allow logins again")
+    p.add_argument(
+        "--expires", metavar="DATE", help="no login from DATE (YYYY-MM-DD, UTC) on; never"
+    )
+    p.add_argument(
+        "--max-sessions", metavar="N", help="sessions of this user at once; 0 for no limit"
+    )
+    for direction in ("upload", "download"):
+        p.add_argument(
+            f"--{direction}-rate",
+            metavar="RATE",
+            help=f"{direction} bytes per second (with K/M/G), over all sessions; none",
+        )
+
+
+def _account_change(args: argparse.Namespace) -> userfile.AccountChange:
+    return userfile.AccountChange(
+        quota=args.quota,
+        perms=_perms(args),
+        upload_rate=args.upload_rate,
+        download_rate=args.download_rate,
+        locked=True if args.lock else False if args.unlock else None,
+        expires=args.expires,
+        max_sessions=args.max_sessions,
+    )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -101,6 +152,8 @@ def _perms(args: argparse.Namespace) -> str | None:
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
+    elif not sys.stdin.isatty():
+        raise ValueError("no terminal to ask for the password: give it with --password-stdin")
     else:
         password = getpass.getpass("New password: ")
         if getpass.getpass("Repeat password: ") != password:
@@ -111,11 +164,20 @@ def _read_password(from_stdin: bool) -> str:
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     configure_logging(settings)
+    create = args.init or settings.users.resolve() == QUICK_START_USERS
     if not settings.users.exists():
+        if not create:
+            raise ValueError(
+                f"{settings.users}: no such users file (add a user with "
+                "'ftpserver useradd NAME', or create one with a demo user: 'serve --init')"
+            )
         password = secrets.token_urlsafe(12)
         userfile.add_user(settings.users, settings.home, "demo", password, settings.bcrypt_rounds)
         print(f"created {settings.users} with user 'demo', password: {password}", flush=True)
     store = userfile.load_users(settings.users, settings.home)
+    parent = settings.home.absolute().parent
+    if not settings.home.is_dir() and not create and not parent.is_dir():
+        raise ValueError(f"home {settings.home}: the folder {parent} does not exist")
     for user in store.users.values():
         user.home.mkdir(parents=True, exist_ok=True)
     if settings.workers != 1:
@@ -170,7 +232,7 @@ def _check_config(args: argparse.Namespace) -> int:
         if settings.users.exists():
             userfile.load_users(settings.users, settings.home)
         else:
-            problems.append(f"{settings.users}: no such file (serve would create it)")
+            problems.append(f"{settings.users}: no such file (create it with 'ftpserver useradd')")
     except ConfigError as exc:
         problems += [str(p) for p in exc.problems]
     for line in problems:
@@ -190,6 +252,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args)
         if args.command == "serve":
             return _serve(args, settings)
+        if args.command == "users":
+            store = userfile.load_users(settings.users, settings.home)
+            userlist.print_users(store, args.json, sys.stdout)
+            return 0
         if args.command == "useradd":
             password = _read_password(args.password_stdin)
             home = userfile.add_user(
@@ -203,17 +269,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(f"added user {args.name} with home {home}")
         elif args.command == "usermod":
-            if args.quota is None and _perms(args) is None:
-                raise ValueError("nothing to change: give --quota, --perms or --read-only")
-            userfile.modify_user(settings.users, args.name, args.quota, _perms(args))
+            change = _account_change(args)
+            if change.empty():
+                raise ValueError("nothing to change: see 'ftpserver usermod --help'")
+            userfile.modify_user(settings.users, args.name, change=change)
             print(f"changed user {args.name}")
         elif args.command == "passwd":
+            userfile.require_user(settings.users, args.name)
             password = _read_password(args.password_stdin)
             userfile.set_password(settings.users, args.name, password, settings.bcrypt_rounds)
             print(f"changed the password of {args.name}")
         elif args.command == "userdel":
             userfile.remove_user(settings.users, args.name)
             print(f"removed user {args.name} (the home folder is kept)")
+        print(APPLIED)
     except ConfigError as exc:
         more = len(exc.problems) - 1
         hint = f" (and {more} more: see 'ftpserver check-config')" if more else ""

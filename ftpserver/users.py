@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import difflib
 import os
 import posixpath
 import re
@@ -238,7 +237,7 @@ def _load_user(
         return None
     for key in map(str, entry):
         if key not in _USER_KEYS:
-            text = f"user {name}: unknown key {key!r}{closest(key, _USER_KEYS)}"
+            text = f"user {name}: unknown key {key!r}{yamlfile.closest(key, _USER_KEYS)}"
             problems.append(doc.error((*where, key), text))
     hashed = entry.get("password")
     match = _HASH.match(hashed) if isinstance(hashed, str) else None
@@ -270,12 +269,6 @@ def _load_user(
     if len(problems) > found or match is None:
         return None
     return User(name, match.group(0).encode("ascii"), **values)
-
-
-def closest(word: str, known: tuple[str, ...] | list[str]) -> str:
-    """`` (did you mean 'x'?)`` for the known word closest to a misspelt one, or ``""``."""
-    match = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def _parse_locked(value: Any) -> bool:
