@@ -36,7 +36,13 @@ from ftpserver.users import UserStore, load_users
 from ftpserver.usersessions import UserSessions
 from ftpserver.userwatch import UsersFileWatch
 
-__all__ = ["FileTransferServer", "Shared", "apply_shared_settings", "tls_context"]
+__all__ = [
+    "FileTransferServer",
+    "Shared",
+    "apply_shared_settings",
+    "report_reload",
+    "tls_context",
+]
 
 log = logging.getLogger("ftpserver")
 
@@ -92,6 +98,13 @@ def apply_shared_settings(shared: Shared, settings: Settings, users: UserStore) 
         shared.quotas.forget(name)
 
 
+def report_reload(changed: list[str], users: UserStore) -> None:
+    """Log a reload's outcome (once per server: by the supervisor when there are workers)."""
+    if changed:
+        log.warning("reload: %s kept as before: changing it takes a restart", ", ".join(changed))
+    log.info("reloaded: %d users", len(users.users))
+
+
 class _Sessions:
     """The live sessions, for shutdown."""
 
@@ -144,7 +157,7 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         self.users_watch = UsersFileWatch()
         self.passwords = PasswordGate(settings.password_checks, settings.password_cache_ttl)
         self.digests = DigestCache()
-        self.audit = Audit(settings.audit_json)
+        self.audit = Audit()
         self.tls = tls_context(settings)
         self.sessions = _Sessions()
         self.stopping = False
@@ -191,17 +204,17 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         except Exception as exc:
             log.error("reload refused, the old configuration stays in force: %s", exc)
             return False
-        if changed:
-            log.warning("reload: %s need a restart to change", ", ".join(changed))
         self.settings = settings
         self.users = users
         if self.owns_shared:
             apply_shared_settings(self.shared, settings, users)
         self.passwords.ttl = settings.password_cache_ttl
         self.passwords.forget()
-        self.audit.json_lines = settings.audit_json
         configure_logging(settings)
-        log.info("reloaded: %d users", len(users.users))
+        if self.owns_shared:
+            report_reload(changed, users)
+        else:  # a worker: its supervisor reported the reload once for all
+            log.debug("reloaded")
         return True
 
     def start_sweeper(self) -> threading.Thread:

@@ -43,9 +43,16 @@ from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from typing import Any, ClassVar, cast
 
+from ftpserver.audit import configure_logging, set_process_label
 from ftpserver.config import Settings
 from ftpserver.quota import Reservation
-from ftpserver.server import FIXED_SETTINGS, FileTransferServer, Shared, apply_shared_settings
+from ftpserver.server import (
+    FIXED_SETTINGS,
+    FileTransferServer,
+    Shared,
+    apply_shared_settings,
+    report_reload,
+)
 from ftpserver.signals import SignalCounter
 from ftpserver.users import UserStore, load_users
 
@@ -259,6 +266,7 @@ def _worker(
     reload_settings: Callable[[], Settings],
     run: Runner,
 ) -> int:
+    set_process_label(f"worker {index}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(signum, signal.SIG_DFL)
@@ -283,6 +291,7 @@ def serve_workers(
 ) -> int:
     """Run the supervisor until SIGTERM/SIGINT; ``run`` serves one worker's server."""
     listener = _listen(settings)
+    set_process_label("supervisor")
     shared = Shared.create(settings)
     owner = StateOwner(shared)
     cpus = cpu_plan(settings.workers)
@@ -382,16 +391,20 @@ def _reload(
 ) -> _Config:
     """Check the files once; if good, apply them to the shared state and tell the workers.
 
-    Each worker then reloads itself (and logs what needs a restart).
+    Each worker then reloads itself; the outcome is logged here, once.
     """
     try:
         fixed = {key: getattr(current.settings, key) for key in FIXED_SETTINGS}
-        fresh = reload_settings().replace(**fixed)
+        asked = reload_settings()
+        changed = [key for key, value in fixed.items() if getattr(asked, key) != value]
+        fresh = asked.replace(**fixed)
         fresh_users = load_users(fresh.users, fresh.home)
     except Exception as exc:
         log.error("reload refused, the old configuration stays in force: %s", exc)
         return current
     apply_shared_settings(shared, fresh, fresh_users)
+    configure_logging(fresh)
+    report_reload(changed, fresh_users)
     for pid in pids:
         _signal(pid, signal.SIGHUP)
     return _Config(fresh, fresh_users)
