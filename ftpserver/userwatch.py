@@ -46,7 +46,13 @@ class UsersFileWatch:
                 fresh = load_users(settings.users, settings.home)
             except ConfigError as exc:
                 self._refused = seen
-                log.error("the users file changed but is refused; the last good one stays: %s", exc)
+                more = len(exc.problems) - 1
+                hint = f" (and {more} more: see 'ftpserver check-config')" if more else ""
+                log.error(
+                    "the users file changed but is refused; the last good one stays: %s%s",
+                    exc.problems[0],
+                    hint,
+                )
                 return current
             self._refused = None
             self._latest = fresh
