@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Callable
+from multiprocessing import Pipe
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,9 @@ from test_e2e_workers import only, start_workers, workers_of
 
 from ftpclient.client import FileTransferClient
 from ftpproto.errors import ErrorCode, RemoteError
+from ftpserver.config import Settings
+from ftpserver.server import Shared
+from ftpserver.workers import StateOwner, remote_shared
 
 __all__ = ["start_workers"]  # the fixture, imported for this module's tests
 
@@ -287,3 +292,44 @@ def test_users_and_usermod_errors(manage: Callable[..., CliResult], users_file: 
         assert APPLIED not in result.stdout
     assert manage("usermod", ALICE, "--lock", "--unlock", ok=False).returncode == 2
     assert users_file.read_bytes() == before, "a refused command changed the users file"
+
+
+def test_a_killed_worker_gives_back_its_users_sessions(
+    start_workers: StartWorkers, manage: Callable[..., CliResult]
+) -> None:
+    running = start_workers()
+    manage("usermod", BOB, "--max-sessions", "1")
+    victim = min(workers_of(running))
+    with only(running, victim):
+        held = FileTransferClient(HOST, running.port, timeout=10)
+        held.login(BOB, BOB_PASSWORD)
+    try:
+        with FileTransferClient(HOST, running.port, timeout=10) as conn:
+            with pytest.raises(RemoteError) as caught:
+                conn.login(BOB, BOB_PASSWORD)
+            assert caught.value.code == ErrorCode.TOO_MANY_SESSIONS
+        os.kill(victim, signal.SIGKILL)
+        wait_for_log(running, "behind; released")
+        assert wait_until(lambda: login_result(running.port, BOB, BOB_PASSWORD), 20, 0.2), (
+            f"bob's slot was not given back:\n{log_text(running)}"
+        )
+    finally:
+        held.close()
+
+
+def test_state_owner_gives_back_user_slots() -> None:
+    shared = Shared.create(Settings())
+    owner = StateOwner(shared)
+    mine, theirs = Pipe()
+    thread = owner.attach(mine, 3)
+    remote = remote_shared(theirs)
+    assert remote.user_sessions.acquire("dora", 2) and remote.user_sessions.acquire("dora", 2)
+    assert not remote.user_sessions.acquire("dora", 2)
+    assert remote.user_sessions.acquire("eve", 0)
+    remote.user_sessions.release("eve")
+    assert (shared.user_sessions.count("dora"), shared.user_sessions.count("eve")) == (2, 0)
+    theirs.close()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert shared.user_sessions.count("dora") == 0, "the dead worker's slots were kept"
+    assert shared.user_sessions.acquire("dora", 1)
