@@ -356,3 +356,31 @@ def test_passwd_names_an_unknown_user_before_asking(
     )
     assert result.returncode == 1, result
     assert result.stderr.strip() == "ftpserver: error: no such user: nobody", result.stderr
+
+
+def test_check_config_suggests_keys_and_reports_in_line_order(
+    tmp_path: Path, ftpserver_cli: RunFtpserver
+) -> None:
+    config = tmp_path / "server.yaml"
+    config.write_text("port: 0\nidle_timout: 30\nbcrypt_rounds: 4\n")
+    users = tmp_path / "users.yaml"
+    users.write_text(
+        "users:\n"
+        "  alice:\n"
+        "    home: alice\n"
+        "    quot: 1G\n"
+        "  bob:\n"
+        "    password: '$2b$04$" + "a" * 53 + "'\n"
+        "    max_sesions: 2\n"
+    )
+    result = ftpserver_cli(
+        "check-config", "--config", str(config), "--users", str(users), "--home", str(tmp_path)
+    )
+    assert result.returncode == 1, result
+    assert result.stdout.splitlines() == [
+        f"{config}:2: unknown setting 'idle_timout' (did you mean 'idle_timeout'?)",
+        f"{users}:2: user alice: 'password' is missing (set it with 'ftpserver passwd alice')",
+        f"{users}:4: user alice: unknown key 'quot' (did you mean 'quota'?)",
+        f"{users}:7: user bob: unknown key 'max_sesions' (did you mean 'max_sessions'?)",
+    ], result.stdout
+    assert result.stderr.strip() == "4 problem(s) found"
