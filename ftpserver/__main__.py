@@ -209,14 +209,16 @@ def _run(
                 reloads = signals[signal.SIGHUP]
                 server.reload()
         grace = server.settings.shutdown_grace
-        log.info("stopping: no new sessions; running transfers get %g s", grace)
+        # A worker's stop is announced once by its supervisor; the worker says it at DEBUG.
+        level = logging.INFO if server.owns_shared else logging.DEBUG
+        log.log(level, "stopping: no new sessions; running transfers get %g s", grace)
         server.shutdown()
         cut = server.drain(grace, lambda: stops() > 1)
         if cut:
             log.warning("stopped %d sessions that were still busy", cut)
     finally:
         server.server_close()
-        log.info("stopped")
+        log.log(logging.INFO if server.owns_shared else logging.DEBUG, "stopped")
     return 0
 
 

@@ -350,6 +350,9 @@ def serve_workers(
         while workers:
             signals.wait(1.0)
             stops = signals[signal.SIGTERM] + signals[signal.SIGINT]
+            if forwarded < stops and not forwarded:
+                grace = current.settings.shutdown_grace
+                log.info("stopping: no new sessions; running transfers get %g s", grace)
             while forwarded < stops:
                 forwarded += 1
                 for pid in workers:
