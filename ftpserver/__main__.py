@@ -175,9 +175,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         userfile.add_user(settings.users, settings.home, "demo", password, settings.bcrypt_rounds)
         print(f"created {settings.users} with user 'demo', password: {password}", flush=True)
     store = userfile.load_users(settings.users, settings.home)
-    parent = settings.home.absolute().parent
-    if not settings.home.is_dir() and not create and not parent.is_dir():
-        raise ValueError(f"home {settings.home}: the folder {parent} does not exist")
+    missing = _missing_home_parent(settings)
+    if missing and not create:
+        raise ValueError(missing)
     for user in store.users.values():
         user.home.mkdir(parents=True, exist_ok=True)
     if settings.workers != 1:
@@ -222,6 +222,14 @@ def _run(
     return 0
 
 
+def _missing_home_parent(settings: Settings) -> str | None:
+    """The problem if the home root is missing and so is its parent (a typo, not a new setup)."""
+    parent = settings.home.absolute().parent
+    if settings.home.is_dir() or parent.is_dir():
+        return None
+    return f"home {settings.home}: the folder {parent} does not exist"
+
+
 def _check_config(args: argparse.Namespace) -> int:
     """Validate the settings and users files; print every problem with file and line."""
     problems: list[str] = []
@@ -237,6 +245,9 @@ def _check_config(args: argparse.Namespace) -> int:
             problems.append(f"{settings.users}: no such file (create it with 'ftpserver useradd')")
     except ConfigError as exc:
         problems += [str(p) for p in exc.problems]
+    missing = _missing_home_parent(settings)
+    if missing:
+        problems.append(missing)
     for line in problems:
         print(line)
     if problems:

@@ -289,6 +289,11 @@ def test_serve_refuses_a_home_whose_parent_is_missing(
     )
     assert f"home {home}: the folder {home.parent} does not exist" in result.stderr, result
     assert not (tmp_path / "srv").exists(), "serve created the home's parents"
+    checked = ftpserver_cli(
+        "check-config", "--users", str(users), "--home", str(home), "--config", str(server_config)
+    )
+    assert checked.returncode == 1, checked
+    assert checked.stdout == f"home {home}: the folder {home.parent} does not exist\n", checked
 
 
 def test_the_quick_start_still_creates_the_demo_user(tmp_path: Path) -> None:
