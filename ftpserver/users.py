@@ -16,8 +16,10 @@
 :meth:`UserStore.authenticate` checks a dummy hash for unknown names, so an
 unknown user and a wrong password cost the same time and get the same answer;
 :meth:`User.refusal` then says why a right password is still refused (a
-locked or expired account), for the audit.  :func:`file_signature` tells a
-server that the file changed since it was loaded.
+locked or expired account), for the audit; those keys are parsed in
+:mod:`ftpserver.accounts`.  :attr:`UserStore.signature` (see
+:func:`~ftpserver.yamlfile.file_signature`) tells a server that the file
+changed since it was loaded.
 :func:`add_user`, :func:`set_password` and :func:`remove_user` rewrite the
 file atomically for the command line, keeping its comments and the way its
 values are written (:mod:`ftpserver.yamledit`).
@@ -44,8 +46,9 @@ from ruamel.yaml.comments import CommentedMap
 from ftpproto.commands import READ_ONLY, RIGHTS
 from ftpproto.units import parse_quantity
 from ftpserver import yamledit, yamlfile
+from ftpserver.accounts import AccountChange, parse_expires, parse_locked, parse_max_sessions
 from ftpserver.guards import PasswordGate
-from ftpserver.yamlfile import ConfigError
+from ftpserver.yamlfile import ConfigError, FileSignature, file_signature
 
 __all__ = [
     "MAX_PASSWORD_BYTES",
@@ -55,7 +58,6 @@ __all__ = [
     "add_user",
     "check_name",
     "check_password_rules",
-    "file_signature",
     "hash_password",
     "load_users",
     "modify_user",
@@ -118,18 +120,6 @@ class User:
         """Why this account may not log in even with the right password, or None."""
         state = self.state(today)
         return None if state == "active" else f"account {state}"
-
-
-FileSignature = tuple[int, int, int, int]
-
-
-def file_signature(path: Path) -> FileSignature | None:
-    """What tells a changed file apart: device, inode, size, mtime; None if it is missing."""
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 class UserStore:
@@ -255,7 +245,7 @@ def _load_user(
         ("perms", lambda v: parse_perms("all" if v is None else v)),
         ("upload_rate", parse_quota),
         ("download_rate", parse_quota),
-        ("locked", _parse_locked),
+        ("locked", parse_locked),
         ("expires", parse_expires),
         ("max_sessions", parse_max_sessions),
     )
@@ -269,41 +259,6 @@ def _load_user(
     if len(problems) > found or match is None:
         return None
     return User(name, match.group(0).encode("ascii"), **values)
-
-
-def _parse_locked(value: Any) -> bool:
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise ValueError("expected true or false")
-    return value
-
-
-def parse_expires(value: Any) -> datetime.date | None:
-    """The expiry day from a YAML date or ``YYYY-MM-DD``; ``None``/``never`` for none."""
-    if value is None or (isinstance(value, str) and value.lower() == "never"):
-        return None
-    if isinstance(value, datetime.datetime):
-        return value.date()
-    if isinstance(value, datetime.date):
-        return value
-    if isinstance(value, str):
-        try:
-            return datetime.date.fromisoformat(value.strip())
-        except ValueError:
-            pass
-    raise ValueError(f"expected a date like 2027-01-31 or never, not {value!r}")
-
-
-def parse_max_sessions(value: Any) -> int:
-    """Sessions at once for one user, 0 (or none) for no limit."""
-    if value is None or (isinstance(value, str) and value.lower() in ("none", "unlimited")):
-        return 0
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1_000_000:
-        raise ValueError(f"expected a number of sessions from 0 (no limit) up, not {value!r}")
-    return value
 
 
 def parse_quota(value: Any) -> int | None:
@@ -398,27 +353,6 @@ def add_user(
         users[name] = entry
     home.mkdir(parents=True, exist_ok=True)
     return home
-
-
-@dataclass(frozen=True)
-class AccountChange:
-    """What ``usermod`` changes, as the administrator wrote it; None leaves a setting alone.
-
-    Sizes and rates are kept as written (``10G`` stays ``10G``); ``none``
-    removes a limit, ``never`` an expiry, ``0`` the session limit.
-    """
-
-    quota: str | None = None
-    perms: str | None = None
-    upload_rate: str | None = None
-    download_rate: str | None = None
-    locked: bool | None = None
-    expires: str | None = None
-    max_sessions: str | None = None
-
-    def empty(self) -> bool:
-        """Whether nothing would change."""
-        return all(getattr(self, f) is None for f in self.__dataclass_fields__)
 
 
 def _as_written(text: str) -> int | str:

@@ -15,8 +15,8 @@ import logging
 import threading
 
 from ftpserver.config import Settings
-from ftpserver.users import FileSignature, UserStore, file_signature, load_users
-from ftpserver.yamlfile import ConfigError
+from ftpserver.users import UserStore, load_users
+from ftpserver.yamlfile import ConfigError, FileSignature, file_signature
 
 __all__ = ["UsersFileWatch"]
 

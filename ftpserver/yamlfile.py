@@ -18,7 +18,16 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ConfigError", "Document", "closest", "load", "raise_all", "write_atomic"]
+__all__ = [
+    "ConfigError",
+    "Document",
+    "FileSignature",
+    "closest",
+    "file_signature",
+    "load",
+    "raise_all",
+    "write_atomic",
+]
 
 
 class ConfigError(Exception):
@@ -134,3 +143,15 @@ def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+FileSignature = tuple[int, int, int, int]
+
+
+def file_signature(path: Path) -> FileSignature | None:
+    """What tells a changed file apart: device, inode, size, mtime; None if it is missing."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)

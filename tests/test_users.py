@@ -18,7 +18,6 @@ from ftpserver.users import (
     add_user,
     check_name,
     check_password_rules,
-    file_signature,
     hash_password,
     load_users,
     modify_user,
@@ -26,7 +25,7 @@ from ftpserver.users import (
     require_user,
     set_password,
 )
-from ftpserver.yamlfile import ConfigError
+from ftpserver.yamlfile import ConfigError, file_signature
 
 ROUNDS = 4
 HASH = bcrypt.hashpw(b"secret", bcrypt.gensalt(ROUNDS)).decode("ascii")
