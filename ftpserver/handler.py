@@ -233,9 +233,9 @@ class SessionHandler(socketserver.BaseRequestHandler):
             raise ProtocolError(ErrorCode.LOGIN_FAILED, "login incorrect")
         if not server.shared.user_sessions.acquire(user.name, user.max_sessions):
             server.audit("login", user=name, ip=self.ip, outcome="refused (user's max_sessions)")
-            limit = f"at most {user.max_sessions}"
-            text = f"too many sessions for user {user.name} ({limit} at once)"
-            raise ProtocolError(ErrorCode.TOO_MANY_SESSIONS, text)
+            text = f"too many sessions for user {user.name} (at most {user.max_sessions} at once)"
+            self.channel.send(error("login", ProtocolError(ErrorCode.TOO_MANY_SESSIONS, text)))
+            raise _CloseSession  # 421 closes the connection, as for the server's limits
         self._user_slot = user.name
         os.makedirs(user.home, exist_ok=True)
         self.user = user
