@@ -210,7 +210,7 @@ def _run(
                 server.reload()
         grace = server.settings.shutdown_grace
         # A worker's stop is announced once by its supervisor; the worker says it at DEBUG.
-        level = logging.INFO if server.owns_shared else logging.DEBUG
+        level = logging.INFO if server.local_state is not None else logging.DEBUG
         log.log(level, "stopping: no new sessions; running transfers get %g s", grace)
         server.shutdown()
         cut = server.drain(grace, lambda: stops() > 1)
@@ -218,7 +218,7 @@ def _run(
             log.warning("stopped %d sessions that were still busy", cut)
     finally:
         server.server_close()
-        log.log(logging.INFO if server.owns_shared else logging.DEBUG, "stopped")
+        log.log(logging.INFO if server.local_state is not None else logging.DEBUG, "stopped")
     return 0
 
 

@@ -1,8 +1,11 @@
 """Logging set-up and the audit trail.
 
 The server logs with the standard :mod:`logging` module, to stderr or to
-``log_file``, at ``log_level``.  Audit events (logins, transfers, changes)
-go to the ``ftpserver.audit`` logger.  Passwords are never passed here.
+``log_file``, at ``log_level``.  The log file is opened again on every
+reload (SIGHUP), and by any process that writes to it after it was moved
+or removed (a log rotation): no line goes to the rotated file.  Audit
+events (logins, transfers, changes) go to the ``ftpserver.audit`` logger.
+Passwords are never passed here.
 
 Two formats:
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import logging.handlers
 import sys
 from typing import Any
 
@@ -76,7 +80,13 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(settings: Settings) -> None:
-    """Send the server's logs to stderr or ``log_file`` at ``log_level`` (again on reload)."""
+    """Send the server's logs to stderr or ``log_file`` at ``log_level`` (again on reload).
+
+    ``log_file`` is a ``WatchedFileHandler``: before each line it checks
+    that the path still names the file it writes to, and opens it again if
+    not.  Every worker process inherits it, so after a rotation each one
+    writes to the new file at once, whether or not it gets a SIGHUP.
+    """
     root = logging.getLogger()
     for old in list(root.handlers):
         if old.get_name() == _HANDLER_NAME:
@@ -84,7 +94,7 @@ def configure_logging(settings: Settings) -> None:
             old.close()
     handler: logging.Handler
     if settings.log_file is not None:
-        handler = logging.FileHandler(settings.log_file, encoding="utf-8")
+        handler = logging.handlers.WatchedFileHandler(settings.log_file, encoding="utf-8")
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.set_name(_HANDLER_NAME)

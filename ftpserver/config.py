@@ -19,9 +19,28 @@ from typing import Any
 from ftpserver import yamlfile
 from ftpserver.yamlfile import ConfigError
 
-__all__ = ["DEFAULT_CONFIG", "ConfigError", "Settings", "load_settings"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "RESTART_ONLY",
+    "ConfigError",
+    "Settings",
+    "keep_restart_only",
+    "load_settings",
+]
 
 DEFAULT_CONFIG = Path("config/server.yaml")
+
+# Settings that need a restart: the listening socket, the paths, TLS.
+RESTART_ONLY = (
+    "host",
+    "port",
+    "listen_backlog",
+    "users",
+    "home",
+    "tls_cert",
+    "tls_key",
+    "workers",
+)
 
 
 @dataclass(frozen=True)
@@ -58,8 +77,23 @@ class Settings:
     workers: int = 0
 
     def replace(self, **changes: Any) -> Settings:
-        """A copy with the given fields changed; ``None`` values are ignored."""
+        """A copy with the given fields changed; ``None`` values (flags not given) are ignored.
+
+        A reload uses :func:`keep_restart_only` instead.
+        """
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def keep_restart_only(running: Settings, fresh: Settings) -> tuple[Settings, list[str]]:
+    """``fresh`` (reloaded) with the restart-only settings of ``running``, ``None`` included.
+
+    Also returns the names of those that ``fresh`` would have changed.  (Not
+    :meth:`Settings.replace`, which skips ``None``: a server started without
+    TLS would take ``tls_cert`` from a file that gained one.)
+    """
+    kept = {key: getattr(running, key) for key in RESTART_ONLY}
+    changed = [key for key, value in kept.items() if getattr(fresh, key) != value]
+    return dataclasses.replace(fresh, **kept), changed
 
 
 class _OptionalPath:

@@ -31,7 +31,8 @@ from ftpproto.digest import Hasher, new_hasher
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpserver.digests import DigestCache
 from ftpserver.jail import PARTIAL_DIR, TEMP_PREFIX, Jail, is_reserved, is_temporary
-from ftpserver.quota import QuotaBook, Reservation, file_size
+from ftpserver.quota import Reservation, file_size
+from ftpserver.state.quotas import Quotas
 from ftpserver.users import User
 
 __all__ = [
@@ -128,7 +129,7 @@ class Upload:
     """
 
     def __init__(
-        self, book: QuotaBook, user: User, target: str, partial: str, mode: int, fsync: bool
+        self, book: Quotas, user: User, target: str, partial: str, mode: int, fsync: bool
     ) -> None:
         self.book = book
         self.user = user
@@ -275,7 +276,7 @@ def _only_uploads(folder: str) -> bool:
     return bool(names) and all(is_temporary(name) for name in names)
 
 
-def remove_tree(book: QuotaBook, user: User, top: str) -> tuple[int, int]:
+def remove_tree(book: Quotas, user: User, top: str) -> tuple[int, int]:
     """Delete the folder ``top`` and everything in it, never following a symlink.
 
     Returns ``(files, bytes)`` removed.  Symlinks are removed as links.
@@ -300,7 +301,7 @@ def remove_tree(book: QuotaBook, user: User, top: str) -> tuple[int, int]:
     return files, freed
 
 
-def sweep_partials(book: QuotaBook, users: list[User], max_age: float) -> int:
+def sweep_partials(book: Quotas, users: list[User], max_age: float) -> int:
     """Remove partial uploads untouched for ``max_age`` seconds; returns how many."""
     removed = 0
     deadline = time.time() - max_age

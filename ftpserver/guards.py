@@ -10,7 +10,9 @@
   that user's sessions.
 
 The settings they follow may change on reload; each reads its limits from
-the callable or attributes it was given at every use.
+the callable or attributes it was given at every use.  The limiter, the ban
+list and the bandwidth buckets are the in-process implementations of the
+shared-state protocols in :mod:`ftpserver.state.protocols`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from typing import Protocol
+
+from ftpserver.state.protocols import BandwidthBudget
 
 __all__ = ["BanList", "Bandwidth", "PasswordGate", "SessionLimiter", "pacer"]
 
@@ -202,12 +205,8 @@ class Bandwidth:
         return bucket.take(count)
 
 
-class _Spender(Protocol):
-    def take(self, user: str, direction: str, rate: int, count: int) -> float: ...
-
-
 def pacer(
-    buckets: _Spender,
+    buckets: BandwidthBudget,
     user: str,
     direction: str,
     rate: int | None,

@@ -1,15 +1,16 @@
 """The listening server: a ``ThreadingTCPServer`` holding settings, users and shared guards.
 
 One daemon thread per connection runs a :class:`~ftpserver.handler.SessionHandler`.
-Everything sessions share lives here, each piece owning its lock: the quota
-book, the session limiter, the ban list, the password gate, the bandwidth
-buckets and the set of live sessions.  With several worker processes
-(:mod:`ftpserver.workers`) each runs one of these servers on the same
-listening socket, and the first four (:class:`Shared`) are handles on the
-one copy the main process keeps.  Settings and the user store are
-replaced whole on :meth:`FileTransferServer.reload`, never edited in place,
-so sessions read them without a lock.  :meth:`FileTransferServer.drain`
-ends the sessions for a graceful shutdown.
+What sessions share across processes (the quota book, session slots, bans
+and bandwidth) is a :class:`~ftpserver.state.shared.Shared`: the server's
+own :class:`~ftpserver.state.shared.LocalState`, or with several worker
+processes (:mod:`ftpserver.workers`) proxies on the one copy the main
+process keeps.  The password gate and the live sessions are per process.
+Settings and the user store are replaced whole on
+:meth:`FileTransferServer.reload` (through :func:`reload_config`, which the
+main process of several workers uses too), never edited in place, so
+sessions read them without a lock.  :meth:`FileTransferServer.drain` ends
+the sessions for a graceful shutdown.
 """
 
 from __future__ import annotations
@@ -19,44 +20,26 @@ import os
 import socket
 import socketserver
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from ftpserver.audit import Audit, configure_logging
-from ftpserver.config import Settings
+from ftpserver.config import Settings, keep_restart_only
 from ftpserver.digests import DigestCache
 from ftpserver.fsops import sweep_partials
-from ftpserver.guards import Bandwidth, BanList, PasswordGate, SessionLimiter
+from ftpserver.guards import PasswordGate
 from ftpserver.handler import SessionHandler
-from ftpserver.quota import QuotaBook
+from ftpserver.state.shared import LocalState, Shared
+from ftpserver.state.wire import StateUnavailable
 from ftpserver.users import UserStore, load_users
-from ftpserver.usersessions import UserSessions
 from ftpserver.userwatch import UsersFileWatch
 
-__all__ = [
-    "FileTransferServer",
-    "Shared",
-    "apply_shared_settings",
-    "report_reload",
-    "tls_context",
-]
+__all__ = ["FileTransferServer", "reload_config", "report_reload", "tls_context"]
 
 log = logging.getLogger("ftpserver")
-
-# Settings that need a restart: the listening socket, the paths, TLS.
-FIXED_SETTINGS = (
-    "host",
-    "port",
-    "listen_backlog",
-    "users",
-    "home",
-    "tls_cert",
-    "tls_key",
-    "workers",
-)
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -69,33 +52,27 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-@dataclass
-class Shared:
-    """The state every session of the server shares, whichever process serves it."""
+def reload_config(
+    running: Settings, read: Callable[[], Settings]
+) -> tuple[Settings, UserStore, list[str]] | None:
+    """Read the settings (``read()``) and their users file again, for a reload.
 
-    quotas: QuotaBook
-    limiter: SessionLimiter
-    bans: BanList
-    bandwidth: Bandwidth
-    user_sessions: UserSessions = field(default_factory=UserSessions)  # max_sessions per user
-
-    @classmethod
-    def create(cls, settings: Settings) -> Shared:
-        """Fresh state for ``settings``."""
-        return cls(
-            QuotaBook(stale_after=max(3600.0, 2 * settings.idle_timeout)),
-            SessionLimiter(settings.max_sessions, settings.max_sessions_per_ip),
-            BanList(settings.ban_failures, settings.ban_window, settings.ban_time),
-            Bandwidth(),
-        )
-
-
-def apply_shared_settings(shared: Shared, settings: Settings, users: UserStore) -> None:
-    """Give the shared state the limits of freshly reloaded settings and users."""
-    shared.limiter.configure(settings.max_sessions, settings.max_sessions_per_ip)
-    shared.bans.configure(settings.ban_failures, settings.ban_window, settings.ban_time)
-    for name in users.users:
-        shared.quotas.forget(name)
+    Returns the new settings, with the restart-only ones kept as they run,
+    the users, and the names of the restart-only settings the files would
+    change; or None, with a log line, if a file is bad (the old
+    configuration stays in force).  The log file is opened again either
+    way, so that after a log rotation this line and the next go to the new
+    file.
+    """
+    try:
+        settings, changed = keep_restart_only(running, read())
+        users = load_users(settings.users, settings.home)
+    except Exception as exc:
+        configure_logging(running)
+        log.error("reload refused, the old configuration stays in force: %s", exc)
+        return None
+    configure_logging(settings)
+    return settings, users, changed
 
 
 def report_reload(changed: list[str], users: UserStore) -> None:
@@ -143,13 +120,17 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         """Listen on ``settings``' address, or serve ``listener`` (already listening).
 
         Without ``shared`` the server keeps its own shared state, and a
-        reload applies the new limits to it; with it, whoever owns it does.
+        reload applies the new limits to it; with it, whoever owns it does
+        (and says which settings need a restart).
         """
         self.settings = settings
         self.users = users
         self.reload_settings = reload_settings
-        self.owns_shared = shared is None
-        self.shared = shared if shared is not None else Shared.create(settings)
+        self.local_state: LocalState | None = None
+        if shared is None:
+            self.local_state = LocalState.create(settings)
+            shared = self.local_state.shared
+        self.shared = shared
         self.quotas = self.shared.quotas
         self.limiter = self.shared.limiter
         self.bans = self.shared.bans
@@ -195,23 +176,17 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         A bad file is refused with a log line and the old configuration stays
         in force.  Sessions already logged in keep working as they are.
         """
-        try:
-            fresh = self.reload_settings() if self.reload_settings else self.settings
-            fixed = {key: getattr(self.settings, key) for key in FIXED_SETTINGS}
-            changed = [k for k, v in fixed.items() if getattr(fresh, k) != v]
-            settings = fresh.replace(**fixed)
-            users = load_users(settings.users, settings.home)
-        except Exception as exc:
-            log.error("reload refused, the old configuration stays in force: %s", exc)
+        loaded = reload_config(self.settings, self.reload_settings or (lambda: self.settings))
+        if loaded is None:
             return False
+        settings, users, changed = loaded
         self.settings = settings
         self.users = users
-        if self.owns_shared:
-            apply_shared_settings(self.shared, settings, users)
+        if self.local_state is not None:
+            self.local_state.configure(settings, users)
         self.passwords.ttl = settings.password_cache_ttl
         self.passwords.forget()
-        configure_logging(settings)
-        if self.owns_shared:
+        if self.local_state is not None:
             report_reload(changed, users)
         else:  # a worker: its supervisor reported the reload once for all
             log.debug("reloaded")
@@ -271,4 +246,7 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         super().server_close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], StateUnavailable):
+            log.info("session %s ended: the main process is gone", client_address)
+            return
         log.exception("unhandled error serving %s", client_address)

@@ -1,8 +1,10 @@
 """Sessions logged in per user, for each user's ``max_sessions`` limit.
 
 One :class:`UserSessions` belongs to the server's shared state
-(:class:`~ftpserver.server.Shared`): with worker processes it lives in the
-supervisor and the workers reach it through their pipe, so the count covers
+(:class:`~ftpserver.state.shared.LocalState`; the protocol sessions use is
+:class:`~ftpserver.state.protocols.UserSessionSlots`): with worker processes
+it lives in the supervisor and the workers reach it through their pipe
+(:class:`~ftpserver.state.pipe.RemoteUserSessions`), so the count covers
 every worker; a worker that dies gives its users' slots back like its other
 session slots.  Every login takes a slot (also without a limit, so a limit set
 later by ``usermod --max-sessions`` counts the sessions already open) and the

@@ -9,16 +9,21 @@ workers, each pinned to one CPU and running an ordinary
 :class:`~ftpserver.server.FileTransferServer` on the shared socket: the
 kernel hands each new connection to one of them.
 
-What every session must share lives once, in the supervisor: the quota book
-(so reservations by one user's sessions add up wherever they run), the
-session limiter, the ban list and the bandwidth buckets.  A worker reaches
-them through :class:`Remote` handles, one call and one answer over a pipe
-per method call; :class:`StateOwner` answers each worker in its own thread.
-When a worker's pipe closes (the worker stopped or was killed), the owner
-gives back the session slots and upload reservations it still held, and the
-supervisor starts a new worker in its place.
+What every session must share lives once, in the supervisor (a
+:class:`~ftpserver.state.shared.LocalState`): the quota book (so
+reservations by one user's sessions add up wherever they run), the session
+slots, the ban list and the bandwidth buckets.  A worker reaches them
+through typed proxies (:func:`~ftpserver.state.pipe.remote_shared`), one
+call and one answer over a pipe per method call;
+:class:`~ftpserver.state.owner.StateOwner` answers each worker in its own
+thread.  When a worker's pipe closes (the worker stopped or was killed), the
+owner gives back the session slots and upload reservations it still held,
+and the supervisor starts a new worker in its place.  The supervisor forks
+only while no call is being answered, so a new worker inherits no lock
+taken mid-call.
 
-Signals go to the supervisor: SIGHUP checks the new settings and users once,
+Signals go to the supervisor: SIGHUP checks the new settings and users once
+(:func:`~ftpserver.server.reload_config`, which also reopens the log file),
 applies them to the shared state and passes the reload on to the workers;
 SIGTERM and SIGINT are passed on as SIGTERM (a second one cuts running
 transfers off, as with one process).  Workers ignore SIGINT so that a Ctrl-C
@@ -29,34 +34,25 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import itertools
 import logging
 import os
 import signal
 import socket
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from multiprocessing import Pipe
-from multiprocessing.connection import Connection
-from typing import Any, ClassVar, cast
+from dataclasses import dataclass
 
-from ftpserver.audit import configure_logging, set_process_label
+from ftpserver.audit import set_process_label
 from ftpserver.config import Settings
-from ftpserver.quota import Reservation
-from ftpserver.server import (
-    FIXED_SETTINGS,
-    FileTransferServer,
-    Shared,
-    apply_shared_settings,
-    report_reload,
-)
+from ftpserver.server import FileTransferServer, reload_config, report_reload
 from ftpserver.signals import SignalCounter
-from ftpserver.users import UserStore, load_users
+from ftpserver.state.owner import StateOwner
+from ftpserver.state.pipe import remote_shared
+from ftpserver.state.shared import LocalState
+from ftpserver.state.wire import WorkerEnd, worker_pipe
+from ftpserver.users import UserStore
 
-__all__ = ["Remote", "StateOwner", "cpu_plan", "serve_workers"]
+__all__ = ["cpu_plan", "serve_workers"]
 
 log = logging.getLogger("ftpserver")
 
@@ -76,175 +72,6 @@ def cpu_plan(workers: int) -> list[int]:
     return [cpus[i % len(cpus)] for i in range(count)]
 
 
-class Remote:
-    """A worker's handle on one shared object in the supervisor.
-
-    Any method call is sent over the worker's pipe and waits for the answer;
-    an exception raised there is raised here.  One lock per pipe keeps the
-    calls of the worker's threads apart.  If the pipe is broken the
-    supervisor is gone: the call fails and the worker stops itself (SIGTERM,
-    so running transfers get the usual grace), since without the shared
-    state it cannot keep its limits.
-    """
-
-    def __init__(self, conn: Connection, name: str, lock: threading.Lock) -> None:
-        self._conn = conn
-        self._name = name
-        self._lock = lock
-
-    def __getattr__(self, method: str) -> Callable[..., Any]:
-        if method.startswith("_"):
-            raise AttributeError(method)
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            try:
-                with self._lock:
-                    self._conn.send((self._name, method, args, kwargs))
-                    ok, value = self._conn.recv()
-            except (EOFError, OSError) as exc:
-                log.error("the main process is gone (%s); this worker stops", exc)
-                os.kill(os.getpid(), signal.SIGTERM)
-                raise ConnectionAbortedError("the server is shutting down") from exc
-            if ok:
-                return value
-            raise value
-
-        return call
-
-
-def remote_shared(conn: Connection) -> Shared:
-    """:class:`Shared` made of handles on the supervisor's objects."""
-    lock = threading.Lock()
-    names = ("quotas", "limiter", "bans", "bandwidth", "user_sessions")
-    return Shared(*(cast(Any, Remote(conn, name, lock)) for name in names))
-
-
-@dataclass
-class _Held:
-    """What one worker holds in the shared state, to give back if it dies."""
-
-    slots: Counter[str] = field(default_factory=Counter)
-    reservations: list[Reservation] = field(default_factory=list)
-    user_slots: Counter[str] = field(default_factory=Counter)
-
-
-class StateOwner:
-    """Keeps the shared state and answers the workers' calls on it."""
-
-    # What workers may call; limits change only through the supervisor's reload.
-    METHODS: ClassVar[dict[str, set[str]]] = {
-        "quotas": {"usage", "reserve", "release", "replace", "claim", "remove"},
-        "limiter": {"acquire", "release"},
-        "bans": {"is_banned", "failure"},
-        "bandwidth": {"take"},
-        "user_sessions": {"acquire", "release"},
-    }
-
-    def __init__(self, shared: Shared) -> None:
-        self.shared = shared
-        self._lock = threading.Lock()
-        self._held: dict[int, _Held] = {}  # by pipe: a new worker may reuse an index
-        self._pipes = itertools.count()
-        self._conns: list[Connection] = []
-
-    def attach(self, conn: Connection, worker: int) -> threading.Thread:
-        """Answer the calls of worker number ``worker`` on ``conn`` in a thread until it closes."""
-        pipe = next(self._pipes)
-        with self._lock:
-            self._held[pipe] = _Held()
-            self._conns.append(conn)
-        thread = threading.Thread(
-            target=self._serve, args=(conn, pipe, worker), name=f"state-{worker}", daemon=True
-        )
-        thread.start()
-        return thread
-
-    def _serve(self, conn: Connection, pipe: int, worker: int) -> None:
-        try:
-            while True:
-                try:
-                    name, method, args, kwargs = conn.recv()
-                except (EOFError, OSError):
-                    return
-                conn.send(self._call(pipe, name, method, tuple(args), dict(kwargs)))
-        except OSError:
-            return
-        finally:
-            conn.close()
-            with self._lock:
-                self._conns.remove(conn)
-            self._give_back(pipe, worker)
-
-    def close_in_child(self) -> None:
-        """In a newly forked worker: close the copies of the other workers' pipes.
-
-        Otherwise a worker would keep its siblings' pipes open, and none of
-        them would see the pipe break when the supervisor is gone.
-        """
-        for conn in self._conns:
-            conn.close()
-
-    def _call(
-        self,
-        pipe: int,
-        name: str,
-        method: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any] | None = None,
-    ) -> tuple[bool, Any]:
-        if method not in self.METHODS.get(name, ()):
-            return False, AttributeError(f"{name}.{method} is not shared")
-        if (name, method) == ("quotas", "release"):
-            self._forget_reservation(pipe, args[0])  # before release zeroes it
-        elif (name, method) == ("quotas", "replace") and (kwargs or {}).get("release"):
-            self._forget_reservation(pipe, (kwargs or {})["release"])  # replace gives it back
-        try:
-            result = getattr(getattr(self.shared, name), method)(*args, **(kwargs or {}))
-        except Exception as exc:
-            return False, exc
-        with self._lock:
-            held = self._held.setdefault(pipe, _Held())
-            if (name, method) == ("limiter", "acquire") and result is None:
-                held.slots[args[0]] += 1
-            elif (name, method) == ("limiter", "release"):
-                held.slots[args[0]] -= 1
-            elif (name, method) == ("quotas", "reserve"):
-                held.reservations.append(result)
-            elif (name, method) == ("user_sessions", "acquire") and result:
-                held.user_slots[args[0]] += 1
-            elif (name, method) == ("user_sessions", "release"):
-                held.user_slots[args[0]] -= 1
-        return True, result
-
-    def _forget_reservation(self, pipe: int, copy: Reservation) -> None:
-        """The worker sent back a copy: stop holding the first reservation equal to it."""
-        with self._lock:
-            held = self._held.setdefault(pipe, _Held()).reservations
-            for index, reservation in enumerate(held):
-                if reservation == copy:
-                    del held[index]
-                    return
-
-    def _give_back(self, pipe: int, worker: int) -> None:
-        with self._lock:
-            held = self._held.pop(pipe, _Held())
-        for ip, count in held.slots.items():
-            for _ in range(count):
-                self.shared.limiter.release(ip)
-        for reservation in held.reservations:
-            self.shared.quotas.abandon(reservation)
-        for name, count in held.user_slots.items():
-            for _ in range(count):
-                self.shared.user_sessions.release(name)
-        if +held.slots or held.reservations:
-            log.warning(
-                "worker %d left %d sessions and %d uploads behind; released",
-                worker,
-                sum(held.slots.values()),
-                len(held.reservations),
-            )
-
-
 def _listen(settings: Settings) -> socket.socket:
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     listener = socket.create_server(
@@ -260,7 +87,7 @@ def _worker(
     index: int,
     cpu: int,
     listener: socket.socket,
-    conn: Connection,
+    conn: WorkerEnd,
     settings: Settings,
     users: UserStore,
     reload_settings: Callable[[], Settings],
@@ -292,8 +119,8 @@ def serve_workers(
     """Run the supervisor until SIGTERM/SIGINT; ``run`` serves one worker's server."""
     listener = _listen(settings)
     set_process_label("supervisor")
-    shared = Shared.create(settings)
-    owner = StateOwner(shared)
+    state = LocalState.create(settings)
+    owner = StateOwner(state)
     cpus = cpu_plan(settings.workers)
     workers: dict[int, int] = {}  # pid -> index
     started: dict[int, float] = {}  # pid -> time.monotonic() at its start
@@ -302,14 +129,14 @@ def serve_workers(
     supervisor = os.getpid()
 
     def spawn(index: int) -> None:
-        mine, theirs = Pipe()
+        mine, theirs = worker_pipe()
         # The worker starts with these blocked, until its own handlers are in
         # place (SignalCounter unblocks them): a reload or stop sent meanwhile
         # waits instead of killing it with the default action.
         signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
         pid = -1
         try:
-            pid = os.fork()
+            pid = owner.fork()  # while no state thread is mid-call, holding a lock
         finally:
             if pid != 0:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
@@ -359,7 +186,7 @@ def serve_workers(
                     _signal(pid, signal.SIGTERM)
             if signals[signal.SIGHUP] > reloads and not stops:
                 reloads = signals[signal.SIGHUP]
-                current = _reload(current, reload_settings, shared, list(workers))
+                current = _reload(current, reload_settings, state, list(workers))
             for pid, code in _reap():
                 if pid not in workers:
                     continue
@@ -389,28 +216,22 @@ class _Config:
 def _reload(
     current: _Config,
     reload_settings: Callable[[], Settings],
-    shared: Shared,
+    state: LocalState,
     pids: list[int],
 ) -> _Config:
     """Check the files once; if good, apply them to the shared state and tell the workers.
 
     Each worker then reloads itself; the outcome is logged here, once.
     """
-    try:
-        fixed = {key: getattr(current.settings, key) for key in FIXED_SETTINGS}
-        asked = reload_settings()
-        changed = [key for key, value in fixed.items() if getattr(asked, key) != value]
-        fresh = asked.replace(**fixed)
-        fresh_users = load_users(fresh.users, fresh.home)
-    except Exception as exc:
-        log.error("reload refused, the old configuration stays in force: %s", exc)
+    loaded = reload_config(current.settings, reload_settings)
+    if loaded is None:
         return current
-    apply_shared_settings(shared, fresh, fresh_users)
-    configure_logging(fresh)
-    report_reload(changed, fresh_users)
+    settings, users, changed = loaded
+    state.configure(settings, users)
+    report_reload(changed, users)
     for pid in pids:
         _signal(pid, signal.SIGHUP)
-    return _Config(fresh, fresh_users)
+    return _Config(settings, users)
 
 
 def _stop_with(supervisor: int) -> None:

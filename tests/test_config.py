@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from ftpserver.config import ConfigError, Settings, load_settings, log_level
+from ftpserver.config import (
+    RESTART_ONLY,
+    ConfigError,
+    Settings,
+    keep_restart_only,
+    load_settings,
+    log_level,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -209,3 +216,37 @@ def test_missing_file(tmp_path: Path) -> None:
 )
 def test_log_level(name: str, level: int) -> None:
     assert log_level(Settings(log_level=name)) == level
+
+
+@pytest.mark.parametrize(
+    ("running", "fresh", "changed"),
+    [
+        # Started without TLS; the file gained it: TLS stays off until a restart.
+        (
+            Settings(),
+            Settings(tls_cert=Path("c.pem"), tls_key=Path("k.pem"), max_sessions=7),
+            ["tls_cert", "tls_key"],
+        ),
+        # Started with TLS; the file dropped it: TLS stays on.
+        (
+            Settings(tls_cert=Path("c.pem"), tls_key=Path("k.pem")),
+            Settings(max_sessions=7),
+            ["tls_cert", "tls_key"],
+        ),
+        (
+            Settings(port=0, workers=2),
+            Settings(port=9002, workers=1, max_sessions=7),
+            ["port", "workers"],
+        ),
+        (Settings(), Settings(max_sessions=7), []),
+    ],
+)
+def test_reload_keeps_restart_only_settings(
+    running: Settings, fresh: Settings, changed: list[str]
+) -> None:
+    kept, names = keep_restart_only(running, fresh)
+    assert names == changed
+    assert kept.max_sessions == fresh.max_sessions  # a run-time setting: the file's
+    assert {key: getattr(kept, key) for key in RESTART_ONLY} == {
+        key: getattr(running, key) for key in RESTART_ONLY
+    }

@@ -25,7 +25,6 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from multiprocessing import Pipe
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +46,10 @@ from test_e2e_workers import only, start_workers, workers_of
 from ftpclient.client import FileTransferClient
 from ftpproto.errors import ErrorCode, RemoteError
 from ftpserver.config import Settings
-from ftpserver.server import Shared
-from ftpserver.workers import StateOwner, remote_shared
+from ftpserver.state.owner import StateOwner
+from ftpserver.state.pipe import remote_shared
+from ftpserver.state.shared import LocalState
+from ftpserver.state.wire import worker_pipe
 
 __all__ = ["start_workers"]  # the fixture, imported for this module's tests
 
@@ -318,18 +319,20 @@ def test_a_killed_worker_gives_back_its_users_sessions(
 
 
 def test_state_owner_gives_back_user_slots() -> None:
-    shared = Shared.create(Settings())
-    owner = StateOwner(shared)
-    mine, theirs = Pipe()
+    state = LocalState.create(Settings())
+    owner = StateOwner(state)
+    mine, theirs = worker_pipe()
     thread = owner.attach(mine, 3)
     remote = remote_shared(theirs)
     assert remote.user_sessions.acquire("dora", 2) and remote.user_sessions.acquire("dora", 2)
     assert not remote.user_sessions.acquire("dora", 2)
     assert remote.user_sessions.acquire("eve", 0)
     remote.user_sessions.release("eve")
-    assert (shared.user_sessions.count("dora"), shared.user_sessions.count("eve")) == (2, 0)
+    with pytest.raises(ValueError, match="no session slot held for user eve"):
+        remote.user_sessions.release("eve")  # a worker gives back only what it took
+    assert (state.user_sessions.count("dora"), state.user_sessions.count("eve")) == (2, 0)
     theirs.close()
     thread.join(5)
     assert not thread.is_alive()
-    assert shared.user_sessions.count("dora") == 0, "the dead worker's slots were kept"
-    assert shared.user_sessions.acquire("dora", 1)
+    assert state.user_sessions.count("dora") == 0, "the dead worker's slots were kept"
+    assert state.user_sessions.acquire("dora", 1)

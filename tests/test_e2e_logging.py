@@ -190,3 +190,30 @@ def test_text_audit_on_stderr(
     for password in (ALICE_PASSWORD, BOB_PASSWORD, WRONG_PASSWORD, MALLORY_PASSWORD):
         for form in password_forms(password):
             assert form not in text, f"a password ({form!r}) is in the log"
+
+
+def test_one_process_after_a_log_rotation_writes_to_the_new_file(
+    tmp_path: Path, users_file: Path, homes: Path, server_config: Path, server_process: StartServer
+) -> None:
+    """``workers: 1``: the file moved away (logrotate), then a refused reload and a login.
+
+    Both lines land in a new file of the same name, none in the rotated one.
+    (Several workers: ``test_e2e_workers``.)
+    """
+    log_file = tmp_path / "ftpserver.log"
+    with server_config.open("a") as handle:
+        handle.write(f"workers: 1\nlog_file: {log_file}\n")
+    running = server_process(users_file, homes)
+    rotated = log_file.rename(tmp_path / "ftpserver.log.1")
+    with server_config.open("a") as handle:
+        handle.write("max_sessions: lots\n")
+    running.proc.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: log_file.exists() and "reload refused" in log_file.read_text()), (
+        rotated.read_text()
+    )
+    with FileTransferClient(HOST, running.port, timeout=10) as conn:
+        conn.login(ALICE, ALICE_PASSWORD)
+    assert wait_until(lambda: "login user='alice'" in log_file.read_text()), log_file.read_text()
+    assert "serving 2 users" in rotated.read_text()
+    assert "reload refused" not in rotated.read_text()
+    assert "login user=" not in rotated.read_text()

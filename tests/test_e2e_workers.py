@@ -16,7 +16,7 @@ The workers are the server's child processes (/proc/PID/task/*/children).
 Where it matters which worker serves a session, the test chooses: it stops
 the other workers (SIGSTOP) while the session connects and logs in, so the
 kernel can only hand the connection to the one left running.  The last tests
-are unit tests of :class:`ftpserver.workers.StateOwner`.
+are unit tests of :class:`ftpserver.state.owner.StateOwner`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from conftest import (
     ALICE,
     ALICE_PASSWORD,
@@ -71,9 +72,11 @@ from ftpclient.client import FileTransferClient, Quota
 from ftpproto.errors import ConnectionClosed, ErrorCode, RemoteError
 from ftpserver.config import Settings
 from ftpserver.jail import TEMP_PREFIX
-from ftpserver.server import Shared
+from ftpserver.state.owner import StateOwner
+from ftpserver.state.pipe import remote_shared
+from ftpserver.state.shared import LocalState
+from ftpserver.state.wire import PipeClient
 from ftpserver.users import User
-from ftpserver.workers import StateOwner, remote_shared
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -517,6 +520,59 @@ def test_sighup_applies_new_limits_to_every_worker(
     assert running.proc.poll() is None, "the server stopped"
 
 
+def test_reload_does_not_hand_tls_to_a_respawned_worker(
+    start_workers: Callable[..., ServerProcess], server_config: Path, tmp_path: Path
+) -> None:
+    """Started without TLS, the file gains tls_cert/tls_key: a restart-only change.
+
+    A worker started after the reload must still speak plain TCP like its
+    siblings (the reload once kept the old ``None`` out and took the new paths).
+    """
+    running = start_workers()
+    cert = trustme.CA().issue_cert(HOST)
+    chain, key = tmp_path / "late.pem", tmp_path / "late.key"
+    cert.cert_chain_pems[0].write_to_path(str(chain))
+    cert.private_key_pem.write_to_path(str(key))
+    configure(server_config, tls_cert=chain, tls_key=key)
+    running.proc.send_signal(signal.SIGHUP)
+    wait_for_log(running, "reloaded: 2 users", count=2)
+    assert log_text(running).count("tls_cert, tls_key need a restart to change") == 1
+    victim, survivor = sorted(workers_of(running))
+    os.kill(victim, signal.SIGKILL)
+    wait_for_log(running, "ended unexpectedly (signal 9)")
+    (newcomer,) = wait_for_workers(running, 2) - {survivor}
+    for pid in (newcomer, survivor):
+        with only(running, pid), logged_in(running) as conn:
+            assert conn.pwd() == "/"
+
+
+def test_sighup_after_a_log_rotation_writes_to_the_new_file(
+    start_workers: Callable[..., ServerProcess], server_config: Path, tmp_path: Path
+) -> None:
+    """With ``log_file``, logrotate moves the file away: every process writes to a new one.
+
+    The main process's "reload refused" (a broken file: the workers get no
+    SIGHUP) and a worker's audit line both land in the new file.
+    """
+    log_file = tmp_path / "server.log"
+    running = start_workers(log_file=log_file)
+    assert wait_until(lambda: "with 2 workers" in log_file.read_text(), 10)
+    rotated = log_file.rename(tmp_path / "server.log.1")
+    configure(server_config, max_sessions="lots")
+    running.proc.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: log_file.exists() and "reload refused" in log_file.read_text(), 10), (
+        rotated.read_text()
+    )
+    for pid in sorted(workers_of(running)):
+        with only(running, pid), logged_in(running) as conn:
+            conn.quit()
+    assert wait_until(lambda: log_file.read_text().count("login user='alice'") == 2, 10), (
+        log_file.read_text()
+    )
+    assert "reload refused" not in rotated.read_text()
+    assert "login user=" not in rotated.read_text()
+
+
 # -- 6. SIGTERM --------------------------------------------------------------------------------
 
 
@@ -619,6 +675,7 @@ def test_workers_stop_when_the_main_process_is_gone(
 
     Nothing knocks: no new session calls the shared state, so the workers
     learn it from the kernel (the parent-death signal), not from a broken pipe.
+    Closing the sessions finds the pipe broken: a log line each, no traceback.
     """
     running = start_workers()
     workers = workers_of(running)
@@ -638,6 +695,9 @@ def test_workers_stop_when_the_main_process_is_gone(
         for session in idle:
             with pytest.raises((ConnectionClosed, OSError, RemoteError)):
                 session.pwd()
+        text = log_text(running)
+        assert "Traceback" not in text, text
+        assert text.count("the main process is gone") == len(workers), text
     finally:
         close_all(*idle)
         for pid in workers:
@@ -666,7 +726,7 @@ def test_check_config_refuses_workers_out_of_range(
 
 @pytest.mark.timeout(10)
 def test_state_owner_gives_back_what_a_closed_worker_held(tmp_path: Path) -> None:
-    shared = Shared.create(Settings(max_sessions=0, max_sessions_per_ip=2))
+    shared = LocalState.create(Settings(max_sessions=0, max_sessions_per_ip=2))
     owner = StateOwner(shared)
     mine, theirs = Pipe()
     thread = owner.attach(mine, 7)
@@ -690,7 +750,7 @@ def test_state_owner_gives_back_what_a_closed_worker_held(tmp_path: Path) -> Non
         300, 300, 1,
     )  # fmt: skip
     with pytest.raises(AttributeError):
-        remote.limiter.configure(0, 0)  # only the listed methods are shared
+        PipeClient(theirs).call("limiter", "configure", 0, 0)  # only the listed methods are shared
     theirs.close()  # the worker is gone
     thread.join(5)
     assert not thread.is_alive()
@@ -707,7 +767,7 @@ def test_state_owner_gives_back_what_a_closed_worker_held(tmp_path: Path) -> Non
 def test_state_owner_keeps_a_replacement_apart_from_the_worker_it_replaces() -> None:
     # A replacement worker gets the dead one's number, possibly before the dead
     # one's pipe has been seen to close: their holdings must stay apart.
-    shared = Shared.create(Settings(max_sessions=0, max_sessions_per_ip=3))
+    shared = LocalState.create(Settings(max_sessions=0, max_sessions_per_ip=3))
     owner = StateOwner(shared)
     old_mine, old_theirs = Pipe()
     old_thread = owner.attach(old_mine, 0)

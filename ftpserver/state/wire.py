@@ -1,0 +1,120 @@
+"""The worker pipe: one request and one reply per call, and the typed checks on both ends.
+
+A worker sends ``(target, method, args)`` (:data:`Request`), with ``target``
+one of the :class:`~ftpserver.state.shared.Shared` fields and ``args``
+plain picklable values; the supervisor answers ``(True, result)`` or
+``(False, exception)`` (:data:`Reply`).  :class:`PipeClient` is the one
+call primitive the worker's proxies are written over; :func:`expect` and
+:func:`arg` check the types of what crosses, so each side stays typed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from multiprocessing import Pipe
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+__all__ = [
+    "Args",
+    "OwnerEnd",
+    "PipeClient",
+    "Reply",
+    "Request",
+    "StateUnavailable",
+    "WorkerEnd",
+    "arg",
+    "expect",
+    "fields",
+    "worker_pipe",
+]
+
+log = logging.getLogger("ftpserver")
+
+T = TypeVar("T")
+Args = tuple[object, ...]
+Request = tuple[str, str, Args]
+Reply = tuple[bool, object]
+# The two ends of a worker's pipe, by what each sends; what each receives is
+# checked before use, so it is ``object``.
+WorkerEnd: TypeAlias = "Connection[Request, object]"
+OwnerEnd: TypeAlias = "Connection[Reply, object]"
+
+
+class StateUnavailable(ConnectionAbortedError):
+    """The shared state cannot be reached (the supervisor is gone): the server is stopping."""
+
+
+class PipeClient:
+    """Calls on the supervisor's state over one pipe, one at a time.
+
+    One lock keeps the calls of the worker's threads apart.  If the pipe is
+    broken the supervisor is gone: the first call to find out logs it and
+    stops the worker (SIGTERM, so running transfers get the usual grace),
+    since without the shared state it cannot keep its limits; that call and
+    every later one raise :class:`StateUnavailable`.  ``on_lost`` replaces
+    the SIGTERM (tests).
+    """
+
+    def __init__(self, conn: WorkerEnd, on_lost: Callable[[], None] | None = None) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._lost = False
+        self._on_lost = on_lost or _stop_this_process
+
+    def call(self, target: str, method: str, *args: object) -> object:
+        """Run ``target.method(*args)`` in the supervisor; its result, or its exception raised."""
+        request: Request = (target, method, args)
+        with self._lock:
+            if self._lost:
+                raise StateUnavailable("the server is shutting down")
+            try:
+                self._conn.send(request)
+                ok, value = fields(self._conn.recv(), 2, "reply")
+            except (EOFError, OSError) as exc:
+                self._lost = True
+                log.error("the main process is gone (%s); this worker stops", exc or "pipe closed")
+                self._on_lost()
+                raise StateUnavailable("the server is shutting down") from exc
+        if ok:
+            return value
+        if isinstance(value, BaseException):
+            raise value
+        raise TypeError(f"{target}.{method}: bad error reply {value!r}")
+
+
+def worker_pipe() -> tuple[OwnerEnd, WorkerEnd]:
+    """A new pipe: the supervisor's end and the worker's."""
+    return Pipe()
+
+
+def _stop_this_process() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def expect(value: object, kind: type[T], where: str = "reply") -> T:
+    """``value`` if it is a ``kind``; TypeError otherwise (a bug on the other end)."""
+    if not isinstance(value, kind):
+        raise TypeError(f"{where}: expected {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def fields(message: object, count: int, where: str) -> Args:
+    """``message`` as a tuple of ``count`` items; TypeError if it is not one."""
+    items: Args = expect(message, tuple, where)
+    if len(items) != count:
+        raise TypeError(f"{where}: expected {count} items, got {len(items)}")
+    return items
+
+
+def arg(args: Args, index: int, kind: type[T]) -> T:
+    """Argument ``index`` of a request, checked to be a ``kind``."""
+    if index >= len(args):
+        raise TypeError(f"argument {index + 1} missing")
+    return expect(args[index], kind, f"argument {index + 1}")

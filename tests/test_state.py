@@ -1,0 +1,263 @@
+"""Unit tests of the shared-state layer (:mod:`ftpserver.state`) over a multiprocessing Pipe.
+
+* each worker proxy answers what the supervisor's in-process object answers,
+  with the same types; an exception raised there is raised in the worker;
+* the owner answers only its listed methods, with the right count and types
+  of arguments; a proxy refuses a reply of the wrong type;
+* once the supervisor's end is gone: one log line, one stop of the worker,
+  quiet releases, and :class:`StateUnavailable` for everything else;
+* :meth:`StateOwner.fork` waits for a call in progress, so the new process
+  inherits no lock taken mid-call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from multiprocessing import Pipe
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import pytest
+
+from ftpproto.errors import ErrorCode, ProtocolError
+from ftpserver.config import Settings
+from ftpserver.guards import SessionLimiter
+from ftpserver.jail import TEMP_PREFIX
+from ftpserver.quota import Reservation, Usage
+from ftpserver.state.owner import StateOwner
+from ftpserver.state.pipe import RemoteBandwidth, RemoteBans, RemoteSlots, remote_shared
+from ftpserver.state.quotas import RemoteQuotas
+from ftpserver.state.shared import LocalState, Shared
+from ftpserver.state.wire import PipeClient, StateUnavailable
+from ftpserver.users import User
+
+pytestmark = pytest.mark.timeout(20)
+
+IP = "10.0.0.9"
+SETTINGS = Settings(max_sessions=3, max_sessions_per_ip=2, ban_failures=2)
+
+
+@dataclass
+class Linked:
+    """The supervisor's state and owner, and a worker's proxies on them over one pipe."""
+
+    state: LocalState
+    remote: Shared
+    worker_end: Connection
+
+
+@pytest.fixture
+def linked() -> Iterator[Callable[..., Linked]]:
+    """``linked(state=None)``: a StateOwner answering a pipe; the pipe is closed on teardown."""
+    opened: list[tuple[Connection, threading.Thread]] = []
+
+    def link(state: LocalState | None = None) -> Linked:
+        state = state or LocalState.create(SETTINGS)
+        mine, theirs = Pipe()
+        opened.append((theirs, StateOwner(state).attach(mine, 0)))
+        return Linked(state, remote_shared(theirs), theirs)
+
+    yield link
+    for conn, thread in opened:
+        conn.close()
+        thread.join(5)
+
+
+def test_session_slots_per_ip_and_in_total(linked: Callable[..., Linked]) -> None:
+    pair = linked()
+    slots = pair.remote.limiter
+    assert [slots.acquire(IP), slots.acquire(IP)] == [None, None]
+    assert slots.acquire(IP) == "too many sessions from your address"
+    assert slots.acquire("10.0.0.10") is None
+    assert slots.acquire("10.0.0.11") == "too many sessions on the server"
+    assert pair.state.limiter.count == 3
+    slots.release(IP)
+    assert pair.state.limiter.count == 2
+    assert slots.acquire(IP) is None
+
+
+def test_bans(linked: Callable[..., Linked]) -> None:
+    pair = linked()
+    bans = pair.remote.bans
+    assert (bans.is_banned(IP), bans.failure(IP)) == (False, False)
+    assert bans.failure(IP) is True
+    assert bans.is_banned(IP) is True and pair.state.bans.is_banned(IP)
+    assert bans.is_banned("10.0.0.10") is False
+
+
+def test_bandwidth(linked: Callable[..., Linked]) -> None:
+    budget = linked().remote.bandwidth
+    first = budget.take("alice", "upload", 1000, 500)
+    assert isinstance(first, float) and first == 0.0  # a second's burst holds it
+    assert budget.take("alice", "upload", 1000, 1000) == pytest.approx(0.5, abs=0.1)
+    assert budget.take("alice", "download", 1000, 500) == 0.0  # another bucket
+
+
+def test_quota_book(linked: Callable[..., Linked], tmp_path: Path) -> None:
+    pair = linked()
+    quotas, book = pair.remote.quotas, pair.state.quotas
+    user = User("carol", b"", tmp_path, quota=1000)
+    (tmp_path / "old").write_bytes(b"o" * 100)
+    usage = quotas.usage(user)
+    assert isinstance(usage, Usage) and (usage.used, usage.reserved, usage.quota) == (100, 0, 1000)
+
+    temp = tmp_path / f"{TEMP_PREFIX}a"
+    temp.write_bytes(b"n" * 600)
+    reservation = quotas.reserve(user, 600, 0, str(temp))
+    assert isinstance(reservation, Reservation) and reservation.quota_bytes == 600
+    assert book.usage(user).reserved == 600
+    with pytest.raises(ProtocolError) as caught:  # raised in the supervisor, raised here
+        quotas.reserve(user, 400, 0, str(tmp_path / f"{TEMP_PREFIX}b"))
+    assert caught.value.code == ErrorCode.QUOTA_EXCEEDED
+
+    quotas.replace(user, str(temp), str(tmp_path / "new"), enforce=True, release=reservation)
+    assert (book.usage(user).used, book.usage(user).reserved) == (700, 0)
+    assert reservation.quota_bytes == reservation.disk_bytes == 0  # spent, as in the book
+    quotas.release(reservation)  # a second release gives nothing back
+    assert book.usage(user).reserved == 0
+
+    assert quotas.remove(user, str(tmp_path / "old")) == 100
+    assert quotas.usage(user).used == 600
+    with pytest.raises(FileNotFoundError):
+        quotas.claim(user, str(tmp_path / "missing"), str(tmp_path / f"{TEMP_PREFIX}c"))
+
+
+@pytest.mark.parametrize(
+    ("request_", "error"),
+    [
+        (("limiter", "configure", (0, 0)), "limiter.configure is not shared"),
+        (("quotas", "abandon", (None,)), "quotas.abandon is not shared"),
+        (("quotas", "forget", ("alice",)), "quotas.forget is not shared"),
+        (("limiter", "__init__", (0, 0)), "limiter.__init__ is not shared"),
+        (("state", "limiter", ()), "state.limiter is not shared"),
+        (("limiter", "acquire", ()), "limiter.acquire takes 1 arguments, not 0"),
+        (("limiter", "acquire", (IP, IP)), "limiter.acquire takes 1 arguments, not 2"),
+        (("limiter", "acquire", (5,)), "argument 1: expected str, got int"),
+        (("bandwidth", "take", ("a", "upload", "fast", 1)), "argument 3: expected int, got str"),
+        (("quotas", "usage", ("alice",)), "argument 1: expected User, got str"),
+        (("limiter", "release", (IP,)), f"no session slot held for {IP}"),
+        ("acquire", "request (target, method, arguments): expected tuple, got str"),
+        (("limiter", "acquire"), "request (target, method, arguments): expected 3 items, got 2"),
+        (("limiter", "acquire", [IP]), "arguments: expected tuple, got list"),
+    ],
+)
+def test_the_owner_answers_only_listed_methods_with_checked_arguments(
+    linked: Callable[..., Linked], request_: object, error: str
+) -> None:
+    pair = linked()
+    pair.worker_end.send(request_)
+    ok, value = pair.worker_end.recv()
+    assert not ok and isinstance(value, (AttributeError, TypeError, ValueError))
+    assert str(value) == error
+    assert pair.state.limiter.count == 0
+    assert pair.remote.limiter.acquire(IP) is None  # the pipe still serves
+
+
+def answering(reply: object) -> tuple[PipeClient, threading.Thread]:
+    """A client whose other end answers each request with ``reply`` (a broken supervisor)."""
+    mine, theirs = Pipe()
+
+    def serve() -> None:
+        try:
+            while True:
+                mine.recv()
+                mine.send(reply)
+        except (EOFError, OSError):
+            mine.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return PipeClient(theirs), thread
+
+
+@pytest.mark.parametrize(
+    ("reply", "call"),
+    [
+        ((True, "yes"), lambda client: RemoteBans(client).is_banned(IP)),
+        ((True, 1), lambda client: RemoteBandwidth(client).take("a", "upload", 1, 1)),
+        ((True, 7), lambda client: RemoteSlots(client).acquire(IP)),
+        ((True, None), lambda client: RemoteQuotas(client).remove(User("a", b"", Path()), "x")),
+        ((False, "not an exception"), lambda client: RemoteBans(client).failure(IP)),
+    ],
+)
+def test_a_proxy_refuses_a_reply_of_the_wrong_type(
+    reply: object, call: Callable[[PipeClient], object]
+) -> None:
+    client, thread = answering(reply)
+    with pytest.raises(TypeError):
+        call(client)
+    client._conn.close()
+    thread.join(5)
+
+
+def test_when_the_supervisor_is_gone_one_line_one_stop_quiet_releases(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    mine, theirs = Pipe()
+    mine.close()
+    stops: list[int] = []
+    client = PipeClient(theirs, on_lost=lambda: stops.append(1))
+    slots, quotas = RemoteSlots(client), RemoteQuotas(client)
+    reservation = Reservation("carol", 10, 10, str(tmp_path / f"{TEMP_PREFIX}x"))
+    with caplog.at_level(logging.INFO, logger="ftpserver"):
+        slots.release(IP)  # the supervisor's count went with it: nothing to give back
+        quotas.release(reservation)
+        with pytest.raises(StateUnavailable):
+            slots.acquire(IP)
+        with pytest.raises(StateUnavailable):
+            quotas.usage(User("carol", b"", tmp_path))
+    assert stops == [1]
+    assert reservation.quota_bytes == reservation.disk_bytes == 0
+    lines = [r.getMessage() for r in caplog.records if "main process is gone" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert isinstance(StateUnavailable(), ConnectionAbortedError)
+
+
+class _SlowLimiter(SessionLimiter):
+    """Holds its lock for a while inside ``acquire``."""
+
+    def __init__(self) -> None:
+        super().__init__(0, 0)
+        self.inside = threading.Event()
+        self.done = threading.Event()
+
+    def acquire(self, ip: str) -> str | None:
+        with self._lock:
+            self.inside.set()
+            time.sleep(0.5)
+        try:
+            return super().acquire(ip)
+        finally:
+            self.done.set()
+
+
+def test_fork_waits_for_a_call_in_progress() -> None:
+    """A lock taken mid-call (here the limiter's) is not inherited held by a new worker."""
+    limiter = _SlowLimiter()
+    state = LocalState.create(SETTINGS)
+    owner = StateOwner(LocalState(state.quotas, limiter, state.bans, state.bandwidth))
+    mine, theirs = Pipe()
+    thread = owner.attach(mine, 0)
+    call = threading.Thread(target=remote_shared(theirs).limiter.acquire, args=(IP,))
+    call.start()
+    try:
+        assert limiter.inside.wait(5)
+        pid = owner.fork()
+        if pid == 0:  # the new process: the limiter's lock must be free
+            code = 3
+            try:
+                code = 0 if limiter._lock.acquire(timeout=2) else 4
+            finally:
+                os._exit(code)
+        assert limiter.done.is_set(), "forked before the call ended"
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the child inherited the lock held"
+    finally:
+        call.join(5)
+        theirs.close()
+        thread.join(5)
