@@ -78,7 +78,10 @@ def reload_config(
 def report_reload(changed: list[str], users: UserStore) -> None:
     """Log a reload's outcome (once per server: by the supervisor when there are workers)."""
     if changed:
-        log.warning("reload: %s kept as before: changing it takes a restart", ", ".join(changed))
+        them = "it" if len(changed) == 1 else "them"
+        log.warning(
+            "reload: %s kept as before: changing %s takes a restart", ", ".join(changed), them
+        )
     log.info("reloaded: %d users", len(users.users))
 
 

@@ -535,8 +535,11 @@ def test_reload_does_not_hand_tls_to_a_respawned_worker(
     cert.private_key_pem.write_to_path(str(key))
     configure(server_config, tls_cert=chain, tls_key=key)
     running.proc.send_signal(signal.SIGHUP)
-    wait_for_log(running, "reloaded: 2 users", count=2)
-    assert log_text(running).count("tls_cert, tls_key need a restart to change") == 1
+    wait_for_log(running, "supervisor: reloaded: 2 users")
+    for index in (0, 1):  # each worker says so at DEBUG, the level of these tests
+        wait_for_log(running, f"worker {index}: reloaded")
+    restart = "tls_cert, tls_key kept as before: changing them takes a restart"
+    assert log_text(running).count(restart) == 1
     victim, survivor = sorted(workers_of(running))
     os.kill(victim, signal.SIGKILL)
     wait_for_log(running, "ended unexpectedly (signal 9)")
