@@ -20,7 +20,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
 
+from ftpclient import keygen
 from ftpclient.client import FileTransferClient, tls_context
+from ftpclient.identity import PASSPHRASE_ENV, Credentials, IdentityError, choose_identity
 from ftpclient.output import Output
 from ftpclient.settings import ConfigError, Target, load_config, resolve_target
 from ftpclient.shell import ClientShell, split_commands
@@ -36,8 +38,12 @@ HISTORY_FILE = Path.home() / ".ftpclient_history"
 
 EPILOG = f"""\
 TARGET is a bookmark from ~/.config/ftpclient/config.yaml or [user@]host[:port];
---host, --port and --user override it.  The password is read from the
-environment variable {PASSWORD_ENV} when it is set, otherwise prompted for.
+--host, --port and --user override it.  With a key (--identity, a bookmark's
+identity, or ~/.config/ftpclient/id_ed25519 when it exists) the client logs in
+with the key first; its passphrase is read from {PASSPHRASE_ENV} when set,
+otherwise prompted for.  If the server refuses the key (or without one) the
+password is read from {PASSWORD_ENV} when it is set, otherwise prompted for.
+'ftpclient keygen [FILE]' makes a key pair (see 'ftpclient keygen --help').
 
 In -c and -b, a command written with a leading '-' (as in '-rm old.txt') may
 fail without stopping the batch.  With --retries N a lost connection is
@@ -68,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", help="server address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="server port (default 9002)")
     parser.add_argument("--user", help="user name (prompted for when not given)")
+    parser.add_argument(
+        "-i", "--identity", metavar="FILE", help="private key to log in with (tried first)"
+    )
     batch = parser.add_mutually_exclusive_group()
     batch.add_argument("-c", dest="commands", metavar="CMDS", help='commands, e.g. "cd a; get b"')
     batch.add_argument(
@@ -172,12 +181,15 @@ def _interactive(shell: ClientShell) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["keygen"]:
+        return keygen.main(argv[1:])
     args = _parser().parse_args(argv)
     if args.retries < 0:
         return _error("--retries must be 0 or more")
     try:
-        host, port, user = resolve_target(
-            load_config(), args.target, Target(args.host, args.port, args.user)
+        host, port, user, identity_file = resolve_target(
+            load_config(), args.target, Target(args.host, args.port, args.user, args.identity)
         )
     except ConfigError as exc:
         return _error(str(exc))
@@ -190,9 +202,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not sys.stdin.isatty():
                 return _error("no user given (use user@host or --user)")
             user = input("User: ").strip()
-        password = os.environ.get(PASSWORD_ENV)
-        if password is None:
-            password = getpass.getpass(f"Password for {user}@{host}: ")
+        identity = choose_identity(
+            identity_file, lambda text: print(f"ftpclient: {text}", file=sys.stderr)
+        )
+
+        def ask_password() -> str:
+            password = os.environ.get(PASSWORD_ENV)
+            return (
+                getpass.getpass(f"Password for {user}@{host}: ") if password is None else password
+            )
+
+        credentials = Credentials(user, identity, ask_password)
+        if identity is None:
+            credentials.password()  # asked before connecting; with a key, only if it is refused
+    except IdentityError as exc:
+        return _error(str(exc))
     except (EOFError, KeyboardInterrupt):
         return _error("cancelled")
 
@@ -204,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def connect() -> FileTransferClient:
         client = FileTransferClient(host, port, tls=tls)
         try:
-            client.login(user, password)
+            credentials.log_in(client)
         except BaseException:
             client.close()
             raise
@@ -212,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         client = connect()
+    except (EOFError, KeyboardInterrupt):
+        return _error("cancelled")
     except ProtocolError as exc:
         return _error(f"login failed: {exc.text}")
     except ssl.SSLCertVerificationError as exc:

@@ -33,6 +33,14 @@ from ftpproto.channel import (
 )
 from ftpproto.digest import new_hasher
 from ftpproto.errors import ErrorCode, MessageError, RemoteError
+from ftpproto.keylogin import (
+    ALGORITHM,
+    NO_BINDING,
+    certificate_binding,
+    decode_field,
+    encode_field,
+    signed_data,
+)
 from ftpproto.messages import (
     Message,
     abort,
@@ -50,6 +58,7 @@ __all__ = [
     "LocalError",
     "Monitor",
     "Quota",
+    "Signer",
     "Stat",
     "TransferResult",
     "tls_context",
@@ -69,6 +78,17 @@ class Monitor(Protocol):
 
     def close(self) -> None:
         """The transfer ended, well or not."""
+
+
+class Signer(Protocol):
+    """A private key for :meth:`FileTransferClient.login_key` (see ``ftpclient.identity``)."""
+
+    @property
+    def blob(self) -> bytes:
+        """The public key in OpenSSH's wire form."""
+
+    def sign(self, data: bytes) -> bytes:
+        """The Ed25519 signature of ``data``."""
 
 
 class LocalError(Exception):
@@ -206,6 +226,24 @@ class FileTransferClient:
     def login(self, user: str, password: str) -> str:
         """Log in; returns the user name the server confirmed."""
         (name,) = self._call("login", user, password).expect("login", "ok", 1)
+        self.user = name
+        return name
+
+    def login_key(self, user: str, key: Signer) -> str:
+        """Log in with a public key: sign this connection's challenge (PROTOCOL.md 4.1.1)."""
+        (text,) = self._call("challenge").expect("challenge", "ok", 1)
+        try:
+            challenge = decode_field(text, "the challenge")
+        except ValueError as exc:
+            raise MessageError(str(exc)) from None
+        sock = self.channel.sock
+        der = sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
+        binding = certificate_binding(der) if der else NO_BINDING
+        signature = key.sign(signed_data(challenge, user, key.blob, binding))
+        reply = self._call(
+            "login_key", user, ALGORITHM, encode_field(key.blob), encode_field(signature)
+        )
+        (name,) = reply.expect("login_key", "ok", 1)
         self.user = name
         return name
 

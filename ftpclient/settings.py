@@ -8,8 +8,12 @@ The optional file ``~/.config/ftpclient/config.yaml`` (or under
     user: alice
     bookmarks:
       work: {host: 10.1.2.3, port: 9002, user: alice}
+      backup: {host: backup.example.org, user: robot, identity: ~/.ssh/id_backup}
 
-Precedence: ``--host/--port/--user`` flags, then the TARGET argument (a
+``identity`` names the private key to log in with (``--identity``;
+default ``id_ed25519`` beside this file, see :mod:`ftpclient.identity`).
+
+Precedence: ``--host/--port/--user/--identity`` flags, then the TARGET argument (a
 bookmark name or ``[user@]host[:port]``), then the file's defaults, then the
 built-in defaults (127.0.0.1, port 9002).
 """
@@ -42,10 +46,16 @@ class Target:
     host: str | None = None
     port: int | None = None
     user: str | None = None
+    identity: str | None = None  # a private key file
 
     def over(self, base: Target) -> Target:
         """This target with its missing fields taken from ``base``."""
-        return Target(self.host or base.host, self.port or base.port, self.user or base.user)
+        return Target(
+            self.host or base.host,
+            self.port or base.port,
+            self.user or base.user,
+            self.identity or base.identity,
+        )
 
 
 @dataclass(frozen=True)
@@ -71,14 +81,14 @@ def _port(value: Any, where: str) -> int:
 def _target(data: Any, where: str) -> Target:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected host, port and user")
-    unknown = sorted(set(data) - {"host", "port", "user"})
+    unknown = sorted(set(data) - {"host", "port", "user", "identity"})
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r}")
-    for key in ("host", "user"):
+    for key in ("host", "user", "identity"):
         if key in data and not isinstance(data[key], str):
             raise ConfigError(f"{where}: {key} must be text")
     port = _port(data["port"], where) if "port" in data else None
-    return Target(data.get("host"), port, data.get("user"))
+    return Target(data.get("host"), port, data.get("user"), data.get("identity"))
 
 
 def load_config(path: Path | None = None) -> ClientConfig:
@@ -115,12 +125,12 @@ def parse_target(text: str) -> Target:
 
 def resolve_target(
     config: ClientConfig, target: str | None, flags: Target
-) -> tuple[str, int, str | None]:
-    """``(host, port, user)`` from flags, the target (bookmark or address) and defaults."""
+) -> tuple[str, int, str | None, str | None]:
+    """``(host, port, user, identity)`` from flags, the target (bookmark or address), defaults."""
     chosen = Target()
     if target:
         chosen = config.bookmarks.get(target) or parse_target(target)
     merged = flags.over(chosen).over(config.defaults)
     merged = replace(merged, host=merged.host or DEFAULT_HOST, port=merged.port or DEFAULT_PORT)
     assert merged.host is not None and merged.port is not None
-    return merged.host, merged.port, merged.user
+    return merged.host, merged.port, merged.user, merged.identity

@@ -41,6 +41,15 @@ class CommandSpec:
 
 _SPECS = (
     CommandSpec("login", ("USER", "PASSWORD"), needs_login=False, summary="log in"),
+    CommandSpec(
+        "challenge", (), needs_login=False, summary="a fresh challenge to sign for login_key"
+    ),
+    CommandSpec(
+        "login_key",
+        ("USER", "ALGORITHM", "KEY", "SIGNATURE"),
+        needs_login=False,
+        summary="log in with a public key and a signed challenge",
+    ),
     CommandSpec("help", (), ("COMMAND",), needs_login=False, summary="list commands or show one"),
     CommandSpec("quit", (), needs_login=False, summary="end the session"),
     CommandSpec("pwd", (), summary="show the remote working folder"),

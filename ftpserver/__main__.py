@@ -84,12 +84,13 @@ def _parser() -> argparse.ArgumentParser:
         )
         if name == "useradd":
             limits(p)
-    p = sub.add_parser("usermod", help="change a user's quota, rights, state or limits")
+    p = sub.add_parser("usermod", help="change a user's quota, rights, state, limits or keys")
     p.add_argument("name", metavar="NAME")
     common(p)
     p.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     limits(p)
     _account_options(p)
+    _key_options(p)
     p = sub.add_parser("users", help="list the users: state, usage, quota, rights, limits")
     common(p)
     p.add_argument("--home", type=Path, help="folder holding the users' homes")
@@ -130,6 +131,49 @@ def _account_change(args: argparse.Namespace) -> userfile.AccountChange:
         expires=args.expires,
         max_sessions=args.max_sessions,
     )
+
+
+def _key_options(p: argparse.ArgumentParser) -> None:
+    keys = p.add_argument_group("public keys (key login)")
+    keys.add_argument(
+        "--add-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="add 'ssh-ed25519 AAAA... comment'",
+    )
+    keys.add_argument(
+        "--add-key-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="add the key(s) in FILE (a .pub file)",
+    )
+    keys.add_argument(
+        "--remove-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="remove a key: its fingerprint (SHA256:...), its comment or the key",
+    )
+    keys.add_argument(
+        "--no-password", action="store_true", help="remove the password: only keys log in"
+    )
+
+
+def _change_keys(args: argparse.Namespace, settings: Settings) -> None:
+    """The key options of ``usermod``: one rewrite of the users file, then what changed."""
+    texts = list(args.add_key)
+    for name in args.add_key_file:
+        texts.append(Path(name).read_text(encoding="utf-8"))
+    added, removed = userfile.change_keys(
+        settings.users, args.name, "\n".join(texts), args.remove_key, args.no_password
+    )
+    for verb, keys in (("added", added), ("removed", removed)):
+        for key in keys:
+            print(f"{verb} key {key.fingerprint} {key.comment}".rstrip())
+    if args.no_password:
+        print(f"removed the password of {args.name}: only keys log in")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -283,9 +327,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"added user {args.name} with home {home}")
         elif args.command == "usermod":
             change = _account_change(args)
-            if change.empty():
+            key_change = args.add_key or args.add_key_file or args.remove_key or args.no_password
+            if change.empty() and not key_change:
                 raise ValueError("nothing to change: see 'ftpserver usermod --help'")
-            userfile.modify_user(settings.users, args.name, change=change)
+            if key_change:
+                _change_keys(args, settings)
+            if not change.empty():
+                userfile.modify_user(settings.users, args.name, change=change)
             print(f"changed user {args.name}")
         elif args.command == "passwd":
             userfile.require_user(settings.users, args.name)

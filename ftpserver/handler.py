@@ -21,6 +21,7 @@ import socketserver
 import stat
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ftpproto.channel import Channel, Deadlines, Progress
@@ -39,6 +40,7 @@ from ftpserver.fsops import (
 )
 from ftpserver.guards import pacer
 from ftpserver.jail import Jail
+from ftpserver.login import Login, TooManyFailures, TooManySessions
 from ftpserver.transfers import open_regular, parse_resume, receive_upload, send_download
 from ftpserver.users import User
 
@@ -65,7 +67,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self.settings = self.server.settings
         self.user: User | None = None
         self._jail: Jail | None = None
-        self.failed_logins = 0
+        self.logins = Login(self.server, str(self.client_address[0]))
         self.busy = False
         self._has_slot = False
         self._user_slot: str | None = None  # the user whose max_sessions slot this holds
@@ -211,37 +213,28 @@ class SessionHandler(socketserver.BaseRequestHandler):
     # -- commands that work before login ------------------------------------
 
     def cmd_login(self, name: str, password: str) -> None:
+        self._log_in("login", lambda: self.logins.password(name, password))
+
+    def cmd_challenge(self) -> None:
+        self.channel.send(ok("challenge", self.logins.challenge()))
+
+    def cmd_login_key(self, name: str, algorithm: str, key: str, signature: str) -> None:
+        self._log_in("login_key", lambda: self.logins.key(name, algorithm, key, signature))
+
+    def _log_in(self, command: str, attempt: Callable[[], User]) -> None:
+        """Run a login attempt (:mod:`ftpserver.login`); on success open the user's home."""
         if self.user is not None:
             raise ProtocolError(ErrorCode.BAD_STATE, f"already logged in as {self.user.name}")
-        server = self.server
-        banned = server.bans.is_banned(self.ip)
-        users = server.current_users()
-        user = None if banned else users.authenticate(name, password, server.passwords)
-        refusal = user.refusal() if user is not None else None  # locked or expired
-        if user is None or refusal is not None:
-            self.failed_logins += 1
-            why = f" ({refusal})" if refusal else ""
-            outcome = "refused (address banned)" if banned else f"failed{why}"
-            server.audit("login", user=name, ip=self.ip, outcome=outcome)
-            if not banned and server.bans.failure(self.ip):
-                log.warning("banned %s after repeated failed logins", self.ip)
-            time.sleep(self.settings.login_failure_delay)
-            if self.failed_logins >= self.settings.max_login_attempts:
-                failure = ProtocolError(ErrorCode.TOO_MANY_FAILURES, "too many failed logins")
-                self.channel.send(error("login", failure))
-                raise _CloseSession
-            raise ProtocolError(ErrorCode.LOGIN_FAILED, "login incorrect")
-        if not server.shared.user_sessions.acquire(user.name, user.max_sessions):
-            server.audit("login", user=name, ip=self.ip, outcome="refused (user's max_sessions)")
-            text = f"too many sessions for user {user.name} (at most {user.max_sessions} at once)"
-            self.channel.send(error("login", ProtocolError(ErrorCode.TOO_MANY_SESSIONS, text)))
-            raise _CloseSession  # 421 closes the connection, as for the server's limits
-        self._user_slot = user.name
+        try:
+            user = attempt()
+        except (TooManyFailures, TooManySessions) as failure:
+            self.channel.send(error(command, failure))
+            raise _CloseSession from None
+        self._user_slot = user.name  # the login took one of the user's max_sessions slots
         os.makedirs(user.home, exist_ok=True)
         self.user = user
         self._jail = Jail(user.home)
-        server.audit("login", user=user.name, ip=self.ip, outcome="ok")
-        self.channel.send(ok("login", user.name))
+        self.channel.send(ok(command, user.name))
 
     def cmd_help(self, name: str | None = None) -> None:
         if name is None:

@@ -32,6 +32,7 @@ from ftpserver.digests import DigestCache
 from ftpserver.fsops import sweep_partials
 from ftpserver.guards import PasswordGate
 from ftpserver.handler import SessionHandler
+from ftpserver.login import server_binding
 from ftpserver.state.shared import LocalState, Shared
 from ftpserver.state.wire import StateUnavailable
 from ftpserver.users import UserStore, load_users
@@ -143,6 +144,7 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         self.digests = DigestCache()
         self.audit = Audit()
         self.tls = tls_context(settings)
+        self.tls_binding = server_binding(settings.tls_cert if self.tls else None)  # key logins
         self.sessions = _Sessions()
         self.stopping = False
         self._stop_sweeping = threading.Event()

@@ -11,6 +11,8 @@
         locked: true              # optional; a locked account cannot log in
         expires: 2027-01-31       # optional; the account stops working on this day (UTC)
         max_sessions: 3           # optional; sessions at once on the whole server
+        keys:                     # optional; OpenSSH public keys (then password is optional)
+          - ssh-ed25519 AAAAC3Nza... alice@laptop
 
 :func:`load_users` validates the file and refuses to go on with a bad one.
 :meth:`UserStore.authenticate` checks a dummy hash for unknown names, so an
@@ -22,7 +24,8 @@ locked or expired account), for the audit; those keys are parsed in
 changed since it was loaded.
 :func:`add_user`, :func:`set_password` and :func:`remove_user` rewrite the
 file atomically for the command line, keeping its comments and the way its
-values are written (:mod:`ftpserver.yamledit`).
+values are written (:mod:`ftpserver.yamledit`); :func:`change_keys`
+manages public keys (parsed in :mod:`ftpserver.keys`).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import posixpath
 import re
 import secrets
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +51,7 @@ from ftpproto.units import parse_quantity
 from ftpserver import yamledit, yamlfile
 from ftpserver.accounts import AccountChange, parse_expires, parse_locked, parse_max_sessions
 from ftpserver.guards import PasswordGate
+from ftpserver.keys import AuthorizedKey, parse_key_line, parse_key_lines, select_keys
 from ftpserver.yamlfile import ConfigError, FileSignature, file_signature
 
 __all__ = [
@@ -56,9 +60,11 @@ __all__ = [
     "User",
     "UserStore",
     "add_user",
+    "change_keys",
     "check_name",
     "check_password_rules",
     "hash_password",
+    "key_fingerprints",
     "load_users",
     "modify_user",
     "parse_perms",
@@ -81,6 +87,7 @@ _USER_KEYS = (
     "locked",
     "expires",
     "max_sessions",
+    "keys",
 )
 _HEADER = (
     "# Users of ftpserver, written by 'ftpserver useradd/passwd/userdel'.\n"
@@ -90,10 +97,10 @@ _HEADER = (
 
 @dataclass(frozen=True)
 class User:
-    """One account: name, bcrypt hash and the real path of the home folder."""
+    """One account: name, bcrypt hash (None: keys only) and the real path of the home folder."""
 
     name: str
-    password_hash: bytes
+    password_hash: bytes | None
     home: Path
     quota: int | None = None  # bytes; None for no limit
     perms: frozenset[str] = frozenset(RIGHTS)
@@ -102,6 +109,7 @@ class User:
     locked: bool = False
     expires: datetime.date | None = None  # the first day (UTC) the account no longer works
     max_sessions: int = 0  # this user's sessions at once over the whole server; 0: no limit
+    keys: tuple[AuthorizedKey, ...] = ()  # public keys that may log in (ftpserver.login)
 
     def may(self, right: str) -> bool:
         """Whether this user has ``right`` (one of :data:`~ftpproto.commands.RIGHTS`)."""
@@ -145,7 +153,9 @@ class UserStore:
         """
         user = self.users.get(name)
         secret = password.encode("utf-8", "surrogateescape")
-        hashed = user.password_hash if user else self._dummy_hash
+        hashed = user.password_hash if user and user.password_hash else self._dummy_hash
+        if user is not None and user.password_hash is None:
+            user = None  # an account with keys only: no password opens it
         if len(secret) > MAX_PASSWORD_BYTES:
             secret, hashed, user = b"", self._dummy_hash, None
 
@@ -205,7 +215,7 @@ def load_users(path: Path, home_root: Path) -> UserStore:
         if user is not None:
             users[user.name] = user
     yamlfile.raise_all(problems)
-    rounds = Counter(int(u.password_hash[4:6]) for u in users.values())
+    rounds = Counter(int(u.password_hash[4:6]) for u in users.values() if u.password_hash)
     dummy_rounds = rounds.most_common(1)[0][0] if rounds else 12
     return UserStore(users, dummy_rounds, signature)
 
@@ -231,10 +241,11 @@ def _load_user(
             problems.append(doc.error((*where, key), text))
     hashed = entry.get("password")
     match = _HASH.match(hashed) if isinstance(hashed, str) else None
-    if "password" not in entry or hashed is None:
+    keys_only = hashed is None and bool(entry.get("keys"))
+    if hashed is None and not keys_only:
         text = f"user {name}: 'password' is missing (set it with 'ftpserver passwd {name}')"
         problems.append(doc.error((*where, "password"), text))
-    elif match is None or not 4 <= int(match.group(1)) <= 31:
+    elif not keys_only and (match is None or not 4 <= int(match.group(1)) <= 31):
         problems.append(
             doc.error((*where, "password"), f"user {name}: password is not a bcrypt hash")
         )
@@ -248,6 +259,7 @@ def _load_user(
         ("locked", parse_locked),
         ("expires", parse_expires),
         ("max_sessions", parse_max_sessions),
+        ("keys", parse_keys),
     )
     for key, parse in parsers:
         if key == "home" and not name_ok and entry.get("home") is None:
@@ -256,9 +268,29 @@ def _load_user(
             values[key] = parse(entry.get(key))
         except ValueError as exc:
             problems.append(doc.error((*where, key), f"user {name}: {key}: {exc}"))
-    if len(problems) > found or match is None:
+    if len(problems) > found:
         return None
-    return User(name, match.group(0).encode("ascii"), **values)
+    return User(name, match.group(0).encode("ascii") if match else None, **values)
+
+
+def parse_keys(value: Any) -> tuple[AuthorizedKey, ...]:
+    """A user's ``keys:``: a list of ``ssh-ed25519 AAAA... [comment]`` lines."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("keys must be a list of 'ssh-ed25519 AAAA... comment' lines")
+    keys = []
+    for number, line in enumerate(value, 1):
+        try:
+            keys.append(parse_key_line(line))
+        except ValueError as exc:
+            raise ValueError(f"key {number}: {exc}") from None
+    return tuple(keys)
+
+
+def key_fingerprints(user: User) -> list[str]:
+    """The fingerprints (``SHA256:...``) of the user's keys, for listings."""
+    return [key.fingerprint for key in user.keys]
 
 
 def parse_quota(value: Any) -> int | None:
@@ -413,3 +445,46 @@ def remove_user(path: Path, name: str) -> None:
         if name not in users:
             raise ValueError(f"no such user: {name}")
         del users[name]
+
+
+def change_keys(
+    path: Path, name: str, add: str = "", remove: Sequence[str] = (), drop_password: bool = False
+) -> tuple[list[AuthorizedKey], list[AuthorizedKey]]:
+    """Change a user's keys in one rewrite; return ``(added, removed)``.
+
+    ``remove`` names keys by fingerprint, key line or comment and goes first;
+    ``add`` is OpenSSH public key lines; ``drop_password`` leaves the keys as
+    the only way in.  A user keeps at least a password or a key.
+    """
+    with _editing(path) as users:
+        entry = _entry(users, name)
+        added, removed = _change_keys(entry, name, add, remove, drop_password)
+    return added, removed
+
+
+def _change_keys(
+    entry: CommentedMap, name: str, add: str, remove: Sequence[str], drop_password: bool
+) -> tuple[list[AuthorizedKey], list[AuthorizedKey]]:
+    parsed = parse_keys(entry.get("keys"))
+    keys = list(zip(entry.get("keys") or [], parsed, strict=True))
+    removed: list[AuthorizedKey] = []
+    for which in remove:
+        chosen = select_keys([key for _, key in keys], which)
+        if not chosen:
+            raise ValueError(f"user {name} has no key {which.strip()!r}")
+        removed += chosen
+        keys = [(line, key) for line, key in keys if key not in chosen]
+    added = parse_key_lines(add) if add else []
+    for key in added:
+        if any(key.blob == have.blob for _, have in keys):
+            raise ValueError(f"user {name} already has the key {key.fingerprint}")
+        keys.append((key.text, key))
+    if drop_password:
+        entry.pop("password", None)
+    if not keys and entry.get("password") is None:
+        raise ValueError(f"user {name} would have neither a password nor a key")
+    if keys:
+        entry["keys"] = [line for line, _ in keys]
+    else:
+        entry.pop("keys", None)
+    return added, removed

@@ -14,6 +14,8 @@ from ftpserver.handler import SessionHandler
 TABLE: dict[str, tuple[str, set[int], bool, str | None]] = {
     "login": ("login USER PASSWORD", {2}, False, None),
     "help": ("help [COMMAND]", {0, 1}, False, None),
+    "challenge": ("challenge", {0}, False, None),
+    "login_key": ("login_key USER ALGORITHM KEY SIGNATURE", {4}, False, None),
     "quit": ("quit", {0}, False, None),
     "pwd": ("pwd", {0}, True, None),
     "cd": ("cd PATH", {1}, True, None),

@@ -21,6 +21,7 @@ is served by the worker the test chooses.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import time
@@ -37,19 +38,23 @@ from conftest import (
     HOST,
     CliResult,
     RunFtpserver,
+    RunningServer,
     ServerProcess,
     wait_until,
 )
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from test_e2e_lifecycle import log_text, login_result, wait_for_log
 from test_e2e_workers import only, start_workers, workers_of
 
 from ftpclient.client import FileTransferClient
+from ftpclient.identity import Identity
 from ftpproto.errors import ErrorCode, RemoteError
 from ftpserver.config import Settings
 from ftpserver.state.owner import StateOwner
 from ftpserver.state.pipe import remote_shared
 from ftpserver.state.shared import LocalState
 from ftpserver.state.wire import worker_pipe
+from ftpserver.users import AccountChange, change_keys, modify_user
 
 __all__ = ["start_workers"]  # the fixture, imported for this module's tests
 
@@ -82,10 +87,6 @@ def on_every_worker(running: ServerProcess, check: Callable[[], None]) -> None:
             check()
 
 
-def audit_lines(running: ServerProcess, outcome: str) -> list[str]:
-    return [line for line in log_text(running).splitlines() if f"outcome='{outcome}'" in line]
-
-
 def test_lock_expire_and_unlock_apply_at_the_next_login(
     start_workers: StartWorkers, manage: Callable[..., CliResult], users_file: Path
 ) -> None:
@@ -109,15 +110,14 @@ def test_lock_expire_and_unlock_apply_at_the_next_login(
 
         on_every_worker(running, refused)
         assert login_result(running.port, BOB, BOB_PASSWORD), "locking alice refused bob"
-        wait_for_log(running, "outcome='failed (account locked)'", count=2)
-        assert all(
-            f"user='{ALICE}'" in line for line in audit_lines(running, "failed (account locked)")
-        )
+        wait_for_log(running, "outcome='failed' reason='account locked'", count=2)
+        locked = [line for line in log_text(running).splitlines() if "account locked" in line]
+        assert all(f"login user='{ALICE}'" in line for line in locked), locked
         assert kept.pwd() == "/", "a session already logged in was cut"
 
         manage("usermod", ALICE, "--unlock", "--expires", "2001-02-03")
         on_every_worker(running, refused)
-        wait_for_log(running, "outcome='failed (account expired)'", count=2)
+        wait_for_log(running, "outcome='failed' reason='account expired'", count=2)
 
         manage("usermod", ALICE, "--expires", "2999-12-31")
         on_every_worker(running, lambda: assert_logs_in(running, ALICE, ALICE_PASSWORD))
@@ -336,3 +336,49 @@ def test_state_owner_gives_back_user_slots() -> None:
     assert not thread.is_alive()
     assert state.user_sessions.count("dora") == 0, "the dead worker's slots were kept"
     assert state.user_sessions.acquire("dora", 1)
+
+
+def test_key_logins_obey_lock_expiry_and_max_sessions(
+    tmp_path: Path,
+    users_file: Path,
+    make_configured_server: Callable[..., RunningServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="ftpserver.audit")
+    identity = Identity(tmp_path / "alice-key", Ed25519PrivateKey.generate())
+    change_keys(users_file, ALICE, identity.public_line("alice@test"))
+    running = make_configured_server()
+
+    def key_login() -> RemoteError | None:
+        with FileTransferClient(HOST, running.port, timeout=10) as conn:
+            try:
+                conn.login_key(ALICE, identity)
+            except RemoteError as exc:
+                return exc
+            conn.quit()
+            return None
+
+    assert key_login() is None
+    modify_user(users_file, ALICE, change=AccountChange(locked=True))  # as usermod --lock
+    refused = key_login()
+    assert refused is not None and (refused.code, refused.text) == (
+        ErrorCode.LOGIN_FAILED,
+        "login incorrect",
+    )
+    modify_user(users_file, ALICE, change=AccountChange(locked=False, expires="2001-01-01"))
+    refused = key_login()
+    assert refused is not None and refused.code == ErrorCode.LOGIN_FAILED
+    modify_user(users_file, ALICE, change=AccountChange(expires="never", max_sessions="1"))
+    with FileTransferClient(HOST, running.port, timeout=10) as first:
+        assert first.login_key(ALICE, identity) == ALICE
+        second = key_login()
+        assert second is not None and second.code == ErrorCode.TOO_MANY_SESSIONS, second
+        first.quit()
+    assert wait_until(lambda: key_login() is None, 10, 0.1), "the slot was not given back"
+    lines = [r.getMessage() for r in caplog.records if r.name == "ftpserver.audit"]
+    fingerprint = f"method='key' key='{identity.fingerprint}'"
+    for reason in ("account locked", "account expired"):
+        line = f"login user='alice' ip='127.0.0.1' outcome='failed' {fingerprint} reason='{reason}'"
+        assert line in lines, lines
+    refusal = "login user='alice' ip='127.0.0.1' outcome=\"refused (user's max_sessions)\""
+    assert f"{refusal} {fingerprint}" in lines, lines
