@@ -4,7 +4,8 @@ Usage is measured on disk: the sizes of the regular files under the user's
 home (symlinks are not followed, as the server does not follow them out of a
 home).  The state is ``active``, ``locked`` or ``expired``
 (:meth:`~ftpserver.users.User.state`).  ``--json`` prints one JSON object
-with a list of users, for scripts; sizes and rates are in bytes there.
+with a list of users, for scripts; sizes and rates are in bytes there, and
+the public keys are listed by fingerprint.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def _row(user: User, today: datetime.date) -> dict[str, Any]:
         "upload_rate": user.upload_rate,
         "download_rate": user.download_rate,
         "expires": user.expires.isoformat() if user.expires else None,
+        "password": user.password_hash is not None,
+        "keys": [key.fingerprint for key in user.keys],
     }
 
 
@@ -69,7 +72,9 @@ def print_users(store: UserStore, as_json: bool, out: TextIO) -> None:
         json.dump({"users": rows}, out, indent=2)
         out.write("\n")
         return
-    header = ("USER", "STATE", "USED", "QUOTA", "RIGHTS", "SESSIONS", "UP", "DOWN", "EXPIRES")
+    header = (
+        "USER", "STATE", "USED", "QUOTA", "RIGHTS", "SESSIONS", "UP", "DOWN", "EXPIRES", "KEYS"
+    )  # fmt: skip
     table = [header]
     for row in rows:
         table.append(
@@ -83,6 +88,7 @@ def print_users(store: UserStore, as_json: bool, out: TextIO) -> None:
                 _size(row["upload_rate"], "/s"),
                 _size(row["download_rate"], "/s"),
                 row["expires"] or "-",
+                str(len(row["keys"])),
             )
         )
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]

@@ -251,6 +251,8 @@ def test_users_lists_state_usage_quota_and_rights(
     manage("useradd", "carol", "--password-stdin", "--quota", "2M", "--read-only", stdin="c\n")
     manage("usermod", BOB, "--lock", "--max-sessions", "4", "--download-rate", "1M")
     manage("usermod", "carol", "--expires", "2001-01-01")
+    key = Identity(tmp_path / "k", Ed25519PrivateKey.generate())
+    manage("usermod", ALICE, "--add-key", key.public_line("alice@test"))
 
     rows = users_json(manage)
     assert sorted(rows) == [ALICE, BOB, "carol"]
@@ -268,14 +270,15 @@ def test_users_lists_state_usage_quota_and_rights(
         "read-only",
     )
     assert (carol["used"], carol["expires"]) == (0, "2001-01-01")
+    assert (alice["keys"], alice["password"], carol["keys"]) == ([key.fingerprint], True, [])
 
     table = manage("users").stdout.splitlines()
     assert table[0].split() == [
-        "USER", "STATE", "USED", "QUOTA", "RIGHTS", "SESSIONS", "UP", "DOWN", "EXPIRES"
+        "USER", "STATE", "USED", "QUOTA", "RIGHTS", "SESSIONS", "UP", "DOWN", "EXPIRES", "KEYS"
     ]  # fmt: skip
-    assert table[1].split() == [ALICE, "active", "3.9", "KiB", "-", "all", "-", "-", "-", "-"]
+    assert table[1].split() == [ALICE, "active", "3.9", "KiB", "-", "all", "-", "-", "-", "-", "1"]
     assert table[2].split()[:2] == [BOB, "locked"] and "1.0 MiB/s" in table[2]
-    assert table[3].split()[:2] == ["carol", "expired"] and table[3].endswith("2001-01-01")
+    assert table[3].split()[:2] == ["carol", "expired"] and table[3].endswith("2001-01-01  0")
 
 
 def test_users_and_usermod_errors(manage: Callable[..., CliResult], users_file: Path) -> None:
