@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ftpproto.units import format_size
-from ftpserver.users import User, UserStore, perms_text
+from ftpserver.accounts import perms_text
+from ftpserver.users import User, UserStore
 
 __all__ = ["disk_usage", "print_users", "user_rows"]
 

@@ -46,10 +46,18 @@ from typing import Any
 import bcrypt
 from ruamel.yaml.comments import CommentedMap
 
-from ftpproto.commands import READ_ONLY, RIGHTS
-from ftpproto.units import parse_quantity
+from ftpproto.commands import RIGHTS
 from ftpserver import yamledit, yamlfile
-from ftpserver.accounts import AccountChange, parse_expires, parse_locked, parse_max_sessions
+from ftpserver.accounts import (
+    ACCOUNT_KEYS,
+    AccountChange,
+    apply_change,
+    parse_expires,
+    parse_locked,
+    parse_max_sessions,
+    parse_perms,
+    parse_quota,
+)
 from ftpserver.guards import PasswordGate
 from ftpserver.keys import AuthorizedKey, parse_key_line, parse_key_lines, select_keys
 from ftpserver.yamlfile import ConfigError, FileSignature, file_signature
@@ -77,18 +85,8 @@ __all__ = [
 MAX_PASSWORD_BYTES = 72  # bcrypt looks at no more than this
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\Z")
 _HASH = re.compile(r"\$2[aby]\$([0-9]{2})\$[./A-Za-z0-9]{53}\Z")
-_USER_KEYS = (
-    "password",
-    "home",
-    "quota",
-    "perms",
-    "upload_rate",
-    "download_rate",
-    "locked",
-    "expires",
-    "max_sessions",
-    "keys",
-)
+_USER_KEYS: tuple[str, ...] = ("password", "home", "quota", "perms", "upload_rate", "download_rate")
+_USER_KEYS += ("keys", *ACCOUNT_KEYS)
 _HEADER = (
     "# Users of ftpserver, written by 'ftpserver useradd/passwd/userdel'.\n"
     "# See config/users.example.yaml for the format.\n"
@@ -293,38 +291,6 @@ def key_fingerprints(user: User) -> list[str]:
     return [key.fingerprint for key in user.keys]
 
 
-def parse_quota(value: Any) -> int | None:
-    """A quota in bytes from ``10G``-style text or an integer; ``None``/``none`` for no limit."""
-    if value is None or (isinstance(value, str) and value.lower() in ("none", "unlimited")):
-        return None
-    return parse_quantity(value)
-
-
-def parse_perms(value: Any) -> frozenset[str]:
-    """Rights from ``all``, ``read-only``, a comma-separated string or a list of rights."""
-    if value == "all":
-        return frozenset(RIGHTS)
-    if value == "read-only":
-        return frozenset(READ_ONLY)
-    words = value.split(",") if isinstance(value, str) else value
-    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
-        raise ValueError("perms must be all, read-only or a list of rights")
-    rights = frozenset(w.strip() for w in words if w.strip())
-    unknown = sorted(rights - set(RIGHTS))
-    if unknown:
-        raise ValueError(f"unknown right {unknown[0]!r} (rights: {', '.join(RIGHTS)})")
-    return rights
-
-
-def perms_text(rights: frozenset[str]) -> str | list[str]:
-    """How ``rights`` are written in users.yaml: a shorthand where one fits."""
-    if rights == frozenset(RIGHTS):
-        return "all"
-    if rights == frozenset(READ_ONLY):
-        return "read-only"
-    return [r for r in RIGHTS if r in rights]
-
-
 def _home_path(home_root: Path, home: Any) -> Path:
     """The real home folder for a relative ``home`` value; it must stay under the root."""
     if not isinstance(home, str) or not home or "\0" in home:
@@ -381,40 +347,10 @@ def add_user(
         if name in users:
             raise ValueError(f"user {name} already exists")
         entry = CommentedMap(password=hash_password(password, rounds))
-        _apply(entry, AccountChange(quota=quota, perms=perms))
+        apply_change(entry, AccountChange(quota=quota, perms=perms))
         users[name] = entry
     home.mkdir(parents=True, exist_ok=True)
     return home
-
-
-def _as_written(text: str) -> int | str:
-    text = text.strip()
-    return int(text) if text.isdigit() else text
-
-
-def _apply(entry: CommentedMap, change: AccountChange) -> None:
-    """Check every value first, then change ``entry`` (a bad value changes nothing)."""
-    updates: dict[str, Any] = {}  # key -> new value, None to remove the key
-    for key in ("quota", "upload_rate", "download_rate"):
-        text = getattr(change, key)
-        if text is not None:
-            updates[key] = None if parse_quota(text) is None else _as_written(text)
-    if change.perms is not None:
-        rights = parse_perms(change.perms)
-        updates["perms"] = None if rights == frozenset(RIGHTS) else perms_text(rights)
-    if change.locked is not None:
-        updates["locked"] = True if change.locked else None
-    if change.expires is not None:
-        day = parse_expires(change.expires)
-        updates["expires"] = day
-    if change.max_sessions is not None:
-        count = parse_max_sessions(change.max_sessions)
-        updates["max_sessions"] = count or None
-    for key, value in updates.items():
-        if value is None:
-            entry.pop(key, None)
-        else:
-            entry[key] = value
 
 
 def modify_user(
@@ -429,7 +365,7 @@ def modify_user(
     if quota is not None or perms is not None:
         change = dataclasses.replace(change, quota=quota, perms=perms)
     with _editing(path) as users:
-        _apply(_entry(users, name), change)
+        apply_change(_entry(users, name), change)
 
 
 def set_password(path: Path, name: str, password: str, rounds: int) -> None:
