@@ -18,8 +18,8 @@
 :meth:`UserStore.authenticate` checks a dummy hash for unknown names, so an
 unknown user and a wrong password cost the same time and get the same answer;
 :meth:`User.refusal` then says why a right password is still refused (a
-locked or expired account), for the audit; those keys are parsed in
-:mod:`ftpserver.accounts`.  :attr:`UserStore.signature` (see
+locked or expired account), for the audit; sizes, rights and those keys are
+parsed in :mod:`ftpserver.accounts`.  :attr:`UserStore.signature` (see
 :func:`~ftpserver.yamlfile.file_signature`) tells a server that the file
 changed since it was loaded.
 :func:`add_user`, :func:`set_password` and :func:`remove_user` rewrite the
