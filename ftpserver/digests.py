@@ -4,10 +4,12 @@ A download must end with the digest of the bytes, and hashing a big file
 costs more CPU than sending it.  The digest of a file version is kept in
 memory (bounded), and also on the file itself as the extended attribute
 ``user.ftpserver.blake3`` (where the filesystem has them), so it survives
-restarts.  A version is identified by device, inode, size and modification
-time; a write changes the size or the modification time.  A stale entry can
-only make a download fail its digest check on the client, never pass wrong
-data as good.
+restarts (where ``os.getxattr``/``os.setxattr`` exist: checked once, when a
+cache is made; elsewhere, macOS for one, only the memory is used).  A
+version is identified by device, inode, size and modification time; a
+write changes the size or the modification time.  A stale entry can only
+make a download fail its digest check on the client, never pass wrong data
+as good.
 """
 
 from __future__ import annotations
@@ -16,9 +18,7 @@ import contextlib
 import os
 import threading
 from collections import OrderedDict
-from typing import BinaryIO
 
-from ftpproto.channel import file_digest
 from ftpproto.digest import NAME, is_hexdigest
 
 __all__ = ["XATTR", "DigestCache", "version"]
@@ -43,6 +43,7 @@ class DigestCache:
         self.capacity = capacity
         self._lock = threading.Lock()
         self._items: OrderedDict[Key, str] = OrderedDict()
+        self.xattrs = hasattr(os, "getxattr") and hasattr(os, "setxattr")
 
     def get(self, st: os.stat_result, fd: int | None = None) -> str | None:
         """The digest of this file version, from memory or the open file's attribute."""
@@ -52,7 +53,7 @@ class DigestCache:
             if found is not None:
                 self._items.move_to_end(key)
                 return found
-        if fd is None:
+        if fd is None or not self.xattrs:
             return None
         try:
             stamp = os.getxattr(fd, XATTR)
@@ -71,22 +72,9 @@ class DigestCache:
     def put(self, st: os.stat_result, hexdigest: str, fd: int | None = None) -> None:
         """Remember the digest of this file version (and stamp the open file with it)."""
         self._remember(version(st), hexdigest)
-        if fd is not None:
+        if fd is not None and self.xattrs:
             with contextlib.suppress(OSError):
                 os.setxattr(fd, XATTR, _stamp(st, hexdigest))
-
-    def of_file(self, fileobj: BinaryIO) -> str:
-        """The digest of an open file: remembered, or computed now and remembered."""
-        fd = fileobj.fileno()
-        before = os.fstat(fd)
-        known = self.get(before, fd)
-        if known is not None:
-            return known
-        hasher, count = file_digest(fileobj, 0, before.st_size)
-        hexdigest = hasher.hexdigest()
-        if count == before.st_size and version(os.fstat(fd)) == version(before):
-            self.put(before, hexdigest, fd)
-        return hexdigest
 
     def _remember(self, key: Key, hexdigest: str) -> None:
         with self._lock:

@@ -3,9 +3,11 @@
 The loop reads one framed message at a time and :meth:`SessionHandler.dispatch`
 checks it against the command table (known? logged in? right arguments?)
 before it calls ``getattr(self, "cmd_" + name)``; nothing else on the
-handler is reachable by a client.  Command methods raise
-:class:`ProtocolError` or ``OSError``; the dispatcher turns both into one
-error reply and the session goes on.  A framing violation is answered and
+handler is reachable by a client.  Every file operation goes to the
+session's :class:`~ftpserver.storage.base.Storage` (virtual paths only; this
+module never calls ``os``).  Command methods raise :class:`ProtocolError` or
+``OSError``; the dispatcher turns both into one error reply and the session
+goes on.  A framing violation is answered and
 the connection closed; an unexpected exception is logged with its traceback
 and closes only this session.
 """
@@ -14,11 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import posixpath
 import socket
 import socketserver
-import stat
 import threading
 import time
 from collections.abc import Callable
@@ -28,20 +27,11 @@ from ftpproto.channel import Channel, Deadlines, Progress
 from ftpproto.commands import COMMANDS, lookup
 from ftpproto.errors import ErrorCode, FramingError, MessageError, ProtocolError
 from ftpproto.messages import Message, error, ok, parse_size
-from ftpserver.fsops import (
-    Upload,
-    list_entries,
-    os_error,
-    partial_path,
-    remove_folder,
-    remove_tree,
-    rename_noreplace,
-    stat_entry,
-)
+from ftpserver.fsops import os_error
 from ftpserver.guards import pacer
-from ftpserver.jail import Jail
 from ftpserver.login import Login, TooManyFailures, TooManySessions
-from ftpserver.transfers import open_regular, parse_resume, receive_upload, send_download
+from ftpserver.storage.base import Storage
+from ftpserver.transfers import handle_digest, parse_resume, receive_upload, send_download
 from ftpserver.users import User
 
 if TYPE_CHECKING:
@@ -66,7 +56,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
     def setup(self) -> None:
         self.settings = self.server.settings
         self.user: User | None = None
-        self._jail: Jail | None = None
+        self._storage: Storage | None = None
         self.logins = Login(self.server, str(self.client_address[0]))
         self.busy = False
         self._has_slot = False
@@ -138,10 +128,10 @@ class SessionHandler(socketserver.BaseRequestHandler):
         return _Meter(self._cancelled, pace)
 
     @property
-    def jail(self) -> Jail:
-        """The logged-in user's jail (the dispatcher guarantees a login first)."""
-        assert self._jail is not None
-        return self._jail
+    def storage(self) -> Storage:
+        """The logged-in user's files (the dispatcher guarantees a login first)."""
+        assert self._storage is not None
+        return self._storage
 
     @property
     def user_account(self) -> User:
@@ -231,9 +221,10 @@ class SessionHandler(socketserver.BaseRequestHandler):
             self.channel.send(error(command, failure))
             raise _CloseSession from None
         self._user_slot = user.name  # the login took one of the user's max_sessions slots
-        os.makedirs(user.home, exist_ok=True)
+        storage = self.server.open_storage(user)
+        storage.prepare()
         self.user = user
-        self._jail = Jail(user.home)
+        self._storage = storage
         self.channel.send(ok(command, user.name))
 
     def cmd_help(self, name: str | None = None) -> None:
@@ -252,21 +243,14 @@ class SessionHandler(socketserver.BaseRequestHandler):
     # -- navigation and information ------------------------------------------
 
     def cmd_pwd(self) -> None:
-        self.channel.send(ok("pwd", self.jail.cwd))
+        self.channel.send(ok("pwd", self.storage.cwd))
 
     def cmd_cd(self, path: str) -> None:
-        virtual, real = self.jail.resolve(path)
-        if not stat.S_ISDIR(os.stat(real).st_mode):
-            raise ProtocolError(ErrorCode.NOT_DIRECTORY, f"not a folder: {virtual}")
-        self.jail.chdir(virtual)
-        self.channel.send(ok("cd", virtual))
+        self.channel.send(ok("cd", self.storage.chdir(path)))
 
     def cmd_ls(self, path: str = ".") -> None:
-        virtual, real = self.jail.resolve(path)
-        if stat.S_ISDIR(os.stat(real).st_mode):
-            entries = list_entries(real)
-        else:
-            entries = iter([stat_entry(posixpath.basename(virtual), real)])
+        storage = self.storage
+        entries = storage.listdir(storage.virtual(path))
         batch: list[Message] = []
         count = 0
         for name, kind, size, mtime in entries:
@@ -279,16 +263,17 @@ class SessionHandler(socketserver.BaseRequestHandler):
 
     def cmd_stat(self, path: str, option: str | None = None) -> None:
         _flag(option, "blake3", "stat PATH [blake3]")
-        virtual, real = self.jail.resolve(path)
-        _, kind, size, mtime = stat_entry(posixpath.basename(virtual), real)
+        storage = self.storage
+        virtual = storage.virtual(path)
+        _, kind, size, mtime = storage.stat(virtual)
         fields = [kind, str(size), str(mtime)]
         if option and kind == "file":
-            with open_regular(real, virtual) as source:
-                fields.append(self.server.digests.of_file(source))
+            with storage.open_read(virtual) as source:
+                fields.append(handle_digest(source))
         self.channel.send(ok("stat", *fields))
 
     def cmd_quota(self) -> None:
-        usage = self.server.quotas.usage(self.user_account)
+        usage = self.storage.usage()
         limit = "-" if usage.quota is None else str(usage.quota)
         self.channel.send(ok("quota", str(usage.used), limit, str(usage.available)))
 
@@ -296,46 +281,35 @@ class SessionHandler(socketserver.BaseRequestHandler):
 
     def cmd_mkdir(self, path: str, option: str | None = None) -> None:
         _flag(option, "parents", "mkdir PATH [parents]")
-        virtual, real = self.jail.resolve(path)
-        if option:
-            os.makedirs(real, exist_ok=True)
-        else:
-            os.mkdir(real)
+        virtual = self.storage.virtual(path)
+        self.storage.mkdir(virtual, parents=bool(option))
         self._audit("mkdir", path=virtual)
         self.channel.send(ok("mkdir", virtual))
 
     def cmd_rmdir(self, path: str) -> None:
-        virtual, real = self.jail.resolve(path, follow=False)
-        remove_folder(real, virtual)
+        virtual = self.storage.virtual(path)
+        self.storage.rmdir(virtual)
         self._audit("rmdir", path=virtual)
         self.channel.send(ok("rmdir", virtual))
 
     def cmd_rm(self, path: str, option: str | None = None) -> None:
         _flag(option, "recursive", "rm PATH [recursive]")
-        virtual, real = self.jail.resolve(path, follow=False)
-        mode = os.lstat(real).st_mode
-        if stat.S_ISDIR(mode):
+        storage = self.storage
+        virtual = storage.virtual(path)
+        if storage.kind(virtual) == "dir":
             if not option:
                 raise ProtocolError(ErrorCode.IS_DIRECTORY, f"is a folder (use rm -r): {virtual}")
-            files, freed = remove_tree(self.server.quotas, self.user_account, real)
+            files, freed = storage.remove_tree(virtual)
         else:
-            files, freed = 1, self.server.quotas.remove(self.user_account, real)
+            files, freed = 1, storage.remove(virtual)
         self._audit("rm", path=virtual, files=files, bytes=freed)
         self.channel.send(ok("rm", str(files), str(freed)))
 
     def cmd_mv(self, old: str, new: str) -> None:
-        old_virtual, old_real = self.jail.resolve(old, follow=False)
-        os.lstat(old_real)
-        new_virtual, new_real = self.jail.resolve(new)
-        if new.endswith("/") and not os.path.isdir(new_real):
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"no such folder: {new_virtual}")
-        if os.path.isdir(new_real) and not os.path.islink(new_real):
-            name = posixpath.basename(old_virtual)
-            new_virtual, new_real = self.jail.resolve(posixpath.join(new_virtual, name))
-        try:
-            rename_noreplace(old_real, new_real)
-        except FileExistsError:
-            raise ProtocolError(ErrorCode.EXISTS, f"already exists: {new_virtual}") from None
+        storage = self.storage
+        old_virtual = storage.virtual(old)
+        storage.kind(old_virtual)  # a missing OLD is reported before anything wrong with NEW
+        new_virtual = storage.rename(old_virtual, storage.virtual(new), new.endswith("/"))
         self._audit("mv", path=old_virtual, to=new_virtual)
         self.channel.send(ok("mv", new_virtual))
 
@@ -343,16 +317,14 @@ class SessionHandler(socketserver.BaseRequestHandler):
 
     def cmd_get(self, path: str, *resume_fields: str) -> None:
         resume = parse_resume("get", resume_fields)
-        virtual, real = self.jail.resolve(path)
+        virtual = self.storage.virtual(path)
         started = time.monotonic()
-        with open_regular(real, virtual) as source:
+        with self.storage.open_read(virtual) as source:
             rate = self.user_account.download_rate
             step = 64 * 1024 if rate else 8 * 1024 * 1024
             meter = self._meter("download", rate)
             try:
-                result = send_download(
-                    self.channel, source, virtual, resume, meter, step, self.server.digests
-                )
+                result = send_download(self.channel, source, virtual, resume, meter, step)
             except (ProtocolError, OSError) as exc:
                 self._log_failed("get", virtual, meter.moved, started, exc)
                 raise
@@ -362,26 +334,14 @@ class SessionHandler(socketserver.BaseRequestHandler):
     def cmd_put(self, path: str, size_text: str, *resume_fields: str) -> None:
         size = parse_size(size_text)
         resume = parse_resume("put", resume_fields)
-        virtual, real = self.jail.resolve(path)
-        if os.path.isdir(real):
-            raise ProtocolError(ErrorCode.IS_DIRECTORY, f"is a folder: {virtual}")
-        if not os.path.isdir(os.path.dirname(real)):
-            parent = posixpath.dirname(virtual)
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"no such folder: {parent}")
+        virtual = self.storage.virtual(path)
+        upload = self.storage.open_upload(virtual)
         started = time.monotonic()
-        upload = Upload(
-            self.server.quotas,
-            self.user_account,
-            real,
-            partial_path(self.jail, virtual),
-            self.server.file_mode,
-            self.settings.fsync_uploads,
-        )
         meter = self._meter("upload", self.user_account.upload_rate)
         try:
             with upload:
                 received, hexdigest = receive_upload(
-                    self.channel, upload, virtual, size, resume, meter, self.server.digests
+                    self.channel, upload, virtual, size, resume, meter
                 )
         except (ProtocolError, OSError, ConnectionError, TimeoutError) as exc:
             self._log_failed("put", virtual, meter.moved, started, exc)
@@ -390,11 +350,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self.channel.send(ok("put", str(size), hexdigest))
 
     def cmd_partial(self, path: str) -> None:
-        virtual, _ = self.jail.resolve(path)
-        try:
-            size = os.lstat(partial_path(self.jail, virtual)).st_size
-        except FileNotFoundError:
-            size = 0
+        size = self.storage.partial_size(self.storage.virtual(path))
         self.channel.send(ok("partial", str(size)))
 
     # -- logging -------------------------------------------------------------

@@ -15,6 +15,15 @@ import os
 import posixpath
 
 from ftpproto.errors import ErrorCode, ProtocolError
+from ftpserver.storage.paths import (
+    MAX_NAME_BYTES,
+    MAX_PATH_BYTES,
+    PARTIAL_DIR,
+    TEMP_PREFIX,
+    is_reserved,
+    is_temporary,
+    virtual_path,
+)
 
 __all__ = [
     "MAX_NAME_BYTES",
@@ -26,21 +35,6 @@ __all__ = [
     "is_temporary",
 ]
 
-MAX_PATH_BYTES = 4096
-MAX_NAME_BYTES = 255
-TEMP_PREFIX = ".ftp-upload-"  # uploads in progress, next to their target
-PARTIAL_DIR = ".ftp-partial"  # interrupted uploads kept for resuming, at the home's top
-
-
-def is_temporary(name: str) -> bool:
-    """Whether ``name`` is a temporary upload file."""
-    return name.startswith(TEMP_PREFIX)
-
-
-def is_reserved(name: str) -> bool:
-    """Whether ``name`` belongs to the server (hidden from listings, refused in paths)."""
-    return name.startswith(TEMP_PREFIX) or name == PARTIAL_DIR
-
 
 class Jail:
     """One session's view of its home folder: a virtual cwd and path resolution."""
@@ -51,24 +45,7 @@ class Jail:
 
     def virtual(self, path: str) -> str:
         """The normalised absolute virtual path for ``path``; ``..`` stops at ``/``."""
-        if not path:
-            raise ProtocolError(ErrorCode.BAD_PATH, "empty path")
-        if "\0" in path:
-            raise ProtocolError(ErrorCode.BAD_PATH, "path contains a NUL byte")
-        if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
-            raise ProtocolError(ErrorCode.PATH_TOO_LONG, f"path longer than {MAX_PATH_BYTES} bytes")
-        joined = posixpath.normpath(posixpath.join(self.cwd, path))
-        virtual = "/" + joined.lstrip("/")
-        for name in virtual.split("/"):
-            if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-                raise ProtocolError(
-                    ErrorCode.PATH_TOO_LONG, f"a name in the path is over {MAX_NAME_BYTES} bytes"
-                )
-            if is_reserved(name):
-                raise ProtocolError(ErrorCode.BAD_PATH, f"reserved name: {name}")
-        if len(virtual.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
-            raise ProtocolError(ErrorCode.PATH_TOO_LONG, f"path longer than {MAX_PATH_BYTES} bytes")
-        return virtual
+        return virtual_path(self.cwd, path)
 
     def resolve(self, path: str, follow: bool = True) -> tuple[str, str]:
         """``(virtual, real)`` for a client path; refuse anything that leads outside the home.

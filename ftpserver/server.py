@@ -29,16 +29,24 @@ from typing import Any
 from ftpserver.audit import Audit, configure_logging
 from ftpserver.config import Settings, keep_restart_only
 from ftpserver.digests import DigestCache
-from ftpserver.fsops import sweep_partials
 from ftpserver.guards import PasswordGate
 from ftpserver.handler import SessionHandler
 from ftpserver.login import server_binding
 from ftpserver.state.shared import LocalState, Shared
 from ftpserver.state.wire import StateUnavailable
-from ftpserver.users import UserStore, load_users
+from ftpserver.storage.base import Storage
+from ftpserver.storage.local import LocalStorage
+from ftpserver.users import User, UserStore, load_users
 from ftpserver.userwatch import UsersFileWatch
 
-__all__ = ["FileTransferServer", "reload_config", "report_reload", "tls_context"]
+__all__ = [
+    "FileTransferServer",
+    "StorageFactory",
+    "local_storage",
+    "reload_config",
+    "report_reload",
+    "tls_context",
+]
 
 log = logging.getLogger("ftpserver")
 
@@ -84,6 +92,22 @@ def report_reload(changed: list[str], users: UserStore) -> None:
             "reload: %s kept as before: changing %s takes a restart", ", ".join(changed), them
         )
     log.info("reloaded: %d users", len(users.users))
+
+
+StorageFactory = Callable[["FileTransferServer", User], Storage]
+
+
+def local_storage(server: FileTransferServer, user: User) -> Storage:
+    """The default :data:`StorageFactory`: the user's home folder on this host."""
+    settings = server.settings
+    return LocalStorage(
+        user,
+        server.quotas,
+        server.digests,
+        file_mode=server.file_mode,
+        fsync=settings.fsync_uploads,
+        stale_after=max(3600.0, 2 * settings.idle_timeout),
+    )
 
 
 class _Sessions:
@@ -142,6 +166,7 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         self.users_watch = UsersFileWatch()
         self.passwords = PasswordGate(settings.password_checks, settings.password_cache_ttl)
         self.digests = DigestCache()
+        self.storage_factory: StorageFactory = local_storage  # where users' files are stored
         self.audit = Audit()
         self.tls = tls_context(settings)
         self.tls_binding = server_binding(settings.tls_cert if self.tls else None)  # key logins
@@ -175,6 +200,10 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         host, port = self.socket.getsockname()[:2]
         return str(host), int(port)
 
+    def open_storage(self, user: User) -> Storage:
+        """The storage of ``user``'s files, for one session: ``storage_factory(self, user)``."""
+        return self.storage_factory(self, user)
+
     def reload(self) -> bool:
         """Read the settings and users again and apply them atomically.
 
@@ -204,7 +233,7 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
             while True:
                 ttl = self.settings.partial_upload_ttl
                 try:
-                    removed = sweep_partials(self.quotas, list(self.users.users.values()), ttl)
+                    removed = self.sweep_partials(ttl)
                     if removed:
                         log.info("removed %d stale partial uploads", removed)
                 except Exception:
@@ -215,6 +244,11 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         thread = threading.Thread(target=sweep, name="partial-sweeper", daemon=True)
         thread.start()
         return thread
+
+    def sweep_partials(self, max_age: float) -> int:
+        """Remove every user's partial uploads untouched for ``max_age`` seconds; how many."""
+        users = list(self.users.users.values())
+        return sum(self.open_storage(user).remove_stale_partials(max_age) for user in users)
 
     def drain(self, grace: float, force: Callable[[], bool]) -> int:
         """End every session: idle ones now, busy ones after ``grace`` seconds or once ``force()``.

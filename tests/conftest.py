@@ -783,7 +783,7 @@ def bytes_on_disk(home: Path) -> int:
 
 def partial_file(home: Path, virtual: str) -> Path:
     """Where the server keeps the partial upload of ``virtual`` (an absolute virtual path)."""
-    # The name is the SHA-256 of the virtual path (ftpserver.fsops.partial_path), not a file digest.
+    # The name is the SHA-256 of the virtual path (LocalStorage._partial), not a file digest.
     return home / ".ftp-partial" / hashlib.sha256(virtual.encode("utf-8")).hexdigest()
 
 

@@ -261,6 +261,38 @@ def test_symlink_loop_is_refused(jailed: RunningServer, client: ClientFactory, l
     jailed.assert_serving()
 
 
+@pytest.mark.parametrize("loop", ["loop", "ping"], ids=["self", "two-links"])
+def test_every_command_answers_415_for_a_symlink_loop(
+    server: RunningServer, client: ClientFactory, local: Path, loop: str
+) -> None:
+    """stat, cd, ls, get and put agree: a link that never reaches anything is 415."""
+    home = server.alice_home
+    (home / "loop").symlink_to("loop")
+    (home / "ping").symlink_to("pong")
+    (home / "pong").symlink_to("ping")
+    source = local / "up.txt"
+    source.write_bytes(b"would replace the link")
+    conn: FileTransferClient = client()
+    actions: dict[str, Callable[[], object]] = {
+        "stat": lambda: conn.stat(loop),
+        "stat-blake3": lambda: conn.stat(loop, digest=True),
+        "cd": lambda: conn.cd(loop),
+        "ls": lambda: conn.ls(loop),
+        "get": lambda: conn.get(loop, str(local / "got")),
+        "put": lambda: conn.put(str(source), loop),
+    }
+    for name, action in actions.items():
+        error = remote_error(action)
+        assert error.code == ErrorCode.BAD_PATH, f"{name}: {error}"
+        assert "too many levels of symbolic links" in error.text, f"{name}: {error.text}"
+        assert_no_real_paths(server, error.text)
+    assert os.readlink(home / loop) == ("loop" if loop == "loop" else "pong"), "put replaced it"
+    assert {e.name: e.type for e in conn.ls()}[loop] == "link"  # ls of the folder lists it
+    assert conn.rm(loop) == (1, 0)  # and the link itself can go
+    assert not os.path.lexists(home / loop)
+    server.assert_serving()
+
+
 def test_home_itself_a_symlink_still_works(
     server: RunningServer, client: ClientFactory, local: Path, tmp_path: Path
 ) -> None:

@@ -44,7 +44,6 @@ from conftest import (
 from ftpclient.client import LocalError
 from ftpproto.errors import ErrorCode, RemoteError
 from ftpproto.messages import Message
-from ftpserver.fsops import sweep_partials
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -345,7 +344,7 @@ def test_stale_partials_are_swept_and_the_quota_follows(
     an_hour_ago = time.time() - 3600
     os.utime(old, (an_hour_ago, an_hour_ago))
     srv = server.server
-    removed = sweep_partials(srv.quotas, list(srv.users.users.values()), max_age=600)
+    removed = srv.sweep_partials(max_age=600)
     assert removed == 1
     assert not old.exists(), "the stale partial upload is still there"
     assert partial_file(server.alice_home, "/fresh.bin").stat().st_size == MIB
@@ -353,7 +352,7 @@ def test_stale_partials_are_swept_and_the_quota_follows(
     assert conn.quota().used == used - 2 * MIB == bytes_on_disk(server.alice_home)
     assert (server.alice_home / "keep.txt").read_bytes() == b"k" * 1000
     # Nothing is stale any more: a second sweep removes nothing.
-    assert sweep_partials(srv.quotas, list(srv.users.users.values()), max_age=600) == 0
+    assert srv.sweep_partials(max_age=600) == 0
 
 
 def test_resume_fields_must_come_together(

@@ -72,6 +72,7 @@ from ftpclient.client import FileTransferClient, Quota
 from ftpproto.errors import ConnectionClosed, ErrorCode, RemoteError
 from ftpserver.config import Settings
 from ftpserver.jail import TEMP_PREFIX
+from ftpserver.state.ledger import Usage
 from ftpserver.state.owner import StateOwner
 from ftpserver.state.pipe import remote_shared
 from ftpserver.state.shared import LocalState
@@ -736,6 +737,10 @@ def test_state_owner_gives_back_what_a_closed_worker_held(tmp_path: Path) -> Non
     remote = remote_shared(theirs)
     user = User("carol", b"", tmp_path, quota=1000)
     ip = "10.0.0.1"
+
+    def usage(shared: LocalState) -> Usage:
+        return shared.quotas.usage(user.name, user.quota, free)
+
     assert remote.limiter.acquire(ip) is None
     assert remote.limiter.acquire(ip) is None
     assert remote.limiter.acquire(ip) == "too many sessions from your address"  # holds nothing
@@ -743,13 +748,17 @@ def test_state_owner_gives_back_what_a_closed_worker_held(tmp_path: Path) -> Non
     temps = [tmp_path / f"{TEMP_PREFIX}{n}" for n in range(3)]
     for temp in temps:
         temp.write_bytes(b"x" * 100)
-    kept = remote.quotas.reserve(user, 300, 0, str(temps[0]))
-    done = remote.quotas.reserve(user, 200, 0, str(temps[1]))
+    free = 10**12
+    remote.quotas.record(user.name, 0)  # the storage measured the (empty) home
+    kept = remote.quotas.reserve(user.name, user.quota, 300, 0, free, str(temps[0]))
+    done = remote.quotas.reserve(user.name, user.quota, 200, 0, free, str(temps[1]))
     remote.quotas.release(done)
-    moved = remote.quotas.reserve(user, 100, 0, str(temps[2]))
-    remote.quotas.replace(user, str(temps[2]), str(tmp_path / "kept"), release=moved)
-    assert shared.quotas.usage(user).used == 100  # the kept file counts, its reservation not
-    assert (kept.quota_bytes, shared.quotas.usage(user).reserved, shared.limiter.count) == (
+    moved = remote.quotas.reserve(user.name, user.quota, 100, 0, free, str(temps[2]))
+    # The storage renames temps[2] into place and reports the growth with the reservation.
+    os.replace(temps[2], tmp_path / "kept")
+    remote.quotas.settle(user.name, 100, user.quota, moved)
+    assert usage(shared).used == 100  # the kept file counts, its reservation not
+    assert (kept.quota_bytes, usage(shared).reserved, shared.limiter.count) == (
         300, 300, 1,
     )  # fmt: skip
     with pytest.raises(AttributeError):
@@ -758,7 +767,7 @@ def test_state_owner_gives_back_what_a_closed_worker_held(tmp_path: Path) -> Non
     thread.join(5)
     assert not thread.is_alive()
     assert shared.limiter.count == 0, "the slot was not given back (or given back twice)"
-    assert shared.quotas.usage(user).reserved == 0, "the reservation was not given back"
+    assert usage(shared).reserved == 0, "the reservation was not given back"
     assert not temps[0].exists(), "the dead worker's upload file was left"
     assert temps[1].exists(), "a file whose reservation was released was removed"
     assert (tmp_path / "kept").read_bytes() == b"x" * 100

@@ -7,21 +7,21 @@
 * A client killed in the middle of ``get``: only ``<local>.part`` on the
   client's side, never the target name; the server's file is intact and the
   server logs the transfer as failed and goes on serving.
-* The server's disk fails while an upload is written (an ``os.write`` that
-  raises ``ENOSPC`` after some bytes, or ``EDQUOT``, ``EACCES``, ``EIO``, or an
-  ``fsync`` that raises ``ENOSPC``): the client gets a clear error (507 "no
-  space", 403, 501), no temporary file is left, an older file of that name
-  is intact, nothing is counted in the quota, and the same session goes on.
+* The server's disk fails while an upload is written (a write that fails
+  with ``ENOSPC`` after a short write, or ``EDQUOT``, ``EACCES``, ``EIO``, or
+  an ``fsync`` that fails with ``ENOSPC``): the client gets a clear error
+  (507 "no space", 403, 501), no temporary file is left, an older file of
+  that name is intact, nothing is counted in the quota, and the same session
+  goes on.
 * The server's disk refuses access to a folder (``chmod 555``; the tests run
   as root, where that does not stop writes, so ``EACCES`` is also injected
   for changes inside that folder): ``put``, ``mkdir``, ``rm`` and ``mv`` there
   get ``403 permission denied on the server``, nothing changes, the session
   goes on.
 
-The faults are injected by replacing the ``os`` module that one server module
-sees (``ftpproto.channel`` for the writes of ``GuardedWriter``,
-``ftpserver.fsops``/``handler``/``quota`` for creating, renaming and removing)
-with a view that fails the chosen calls and passes every other one on.
+The faults are injected through the server's storage: the ``faulty`` fixture
+serves the sessions from a :class:`~faulty_storage.FaultyStorage` (the real
+local storage, failing the chosen operations; see ``tests/faulty_storage.py``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from conftest import (
     HOST,
     OLD_VERSION,
     ClientFactory,
-    OsView,
     RunningServer,
     digest_of,
     kill_mid_transfer,
@@ -49,14 +48,11 @@ from conftest import (
     tree_state,
     wait_until,
 )
+from faulty_storage import Faults, install
 
-import ftpproto.channel
-import ftpserver.fsops
-import ftpserver.handler
-import ftpserver.quota
 from ftpclient.client import FileTransferClient
 from ftpproto.errors import ErrorCode, RemoteError
-from ftpserver.jail import PARTIAL_DIR, TEMP_PREFIX
+from ftpserver.jail import PARTIAL_DIR
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -153,63 +149,18 @@ def test_client_killed_mid_download(
 # -- disk faults, injected ------------------------------------------------------------------
 
 
-def is_upload_temp(fd: int) -> bool:
-    """Whether ``fd`` is open on one of the server's temporary upload files."""
-    try:
-        return os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(TEMP_PREFIX)
-    except OSError:
-        return False
-
-
-class FailingWrites:
-    """``os.write`` and ``os.splice`` that fail with ``code`` once ``after`` bytes went to an
-    upload's temp file (uploads of 2 MiB or more are spliced into it)."""
-
-    def __init__(self, code: int, after: int) -> None:
-        self.code = code
-        self.after = after
-        self.armed = True
-        self.failures = 0
-        self._written: dict[int, int] = {}  # inode -> bytes written
-
-    def _room(self, fd: int) -> int | None:
-        """Bytes the temp file ``fd`` may still take (raising when none), or None: not faulted."""
-        if not self.armed or not is_upload_temp(fd):
-            return None
-        room = self.after - self._written.get(os.fstat(fd).st_ino, 0)
-        if room <= 0:
-            self.failures += 1
-            raise OSError(self.code, os.strerror(self.code))
-        return room
-
-    def _count(self, fd: int, count: int) -> int:
-        inode = os.fstat(fd).st_ino
-        self._written[inode] = self._written.get(inode, 0) + count
-        return count
-
-    def write(self, fd: int, data: Any) -> int:
-        room = self._room(fd)
-        if room is None:
-            return os.write(fd, data)
-        # A short write, as a filling disk does.
-        return self._count(fd, os.write(fd, memoryview(data)[:room]))
-
-    def splice(self, src: int, dst: int, count: int, *args: Any, **kwargs: Any) -> int:
-        room = self._room(dst)
-        if room is None:
-            return os.splice(src, dst, count, *args, **kwargs)
-        return self._count(dst, os.splice(src, dst, min(count, room), *args, **kwargs))
+@pytest.fixture
+def faulty(server: RunningServer) -> Faults:
+    """The ``server`` fixture's sessions, from now on, on a storage that fails as told."""
+    return install(server.server, Faults())
 
 
 @pytest.fixture
-def failing_writes(monkeypatch: pytest.MonkeyPatch) -> Callable[[int, int], FailingWrites]:
+def failing_writes(faulty: Faults) -> Callable[[int, int], Faults]:
     """``failing_writes(errno, after)``: the server's upload writes fail from then on."""
 
-    def arm(code: int, after: int) -> FailingWrites:
-        faults = FailingWrites(code, after)
-        view = OsView(write=faults.write, splice=faults.splice)
-        monkeypatch.setattr(ftpproto.channel, "os", view)
-        return faults
+    def arm(code: int, after: int) -> Faults:
+        return faulty.fail("write", code, after=after)
 
     return arm
 
@@ -229,7 +180,7 @@ def test_disk_fails_while_an_upload_is_written(
     server: RunningServer,
     client: ClientFactory,
     local: Path,
-    failing_writes: Callable[[int, int], FailingWrites],
+    failing_writes: Callable[[int, int], Faults],
     code: int,
     reply: ErrorCode,
     words: str,
@@ -247,7 +198,7 @@ def test_disk_fails_while_an_upload_is_written(
     faults = failing_writes(code, after)
     with pytest.raises(RemoteError) as caught:
         conn.put(str(source), "big.bin")
-    assert faults.failures >= 1, "the injected fault never struck"
+    assert faults.struck, "the injected fault never struck"
     assert caught.value.code == reply, f"{caught.value.code}: {caught.value.text}"
     assert words in caught.value.text.lower(), caught.value.text
     assert "big.bin" in caught.value.text, "the error does not name the file"
@@ -275,7 +226,6 @@ def test_disk_fails_while_an_upload_is_written(
 def test_fsync_fails_with_enospc(
     make_configured_server: Callable[..., RunningServer],
     local: Path,
-    monkeypatch: pytest.MonkeyPatch,
     old: bytes | None,
 ) -> None:
     """Space a filesystem only finds out about at fsync: the same clear 507."""
@@ -283,22 +233,14 @@ def test_fsync_fails_with_enospc(
     target = running.alice_home / "big.bin"
     if old is not None:
         target.write_bytes(old)
-    failures: list[int] = []
-
-    def fsync(fd: int) -> None:
-        if is_upload_temp(fd):
-            failures.append(fd)
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        os.fsync(fd)
-
-    monkeypatch.setattr(ftpserver.fsops, "os", OsView(fsync=fsync))
+    faults = install(running.server, Faults().fail("fsync", errno.ENOSPC))
     source = local / "big.bin"
     source.write_bytes(os.urandom(MIB))
     with FileTransferClient(HOST, running.port, timeout=10) as conn:
         conn.login(ALICE, ALICE_PASSWORD)
         with pytest.raises(RemoteError) as caught:
             conn.put(str(source), "big.bin")
-        assert failures, "fsync was never called"
+        assert faults.struck, "fsync was never called"
         assert caught.value.code == ErrorCode.NO_SPACE
         assert "no space" in caught.value.text.lower()
         assert temp_files(running.homes) == []
@@ -315,56 +257,32 @@ def test_fsync_fails_with_enospc(
 
 
 class LockedFolder:
-    """Creating, removing and renaming entries inside ``folder`` fails with EACCES."""
+    """Changes inside the virtual folder ``/locked`` fail with EACCES (see :func:`locked`)."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = os.path.realpath(folder)
-        self.refused: list[str] = []
+    def __init__(self, folder: str, faults: Faults) -> None:
+        self.folder = folder
+        self.faults = faults
 
-    def inside(self, path: object) -> bool:
-        if not isinstance(path, (str, os.PathLike)):
-            return False
-        real = os.path.realpath(path)
-        return real != self.folder and os.path.commonpath([self.folder, real]) == self.folder
+    @property
+    def refused(self) -> list[str]:
+        return self.faults.struck
 
-    def refusing(
-        self, name: str, npaths: int = 1, real_call: Callable[..., Any] | None = None
-    ) -> Callable[..., Any]:
-        """``os.<name>`` (or ``real_call``), failing for paths inside the folder."""
-        real_call = real_call or getattr(os, name)
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            writes = name != "open" or args[1] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
-            if writes and any(self.inside(path) for path in args[:npaths]):
-                self.refused.append(f"{name} {args[0]}")
-                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(args[0]))
-            return real_call(*args, **kwargs)
-
-        return call
-
-    def view(self) -> OsView:
-        calls = {name: self.refusing(name) for name in ("open", "mkdir", "makedirs", "rmdir")}
-        calls.update({name: self.refusing(name) for name in ("unlink", "remove")})
-        calls.update({name: self.refusing(name, 2) for name in ("rename", "replace")})
-        return OsView(**calls)
+    def inside(self, virtual: str) -> bool:
+        return virtual.startswith(self.folder + "/")
 
 
 @pytest.fixture
-def locked(server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[LockedFolder]:
+def locked(server: RunningServer, faulty: Faults) -> Iterator[LockedFolder]:
     """alice's folder ``locked`` (with ``old.txt``), mode 555, and EACCES for changes in it."""
     folder = server.alice_home / "locked"
     folder.mkdir()
     (folder / "old.txt").write_bytes(OLD_VERSION)
     (server.alice_home / "elsewhere").mkdir()
     folder.chmod(0o555)
-    guard = LockedFolder(folder)
+    guard = LockedFolder("/locked", faulty)
     if os.geteuid() == 0:  # root writes whatever the mode says: inject what others would get
-        view = guard.view()
-        for module in (ftpserver.fsops, ftpserver.handler, ftpserver.quota):
-            monkeypatch.setattr(module, "os", view)
-        # mv renames through renameat2 (ctypes), not through os.
-        rename = guard.refusing("rename_noreplace", 2, ftpserver.fsops.rename_noreplace)
-        monkeypatch.setattr(ftpserver.handler, "rename_noreplace", rename)
+        for point in ("create", "mkdir", "rmdir", "remove", "rename"):
+            faulty.fail(point, errno.EACCES, guard.inside)
     try:
         yield guard
     finally:

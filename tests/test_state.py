@@ -28,13 +28,12 @@ from ftpproto.errors import ErrorCode, ProtocolError
 from ftpserver.config import Settings
 from ftpserver.guards import SessionLimiter
 from ftpserver.jail import TEMP_PREFIX
-from ftpserver.quota import Reservation, Usage
+from ftpserver.state.ledger import Reservation, Unmeasured, Usage
 from ftpserver.state.owner import StateOwner
 from ftpserver.state.pipe import RemoteBandwidth, RemoteBans, RemoteSlots, remote_shared
-from ftpserver.state.quotas import RemoteQuotas
+from ftpserver.state.quotas import RemoteLedger
 from ftpserver.state.shared import LocalState, Shared
 from ftpserver.state.wire import PipeClient, StateUnavailable
-from ftpserver.users import User
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -98,33 +97,38 @@ def test_bandwidth(linked: Callable[..., Linked]) -> None:
     assert budget.take("alice", "download", 1000, 500) == 0.0  # another bucket
 
 
-def test_quota_book(linked: Callable[..., Linked], tmp_path: Path) -> None:
+def test_quota_ledger(linked: Callable[..., Linked], tmp_path: Path) -> None:
     pair = linked()
     quotas, book = pair.remote.quotas, pair.state.quotas
-    user = User("carol", b"", tmp_path, quota=1000)
-    (tmp_path / "old").write_bytes(b"o" * 100)
-    usage = quotas.usage(user)
+    free = 10**12
+    with pytest.raises(Unmeasured):  # raised in the supervisor, raised here
+        quotas.usage("carol", 1000, free)
+    quotas.record("carol", 100)  # the storage measured the home
+    usage = quotas.usage("carol", 1000, free)
     assert isinstance(usage, Usage) and (usage.used, usage.reserved, usage.quota) == (100, 0, 1000)
 
-    temp = tmp_path / f"{TEMP_PREFIX}a"
-    temp.write_bytes(b"n" * 600)
-    reservation = quotas.reserve(user, 600, 0, str(temp))
+    temp = str(tmp_path / f"{TEMP_PREFIX}a")
+    reservation = quotas.reserve("carol", 1000, 600, 0, free, temp)
     assert isinstance(reservation, Reservation) and reservation.quota_bytes == 600
-    assert book.usage(user).reserved == 600
-    with pytest.raises(ProtocolError) as caught:  # raised in the supervisor, raised here
-        quotas.reserve(user, 400, 0, str(tmp_path / f"{TEMP_PREFIX}b"))
+    assert book.usage("carol", 1000, free).reserved == 600
+    with pytest.raises(ProtocolError) as caught:
+        quotas.reserve("carol", 1000, 400, 0, free, str(tmp_path / f"{TEMP_PREFIX}b"))
     assert caught.value.code == ErrorCode.QUOTA_EXCEEDED
 
-    quotas.replace(user, str(temp), str(tmp_path / "new"), enforce=True, release=reservation)
-    assert (book.usage(user).used, book.usage(user).reserved) == (700, 0)
+    quotas.settle("carol", 600, 1000, reservation)
+    assert (book.usage("carol", 1000, free).used, book.usage("carol", 1000, free).reserved) == (
+        700,
+        0,
+    )
     assert reservation.quota_bytes == reservation.disk_bytes == 0  # spent, as in the book
     quotas.release(reservation)  # a second release gives nothing back
-    assert book.usage(user).reserved == 0
+    assert book.usage("carol", 1000, free).reserved == 0
 
-    assert quotas.remove(user, str(tmp_path / "old")) == 100
-    assert quotas.usage(user).used == 600
-    with pytest.raises(FileNotFoundError):
-        quotas.claim(user, str(tmp_path / "missing"), str(tmp_path / f"{TEMP_PREFIX}c"))
+    quotas.settle("carol", -100)
+    assert quotas.usage("carol", 1000, free).used == 600
+    with pytest.raises(ProtocolError) as caught:  # over the limit: nothing counted
+        quotas.settle("carol", 500, 1000)
+    assert quotas.usage("carol", 1000, free).used == 600
 
 
 @pytest.mark.parametrize(
@@ -139,7 +143,7 @@ def test_quota_book(linked: Callable[..., Linked], tmp_path: Path) -> None:
         (("limiter", "acquire", (IP, IP)), "limiter.acquire takes 1 arguments, not 2"),
         (("limiter", "acquire", (5,)), "argument 1: expected str, got int"),
         (("bandwidth", "take", ("a", "upload", "fast", 1)), "argument 3: expected int, got str"),
-        (("quotas", "usage", ("alice",)), "argument 1: expected User, got str"),
+        (("quotas", "usage", ("alice", None, "lots")), "argument 3: expected int, got str"),
         (("limiter", "release", (IP,)), f"no session slot held for {IP}"),
         ("acquire", "request (target, method, arguments): expected tuple, got str"),
         (("limiter", "acquire"), "request (target, method, arguments): expected 3 items, got 2"),
@@ -181,7 +185,7 @@ def answering(reply: object) -> tuple[PipeClient, threading.Thread]:
         ((True, "yes"), lambda client: RemoteBans(client).is_banned(IP)),
         ((True, 1), lambda client: RemoteBandwidth(client).take("a", "upload", 1, 1)),
         ((True, 7), lambda client: RemoteSlots(client).acquire(IP)),
-        ((True, None), lambda client: RemoteQuotas(client).remove(User("a", b"", Path()), "x")),
+        ((True, None), lambda client: RemoteLedger(client).usage("a", None, 1)),
         ((False, "not an exception"), lambda client: RemoteBans(client).failure(IP)),
     ],
 )
@@ -202,7 +206,7 @@ def test_when_the_supervisor_is_gone_one_line_one_stop_quiet_releases(
     mine.close()
     stops: list[int] = []
     client = PipeClient(theirs, on_lost=lambda: stops.append(1))
-    slots, quotas = RemoteSlots(client), RemoteQuotas(client)
+    slots, quotas = RemoteSlots(client), RemoteLedger(client)
     reservation = Reservation("carol", 10, 10, str(tmp_path / f"{TEMP_PREFIX}x"))
     with caplog.at_level(logging.INFO, logger="ftpserver"):
         slots.release(IP)  # the supervisor's count went with it: nothing to give back
@@ -210,7 +214,7 @@ def test_when_the_supervisor_is_gone_one_line_one_stop_quiet_releases(
         with pytest.raises(StateUnavailable):
             slots.acquire(IP)
         with pytest.raises(StateUnavailable):
-            quotas.usage(User("carol", b"", tmp_path))
+            quotas.usage("carol", None, 1)
     assert stops == [1]
     assert reservation.quota_bytes == reservation.disk_bytes == 0
     lines = [r.getMessage() for r in caplog.records if "main process is gone" in r.getMessage()]

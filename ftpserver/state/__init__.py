@@ -2,7 +2,8 @@
 
 * :mod:`~ftpserver.state.protocols`: one typed Protocol per shared concern
   (session slots, sessions per user, bans, bandwidth);
-  :mod:`~ftpserver.state.quotas` holds the quota book's.
+  :mod:`~ftpserver.state.ledger` holds the quota ledger's, and
+  :mod:`~ftpserver.state.quotas` its worker proxy.
 * :mod:`~ftpserver.state.shared`: :class:`~ftpserver.state.shared.Shared`, the
   five protocols a server's sessions use, and
   :class:`~ftpserver.state.shared.LocalState`, their in-process implementation.

@@ -1,7 +1,7 @@
 """A worker's side of the shared state: one small typed proxy per concern.
 
 Each proxy implements its protocol (:mod:`ftpserver.state.protocols`,
-:class:`~ftpserver.state.quotas.Quotas`) with calls through one
+:class:`~ftpserver.state.ledger.QuotaLedger`) with calls through one
 :class:`~ftpserver.state.wire.PipeClient`, checking the type of every
 result.  Giving back (``release``) after the supervisor is gone is not an
 error: what was held went with it.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 
-from ftpserver.state.quotas import RemoteQuotas
+from ftpserver.state.quotas import RemoteLedger
 from ftpserver.state.shared import Shared
 from ftpserver.state.wire import PipeClient, StateUnavailable, WorkerEnd, expect
 
@@ -74,7 +74,7 @@ def remote_shared(conn: WorkerEnd) -> Shared:
     """:class:`Shared` made of proxies on the supervisor's state, over the pipe ``conn``."""
     client = PipeClient(conn)
     return Shared(
-        RemoteQuotas(client),
+        RemoteLedger(client),
         RemoteSlots(client),
         RemoteBans(client),
         RemoteBandwidth(client),

@@ -5,7 +5,7 @@ proxy on the supervisor's copy (:mod:`ftpserver.state.pipe`); a backend that
 keeps the state elsewhere (a database shared by several hosts) is one more
 class per protocol.  Limits are not part of them: whoever owns the state
 configures it (see :class:`~ftpserver.state.shared.LocalState`).  The quota
-book's protocol is :class:`ftpserver.state.quotas.Quotas`.
+ledger's protocol is :class:`ftpserver.state.ledger.QuotaLedger`.
 """
 
 from __future__ import annotations

@@ -1,89 +1,72 @@
-"""The quota book as a shared concern: its Protocol, its worker proxy, its owner-side methods.
+"""The quota ledger as a shared concern: its worker proxy and its owner-side methods.
 
-Self-contained on purpose: the quota book is being reduced to a ledger that
-only adds up numbers, and this module is what changes with it.  It types
-today's :class:`~ftpserver.quota.QuotaBook` methods that sessions call
-(:class:`Quotas`); :class:`RemoteQuotas` is a worker's proxy for them,
-:func:`quota_methods` what a worker may call on the supervisor's book, and
-:class:`QuotaHolds` the reservations a worker holds, abandoned (their
-temporary files removed) if it dies.
+The interface is :class:`~ftpserver.state.ledger.QuotaLedger` (numbers
+only: the storage measures homes and changes files).  :class:`RemoteLedger`
+is a worker's proxy for the supervisor's :class:`~ftpserver.state.ledger.QuotaBook`,
+:func:`quota_methods` what a worker may call on it, and :class:`QuotaHolds`
+the reservations a worker holds, given back (their temporary files removed)
+if it dies.  ``forget`` is not shared: only the owner's reload drops figures.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Protocol
 
-from ftpserver.quota import QuotaBook, Reservation, Usage
+from ftpserver.state.ledger import QuotaBook, Reservation, Unmeasured, Usage
 from ftpserver.state.wire import Args, PipeClient, StateUnavailable, arg, expect
-from ftpserver.users import User
+from ftpserver.storage.localfiles import discard_upload
 
-__all__ = ["QuotaHolds", "QuotaMethod", "Quotas", "RemoteQuotas", "quota_methods"]
+__all__ = ["QuotaHolds", "QuotaMethod", "RemoteLedger", "quota_methods"]
 
 TARGET = "quotas"
 
 
-class Quotas(Protocol):
-    """Usage, reservations and the counted file changes of every user (see QuotaBook)."""
-
-    def usage(self, user: User) -> Usage: ...
-
-    def reserve(self, user: User, size: int, replaced: int, temp: str) -> Reservation: ...
-
-    def release(self, reservation: Reservation) -> None: ...
-
-    def replace(
-        self,
-        user: User,
-        source: str,
-        target: str,
-        enforce: bool = False,
-        release: Reservation | None = None,
-    ) -> None: ...
-
-    def claim(self, user: User, counted: str, temp: str) -> int: ...
-
-    def remove(self, user: User, path: str) -> int: ...
+def _quota(args: Args, index: int) -> int | None:
+    """An optional quota or limit argument: ``None`` or an ``int``."""
+    return None if args[index] is None else arg(args, index, int)
 
 
-class RemoteQuotas:
-    """A worker's :class:`Quotas`: the supervisor's book, over the pipe."""
+def _reservation(args: Args, index: int) -> Reservation | None:
+    return None if args[index] is None else arg(args, index, Reservation)
+
+
+class RemoteLedger:
+    """A worker's :class:`~ftpserver.state.ledger.QuotaLedger`: the supervisor's, over the pipe."""
 
     def __init__(self, client: PipeClient) -> None:
         self._client = client
 
-    def usage(self, user: User) -> Usage:
-        return expect(self._client.call(TARGET, "usage", user), Usage)
+    def usage(self, user: str, quota: int | None, free: int) -> Usage:
+        return expect(self._client.call(TARGET, "usage", user, quota, free), Usage)
 
-    def reserve(self, user: User, size: int, replaced: int, temp: str) -> Reservation:
-        value = self._client.call(TARGET, "reserve", user, size, replaced, temp)
+    def record(self, user: str, used: int) -> None:
+        self._client.call(TARGET, "record", user, used)
+
+    def reserve(
+        self, user: str, quota: int | None, size: int, replaced: int, free: int, temp: str
+    ) -> Reservation:
+        value = self._client.call(TARGET, "reserve", user, quota, size, replaced, free, temp)
         return expect(value, Reservation)
+
+    def settle(
+        self, user: str, growth: int, limit: int | None = None, release: Reservation | None = None
+    ) -> None:
+        try:
+            self._client.call(TARGET, "settle", user, growth, limit, release)
+        except Unmeasured:
+            raise  # nothing was given back: the caller measures and settles again
+        except BaseException:
+            if release is not None:
+                _spent(release)
+            raise
+        if release is not None:
+            _spent(release)
 
     def release(self, reservation: Reservation) -> None:
         with contextlib.suppress(StateUnavailable):  # the supervisor is gone, the book too
             self._client.call(TARGET, "release", reservation)
         _spent(reservation)
-
-    def replace(
-        self,
-        user: User,
-        source: str,
-        target: str,
-        enforce: bool = False,
-        release: Reservation | None = None,
-    ) -> None:
-        try:
-            self._client.call(TARGET, "replace", user, source, target, enforce, release)
-        finally:
-            if release is not None:
-                _spent(release)
-
-    def claim(self, user: User, counted: str, temp: str) -> int:
-        return expect(self._client.call(TARGET, "claim", user, counted, temp), int)
-
-    def remove(self, user: User, path: str) -> int:
-        return expect(self._client.call(TARGET, "remove", user, path), int)
 
 
 def _spent(reservation: Reservation) -> None:
@@ -97,18 +80,19 @@ class QuotaHolds:
     def __init__(self) -> None:
         self.reservations: list[Reservation] = []
 
-    def forget(self, copy: Reservation | None) -> None:
+    def forget(self, copy: Reservation | None) -> Reservation | None:
         """The worker gave back ``copy``: stop holding the first reservation equal to it."""
         for index, reservation in enumerate(self.reservations):
             if reservation == copy:
-                del self.reservations[index]
-                return
+                return self.reservations.pop(index)
+        return None
 
     def give_back(self, book: QuotaBook) -> int:
-        """Abandon every reservation still held (the worker died); returns how many."""
+        """Release every reservation still held and remove its upload (the worker died)."""
         held, self.reservations = self.reservations, []
         for reservation in held:
-            book.abandon(reservation)
+            book.release(reservation)
+            discard_upload(reservation.temp)
         return len(held)
 
 
@@ -118,33 +102,39 @@ QuotaMethod = tuple[int, Callable[[QuotaHolds, Args], object]]  # argument count
 def quota_methods(book: QuotaBook) -> dict[str, QuotaMethod]:
     """The book's methods a worker may call, by name, with the bookkeeping of its reservations."""
 
+    def usage(holds: QuotaHolds, args: Args) -> Usage:
+        return book.usage(arg(args, 0, str), _quota(args, 1), arg(args, 2, int))
+
+    def record(holds: QuotaHolds, args: Args) -> None:
+        book.record(arg(args, 0, str), arg(args, 1, int))
+
     def reserve(holds: QuotaHolds, args: Args) -> Reservation:
-        user, temp = arg(args, 0, User), arg(args, 3, str)
-        reservation = book.reserve(user, arg(args, 1, int), arg(args, 2, int), temp)
+        user, quota = arg(args, 0, str), _quota(args, 1)
+        size, replaced, free = arg(args, 2, int), arg(args, 3, int), arg(args, 4, int)
+        reservation = book.reserve(user, quota, size, replaced, free, arg(args, 5, str))
         holds.reservations.append(reservation)
         return reservation
+
+    def settle(holds: QuotaHolds, args: Args) -> None:
+        user, growth, limit = arg(args, 0, str), arg(args, 1, int), _quota(args, 2)
+        copy = _reservation(args, 3)
+        given = holds.forget(copy)  # settle gives it back, whatever the outcome...
+        try:
+            book.settle(user, growth, limit, copy)
+        except Unmeasured:
+            if given is not None:  # ...except when the ledger had no figures: still held
+                holds.reservations.append(given)
+            raise
 
     def release(holds: QuotaHolds, args: Args) -> None:
         reservation = arg(args, 0, Reservation)
         holds.forget(reservation)  # before release zeroes it
         book.release(reservation)
 
-    def replace(holds: QuotaHolds, args: Args) -> None:
-        held = None if args[4] is None else arg(args, 4, Reservation)
-        holds.forget(held)  # replace gives it back, whatever the outcome
-        user, source, target = arg(args, 0, User), arg(args, 1, str), arg(args, 2, str)
-        book.replace(user, source, target, arg(args, 3, bool), held)
-
     return {
-        "usage": (1, lambda holds, args: book.usage(arg(args, 0, User))),
-        "reserve": (4, reserve),
+        "usage": (3, usage),
+        "record": (2, record),
+        "reserve": (6, reserve),
+        "settle": (4, settle),
         "release": (1, release),
-        "replace": (5, replace),
-        "claim": (
-            3,
-            lambda holds, args: book.claim(
-                arg(args, 0, User), arg(args, 1, str), arg(args, 2, str)
-            ),
-        ),
-        "remove": (2, lambda holds, args: book.remove(arg(args, 0, User), arg(args, 1, str))),
     }

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 
 from ftpserver.config import Settings
 from ftpserver.guards import Bandwidth, BanList, SessionLimiter
-from ftpserver.quota import QuotaBook
+from ftpserver.state.ledger import QuotaBook, QuotaLedger
 from ftpserver.state.protocols import BandwidthBudget, Bans, SessionSlots, UserSessionSlots
-from ftpserver.state.quotas import Quotas
 from ftpserver.users import UserStore
 from ftpserver.usersessions import UserSessions
 
@@ -26,7 +25,7 @@ __all__ = ["LocalState", "Shared"]
 class Shared:
     """The state every session of the server shares, whichever process serves it."""
 
-    quotas: Quotas
+    quotas: QuotaLedger
     limiter: SessionSlots
     bans: Bans
     bandwidth: BandwidthBudget
@@ -47,7 +46,7 @@ class LocalState:
     def create(cls, settings: Settings) -> LocalState:
         """Fresh state for ``settings``."""
         return cls(
-            QuotaBook(stale_after=max(3600.0, 2 * settings.idle_timeout)),
+            QuotaBook(),
             SessionLimiter(settings.max_sessions, settings.max_sessions_per_ip),
             BanList(settings.ban_failures, settings.ban_window, settings.ban_time),
             Bandwidth(),
@@ -59,7 +58,11 @@ class LocalState:
         return Shared(self.quotas, self.limiter, self.bans, self.bandwidth, self.user_sessions)
 
     def configure(self, settings: Settings, users: UserStore) -> None:
-        """Take the limits of freshly reloaded settings and users."""
+        """Take the limits of freshly reloaded settings and users.
+
+        The users' figures are forgotten, and each home is measured again by
+        the first session that needs it (outside the ledger's lock).
+        """
         self.limiter.configure(settings.max_sessions, settings.max_sessions_per_ip)
         self.bans.configure(settings.ban_failures, settings.ban_window, settings.ban_time)
         for name in users.users:

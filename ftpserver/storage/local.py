@@ -1,0 +1,236 @@
+"""The local storage backend: a user's home folder on this host's filesystem.
+
+Every virtual path goes through the :class:`~ftpserver.jail.Jail` (``realpath``
+and ``commonpath`` against the real home, symlink rules) before any ``os``
+call, and nothing above this module sees a real path.  Uploads go through a
+temporary file and an atomic rename (:class:`~ftpserver.storage.localfiles.LocalUpload`),
+``mv`` through ``renameat2(RENAME_NOREPLACE)`` where the kernel has it, and
+every change of how many bytes the home holds is made and reported to the
+quota ledger under the home's lock (:class:`~ftpserver.storage.localfiles.HomeAccount`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import posixpath
+import stat
+import time
+from collections.abc import Iterator
+
+from ftpproto.errors import ErrorCode, ProtocolError
+from ftpserver.digests import DigestCache
+from ftpserver.fsops import entry, file_size, list_entries, remove_folder, rename_noreplace
+from ftpserver.jail import Jail
+from ftpserver.state.ledger import QuotaLedger, Usage
+from ftpserver.storage.base import Entry
+from ftpserver.storage.localfiles import HomeAccount, LocalReadHandle, LocalUpload, disk_free
+from ftpserver.storage.paths import PARTIAL_DIR, is_temporary
+from ftpserver.users import User
+
+__all__ = ["LocalStorage"]
+
+
+def _loop(virtual: str) -> OSError:
+    """What a symlink that never reaches a file raises (``realpath`` left it a link)."""
+    return OSError(errno.ELOOP, os.strerror(errno.ELOOP), virtual)
+
+
+class LocalStorage:
+    """One user's home folder (see :class:`~ftpserver.storage.base.Storage`)."""
+
+    def __init__(
+        self,
+        user: User,
+        ledger: QuotaLedger,
+        digests: DigestCache,
+        *,
+        file_mode: int = 0o644,
+        fsync: bool = False,
+        stale_after: float = 3600.0,
+    ) -> None:
+        self.user = user
+        self.digests = digests
+        self.file_mode = file_mode
+        self.fsync = fsync
+        self.stale_after = stale_after  # an upload's temp file untouched this long is left over
+        self.jail = Jail(user.home)
+        self.account = HomeAccount(ledger, user.name, user.quota, self.jail.root, self.measure)
+
+    # -- paths -----------------------------------------------------------------
+
+    @property
+    def cwd(self) -> str:
+        return self.jail.cwd
+
+    def virtual(self, path: str) -> str:
+        return self.jail.virtual(path)
+
+    def chdir(self, path: str) -> str:
+        virtual, real = self.jail.resolve(path)
+        if not stat.S_ISDIR(os.stat(real).st_mode):
+            raise ProtocolError(ErrorCode.NOT_DIRECTORY, f"not a folder: {virtual}")
+        self.jail.chdir(virtual)
+        return virtual
+
+    def prepare(self) -> None:
+        os.makedirs(self.user.home, exist_ok=True)
+
+    def _partial(self, virtual: str) -> str:
+        """Where an interrupted upload to ``virtual`` is kept (inside the home)."""
+        key = hashlib.sha256(virtual.encode("utf-8", "surrogatepass")).hexdigest()
+        return os.path.join(self.jail.root, PARTIAL_DIR, key)
+
+    # -- looking -----------------------------------------------------------------
+
+    def stat(self, virtual: str) -> Entry:
+        virtual, real = self.jail.resolve(virtual)
+        st = os.lstat(real)
+        if stat.S_ISLNK(st.st_mode):
+            raise _loop(virtual)
+        return entry(posixpath.basename(virtual), st)
+
+    def listdir(self, virtual: str) -> Iterator[Entry]:
+        virtual, real = self.jail.resolve(virtual)
+        if stat.S_ISDIR(os.stat(real).st_mode):
+            return list_entries(real)
+        return iter([entry(posixpath.basename(virtual), os.lstat(real))])
+
+    def kind(self, virtual: str) -> str:
+        _, real = self.jail.resolve(virtual, follow=False)
+        return entry("", os.lstat(real)).kind
+
+    # -- changing ----------------------------------------------------------------
+
+    def mkdir(self, virtual: str, parents: bool = False) -> None:
+        _, real = self.jail.resolve(virtual)
+        if parents:
+            os.makedirs(real, exist_ok=True)
+        else:
+            os.mkdir(real)
+
+    def rmdir(self, virtual: str) -> None:
+        virtual, real = self.jail.resolve(virtual, follow=False)
+        remove_folder(real, virtual)
+
+    def remove(self, virtual: str) -> int:
+        _, real = self.jail.resolve(virtual, follow=False)
+        return self.account.remove([real])
+
+    def remove_tree(self, virtual: str) -> tuple[int, int]:
+        _, top = self.jail.resolve(virtual, follow=False)
+        files = freed = 0
+        for folder, dirs, names in os.walk(top, topdown=False, followlinks=False):
+            doomed = []
+            for name in names:
+                path = os.path.join(folder, name)
+                if is_temporary(name):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                    continue
+                doomed.append(path)
+            if doomed:
+                freed += self.account.remove(doomed)
+                files += len(doomed)
+            for name in dirs:
+                path = os.path.join(folder, name)
+                if os.path.islink(path):
+                    os.unlink(path)
+                else:
+                    os.rmdir(path)
+        os.rmdir(top)
+        return files, freed
+
+    def rename(self, old: str, new: str, into_folder: bool = False) -> str:
+        old_virtual, old_real = self.jail.resolve(old, follow=False)
+        os.lstat(old_real)
+        new_virtual, new_real = self.jail.resolve(new)
+        if into_folder and not os.path.isdir(new_real):
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no such folder: {new_virtual}")
+        if os.path.isdir(new_real) and not os.path.islink(new_real):
+            name = posixpath.basename(old_virtual)
+            new_virtual, new_real = self.jail.resolve(posixpath.join(new_virtual, name))
+        try:
+            rename_noreplace(old_real, new_real)
+        except FileExistsError:
+            raise ProtocolError(ErrorCode.EXISTS, f"already exists: {new_virtual}") from None
+        return new_virtual
+
+    # -- transfers ---------------------------------------------------------------
+
+    def open_read(self, virtual: str) -> LocalReadHandle:
+        virtual, real = self.jail.resolve(virtual)
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            if stat.S_ISDIR(mode):
+                raise ProtocolError(ErrorCode.IS_DIRECTORY, f"is a folder: {virtual}")
+            raise ProtocolError(ErrorCode.BAD_PATH, f"not a regular file: {virtual}")
+        return LocalReadHandle(fd, self.digests)
+
+    def open_upload(self, virtual: str) -> LocalUpload:
+        virtual, real = self.jail.resolve(virtual)
+        if os.path.isdir(real):
+            raise ProtocolError(ErrorCode.IS_DIRECTORY, f"is a folder: {virtual}")
+        if not os.path.isdir(os.path.dirname(real)):
+            parent = posixpath.dirname(virtual)
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no such folder: {parent}")
+        if os.path.islink(real):  # a link that resolving left a link: a loop, not a target
+            raise _loop(virtual)
+        return LocalUpload(
+            self.account, self.digests, real, self._partial(virtual), self.file_mode, self.fsync
+        )
+
+    def partial_size(self, virtual: str) -> int:
+        virtual, _ = self.jail.resolve(virtual)
+        try:
+            return os.lstat(self._partial(virtual)).st_size
+        except FileNotFoundError:
+            return 0
+
+    def remove_stale_partials(self, max_age: float) -> int:
+        deadline = time.time() - max_age
+        folder = os.path.join(self.jail.root, PARTIAL_DIR)
+        try:
+            items = list(os.scandir(folder))
+        except OSError:
+            return 0
+        removed = 0
+        for item in items:
+            with contextlib.suppress(OSError):
+                if item.stat(follow_symlinks=False).st_mtime < deadline:
+                    self.account.remove([item.path])
+                    removed += 1
+        return removed
+
+    # -- space -------------------------------------------------------------------
+
+    def measure(self) -> int:
+        """Bytes of regular files in the home, not counting temporary uploads.
+
+        Temporary uploads untouched for ``stale_after`` seconds are left over
+        from a crash and removed; live uploads write all the time.
+        """
+        stale_before = time.time() - self.stale_after
+        total = 0
+        for folder, _dirs, files in os.walk(self.jail.root):
+            for name in files:
+                path = os.path.join(folder, name)
+                if not is_temporary(name):
+                    total += file_size(path)
+                    continue
+                with contextlib.suppress(OSError):
+                    if os.lstat(path).st_mtime < stale_before:
+                        os.unlink(path)
+        return total
+
+    def free_space(self) -> int:
+        return disk_free(self.jail.root)
+
+    def usage(self) -> Usage:
+        account = self.account
+        free = self.free_space()
+        return account.ask(lambda: account.ledger.usage(account.user, account.quota, free))
