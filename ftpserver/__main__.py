@@ -229,6 +229,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     server = FileTransferServer(settings, store, lambda: _settings(args))
     server.start_sweeper()
     host, port = server.address
+    # Held until _run's handlers are in place: a signal sent on seeing the
+    # "listening" line must not meet the default action (SIGHUP would kill).
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, signal.SIGTERM, signal.SIGINT})
     print(f"listening on {host}:{port}", flush=True)
     log.info("serving %d users from %s", len(store.users), settings.home)
     return _run(server)
