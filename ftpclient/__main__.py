@@ -2,8 +2,10 @@
 
 Exit status: 0 when every command succeeded; 1 when a command failed (batch
 modes stop at the first failure, unless the command starts with ``-``); 2 for
-a usage error, a refused or lost connection, or a failed login.  Errors are
-one line on stderr.
+a usage error, a refused or lost connection, or a failed login; 141 (as for a
+program stopped by SIGPIPE), quietly, when the reader of stdout went away.
+Errors are one line on stderr (and an ``error`` record with ``--json``).  In
+the shell a wrong password is asked for again, up to the server's three tries.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import getpass
 import importlib
 import os
+import socket
 import ssl
 import sys
 import time
@@ -23,16 +26,26 @@ from types import ModuleType
 from ftpclient import keygen
 from ftpclient.client import FileTransferClient, tls_context
 from ftpclient.identity import PASSPHRASE_ENV, Credentials, IdentityError, choose_identity
-from ftpclient.output import Output
-from ftpclient.settings import ConfigError, Target, load_config, resolve_target
+from ftpclient.output import Output, OutputClosed
+from ftpclient.settings import (
+    ConfigError,
+    Target,
+    load_config,
+    resolve_target,
+    unknown_target,
+)
 from ftpclient.shell import ClientShell, split_commands
-from ftpproto.errors import ProtocolError
+from ftpclient.wording import connect_problem
+from ftpproto.errors import ErrorCode, ProtocolError
+from ftpproto.version import version
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main", "run_batch"]
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_PIPE", "EXIT_USAGE", "backoff", "main", "run_batch"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader went away
+LOGIN_TRIES = 3  # the server closes the connection after the third failed login
 PASSWORD_ENV = "FTPCLIENT_PASSWORD"
 HISTORY_FILE = Path.home() / ".ftpclient_history"
 
@@ -42,18 +55,22 @@ TARGET is a bookmark from ~/.config/ftpclient/config.yaml or [user@]host[:port];
 identity, or ~/.config/ftpclient/id_ed25519 when it exists) the client logs in
 with the key first; its passphrase is read from {PASSPHRASE_ENV} when set,
 otherwise prompted for.  If the server refuses the key (or without one) the
-password is read from {PASSWORD_ENV} when it is set, otherwise prompted for.
+password is read from {PASSWORD_ENV} when it is set, otherwise prompted for;
+in the shell a wrong password is asked for again.
 'ftpclient keygen [FILE]' makes a key pair (see 'ftpclient keygen --help').
 
 In -c and -b, a command written with a leading '-' (as in '-rm old.txt') may
-fail without stopping the batch.  With --retries N a lost connection is
-opened again up to N times (waiting 0.5 s, 1 s, 2 s, ...) and the command
-retried, interrupted transfers resuming where they stopped.
+fail without stopping the batch.  With --retries N the first connection is
+tried up to N more times, and a lost one opened again up to N times (waiting
+0.5 s, 1 s, 2 s, ...) and the command retried, interrupted transfers resuming
+where they stopped.  --json prints every result as one JSON object per line
+(the events are described in docs/CLIENT-JSON.md).
 
 exit status:
-  0  every command succeeded
-  1  a command failed (-c and -b stop at the first failure)
-  2  usage error, connection refused or lost, or login failed
+  0    every command succeeded
+  1    a command failed (-c and -b stop at the first failure)
+  2    usage error, connection refused or lost, or login failed
+  141  stdout was closed by its reader (ftpclient -c ls | head -1)
 """
 
 
@@ -70,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     parser.add_argument("target", nargs="?", metavar="TARGET", help="bookmark or user@host:port")
     parser.add_argument("--host", help="server address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="server port (default 9002)")
@@ -86,17 +104,29 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cafile", metavar="FILE", help="trust the CA certificates in FILE (implies --tls)"
     )
-    parser.add_argument("--json", action="store_true", help="ls, stat and transfers as JSON lines")
+    parser.add_argument("--json", action="store_true", help="every result as a JSON line")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress, no summaries")
     parser.add_argument(
-        "--retries", type=int, default=0, metavar="N", help="batch: reconnect N times if lost"
+        "--retries",
+        type=int,
+        default=0,
+        metavar="N",
+        help="try to connect N more times; in batches, reconnect N times if lost",
     )
     return parser
 
 
-def _error(text: str) -> int:
-    print(f"ftpclient: {text}", file=sys.stderr)
-    return EXIT_USAGE
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (1, 2, ...): 0.5, 1, 2, ... at most 30."""
+    return min(30.0, 0.5 * 2.0 ** (attempt - 1))
+
+
+class _Fail(Exception):
+    """Start-up failed; the text is the one-line error (exit status 2)."""
+
+    def __init__(self, text: str, unknown_host: bool = False) -> None:
+        super().__init__(text)
+        self.unknown_host = unknown_host  # the host name did not resolve
 
 
 def _batch_lines(args: argparse.Namespace) -> Iterable[str] | None:
@@ -136,12 +166,12 @@ def run_batch(
                 break
             except (ConnectionError, TimeoutError) as exc:
                 if attempt >= retries:
-                    shell.out.error(f"ftpclient: connection lost: {exc}")
+                    shell.out.error(f"ftpclient: {shell.lost_message(exc)}")
                     return EXIT_USAGE
                 attempt += 1
-                delay = min(30.0, 0.5 * 2 ** (attempt - 1))
+                delay = backoff(attempt)
                 shell.out.warning(
-                    f"connection lost ({exc}); retry {attempt} of {retries} in {delay:g} s"
+                    f"{shell.lost_message(exc)}; retry {attempt} of {retries} in {delay:g} s"
                 )
                 sleep(delay)
                 with contextlib.suppress(OSError, ProtocolError):
@@ -180,31 +210,86 @@ def _interactive(shell: ClientShell) -> int:
                 readline.write_history_file(HISTORY_FILE)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["keygen"]:
-        return keygen.main(argv[1:])
-    args = _parser().parse_args(argv)
-    if args.retries < 0:
-        return _error("--retries must be 0 or more")
+def _open(
+    host: str, port: int, tls: ssl.SSLContext | None, retries: int, out: Output
+) -> FileTransferClient:
+    """Connect, trying ``retries`` more times (same backoff as a batch) if the server is not up."""
+    attempt = 0
+    while True:
+        try:
+            return FileTransferClient(host, port, tls=tls)
+        except ssl.SSLCertVerificationError as exc:
+            raise _Fail(f"cannot connect to {host}:{port}: {connect_problem(exc)}") from None
+        except OSError as exc:
+            problem = f"cannot connect to {host}:{port}: {connect_problem(exc)}"
+            if isinstance(exc, socket.gaierror):
+                raise _Fail(problem, unknown_host=True) from None
+            if attempt >= retries:
+                raise _Fail(problem) from None
+            attempt += 1
+            out.warning(f"{problem}; retry {attempt} of {retries} in {backoff(attempt):g} s")
+            time.sleep(backoff(attempt))
+
+
+def _log_in(client: FileTransferClient, credentials: Credentials, ask: bool, out: Output) -> None:
+    """Log in (the key first, if any); with ``ask`` a wrong password is asked for again.
+
+    ``ask`` is for a person at the shell, within the server's tries (a
+    refused key uses one).  Raises :class:`_Fail` when login fails.
+    """
+    tries = 0
+    last: str | None = None
+    while True:
+        with_key = credentials.identity is not None and not credentials.key_refused
+        try:
+            credentials.log_in(client)
+            return
+        except ProtocolError as exc:
+            last = exc.text
+            tries += 2 if with_key and credentials.key_refused else 1
+            if not ask or exc.code != ErrorCode.LOGIN_FAILED or tries >= LOGIN_TRIES:
+                raise _Fail(f"login failed: {last}") from None
+            out.error(f"login failed: {last}; try again")
+            try:
+                credentials.use_password(
+                    getpass.getpass(f"Password for {credentials.user}@{client.host}: ")
+                )
+            except (EOFError, KeyboardInterrupt):
+                raise _Fail("cancelled") from None
+        except (EOFError, KeyboardInterrupt):  # asked for the password when the key was refused
+            raise _Fail("cancelled") from None
+        except (ConnectionError, TimeoutError) as exc:
+            if last is not None:  # the server ended the session after its last try
+                raise _Fail(f"login failed: {last}") from None
+            raise _Fail(f"cannot log in to {client.host}: {connect_problem(exc)}") from None
+
+
+def _target(args: argparse.Namespace, out: Output) -> tuple[str, int, str | None, str | None]:
+    config = load_config()
+    used = config.broken.get(args.target or "")
+    for problem in config.problems:
+        if problem != used:
+            out.warning(f"ftpclient: {problem} (left out)")
     try:
-        host, port, user, identity_file = resolve_target(
-            load_config(), args.target, Target(args.host, args.port, args.user, args.identity)
-        )
+        flags = Target(args.host, args.port, args.user, args.identity)
+        return resolve_target(config, args.target, flags)
     except ConfigError as exc:
-        return _error(str(exc))
+        raise _Fail(str(exc)) from None
+
+
+def _session(args: argparse.Namespace, out: Output) -> tuple[ClientShell, Iterable[str] | None]:
+    """Everything before the first command: where, who, the connection and the login."""
+    host, port, user, identity_file = _target(args, out)
     try:
         lines = _batch_lines(args)
     except OSError as exc:
-        return _error(f"cannot read batch file: {exc.strerror}: {args.batch}")
+        raise _Fail(f"cannot read batch file: {exc.strerror}: {args.batch}") from None
     try:
         if not user:
             if not sys.stdin.isatty():
-                return _error("no user given (use user@host or --user)")
+                raise _Fail("no user given (use user@host or --user)")
             user = input("User: ").strip()
-        identity = choose_identity(
-            identity_file, lambda text: print(f"ftpclient: {text}", file=sys.stderr)
-        )
+        identity = choose_identity(identity_file, lambda text: out.warning(f"ftpclient: {text}"))
 
         def ask_password() -> str:
             password = os.environ.get(PASSWORD_ENV)
@@ -216,44 +301,70 @@ def main(argv: Sequence[str] | None = None) -> int:
         if identity is None:
             credentials.password()  # asked before connecting; with a key, only if it is refused
     except IdentityError as exc:
-        return _error(str(exc))
+        raise _Fail(str(exc)) from None
     except (EOFError, KeyboardInterrupt):
-        return _error("cancelled")
-
+        raise _Fail("cancelled") from None
     try:
         tls = tls_context(args.cafile) if args.tls or args.cafile else None
     except (OSError, ssl.SSLError) as exc:
-        return _error(f"cannot use CA file {args.cafile}: {getattr(exc, 'strerror', None) or exc}")
+        problem = getattr(exc, "strerror", None) or exc
+        raise _Fail(f"cannot use CA file {args.cafile}: {problem}") from None
+    try:
+        client = _open(host, port, tls, args.retries, out)
+    except _Fail as exc:
+        if exc.unknown_host and args.target and args.host is None:
+            raise _Fail(unknown_target(load_config(), args.target)) from None
+        raise
+    ask = lines is None and sys.stdin.isatty()
+    try:
+        _log_in(client, credentials, ask, out)
+    except BaseException:
+        client.close()
+        raise
 
     def connect() -> FileTransferClient:
-        client = FileTransferClient(host, port, tls=tls)
+        again = FileTransferClient(host, port, tls=tls)
         try:
-            credentials.log_in(client)
+            credentials.log_in(again)
         except BaseException:
-            client.close()
+            again.close()
             raise
-        return client
+        return again
 
-    try:
-        client = connect()
-    except (EOFError, KeyboardInterrupt):
-        return _error("cancelled")
-    except ProtocolError as exc:
-        return _error(f"login failed: {exc.text}")
-    except ssl.SSLCertVerificationError as exc:
-        return _error(f"cannot connect to {host}:{port}: certificate refused: {exc.verify_message}")
-    except OSError as exc:
-        return _error(f"cannot connect to {host}:{port}: {exc.strerror or exc}")
+    return ClientShell(client, out, connect, interactive=lines is None), lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["keygen"]:
+        return keygen.main(argv[1:])
+    args = _parser().parse_args(argv)
     out = Output(sys.stdout, sys.stderr, json_mode=args.json, quiet=args.quiet)
-    shell = ClientShell(client, out, connect, interactive=lines is None)
+    if args.retries < 0:
+        out.error("ftpclient: --retries must be 0 or more")
+        return EXIT_USAGE
+    shell: ClientShell | None = None
     try:
+        try:
+            shell, lines = _session(args, out)
+        except _Fail as exc:
+            out.error(f"ftpclient: {exc}")
+            return EXIT_USAGE
         if lines is not None:
             return run_batch(shell, lines, args.retries)
         return _interactive(shell)
     except (ConnectionError, TimeoutError) as exc:
-        return _error(f"connection lost: {exc}")
+        text = shell.lost_message(exc) if shell else connect_problem(exc)
+        out.error(f"ftpclient: {text}")
+        return EXIT_USAGE
+    except OutputClosed:
+        # Whoever read our output has gone (| head): stop quietly, as other tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_PIPE
     finally:
-        shell.client.close()
+        if shell is not None:
+            shell.client.close()
 
 
 if __name__ == "__main__":

@@ -22,17 +22,13 @@ import ssl
 import stat
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
-from ftpproto.channel import (
-    SENDFILE_MIN,
-    BackgroundDigest,
-    Channel,
-    GuardedWriter,
-    file_digest,
-)
-from ftpproto.digest import new_hasher
-from ftpproto.errors import ErrorCode, MessageError, RemoteError
+from ftpfiles.files import BackgroundDigest, GuardedWriter, file_digest
+from ftpproto.channel import SENDFILE_MIN, Channel
+from ftpproto.digest import Hasher
+from ftpproto.errors import ConnectionClosed, MessageError, ProtocolError, ServerClosed
+from ftpproto.handshake import ClientGet, ClientPut
 from ftpproto.keylogin import (
     ALGORITHM,
     NO_BINDING,
@@ -41,15 +37,7 @@ from ftpproto.keylogin import (
     encode_field,
     signed_data,
 )
-from ftpproto.messages import (
-    Message,
-    abort,
-    digest,
-    parse_digest,
-    parse_size,
-    recv_ready,
-    request,
-)
+from ftpproto.messages import Message, parse_digest, parse_size, request
 
 __all__ = [
     "PART_SUFFIX",
@@ -65,6 +53,7 @@ __all__ = [
 ]
 
 PART_SUFFIX = ".part"
+FAREWELL_WAIT = 2.0  # seconds to read why the server closed a connection mid-transfer
 
 
 class Monitor(Protocol):
@@ -216,10 +205,7 @@ class FileTransferClient:
         return self._reply(command)
 
     def _reply(self, command: str) -> Message:
-        reply = self.channel.recv().raise_if_error()
-        if reply.command != command:
-            raise MessageError(f"expected a reply to {command}, got {reply.command}")
-        return reply
+        return self.channel.recv().check_reply(command)
 
     # -- session -------------------------------------------------------------
 
@@ -305,30 +291,35 @@ class FileTransferClient:
         target = _local_target(local, remote)
         part = target + PART_SUFFIX
         started = time.monotonic()
-        args: tuple[str, ...] = ()
-        prefix = new_hasher()
+        offer: tuple[int, Hasher] | None = None
         if resume and os.path.isfile(part):
             with open(part, "rb") as existing:
                 prefix, have = file_digest(existing, 0, os.fstat(existing.fileno()).st_size)
-            args = (str(have), prefix.hexdigest())
-        count, offset = self._ready("get", remote, *args)
-        hasher = prefix if offset else new_hasher()
+            offer = (have, prefix)
+        handshake = ClientGet(remote, offer)
+        self.channel.send(handshake.request())
+        try:
+            handshake.ready(self.channel.recv())
+        except MessageError:
+            if handshake.state == "ready":  # a ready that does not fit: call it off
+                self.channel.send(handshake.abort())
+            raise
+        count, offset = handshake.count, handshake.offset
         try:
             fd = _open_part(part, offset)
         except OSError as exc:
-            self.channel.send(abort("get"))
+            self.channel.send(handshake.abort())
             raise _local_error(exc, part) from exc
         keep_part = True
         try:
             writer = GuardedWriter(fd)
-            self.channel.send(recv_ready("get"))
+            self.channel.send(handshake.recv_ready())
             if monitor:
                 monitor.start(offset + count, offset)
-            self.channel.recv_file(writer, count, hasher, monitor.update if monitor else None)
+            update = monitor.update if monitor else None
+            self.channel.recv_file(writer, count, handshake.hasher, update)
             keep_part = False  # every byte arrived: only a verified file is kept now
-            (claimed,) = self._reply("get").expect("get", "digest", 1)
-            if parse_digest(claimed) != hasher.hexdigest():
-                raise RemoteError(ErrorCode.DIGEST_MISMATCH, f"digest mismatch: {remote}")
+            claimed = handshake.check(self.channel.recv())
             if writer.error is not None:
                 raise _local_error(writer.error, part)
             os.replace(part, target)  # still locked: no other download can open it meanwhile
@@ -368,43 +359,36 @@ class FileTransferClient:
             st = os.fstat(source.fileno())
             if not stat.S_ISREG(st.st_mode):
                 raise LocalError(f"not a regular file: {local}")
-            args: tuple[str, ...] = ()
-            prefix = new_hasher()
+            offer: tuple[int, Hasher] | None = None
             if resume:
                 have = self.partial(target)
                 if 0 < have <= st.st_size:
-                    prefix, _ = file_digest(source, 0, have)
-                    args = (str(have), prefix.hexdigest())
-            count, offset = self._ready("put", target, str(st.st_size), *args)
-            hasher = prefix if offset else new_hasher()
+                    offer = (have, file_digest(source, 0, have)[0])
+            handshake = ClientPut(target, st.st_size, offer)
+            self.channel.send(handshake.request())
+            reply = self.channel.recv()
+            try:
+                handshake.ready(reply)
+            except MessageError as exc:
+                if reply.status != "ready":
+                    raise
+                self.close()  # the server waits for data this client cannot make sense of
+                raise ConnectionAbortedError(f"bad reply from the server: {exc}") from exc
+            count, offset = handshake.count, handshake.offset
             source.seek(offset)
             if monitor:
                 monitor.start(offset + count, offset)
-            update = monitor.update if monitor else None
             try:
-                if count >= SENDFILE_MIN:
-                    # sendfile in this thread, the digest of the same bytes in a helper
-                    background = BackgroundDigest(source, offset, count, hasher)
-                    sent = 0
-                    try:
-                        sent = self.channel.send_file(source, offset, count, update, 1 << 20)
-                    finally:
-                        hashed = background.result()[1]
-                    sent = min(sent, hashed)
-                else:
-                    sent = self.channel.send_stream(source, count, hasher, update)
+                sent = self._send(source, offset, count, handshake.hasher, monitor)
             finally:
                 if monitor:
                     monitor.close()
             if sent < count:
-                self.channel.send(abort("put"))
-                with contextlib.suppress(RemoteError):
-                    self._reply("put")
+                self.channel.send(handshake.abort())
+                handshake.aborted(self.channel.recv())
                 raise LocalError(f"file shrank while it was sent: {local}")
-            self.channel.send(digest("put", hasher.hexdigest()))
-            stored, claimed = self._reply("put").expect("put", "ok", 2)
-            if parse_size(stored) != st.st_size or claimed != hasher.hexdigest():
-                raise RemoteError(ErrorCode.DIGEST_MISMATCH, f"server stored other bytes: {target}")
+            self.channel.send(handshake.digest())
+            claimed = handshake.check(self.channel.recv())
         return TransferResult(target, local, count, claimed, time.monotonic() - started, offset)
 
     def partial(self, remote: str) -> int:
@@ -412,12 +396,37 @@ class FileTransferClient:
         (size,) = self._call("partial", remote).expect("partial", "ok", 1)
         return parse_size(size)
 
-    def _ready(self, command: str, *args: str) -> tuple[int, int]:
-        """Send a transfer request; ``(bytes to move, offset)`` from the ``ready`` reply."""
-        reply = self._call(command, *args)
-        resumed = len(args) > (2 if command == "put" else 1)
-        fields = reply.expect(command, "ready", 2 if resumed else 1)
-        return parse_size(fields[0]), parse_size(fields[1]) if resumed else 0
+    def _send(
+        self, source: BinaryIO, offset: int, count: int, hasher: Hasher, monitor: Monitor | None
+    ) -> int:
+        """Send an upload's data, hashing it; the bytes read (fewer: the file shrank)."""
+        update = monitor.update if monitor else None
+        try:
+            if count < SENDFILE_MIN:
+                return self.channel.send_stream(source, count, hasher, update)
+            # sendfile in this thread, the digest of the same bytes in a helper
+            background = BackgroundDigest(source, offset, count, hasher)
+            sent = 0
+            try:
+                sent = self.channel.send_file(source, offset, count, update, 1 << 20)
+            finally:
+                hashed = background.result()[1]
+            return min(sent, hashed)
+        except (ConnectionError, TimeoutError) as exc:
+            self._raise_farewell(exc)
+            raise
+
+    def _raise_farewell(self, lost: BaseException) -> None:
+        """After ``lost`` mid-upload: raise why the server closed, if it said so."""
+        message = self.channel.last_message(FAREWELL_WAIT)
+        if message is None or (message.command, message.status) != ("error", "error"):
+            return
+        try:
+            message.raise_if_error()
+        except ConnectionClosed as exc:
+            raise exc from lost
+        except ProtocolError as exc:
+            raise ServerClosed(exc.text) from lost
 
     # -- managing files ------------------------------------------------------
 
@@ -435,13 +444,25 @@ class FileTransferClient:
 
     def rm(self, path: str, recursive: bool = False) -> tuple[int, int]:
         """Remove a remote file, or a tree with ``recursive=True``; ``(files, bytes)`` removed."""
-        reply = self._call("rm", path, *(["recursive"] if recursive else []))
-        files, freed = reply.expect("rm", "ok", 2)
-        return parse_size(files), parse_size(freed)
+        files, freed, _ = self.rm_counts(path, recursive)
+        return files, freed
 
-    def mv(self, old: str, new: str) -> str:
-        """Rename or move a remote file or folder; returns the new path."""
-        (moved,) = self._call("mv", old, new).expect("mv", "ok", 1)
+    def rm_counts(self, path: str, recursive: bool = False) -> tuple[int, int, int]:
+        """:meth:`rm`, returning ``(files, bytes, folders)`` removed."""
+        if not recursive:
+            (files, freed) = self._call("rm", path).expect("rm", "ok", 2)
+            return parse_size(files), parse_size(freed), 0
+        reply = self._call("rm", path, "recursive", "folders")
+        files, freed, folders = reply.expect("rm", "ok", 3)
+        return parse_size(files), parse_size(freed), parse_size(folders)
+
+    def mv(self, old: str, new: str, replace: bool = False) -> str:
+        """Rename or move a remote file or folder; returns the new path.
+
+        An existing target is refused, or with ``replace=True`` replaced atomically.
+        """
+        reply = self._call("mv", old, new, *(["replace"] if replace else []))
+        (moved,) = reply.expect("mv", "ok", 1)
         return moved
 
     def stat(self, path: str, digest: bool = False) -> Stat:

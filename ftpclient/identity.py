@@ -203,6 +203,10 @@ class Credentials:
             self._password = self._ask()
         return self._password
 
+    def use_password(self, password: str) -> None:
+        """Log in with ``password`` from now on (the user typed it again)."""
+        self._password = password
+
     def log_in(self, client: FileTransferClient) -> str:
         """Log ``client`` in; raises RemoteError if the server refuses."""
         if self.identity is not None and not self.key_refused:

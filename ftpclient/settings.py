@@ -16,22 +16,37 @@ default ``id_ed25519`` beside this file, see :mod:`ftpclient.identity`).
 Precedence: ``--host/--port/--user/--identity`` flags, then the TARGET argument (a
 bookmark name or ``[user@]host[:port]``), then the file's defaults, then the
 built-in defaults (127.0.0.1, port 9002).
+
+A problem in the file does not stop the client: :func:`load_config` keeps
+what is valid and lists each problem as ``FILE:LINE: text`` in
+:attr:`ClientConfig.problems`; a broken bookmark is only an error when it is
+used.  A bare word that is neither a bookmark nor a host gets
+``no such bookmark or host: wrok (did you mean 'work'?)``.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["ConfigError", "Target", "config_path", "load_config", "resolve_target"]
+__all__ = [
+    "ConfigError",
+    "Target",
+    "config_path",
+    "load_config",
+    "resolve_target",
+    "unknown_target",
+]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9002
+_BARE_WORD = re.compile(r"[A-Za-z0-9_-]+\Z")  # no dot, no @, no port: perhaps a bookmark name
 _TARGET = re.compile(r"(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s]+)(?::(?P<port>\d+))?\Z")
 
 
@@ -60,10 +75,12 @@ class Target:
 
 @dataclass(frozen=True)
 class ClientConfig:
-    """The config file's defaults and bookmarks."""
+    """The config file's defaults and bookmarks, and the problems found in it."""
 
     defaults: Target
     bookmarks: dict[str, Target]
+    problems: list[str] = field(default_factory=list)  # "FILE:LINE: text", one each
+    broken: dict[str, str] = field(default_factory=dict)  # bookmark name -> its problem
 
 
 def config_path() -> Path:
@@ -91,27 +108,81 @@ def _target(data: Any, where: str) -> Target:
     return Target(data.get("host"), port, data.get("user"), data.get("identity"))
 
 
+def _key_lines(node: yaml.Node | None) -> dict[tuple[str, ...], int]:
+    """The line (from 1) of each key of the top mapping and of the ``bookmarks`` mapping."""
+    lines: dict[tuple[str, ...], int] = {}
+    if not isinstance(node, yaml.MappingNode):
+        return lines
+    for key, value in node.value:
+        name = str(key.value)
+        lines[(name,)] = key.start_mark.line + 1
+        if name == "bookmarks" and isinstance(value, yaml.MappingNode):
+            for mark, _ in value.value:
+                lines[(name, str(mark.value))] = mark.start_mark.line + 1
+    return lines
+
+
+def _read(path: Path) -> tuple[Any, dict[tuple[str, ...], int]]:
+    """The file's data and key lines; ``(None, {})`` if there is no file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        return yaml.safe_load(text), _key_lines(yaml.compose(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: {problem}") from None
+
+
 def load_config(path: Path | None = None) -> ClientConfig:
-    """Read the config file; a missing file means no defaults and no bookmarks."""
+    """Read the config file; a missing file means no defaults and no bookmarks.
+
+    Nothing here raises: an unreadable or malformed file, a bad default or a
+    bad bookmark is listed in ``problems`` and left out, the rest is kept.
+    """
     path = path or config_path()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return ClientConfig(Target(), {})
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"{path}: {problem}") from None
+        data, lines = _read(path)
+    except ConfigError as exc:
+        return ClientConfig(Target(), {}, [str(exc)])
     if data is None:
         return ClientConfig(Target(), {})
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping")
+        return ClientConfig(
+            Target(), {}, [f"{path}:1: expected a mapping (host, port, user, bookmarks)"]
+        )
+
+    def where(*keys: str) -> str:
+        line = lines.get(keys) or lines.get(keys[:1])
+        return f"{path}:{line}" if line else str(path)
+
+    problems: list[str] = []
     marks = data.pop("bookmarks", None) or {}
     if not isinstance(marks, dict):
-        raise ConfigError(f"{path}: bookmarks must map names to host, port and user")
-    bookmarks = {
-        str(name): _target(value, f"{path}: bookmark {name}") for name, value in marks.items()
-    }
-    return ClientConfig(_target(data, str(path)), bookmarks)
+        problems.append(f"{where('bookmarks')}: bookmarks must map names to host, port and user")
+        marks = {}
+    bookmarks: dict[str, Target] = {}
+    broken: dict[str, str] = {}
+    for name, value in marks.items():
+        try:
+            bookmarks[str(name)] = _target(
+                value, f"{where('bookmarks', str(name))}: bookmark {name}"
+            )
+        except ConfigError as exc:
+            broken[str(name)] = str(exc)
+            problems.append(str(exc))
+    defaults = Target()
+    for key, value in data.items():  # one by one: a bad port leaves the host usable
+        try:
+            defaults = _target({key: value}, where(str(key))).over(defaults)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return ClientConfig(defaults, bookmarks, problems, broken)
 
 
 def parse_target(text: str) -> Target:
@@ -128,9 +199,38 @@ def resolve_target(
 ) -> tuple[str, int, str | None, str | None]:
     """``(host, port, user, identity)`` from flags, the target (bookmark or address), defaults."""
     chosen = Target()
+    if target in config.broken:
+        raise ConfigError(config.broken[target])
     if target:
         chosen = config.bookmarks.get(target) or parse_target(target)
+        if target not in config.bookmarks and flags.host is None and _BARE_WORD.match(target):
+            close = _closest(target, config.bookmarks)
+            if close and not _is_known_host(target):
+                raise ConfigError(unknown_target(config, target))
     merged = flags.over(chosen).over(config.defaults)
     merged = replace(merged, host=merged.host or DEFAULT_HOST, port=merged.port or DEFAULT_PORT)
     assert merged.host is not None and merged.port is not None
     return merged.host, merged.port, merged.user, merged.identity
+
+
+def _closest(name: str, names: dict[str, Target]) -> str | None:
+    found = difflib.get_close_matches(name, list(names), n=1)
+    return found[0] if found else None
+
+
+def _is_known_host(name: str) -> bool:
+    """Whether ``name`` is ``localhost`` or in ``/etc/hosts`` (no DNS query is made)."""
+    if name == "localhost":
+        return True
+    try:
+        with open("/etc/hosts", encoding="utf-8", errors="replace") as hosts:
+            return any(name in line.split("#")[0].split()[1:] for line in hosts)
+    except OSError:
+        return False
+
+
+def unknown_target(config: ClientConfig, target: str) -> str:
+    """``no such bookmark or host: NAME``, with the closest bookmark name if there is one."""
+    close = _closest(target, config.bookmarks)
+    hint = f" (did you mean '{close}'?)" if close else ""
+    return f"no such bookmark or host: {target}{hint}"

@@ -6,23 +6,29 @@ docstring is the help text (first line: usage and summary, then an example).
 A failed command prints one line on stderr and sets :attr:`ClientShell.failed`.
 Ctrl-C during a command abandons it: the connection is opened again (the
 server keeps an interrupted upload, the client its ``.part`` file, for
-``reget``/``reput``).  A lost connection is reported; interactively the shell
-stays up for ``reconnect``, in batch mode the caller decides.
+``reget``/``reput``).  A lost connection is reported in words (with what a
+transfer moved and the command that continues it); interactively the shell
+stays up for ``reconnect``, in batch mode the caller decides.  Paths the user
+typed appear in error lines as typed.  The commands on remote files are in
+:mod:`ftpclient.remotecmds`, the local ones in :mod:`ftpclient.localcmds`.
 """
 
 from __future__ import annotations
 
 import cmd
 import difflib
+import os
 import shlex
 from collections.abc import Callable
 
-from ftpclient.client import FileTransferClient, LocalError
+from ftpclient.client import FileTransferClient, LocalError, Monitor
 from ftpclient.completion import Completion
 from ftpclient.localcmds import LocalCommands
 from ftpclient.output import Output
+from ftpclient.remotecmds import RemoteCommands
 from ftpclient.trees import TreeResult, get_tree, put_tree
-from ftpproto.errors import ProtocolError
+from ftpclient.wording import TransferTrack, connect_problem, lost_problem
+from ftpproto.errors import ErrorCode, ProtocolError, RemoteError
 from ftpproto.units import format_size
 
 __all__ = ["ClientShell", "split_commands"]
@@ -61,7 +67,7 @@ def _second(words: list[str]) -> str | None:
     return words[1] if len(words) > 1 else None
 
 
-class ClientShell(LocalCommands, Completion, cmd.Cmd):
+class ClientShell(RemoteCommands, LocalCommands, Completion, cmd.Cmd):
     """The ``ftpclient`` command shell."""
 
     intro = 'Connected. Type "help" for the commands, "quit" or Ctrl-D to leave.'
@@ -81,6 +87,8 @@ class ClientShell(LocalCommands, Completion, cmd.Cmd):
         self.connected = True
         self.failed = False
         self.resume_transfers = False  # set while a batch retries a command
+        self.track: TransferTrack | None = None  # the transfer under way, if any
+        self.typed: list[str] = []  # the words of the command being run
         self.cwd = "/"
         self._update_prompt()
 
@@ -90,38 +98,73 @@ class ClientShell(LocalCommands, Completion, cmd.Cmd):
         state = "" if self.connected else " (disconnected)"
         self.prompt = f"{self.client.user}@{self.client.host}:{self.cwd}{state}> "
 
-    def fail(self, text: str) -> None:
-        """Report a failed command on stderr in one line."""
+    def fail(self, text: str, code: int | None = None) -> None:
+        """Report a failed command on stderr in one line (``code``: the server's error code)."""
         self.failed = True
-        self.out.error(text)
+        self.out.error(text, code)
+
+    def lost_message(self, exc: BaseException) -> str:
+        """``connection lost: WHY`` and, during a transfer, what moved and how to continue."""
+        during = f" {self.track.describe()}" if self.track is not None else ""
+        return f"connection lost: {lost_problem(exc)}{during}"
+
+    def as_typed(self, text: str) -> str:
+        """``text`` with a trailing absolute remote path shown as the user typed it."""
+        for word in self.typed:
+            full = self.remote_path(word)
+            if full != word and text.endswith(": " + full):
+                return text[: -len(full)] + word
+        return text
 
     def onecmd(self, line: str) -> bool:
         self.failed = False
-        name = self.parseline(line)[0]
+        self.track = None
+        name, rest, _ = self.parseline(line)
+        try:
+            self.typed = [w for w in shlex.split(rest or "") if not w.startswith("-")]
+        except ValueError:
+            self.typed = []
         if not self.connected and name and name not in OFFLINE:
             self.fail("not connected: type 'reconnect' (then reget/reput to resume)")
             return False
         try:
             return super().onecmd(line)
         except ProtocolError as exc:
-            self.fail(f"remote: {exc.text}")
+            self.fail(f"remote: {self.as_typed(exc.text)}", int(exc.code))
         except LocalError as exc:
             self.fail(f"local: {exc}")
         except ValueError as exc:  # shlex: "No closing quotation"
             self.fail(f"error: {exc}")
         except KeyboardInterrupt:
-            self.fail("interrupted: a partial file is kept; use reget/reput to resume")
-            self._drop_connection()
-            if self.connect is not None:
-                try:
-                    self.reconnect()
-                except (OSError, ProtocolError) as exc:
-                    self.fail(f"could not reconnect: {exc}; type 'reconnect' to try again")
+            self._interrupted()
         except (ConnectionError, TimeoutError) as exc:
             self._drop_connection()
             if not self.interactive:
                 raise
-            self.fail(f"connection lost: {exc}; type 'reconnect' (then reget/reput to resume)")
+            self.fail(f"{self.lost_message(exc)}; type 'reconnect' first")
+        return False
+
+    def _interrupted(self) -> None:
+        """Ctrl-C during a command: say what was kept, then open the connection again."""
+        if self.track is not None and self.track.total is not None:
+            self.fail(f"interrupted: {self.track.progress()}")
+        else:
+            self.fail("interrupted")
+        self._drop_connection()
+        if self.connect is not None:
+            self._reconnect_or_say_why()
+
+    def _reconnect_or_say_why(self) -> bool:
+        """:meth:`reconnect`; a failure is one line in words (the shell stays disconnected)."""
+        try:
+            self.reconnect()
+        except ProtocolError as exc:
+            self.fail(f"cannot log in again: {exc.text}; type 'reconnect' to try again")
+        except OSError as exc:
+            where = f"{self.client.host}:{self.client.port}"
+            self.fail(f"cannot connect to {where}: {connect_problem(exc)}; 'reconnect' tries again")
+        else:
+            return True
         return False
 
     def _drop_connection(self) -> None:
@@ -172,7 +215,7 @@ class ClientShell(LocalCommands, Completion, cmd.Cmd):
     def do_help(self, arg: str) -> None:
         """help [COMMAND]: list the commands, or show one's usage and an example."""
         if arg.strip():
-            name = arg.strip()
+            name = "shell" if arg.strip() == "!" else arg.strip()
             method = getattr(self, "do_" + name, None)
             if method is None or name == "EOF":
                 self.default(name)
@@ -219,6 +262,15 @@ class ClientShell(LocalCommands, Completion, cmd.Cmd):
             f"{len(result.files)} files ({format_size(result.size)}) in {result.folders} "
             "folders copied, each blake3 verified"
         )
+        self.out.record(
+            "tree",
+            {
+                "files": len(result.files),
+                "folders": result.folders,
+                "bytes": result.size,
+                "skipped": result.skipped,
+            },
+        )
 
     # -- transfers -------------------------------------------------------------
 
@@ -233,20 +285,36 @@ class ClientShell(LocalCommands, Completion, cmd.Cmd):
         options, words = parsed
         resume = resume or "a" in options or self.resume_transfers
         if "r" in options:
+            again = f"{direction} -r -a {shlex.join(words)}"
             copy_tree = get_tree if direction == "get" else put_tree
             result = copy_tree(
                 self.client,
                 words[0],
                 _second(words),
                 lambda done: self.out.transfer(direction, done),
-                self.out.monitor,
+                lambda name: self._track(direction, name, again),
                 resume,
             )
             self._tree(result)
             return
+        if direction == "put" and os.path.isdir(words[0]):
+            raise LocalError(f"is a folder: {words[0]} (put -r copies a folder)")
+        monitor = self._track(direction, words[0], f"re{direction} {shlex.join(words)}")
         copy_file = self.client.get if direction == "get" else self.client.put
-        done = copy_file(words[0], _second(words), self.out.monitor(words[0]), resume)
+        try:
+            done = copy_file(words[0], _second(words), monitor, resume)
+        except RemoteError as exc:
+            if direction == "get" and exc.code == ErrorCode.IS_DIRECTORY:
+                raise RemoteError(
+                    exc.code, f"is a folder: {words[0]} (get -r copies a folder)"
+                ) from None
+            raise
         self.out.transfer(direction, done)
+
+    def _track(self, direction: str, name: str, again: str) -> Monitor:
+        """The monitor of one file's transfer: its progress bar (if any), followed by a track."""
+        self.track = TransferTrack(direction, name, again, self.out.monitor(name))
+        return self.track
 
     def do_get(self, arg: str) -> None:
         """get [-r] [-a] REMOTE [LOCAL]: download a file (LOCAL may be a folder).
@@ -276,99 +344,14 @@ class ClientShell(LocalCommands, Completion, cmd.Cmd):
         differs the upload starts over.  Example: reput big.iso"""
         self._transfer("put", arg, resume=True)
 
-    # -- remote files ----------------------------------------------------------
-
-    def do_ls(self, arg: str) -> None:
-        """ls [-l] [PATH]: list a remote folder; -l adds type, size and modification time.
-
-        Example: ls -l reports"""
-        parsed = self._args(arg, 0, 1, "ls [-l] [PATH]", "l")
-        if parsed is not None:
-            options, words = parsed
-            self.out.entries(self.client.ls(words[0] if words else None), "l" in options)
-
-    def do_stat(self, arg: str) -> None:
-        """stat [-s] PATH: type, size and modification time; -s adds the BLAKE3 digest.
-
-        Example: stat -s backup.tar"""
-        parsed = self._args(arg, 1, 1, "stat [-s] PATH", "s")
-        if parsed is not None:
-            options, words = parsed
-            self.out.stat(self.client.stat(words[0], digest="s" in options))
-
-    def do_cd(self, arg: str) -> None:
-        """cd PATH: change the remote folder.
-
-        Example: cd /reports/2026"""
-        parsed = self._args(arg, 1, 1, "cd PATH")
-        if parsed:
-            self.cwd = self.client.cd(parsed[1][0])
-            self._update_prompt()
-
-    def do_pwd(self, arg: str) -> None:
-        """pwd: show the remote folder."""
-        if self._args(arg, 0, 0, "pwd") is not None:
-            self.out.line(self.client.pwd())
-
-    def do_mkdir(self, arg: str) -> None:
-        """mkdir [-p] PATH: create a remote folder; -p also creates missing parents.
-
-        Example: mkdir -p backups/2026/11"""
-        parsed = self._args(arg, 1, 1, "mkdir [-p] PATH", "p")
-        if parsed:
-            self.client.mkdir(parsed[1][0], parents="p" in parsed[0])
-
-    def do_rmdir(self, arg: str) -> None:
-        """rmdir PATH: remove an empty remote folder.
-
-        Example: rmdir old"""
-        parsed = self._args(arg, 1, 1, "rmdir PATH")
-        if parsed:
-            self.client.rmdir(parsed[1][0])
-
-    def do_rm(self, arg: str) -> None:
-        """rm [-r] PATH: remove a remote file; -r removes a folder and everything in it.
-
-        Symlinks are removed, never followed.  Example: rm -r old-backups"""
-        parsed = self._args(arg, 1, 1, "rm [-r] PATH", "r")
-        if parsed:
-            files, freed = self.client.rm(parsed[1][0], recursive="r" in parsed[0])
-            self.out.record("rm", {"path": parsed[1][0], "files": files, "bytes": freed})
-            if "r" in parsed[0]:
-                self.out.info(f"removed {files} files ({format_size(freed)})")
-
-    def do_mv(self, arg: str) -> None:
-        """mv OLD NEW: rename or move a remote file or folder (into NEW if it is a folder).
-
-        Example: mv draft.txt final.txt"""
-        parsed = self._args(arg, 2, 2, "mv OLD NEW")
-        if parsed:
-            self.client.mv(*parsed[1])
-
-    def do_quota(self, arg: str) -> None:
-        """quota: show the space you use and the space still available (also: df)."""
-        if self._args(arg, 0, 0, "quota") is None:
-            return
-        usage = self.client.quota()
-        self.out.record(
-            "quota", {"used": usage.used, "limit": usage.limit, "available": usage.available}
-        )
-        limit = f"of {format_size(usage.limit)} quota" if usage.limit is not None else "(no quota)"
-        if not self.out.json_mode:
-            self.out.line(
-                f"used {format_size(usage.used)} {limit}, {format_size(usage.available)} available"
-            )
-
-    def do_df(self, arg: str) -> None:
-        """df: the same as quota."""
-        self.do_quota(arg)
-
     # -- the session -----------------------------------------------------------
 
     def do_reconnect(self, arg: str) -> None:
         """reconnect: open the connection again after it was lost (then reget/reput)."""
-        self.reconnect()
+        if not self._reconnect_or_say_why():
+            return
         self.out.info(f"reconnected to {self.client.host}:{self.client.port}")
+        self.out.record("reconnect", {"host": self.client.host, "port": self.client.port})
 
     def do_quit(self, arg: str) -> bool:
         """quit: end the session (also: exit, Ctrl-D)."""
@@ -385,5 +368,5 @@ class ClientShell(LocalCommands, Completion, cmd.Cmd):
 
     def do_EOF(self, arg: str) -> bool:
         """Ctrl-D: end the session."""
-        self.out.line("")
+        self.out.blank()
         return self.do_quit(arg)

@@ -10,36 +10,41 @@ With them (the server), the channel enforces: the first byte of a message
 within ``idle`` seconds; the rest of it within ``request`` seconds (a client
 dribbling a byte every few seconds is cut off); and during file data at least
 ``min_rate`` bytes per second over every ``stall`` seconds.  A broken
-deadline surfaces as :class:`TimeoutError`.
+deadline surfaces as :class:`~ftpproto.errors.DeadlineExceeded` (a
+``TimeoutError``) whose text says which, such as ``idle for 300 s``.
+
+:attr:`Channel.in_step` tells whether the outgoing stream ends at a frame
+boundary, so a last message (why the connection closes) can still be read
+as one: not after a write that failed half-way, nor in the middle of file
+data.  :meth:`Channel.send_last` sends it only then.
 """
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import os
 import socket
 import ssl
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
-from ftpproto.digest import READ_PIECE, Hasher, hash_fd, new_hasher
-from ftpproto.errors import ConnectionClosed
+from ftpproto.digest import READ_PIECE, Hasher
+from ftpproto.errors import ConnectionClosed, DeadlineExceeded, ProtocolError
 from ftpproto.framing import MAX_FRAME_SIZE, FrameDecoder, encode_frame
 from ftpproto.messages import Message
-from ftpproto.splicing import can_splice, splice_file
+from ftpproto.splicing import SpliceSink, can_splice, splice_file
 
 __all__ = [
     "CHUNK_SIZE",
-    "BackgroundDigest",
+    "SENDFILE_MIN",
+    "SPLICE_MIN",
     "Channel",
     "Deadlines",
-    "GuardedWriter",
     "Hasher",
     "Progress",
-    "file_digest",
+    "SpliceSink",
 ]
 
 CHUNK_SIZE = 256 * 1024
@@ -79,7 +84,9 @@ class _RateWatch:
         elapsed = now - self.window_start
         if elapsed >= deadlines.stall:
             if self.moved < deadlines.min_rate * elapsed:
-                raise TimeoutError(f"transfer slower than {deadlines.min_rate} bytes/s")
+                raise DeadlineExceeded(
+                    f"transfer slower than {deadlines.min_rate} bytes/s for {deadlines.stall:g} s"
+                )
             self.window_start, self.moved = now, 0
 
 
@@ -96,6 +103,7 @@ class Channel:
         self.deadlines = deadlines
         self._timeout: float | None = None
         self._decoder = FrameDecoder(max_frame)
+        self.in_step = True  # the outgoing stream ends at a frame boundary
 
     def _set_timeout(self, seconds: float) -> None:
         """``settimeout`` only when the value changes (each call is a system call)."""
@@ -109,7 +117,25 @@ class Channel:
 
     def send(self, *messages: Message) -> None:
         """Send one or more messages in a single write."""
+        self.in_step = False
         self.sock.sendall(b"".join(encode_frame(m.encode()) for m in messages))
+        self.in_step = True
+
+    def send_last(self, message: Message, timeout: float = 5.0) -> bool:
+        """Send a last ``message`` before closing, if the peer can still read it as one.
+
+        Not after a write that failed half-way or in the middle of file
+        data (:attr:`in_step`); waits at most ``timeout`` seconds for a peer
+        that does not read.  Returns whether it was sent; errors are ignored.
+        """
+        if not self.in_step:
+            return False
+        try:
+            self._set_timeout(timeout)
+            self.send(message)
+        except OSError:
+            return False
+        return True
 
     def recv(self) -> Message:
         """Receive the next message.
@@ -131,19 +157,49 @@ class Channel:
                     begun = begun or now
                     left = self.deadlines.request - (now - begun)
                     if left <= 0:
-                        raise TimeoutError("message not completed in time")
+                        raise self._late()
                     self._set_timeout(min(left, self.deadlines.idle))
-            data = self.sock.recv(max(self._decoder.wanted(), 4096))
+            try:
+                data = self.sock.recv(max(self._decoder.wanted(), 4096))
+            except TimeoutError:
+                if self.deadlines is None:
+                    raise
+                raise self._late() from None
             if not data:
                 raise ConnectionClosed("connection closed by peer")
             self._decoder.feed(data)
+
+    def last_message(self, timeout: float) -> Message | None:
+        """After a failed write: a message the peer sent before it closed, if one waits.
+
+        A peer that gives up (a server whose deadline passed) may say why
+        and close; those words can wait unread behind the data being sent.
+        Waits at most ``timeout`` seconds; None if nothing readable came.
+        """
+        saved = self.sock.gettimeout()
+        try:
+            self.sock.settimeout(timeout)
+            return self.recv()
+        except (OSError, ProtocolError):
+            return None
+        finally:
+            with contextlib.suppress(OSError):
+                self.sock.settimeout(saved)
+
+    def _late(self) -> DeadlineExceeded:
+        """Which deadline a message broke: none of it came, or not all of it."""
+        assert self.deadlines is not None
+        if self._decoder.buffered:
+            return DeadlineExceeded(f"message not completed within {self.deadlines.request:g} s")
+        return DeadlineExceeded(f"idle for {self.deadlines.idle:g} s")
 
     def recv_file(
         self, sink: _Sink, size: int, hasher: Hasher, progress: Progress | None = None
     ) -> None:
         """Receive exactly ``size`` bytes of file data into ``sink``, hashing them.
 
-        Into a :class:`GuardedWriter` on a file that :func:`can_splice`, big
+        Into a :class:`~ftpproto.splicing.SpliceSink` (such as
+        :class:`ftpfiles.files.GuardedWriter`) on a file that :func:`can_splice`, big
         transfers go through :func:`~ftpproto.splicing.splice_file` (no copy
         through Python).  Otherwise one thread receives, hashes and writes
         each piece of at most 1 MiB while it is still in the CPU cache:
@@ -151,6 +207,22 @@ class Channel:
         threads cost more than it saved.  ``progress`` is called with each
         piece's size (a progress bar, or a bandwidth limit that sleeps).
         """
+        with self._stall_watch():
+            self._recv_data(sink, size, hasher, progress)
+
+    @contextlib.contextmanager
+    def _stall_watch(self) -> Iterator[None]:
+        """Turn a socket timeout during file data into the stall deadline's error."""
+        try:
+            yield
+        except DeadlineExceeded:
+            raise
+        except TimeoutError:
+            if self.deadlines is None:
+                raise
+            raise DeadlineExceeded(f"no file data for {self.deadlines.stall:g} s") from None
+
+    def _recv_data(self, sink: _Sink, size: int, hasher: Hasher, progress: Progress | None) -> None:
         watch = _RateWatch(self.deadlines)
 
         def on_piece(count: int) -> None:
@@ -168,7 +240,7 @@ class Channel:
             on_piece(len(data))
         if (
             remaining >= SPLICE_MIN
-            and isinstance(sink, GuardedWriter)
+            and isinstance(sink, SpliceSink)
             and sink.error is None
             and can_splice(self.sock, sink.fd)
         ):
@@ -200,6 +272,15 @@ class Channel:
         deadlines the file goes in chunks of ``step`` bytes, each reported or
         checked.
         """
+        self.in_step = False
+        with self._stall_watch():
+            sent = self._send_data(fileobj, offset, size, progress, step)
+        self.in_step = True
+        return sent
+
+    def _send_data(
+        self, fileobj: BinaryIO, offset: int, size: int, progress: Progress | None, step: int
+    ) -> int:
         send_piece = self._send_piece
         if progress is None and self.deadlines is None:
             sent = send_piece(fileobj, offset, size) if size else 0
@@ -244,6 +325,7 @@ class Channel:
         Returns the bytes actually read; on a short read the rest is padded
         with zeros so the stream stays in step, and the caller must abort.
         """
+        self.in_step = False
         view = memoryview(bytearray(min(size, CHUNK_SIZE)))
         done = 0
         while done < size:
@@ -257,98 +339,18 @@ class Channel:
             done += n
             if progress:
                 progress(n)
+        self.in_step = True
         return done
 
     def send_zeros(self, count: int) -> None:
         """Send ``count`` zero bytes (to keep the stream in step after a short file)."""
+        in_step, self.in_step = self.in_step, False
         zeros = bytes(min(count, CHUNK_SIZE))
         while count > 0:
             self.sock.sendall(zeros[: min(count, len(zeros))])
             count -= len(zeros)
+        self.in_step = in_step
 
     def close(self) -> None:
         """Close the socket."""
         self.sock.close()
-
-
-class GuardedWriter:
-    """Writes to a file descriptor until the first error, then discards the rest.
-
-    A receiver that cannot write (a full disk, say) must still read every
-    announced byte to keep the stream in step; the error is kept in
-    :attr:`error` for the caller to raise once the transfer is over.
-    """
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.error: OSError | None = None
-
-    def write(self, data: bytes | memoryview) -> None:
-        """Write all of ``data``, unless an earlier write failed."""
-        if self.error is not None:
-            return
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self.fd, view) :]
-        except OSError as exc:
-            self.error = exc
-
-    def splice_from(self, pipe: int, count: int) -> int:
-        """Move ``count`` bytes from ``pipe`` into the file with ``splice``; the bytes moved.
-
-        Fewer than ``count`` leaves the rest in the pipe: the file does not
-        support splicing (``EINVAL``; the caller writes the rest with
-        :meth:`write`), or it failed, and :attr:`error` holds why.
-        """
-        moved = 0
-        if self.error is not None:
-            return moved
-        try:
-            while moved < count:
-                step = os.splice(pipe, self.fd, count - moved)
-                if not step:
-                    break
-                moved += step
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                self.error = exc
-        return moved
-
-
-def file_digest(
-    fileobj: BinaryIO, offset: int, size: int, hasher: Hasher | None = None
-) -> tuple[Hasher, int]:
-    """The file digest (or ``hasher`` continued) over ``size`` bytes of a file from ``offset``.
-
-    Returns the hasher and the count read (less than ``size`` if the file is
-    shorter); the file position is left alone.
-    """
-    hasher = hasher if hasher is not None else new_hasher()
-    return hasher, hash_fd(hasher, fileobj.fileno(), offset, size)
-
-
-class BackgroundDigest:
-    """:func:`file_digest` in a helper thread, while this thread sends the file.
-
-    The digest and ``os.preadv`` release the GIL, so the digest of a big
-    file costs no extra time next to ``sendfile``.  :meth:`result` waits.
-    """
-
-    def __init__(self, fileobj: BinaryIO, offset: int, size: int, hasher: Hasher) -> None:
-        self._count = 0
-        self.hasher = hasher
-
-        def run() -> None:
-            try:
-                self._count = file_digest(fileobj, offset, size, hasher)[1]
-            except (OSError, ValueError):
-                self._count = -1  # unreadable: the caller sees fewer bytes than asked
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-
-    def result(self) -> tuple[Hasher, int]:
-        """The hasher and the bytes it read (fewer than asked if the file shrank)."""
-        self._thread.join()
-        return self.hasher, self._count

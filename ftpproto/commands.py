@@ -87,10 +87,18 @@ _SPECS = (
     CommandSpec("mkdir", ("PATH",), ("parents",), summary="create a folder", permission="mkdir"),
     CommandSpec("rmdir", ("PATH",), summary="remove an empty folder", permission="delete"),
     CommandSpec(
-        "rm", ("PATH",), ("recursive",), summary="remove a file (or a tree)", permission="delete"
+        "rm",
+        ("PATH",),
+        ("recursive", "folders"),
+        summary="remove a file (or a tree)",
+        permission="delete",
     ),
     CommandSpec(
-        "mv", ("OLD", "NEW"), summary="rename or move a file or folder", permission="rename"
+        "mv",
+        ("OLD", "NEW"),
+        ("replace",),
+        summary="rename or move a file or folder",
+        permission="rename",
     ),
     CommandSpec("quota", (), summary="used and available space"),
 )

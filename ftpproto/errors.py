@@ -12,11 +12,13 @@ import enum
 
 __all__ = [
     "ConnectionClosed",
+    "DeadlineExceeded",
     "ErrorCode",
     "FramingError",
     "MessageError",
     "ProtocolError",
     "RemoteError",
+    "ServerClosed",
 ]
 
 
@@ -28,7 +30,10 @@ class ErrorCode(enum.IntEnum):
     PERMISSION_DENIED = 403  # not allowed (outside the home, a symlink out of it)
     NOT_FOUND = 404  # no such file or folder
     UNKNOWN_COMMAND = 405  # not in the command table
-    BAD_STATE = 409  # a message that does not fit the handshake in progress
+    TIMED_OUT = (
+        408  # idle too long, a message too slow, a stalled transfer; the connection is closed
+    )
+    BAD_STATE = 409  # a message that does not fit the session state (a second login)
     EXISTS = 410  # the target exists and may not be replaced
     IS_DIRECTORY = 411  # a file was expected, a folder was found
     NOT_DIRECTORY = 412  # a folder was expected, a file was found
@@ -89,3 +94,15 @@ class RemoteError(ProtocolError):
 
 class ConnectionClosed(ConnectionError):
     """The peer closed the connection (possibly in the middle of a message)."""
+
+
+class DeadlineExceeded(TimeoutError):
+    """The peer broke one of the channel's deadlines; the text says which, for the peer."""
+
+
+class ServerClosed(ConnectionClosed):
+    """The server said why it closes the connection (it timed out) and closed it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"closed by the server: {reason}")
+        self.reason = reason

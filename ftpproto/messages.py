@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 from ftpproto.digest import is_hexdigest
-from ftpproto.errors import ErrorCode, MessageError, ProtocolError, RemoteError
+from ftpproto.errors import ErrorCode, MessageError, ProtocolError, RemoteError, ServerClosed
 
 __all__ = [
     "MAX_ERROR_TEXT",
@@ -90,9 +90,23 @@ class Message:
         return self.fields[0] if self.fields else ""
 
     def raise_if_error(self) -> Message:
-        """Raise :class:`RemoteError` for an ``error`` reply; return ``self`` otherwise."""
+        """Raise :class:`RemoteError` for an ``error`` reply; return ``self`` otherwise.
+
+        The server's word before it closes a connection that timed out
+        (``error|error|408|...``) is raised as :class:`ServerClosed`.
+        """
         if self.status == "error":
-            raise self.to_error()
+            exc = self.to_error()
+            if self.command == "error" and exc.code == ErrorCode.TIMED_OUT:
+                raise ServerClosed(exc.text)
+            raise exc
+        return self
+
+    def check_reply(self, command: str) -> Message:
+        """Check that this is a reply to ``command``, raising an ``error`` reply; return it."""
+        self.raise_if_error()
+        if self.command != command:
+            raise MessageError(f"expected a reply to {command}, got {self.command}")
         return self
 
     def to_error(self) -> RemoteError:

@@ -20,6 +20,10 @@ The map is only read over bytes this process has just written.  A process
 that truncated the file at that moment would make the read fault (SIGBUS),
 so the receiver must own the file: the server's upload files have random
 names created with ``O_EXCL``, and the client locks its ``.part`` file.
+
+The file the data goes into is a :class:`SpliceSink` (the channel checks).
+:func:`hash_fd` reads a file into a digest without moving its position; the
+fallback here when mapping fails, and ``ftpfiles`` for whole-file digests.
 """
 
 from __future__ import annotations
@@ -32,19 +36,52 @@ import socket
 import ssl
 import stat
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol, runtime_checkable
 
-from ftpproto.digest import Hasher, hash_fd
+from ftpproto.digest import READ_PIECE, Hasher
 from ftpproto.errors import ConnectionClosed
 
-if TYPE_CHECKING:
-    from ftpproto.channel import GuardedWriter
-
-__all__ = ["HASH_WINDOW", "PIPE_SIZE", "can_splice", "splice_file"]
+__all__ = ["HASH_WINDOW", "PIPE_SIZE", "SpliceSink", "can_splice", "hash_fd", "splice_file"]
 
 PIPE_SIZE = 1024 * 1024  # measured: a 256 KiB pipe was 30% slower
 HASH_WINDOW = 32 * 1024 * 1024  # measured: 2-8 MiB windows cost more in mapping than they saved
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+@runtime_checkable
+class SpliceSink(Protocol):
+    """A file that received data may be spliced into (``ftpfiles.files.GuardedWriter``).
+
+    ``write`` takes what cannot be spliced; after a failed write or splice
+    ``error`` holds the error and later data is dropped.
+    """
+
+    fd: int
+    error: OSError | None
+
+    def write(self, data: bytes | memoryview, /) -> object: ...
+
+    def splice_from(self, pipe: int, count: int, /) -> int:
+        """Move up to ``count`` bytes from ``pipe`` into the file; the count moved."""
+        ...
+
+
+def hash_fd(hasher: Hasher, fd: int, offset: int, size: int) -> int:
+    """Feed ``size`` bytes of the file ``fd`` from ``offset`` to ``hasher``; the count read.
+
+    Fewer than ``size`` means the file is shorter.  Reads with ``os.preadv``
+    into one reused buffer, so the file position is left alone and no memory
+    is allocated per piece.
+    """
+    buffer = memoryview(bytearray(min(size, READ_PIECE)))
+    done = 0
+    while done < size:
+        n = os.preadv(fd, [buffer[: min(size - done, READ_PIECE)]], offset + done)
+        if not n:
+            break
+        hasher.update(buffer[:n])
+        done += n
+    return done
 
 
 def can_splice(sock: socket.socket, fd: int) -> bool:
@@ -114,7 +151,7 @@ class _Reader:
 
 def splice_file(
     sock: socket.socket,
-    writer: GuardedWriter,
+    writer: SpliceSink,
     count: int,
     hasher: Hasher,
     on_piece: Callable[[int], None],
@@ -157,7 +194,7 @@ def splice_file(
         os.close(write_end)
 
 
-def _drain(pipe: int, count: int, hasher: Hasher, writer: GuardedWriter) -> None:
+def _drain(pipe: int, count: int, hasher: Hasher, writer: SpliceSink) -> None:
     """Read the ``count`` bytes left in ``pipe``, hash them and pass them to ``writer.write``."""
     buffer = memoryview(bytearray(min(count, PIPE_SIZE)))
     while count:

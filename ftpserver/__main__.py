@@ -24,11 +24,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ftpproto.commands import RIGHTS
-from ftpserver import userlist
+from ftpproto.version import version
+from ftpserver import admin, userlist
 from ftpserver import users as userfile
 from ftpserver.audit import configure_logging
 from ftpserver.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 from ftpserver.server import FileTransferServer
+from ftpserver.services import AdminServices
 from ftpserver.signals import SignalCounter
 from ftpserver.workers import serve_workers
 
@@ -43,6 +45,7 @@ APPLIED = "the running server applies this at the next login"
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ftpserver", description="FileTransfer server daemon")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -99,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     common(p)
     p.add_argument("--home", type=Path, help=argparse.SUPPRESS)
+    admin.register(sub)
     return parser
 
 
@@ -227,14 +231,15 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if settings.workers != 1:
         return serve_workers(settings, store, lambda: _settings(args), _run)
     server = FileTransferServer(settings, store, lambda: _settings(args))
-    server.start_sweeper()
-    host, port = server.address
-    # Held until _run's handlers are in place: a signal sent on seeing the
-    # "listening" line must not meet the default action (SIGHUP would kill).
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, signal.SIGTERM, signal.SIGINT})
-    print(f"listening on {host}:{port}", flush=True)
-    log.info("serving %d users from %s", len(store.users), settings.home)
-    return _run(server)
+    with AdminServices.alone(server):
+        server.start_sweeper()
+        host, port = server.address
+        # Held until _run's handlers are in place: a signal sent on seeing the
+        # "listening" line must not meet the default action (SIGHUP would kill).
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, signal.SIGTERM, signal.SIGINT})
+        print(f"listening on {host}:{port}", flush=True)
+        log.info("serving %d users from %s", len(store.users), settings.home)
+        return _run(server)
 
 
 def _run(
@@ -308,6 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return _check_config(args)
+    if args.command in admin.COMMANDS:
+        return admin.run(args, _settings)
     try:
         settings = _settings(args)
         if args.command == "serve":

@@ -26,11 +26,13 @@ __all__ = [
     "Settings",
     "keep_restart_only",
     "load_settings",
+    "split_address",
 ]
 
 DEFAULT_CONFIG = Path("config/server.yaml")
 
-# Settings that need a restart: the listening socket, the paths, TLS.
+# Settings that need a restart: the listening socket, the paths, TLS, and the
+# administrator's services (control socket, pid file, metrics endpoint).
 RESTART_ONLY = (
     "host",
     "port",
@@ -40,6 +42,9 @@ RESTART_ONLY = (
     "tls_cert",
     "tls_key",
     "workers",
+    "control_socket",
+    "pid_file",
+    "metrics_listen",
 )
 
 
@@ -75,6 +80,10 @@ class Settings:
     audit_json: bool = False
     shutdown_grace: float = 30.0
     workers: int = 0
+    control_socket: Path | None = Path("config/control.sock")
+    pid_file: Path | None = None
+    metrics_listen: str | None = None
+    metrics_user_quota: int = 0
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with the given fields changed; ``None`` values (flags not given) are ignored.
@@ -98,6 +107,10 @@ def keep_restart_only(running: Settings, fresh: Settings) -> tuple[Settings, lis
 
 class _OptionalPath:
     """Marks a setting that is a path or null."""
+
+
+class _OptionalAddress:
+    """Marks a setting that is ``HOST:PORT`` or null."""
 
 
 # key -> (type, lowest, highest); None means no bound.
@@ -130,6 +143,10 @@ _LIMITS: dict[str, tuple[type, float | None, float | None]] = {
     "audit_json": (bool, None, None),
     "shutdown_grace": (float, 0, 3600),
     "workers": (int, 0, 256),
+    "control_socket": (_OptionalPath, None, None),
+    "pid_file": (_OptionalPath, None, None),
+    "metrics_listen": (_OptionalAddress, None, None),
+    "metrics_user_quota": (int, 0, 1000),
 }
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -162,15 +179,22 @@ def load_settings(path: Path, base: Settings | None = None) -> Settings:
         if changes.get(key) is not None and not changes[key].is_file():
             problems.append(doc.error((key,), f"{key}: no such file: {changes[key]}"))
     yamlfile.raise_all(problems)
-    return (base or Settings()).replace(**changes)
+    settings = (base or Settings()).replace(**changes)
+    if "control_socket" in data and data["control_socket"] is None:  # null turns it off
+        settings = dataclasses.replace(settings, control_socket=None)
+    return settings
 
 
 def _check(doc: yamlfile.Document, key: str, value: Any) -> Any:
     kind, low, high = _LIMITS[key]
     where = (key,)
-    if kind is _OptionalPath:
+    if kind is _OptionalPath or kind is _OptionalAddress:
         if value is None:
             return None
+        if kind is _OptionalAddress:
+            if not isinstance(value, str) or split_address(value) is None:
+                raise doc.error(where, f"{key}: expected HOST:PORT, e.g. 127.0.0.1:9102")
+            return value
         kind = Path
     if kind is Path:
         if not isinstance(value, str) or not value:
@@ -203,6 +227,15 @@ def _check(doc: yamlfile.Document, key: str, value: Any) -> Any:
         bounds = f"from {low}" + (f" to {high}" if high is not None else " up")
         raise doc.error(where, f"{key}: {value} is out of range ({bounds})")
     return kind(value)
+
+
+def split_address(text: str) -> tuple[str, int] | None:
+    """``"HOST:PORT"`` (``"[::1]:PORT"`` for IPv6) as ``(host, port)``; None if malformed."""
+    host, _, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or not port.isdigit() or int(port) > 65535:
+        return None
+    return host, int(port)
 
 
 def log_level(settings: Settings) -> int:

@@ -101,6 +101,20 @@ class BanList:
                 return False
             return True
 
+    def banned(self) -> list[tuple[str, float]]:
+        """The bans in force: ``(ip, seconds left)``, soonest to end first."""
+        now = self._clock()
+        with self._lock:
+            live = {ip: until for ip, until in self._banned_until.items() if until > now}
+            self._banned_until = live
+        return sorted(((ip, until - now) for ip, until in live.items()), key=lambda b: b[1])
+
+    def unban(self, ip: str) -> bool:
+        """Lift the ban on ``ip`` and forget its failures; whether it was banned."""
+        with self._lock:
+            self._failures.pop(ip, None)
+            return self._banned_until.pop(ip, None) is not None
+
     def failure(self, ip: str) -> bool:
         """Record a failed login; returns True if ``ip`` is now banned."""
         if not self.max_failures:

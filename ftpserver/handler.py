@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING
 
 from ftpproto.channel import Channel, Deadlines, Progress
 from ftpproto.commands import COMMANDS, lookup
-from ftpproto.errors import ErrorCode, FramingError, MessageError, ProtocolError
+from ftpproto.errors import DeadlineExceeded, ErrorCode, FramingError, MessageError, ProtocolError
 from ftpproto.messages import Message, error, ok, parse_size
+from ftpserver.activity import Activity
 from ftpserver.fsops import os_error
 from ftpserver.guards import pacer
 from ftpserver.login import Login, TooManyFailures, TooManySessions
@@ -64,6 +65,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self._cancelled = threading.Event()
         self.ip = str(self.client_address[0])
         self.peer = f"{self.ip}:{self.client_address[1]}"
+        self.activity = Activity(self.server.admin)
 
     def _open(self) -> bool:
         """A session slot and the TLS handshake (if configured); False if the session must end.
@@ -122,10 +124,12 @@ class SessionHandler(socketserver.BaseRequestHandler):
         if self._cancelled.wait(seconds):
             raise ConnectionAbortedError("session closed by the server")
 
-    def _meter(self, direction: str, rate: int | None) -> _Meter:
-        """The per-piece callback of a transfer (counts, the user's rate limit, shutdown)."""
+    def _meter(self, direction: str, rate: int | None, virtual: str) -> _Meter:
+        """The per-piece callback of a transfer of ``virtual`` (counts, rate limit, shutdown)."""
         pace = pacer(self.server.bandwidth, self.user_account.name, direction, rate, self._wait)
-        return _Meter(self._cancelled, pace)
+        meter = _Meter(self._cancelled, pace)
+        self.activity.metered(direction, meter, virtual)
+        return meter
 
     @property
     def storage(self) -> Storage:
@@ -151,16 +155,20 @@ class SessionHandler(socketserver.BaseRequestHandler):
                     self.channel.send(error("error", exc))
                     continue
                 self.busy = True
+                self.activity.begin(message.command)
                 try:
                     if not self.dispatch(message):
                         return
                 finally:
                     self.busy = False
+                    self.activity.end(self.user is not None)
         except FramingError as exc:
             log.warning("framing violation from %s: %s", self.peer, exc)
             self._try_send(error("error", exc))
         except (ConnectionError, TimeoutError) as exc:
             log.debug("session %s ended: %s", self.peer, exc)
+            if isinstance(exc, DeadlineExceeded):  # say why, if the client can still read it
+                self._try_send(error("error", ProtocolError(ErrorCode.TIMED_OUT, str(exc))))
         except Exception:
             log.exception("internal error in session %s; closing it", self.peer)
             self._try_send(error("error", ProtocolError(ErrorCode.INTERNAL, "internal error")))
@@ -168,8 +176,8 @@ class SessionHandler(socketserver.BaseRequestHandler):
             self.server.sessions.discard(self)
 
     def _try_send(self, message: Message) -> None:
-        with contextlib.suppress(OSError):
-            self.channel.send(message)
+        """Send a last message before closing, if the client can still read it as one."""
+        self.channel.send_last(message)
 
     def dispatch(self, message: Message) -> bool:
         """Check ``message`` against the command table and run it; False ends the session."""
@@ -191,13 +199,17 @@ class SessionHandler(socketserver.BaseRequestHandler):
         except _CloseSession:
             return False
         except (ConnectionError, TimeoutError, FramingError):
+            self.activity.failed()
             raise
         except ProtocolError as exc:
+            self.activity.failed(exc.code)
             self.channel.send(error(name, exc))
         except OSError as exc:
             path_arg = spec is not None and (spec.required + spec.optional)[:1] == ("PATH",)
             subject = message.fields[0] if path_arg and message.fields else None
-            self.channel.send(error(name, os_error(exc, subject)))
+            failure = os_error(exc, subject)
+            self.activity.failed(failure.code)
+            self.channel.send(error(name, failure))
         return True
 
     # -- commands that work before login ------------------------------------
@@ -292,24 +304,28 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self._audit("rmdir", path=virtual)
         self.channel.send(ok("rmdir", virtual))
 
-    def cmd_rm(self, path: str, option: str | None = None) -> None:
-        _flag(option, "recursive", "rm PATH [recursive]")
+    def cmd_rm(self, path: str, option: str | None = None, count: str | None = None) -> None:
+        _flag(option, "recursive", "rm PATH [recursive [folders]]")
+        _flag(count, "folders", "rm PATH [recursive [folders]]")
         storage = self.storage
         virtual = storage.virtual(path)
         if storage.kind(virtual) == "dir":
             if not option:
                 raise ProtocolError(ErrorCode.IS_DIRECTORY, f"is a folder (use rm -r): {virtual}")
-            files, freed = storage.remove_tree(virtual)
+            files, freed, folders = storage.remove_tree(virtual)
         else:
-            files, freed = 1, storage.remove(virtual)
+            files, freed, folders = 1, storage.remove(virtual), 0
         self._audit("rm", path=virtual, files=files, bytes=freed)
-        self.channel.send(ok("rm", str(files), str(freed)))
+        self.channel.send(ok("rm", str(files), str(freed), *([str(folders)] if count else [])))
 
-    def cmd_mv(self, old: str, new: str) -> None:
+    def cmd_mv(self, old: str, new: str, option: str | None = None) -> None:
+        _flag(option, "replace", "mv OLD NEW [replace]")
         storage = self.storage
         old_virtual = storage.virtual(old)
         storage.kind(old_virtual)  # a missing OLD is reported before anything wrong with NEW
-        new_virtual = storage.rename(old_virtual, storage.virtual(new), new.endswith("/"))
+        new_virtual = storage.rename(
+            old_virtual, storage.virtual(new), new.endswith("/"), replace=option is not None
+        )
         self._audit("mv", path=old_virtual, to=new_virtual)
         self.channel.send(ok("mv", new_virtual))
 
@@ -322,7 +338,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         with self.storage.open_read(virtual) as source:
             rate = self.user_account.download_rate
             step = 64 * 1024 if rate else 8 * 1024 * 1024
-            meter = self._meter("download", rate)
+            meter = self._meter("download", rate, virtual)
             try:
                 result = send_download(self.channel, source, virtual, resume, meter, step)
             except (ProtocolError, OSError) as exc:
@@ -337,7 +353,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         virtual = self.storage.virtual(path)
         upload = self.storage.open_upload(virtual)
         started = time.monotonic()
-        meter = self._meter("upload", self.user_account.upload_rate)
+        meter = self._meter("upload", self.user_account.upload_rate, virtual)
         try:
             with upload:
                 received, hexdigest = receive_upload(

@@ -24,9 +24,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from ftpserver.activity import AdminHooks, ReloadLog
 from ftpserver.audit import Audit, configure_logging
+from ftpserver.changes import changes, problems_of
 from ftpserver.config import Settings, keep_restart_only
 from ftpserver.digests import DigestCache
 from ftpserver.guards import PasswordGate
@@ -41,6 +44,7 @@ from ftpserver.userwatch import UsersFileWatch
 
 __all__ = [
     "FileTransferServer",
+    "Reloaded",
     "StorageFactory",
     "local_storage",
     "reload_config",
@@ -61,27 +65,45 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+@dataclass(frozen=True)
+class Reloaded:
+    """Settings and users read again for a reload, and what they change."""
+
+    settings: Settings  # with the restart-only settings kept as they run
+    users: UserStore
+    restart: list[str]  # restart-only settings the files would change
+    lines: list[str]  # what changed, in words (ftpserver.changes), for ``ftpserver reload``
+
+
 def reload_config(
-    running: Settings, read: Callable[[], Settings]
-) -> tuple[Settings, UserStore, list[str]] | None:
+    running: Settings,
+    running_users: UserStore,
+    read: Callable[[], Settings],
+    reloads: ReloadLog,
+) -> Reloaded | None:
     """Read the settings (``read()``) and their users file again, for a reload.
 
     Returns the new settings, with the restart-only ones kept as they run,
-    the users, and the names of the restart-only settings the files would
-    change; or None, with a log line, if a file is bad (the old
+    the users, the names of the restart-only settings the files would
+    change, and what changed in words; the caller records those in
+    ``reloads`` once it has applied them.  If a file is bad it returns None,
+    with a log line, and records the problems in ``reloads`` (the old
     configuration stays in force).  The log file is opened again either
     way, so that after a log rotation this line and the next go to the new
     file.
     """
     try:
-        settings, changed = keep_restart_only(running, read())
+        fresh = read()
+        settings, restart = keep_restart_only(running, fresh)
         users = load_users(settings.users, settings.home)
     except Exception as exc:
         configure_logging(running)
         log.error("reload refused, the old configuration stays in force: %s", exc)
+        reloads.record(False, problems_of(exc))
         return None
     configure_logging(settings)
-    return settings, users, changed
+    lines = changes(running, fresh, running_users, users)
+    return Reloaded(settings, users, restart, lines)
 
 
 def report_reload(changed: list[str], users: UserStore) -> None:
@@ -171,6 +193,7 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         self.tls = tls_context(settings)
         self.tls_binding = server_binding(settings.tls_cert if self.tls else None)  # key logins
         self.sessions = _Sessions()
+        self.admin = AdminHooks()  # session ids, metrics, reload outcomes (ftpserver.control)
         self.stopping = False
         self._stop_sweeping = threading.Event()
         self.request_queue_size = settings.listen_backlog
@@ -210,10 +233,15 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         A bad file is refused with a log line and the old configuration stays
         in force.  Sessions already logged in keep working as they are.
         """
-        loaded = reload_config(self.settings, self.reload_settings or (lambda: self.settings))
+        loaded = reload_config(
+            self.settings,
+            self.users,
+            self.reload_settings or (lambda: self.settings),
+            self.admin.reloads,
+        )
         if loaded is None:
             return False
-        settings, users, changed = loaded
+        settings, users = loaded.settings, loaded.users
         self.settings = settings
         self.users = users
         if self.local_state is not None:
@@ -221,9 +249,10 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         self.passwords.ttl = settings.password_cache_ttl
         self.passwords.forget()
         if self.local_state is not None:
-            report_reload(changed, users)
+            report_reload(loaded.restart, users)
         else:  # a worker: its supervisor reported the reload once for all
             log.debug("reloaded")
+        self.admin.reloads.record(True, loaded.lines)
         return True
 
     def start_sweeper(self) -> threading.Thread:

@@ -6,33 +6,24 @@ file descriptor, else reading it piece by piece); :func:`receive_upload`
 answers ``put`` into an :class:`~ftpserver.storage.base.UploadHandle`.
 :func:`handle_digest` is the digest of an open file (remembered or computed).
 Both handshakes resume from an offset when the client's digest of the part it already
-has matches, and both end with the digest (BLAKE3) of the whole file.
+has matches, and both end with the digest (BLAKE3) of the whole file.  The
+messages and their order are :mod:`ftpproto.handshake`'s (``ServerGet``,
+``ServerPut``, shared with the client's side); here is the file's side.
 """
 
 from __future__ import annotations
 
 from typing import BinaryIO, cast
 
-from ftpproto.channel import BackgroundDigest, Channel, Progress, file_digest
-from ftpproto.commands import COMMANDS
+from ftpfiles.files import BackgroundDigest, file_digest
+from ftpproto.channel import Channel, Progress
 from ftpproto.digest import Hasher, new_hasher
-from ftpproto.errors import ErrorCode, ProtocolError
-from ftpproto.messages import digest, parse_digest, parse_size, ready
-from ftpserver.storage.base import ReadHandle, Resume, UploadHandle
+from ftpproto.handshake import Resume, ServerGet, ServerPut, parse_resume
+from ftpserver.storage.base import ReadHandle, UploadHandle
 
 __all__ = ["Resume", "handle_digest", "parse_resume", "receive_upload", "send_download"]
 
 _PIECE = 1024 * 1024
-
-
-def parse_resume(command: str, fields: tuple[str, ...]) -> Resume | None:
-    """``(offset, prefix_digest)`` from a request's optional fields, or ``None``."""
-    if not fields:
-        return None
-    if len(fields) != 2:
-        spec = COMMANDS[command]
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"usage: {spec.usage} (both or neither)")
-    return parse_size(fields[0]), parse_digest(fields[1])
 
 
 def _read_digest(source: ReadHandle, count: int) -> tuple[Hasher, int]:
@@ -78,20 +69,14 @@ def send_download(
     The size is the opened version's, so a file replaced meanwhile is sent
     in the version that was opened.
     """
-    size = source.size
     known = source.stored_digest()
-    offset = 0
-    hasher = new_hasher()
-    if resume is not None and resume[0] <= size:
-        prefix, _ = _read_digest(source, resume[0])
-        if prefix.hexdigest() == resume[1]:
-            offset, hasher = resume[0], prefix
-    channel.send(ready("get", size - offset, None if resume is None else offset))
-    answer = channel.recv()
-    if answer.command == "get" and answer.status == "abort":
+    handshake = ServerGet(
+        virtual, source.size, resume, lambda count: _read_digest(source, count)[0]
+    )
+    channel.send(handshake.ready())
+    if not handshake.answer(channel.recv()):
         return None
-    answer.expect("get", "recv_ready", 0)
-    count = size - offset
+    offset, count, hasher = handshake.offset, handshake.count, handshake.hasher
     try:
         sent, hashed = _send(channel, source, offset, count, hasher, known, pace, step)
     except (ConnectionError, TimeoutError):
@@ -100,11 +85,11 @@ def send_download(
         # The data stream cannot be put back in step after a read error.
         raise ConnectionAbortedError(f"reading {virtual} failed: {exc.strerror}") from exc
     if sent < count or hashed < count or source.changed():
-        raise ProtocolError(ErrorCode.FILE_CHANGED, f"file changed while sent: {virtual}")
+        raise handshake.file_changed()
     hexdigest = known or hasher.hexdigest()
     if not known:
         source.store_digest(hexdigest)
-    channel.send(digest("get", hexdigest))
+    channel.send(handshake.digest(hexdigest))
     return count, hexdigest
 
 
@@ -148,15 +133,11 @@ def receive_upload(
 ) -> tuple[int, str]:
     """Run the ``put`` handshake into ``upload`` and commit it; ``(bytes received, digest)``."""
     offset, hasher = upload.start(size, resume)
-    channel.send(ready("put", size - offset, None if resume is None else offset))
-    channel.recv_file(upload.sink, size - offset, hasher, pace)
+    handshake = ServerPut(virtual, size, resume, offset, hasher)
+    channel.send(handshake.ready())
+    channel.recv_file(upload.sink, handshake.count, hasher, pace)
     final = channel.recv()  # a connection lost here still keeps every byte for resuming
     upload.keep_partial = False  # from here on the outcome is decided: commit or discard
-    if final.command == "put" and final.status == "abort":
-        raise ProtocolError(ErrorCode.TRANSFER_ABORTED, f"upload aborted: {virtual}")
-    (claimed,) = final.expect("put", "digest", 1)
-    hexdigest = hasher.hexdigest()
-    if parse_digest(claimed) != hexdigest:
-        raise ProtocolError(ErrorCode.DIGEST_MISMATCH, f"digest mismatch: {virtual}")
+    hexdigest = handshake.check(final)
     upload.commit(hexdigest)
-    return size - offset, hexdigest
+    return handshake.count, hexdigest

@@ -16,11 +16,14 @@ slots, the ban list and the bandwidth buckets.  A worker reaches them
 through typed proxies (:func:`~ftpserver.state.pipe.remote_shared`), one
 call and one answer over a pipe per method call;
 :class:`~ftpserver.state.owner.StateOwner` answers each worker in its own
-thread.  When a worker's pipe closes (the worker stopped or was killed), the
-owner gives back the session slots and upload reservations it still held,
-and the supervisor starts a new worker in its place.  The supervisor forks
-only while no call is being answered, so a new worker inherits no lock
-taken mid-call.
+thread.  A second pipe per worker carries the administrator's questions the
+other way (:mod:`ftpserver.adminpipe`, :mod:`ftpserver.services`): the
+supervisor asks each worker for its sessions, or to end some of them, and
+the worker answers.  When a worker's pipe closes (the worker stopped or was
+killed), the owner gives back the session slots and upload reservations it
+still held, and the supervisor starts a new worker in its place.  The
+supervisor forks only while no call is being answered, so a new worker
+inherits no lock taken mid-call.
 
 Signals go to the supervisor: SIGHUP checks the new settings and users once
 (:func:`~ftpserver.server.reload_config`, which also reopens the log file),
@@ -42,9 +45,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ftpserver.activity import ReloadLog
+from ftpserver.adminpipe import admin_pipe
 from ftpserver.audit import set_process_label
 from ftpserver.config import Settings
 from ftpserver.server import FileTransferServer, reload_config, report_reload
+from ftpserver.services import AdminServices
 from ftpserver.signals import SignalCounter
 from ftpserver.state.owner import StateOwner
 from ftpserver.state.pipe import remote_shared
@@ -92,6 +98,7 @@ def _worker(
     users: UserStore,
     reload_settings: Callable[[], Settings],
     run: Runner,
+    prepare: Callable[[FileTransferServer], None],
 ) -> int:
     set_process_label(f"worker {index}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -105,6 +112,7 @@ def _worker(
     server = FileTransferServer(
         settings, users, reload_settings, shared=remote_shared(conn), listener=listener
     )
+    prepare(server)
     if index == 0:
         server.start_sweeper()
     return run(server, (signal.SIGTERM,))
@@ -127,9 +135,12 @@ def serve_workers(
     current = _Config(settings, users)
     signals = SignalCounter((signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD))
     supervisor = os.getpid()
+    admin = AdminServices.supervisor(settings, state, lambda: current.users, listener)
+    admin.start()
 
     def spawn(index: int) -> None:
         mine, theirs = worker_pipe()
+        asks, answers = admin_pipe()  # the control socket's requests to the worker
         # The worker starts with these blocked, until its own handlers are in
         # place (SignalCounter unblocks them): a reload or stop sent meanwhile
         # waits instead of killing it with the default action.
@@ -146,7 +157,9 @@ def serve_workers(
                 _stop_with(supervisor)
                 signals.close()
                 owner.close_in_child()
+                admin.close_in_child()
                 mine.close()
+                asks.close()
                 code = _worker(
                     index,
                     cpus[index],
@@ -156,6 +169,7 @@ def serve_workers(
                     current.users,
                     reload_settings,
                     run,
+                    lambda server: admin.prepare_worker(index, server, answers),
                 )
             except BaseException:
                 log.exception("worker %d failed", index)
@@ -163,6 +177,8 @@ def serve_workers(
                 logging.shutdown()
                 os._exit(code)
         theirs.close()
+        answers.close()
+        admin.links.add(index, pid, asks)
         workers[pid] = index
         started[pid] = time.monotonic()
         owner.attach(mine, index)
@@ -182,15 +198,18 @@ def serve_workers(
                 log.info("stopping: no new sessions; running transfers get %g s", grace)
             while forwarded < stops:
                 forwarded += 1
+                admin.stopping = True
                 for pid in workers:
                     _signal(pid, signal.SIGTERM)
             if signals[signal.SIGHUP] > reloads and not stops:
                 reloads = signals[signal.SIGHUP]
-                current = _reload(current, reload_settings, state, list(workers))
+                pids = list(workers)
+                current = _reload(current, reload_settings, state, pids, admin.view.reloads)
             for pid, code in _reap():
                 if pid not in workers:
                     continue
                 index = workers.pop(pid)
+                admin.links.drop(pid)
                 lived = time.monotonic() - started.pop(pid)
                 if stops:
                     log.info("worker %d stopped", index)
@@ -201,6 +220,7 @@ def serve_workers(
                 spawn(index)
     finally:
         listener.close()
+        admin.close()
         for pid in workers:
             _signal(pid, signal.SIGKILL)
     log.info("stopped")
@@ -218,20 +238,21 @@ def _reload(
     reload_settings: Callable[[], Settings],
     state: LocalState,
     pids: list[int],
+    reloads: ReloadLog,
 ) -> _Config:
     """Check the files once; if good, apply them to the shared state and tell the workers.
 
     Each worker then reloads itself; the outcome is logged here, once.
     """
-    loaded = reload_config(current.settings, reload_settings)
+    loaded = reload_config(current.settings, current.users, reload_settings, reloads)
     if loaded is None:
         return current
-    settings, users, changed = loaded
-    state.configure(settings, users)
-    report_reload(changed, users)
+    state.configure(loaded.settings, loaded.users)
+    report_reload(loaded.restart, loaded.users)
     for pid in pids:
         _signal(pid, signal.SIGHUP)
-    return _Config(settings, users)
+    reloads.record(True, loaded.lines)
+    return _Config(loaded.settings, loaded.users)
 
 
 def _stop_with(supervisor: int) -> None:

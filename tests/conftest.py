@@ -49,6 +49,7 @@ from rechunk import RechunkProxy
 from ftpclient.client import FileTransferClient
 from ftpproto.channel import Channel
 from ftpproto.digest import new_hasher
+from ftpproto.errors import ConnectionClosed
 from ftpproto.framing import encode_frame
 from ftpproto.messages import Message, request
 from ftpserver.config import Settings
@@ -365,6 +366,7 @@ class RawSession:
         self.sock = socket.create_connection((HOST, port), timeout=CLIENT_TIMEOUT)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.channel = Channel(self.sock)
+        self.farewell: Message | None = None  # a timed-out server's last word
 
     def send(self, *messages: Message) -> None:
         """Send messages (several in one write)."""
@@ -397,14 +399,25 @@ class RawSession:
         assert reply == Message("login", ("ok", user)), f"login failed: {reply}"
 
     def is_closed_by_server(self, timeout: float = 5.0) -> bool:
-        """Whether the server closed the connection (EOF or reset) within ``timeout``."""
-        self.sock.settimeout(timeout)
-        try:
-            return self.sock.recv(1) == b""
-        except ConnectionResetError:
-            return True
-        except TimeoutError:
-            return False
+        """Whether the server closed the connection (EOF or reset) within ``timeout``.
+
+        The error a timed-out server sends before it closes (``408``) is read
+        and kept in :attr:`farewell`; anything else sent means "not closed".
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                if self.sock.recv(1, socket.MSG_PEEK) == b"":
+                    return True
+                message = self.channel.recv()
+            except (ConnectionResetError, ConnectionClosed):
+                return True
+            except TimeoutError:
+                return False
+            if message.command != "error" or message.fields[:2] != ("error", "408"):
+                return False
+            self.farewell = message
 
     def close(self) -> None:
         """Close the socket."""

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from ftpproto.channel import GuardedWriter
+from ftpfiles.files import GuardedWriter
 from ftpproto.digest import Hasher
 from ftpserver.server import FileTransferServer, local_storage
 from ftpserver.storage.base import Resume, Storage
@@ -182,13 +182,13 @@ class FaultyStorage(LocalStorage):
         self.faults.check("remove", virtual)
         return super().remove(virtual)
 
-    def remove_tree(self, virtual: str) -> tuple[int, int]:
+    def remove_tree(self, virtual: str) -> tuple[int, int, int]:
         self.faults.check("remove", virtual)
         return super().remove_tree(virtual)
 
-    def rename(self, old: str, new: str, into_folder: bool = False) -> str:
+    def rename(self, old: str, new: str, into_folder: bool = False, replace: bool = False) -> str:
         self.faults.check("rename", old, new)
-        return super().rename(old, new, into_folder)
+        return super().rename(old, new, into_folder, replace)
 
     def open_upload(self, virtual: str) -> FaultyUpload:  # type: ignore[override]
         return FaultyUpload(super().open_upload(virtual), self.faults, virtual)

@@ -8,15 +8,17 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from conftest import digest_of
 
-from ftpproto.channel import CHUNK_SIZE, Channel, GuardedWriter, file_digest
+from ftpfiles.files import GuardedWriter, file_digest
+from ftpproto.channel import CHUNK_SIZE, Channel, Deadlines
 from ftpproto.digest import new_hasher
-from ftpproto.errors import ConnectionClosed, FramingError, MessageError
+from ftpproto.errors import ConnectionClosed, DeadlineExceeded, FramingError, MessageError
 from ftpproto.framing import encode_frame
 from ftpproto.messages import Message, digest, ready, request
 
@@ -105,8 +107,104 @@ def test_recv_errors(pair: tuple[Channel, Channel], raw: bytes, error: type[Exce
 def test_recv_times_out(pair: tuple[Channel, Channel]) -> None:
     _, receiver = pair
     receiver.sock.settimeout(0.05)
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError) as caught:
         receiver.recv()
+    assert not isinstance(caught.value, DeadlineExceeded), "no deadlines, no reason"
+
+
+# -- deadlines: which one was broken, and whether a last word can still be sent ---------------
+
+
+@pytest.fixture
+def watched() -> Iterator[tuple[socket.socket, Channel]]:
+    """A raw socket and, at its other end, a channel with short deadlines."""
+    left, right = socket.socketpair()
+    left.settimeout(5)
+    try:
+        yield left, Channel(right, deadlines=Deadlines(0.2, 0.3, 0.2, 0))
+    finally:
+        left.close()
+        right.close()
+
+
+def test_an_idle_peer_breaks_the_idle_deadline(watched: tuple[socket.socket, Channel]) -> None:
+    with pytest.raises(DeadlineExceeded, match=r"^idle for 0\.2 s$"):
+        watched[1].recv()
+
+
+def test_a_slow_message_breaks_the_request_deadline(
+    watched: tuple[socket.socket, Channel],
+) -> None:
+    peer, channel = watched
+    frame = encode_frame(request("pwd").encode())
+
+    def dribble() -> None:
+        for i in range(6):  # a byte every 0.1 s: more than 0.3 s for the frame's first 6
+            peer.sendall(frame[i : i + 1])
+            time.sleep(0.1)
+
+    thread = in_thread(dribble)
+    with pytest.raises(DeadlineExceeded, match=r"^message not completed within 0\.3 s$"):
+        channel.recv()
+    thread.join(5)
+
+
+def test_stalled_file_data_breaks_the_stall_deadline(
+    watched: tuple[socket.socket, Channel],
+) -> None:
+    peer, channel = watched
+    peer.sendall(b"x" * 1000)
+    with pytest.raises(DeadlineExceeded, match=r"^no file data for 0\.2 s$"):
+        channel.recv_file(io.BytesIO(), 10_000, new_hasher())
+
+
+def test_trickling_file_data_breaks_the_rate_deadline() -> None:
+    left, right = socket.socketpair()
+    channel = Channel(right, deadlines=Deadlines(5, 5, 0.2, 10_000))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.is_set():
+            left.sendall(b"x" * 100)
+            time.sleep(0.02)
+
+    thread = in_thread(trickle)
+    try:
+        with pytest.raises(
+            DeadlineExceeded, match=r"^transfer slower than 10000 bytes/s for 0\.2 s$"
+        ):
+            channel.recv_file(io.BytesIO(), 1 << 20, new_hasher())
+    finally:
+        stop.set()
+        thread.join(5)
+        left.close()
+        right.close()
+
+
+def test_a_last_word_is_sent_at_a_frame_boundary(pair: tuple[Channel, Channel]) -> None:
+    sender, receiver = pair
+    sender.send(request("pwd"))
+    assert sender.in_step
+    assert sender.send_last(Message("error", ("error", "408", "idle for 1 s")))
+    assert receiver.recv() == request("pwd")
+    assert receiver.recv() == Message("error", ("error", "408", "idle for 1 s"))
+
+
+def test_no_last_word_in_the_middle_of_file_data(tmp_path: Path) -> None:
+    """A download cut off mid-data: a message now would be read as file data."""
+    left, right = socket.socketpair()
+    left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+    sender = Channel(left, deadlines=Deadlines(5, 5, 0.2, 0))
+    path = tmp_path / "big"
+    path.write_bytes(bytes(8 << 20))
+    try:
+        with path.open("rb") as source, pytest.raises(DeadlineExceeded, match="no file data"):
+            sender.send_file(source, 0, 8 << 20, progress=lambda n: None)
+        assert not sender.in_step
+        assert not sender.send_last(Message("error", ("error", "408", "x")))
+    finally:
+        left.close()
+        right.close()
 
 
 @pytest.mark.parametrize("size", [0, 1, 100, 4000, 5000, 70_000, CHUNK_SIZE + 17])
@@ -354,3 +452,19 @@ def test_file_digest(
         digest_of(content[offset : offset + expected_count]),
         expected_count,
     )
+
+
+def test_last_message_reads_what_the_peer_said_before_closing(
+    pair: tuple[Channel, Channel],
+) -> None:
+    left, right = pair
+    right.send(Message("error", ("error", "408", "no file data for 60 s")))
+    right.close()
+    assert left.last_message(1) == Message("error", ("error", "408", "no file data for 60 s"))
+    assert left.sock.gettimeout() == 5, "the socket's timeout was not restored"
+    assert left.last_message(1) is None, "closed without a word"
+
+
+def test_last_message_gives_up(pair: tuple[Channel, Channel]) -> None:
+    left, _ = pair
+    assert left.last_message(0.05) is None

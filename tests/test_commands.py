@@ -26,8 +26,8 @@ TABLE: dict[str, tuple[str, set[int], bool, str | None]] = {
     "partial": ("partial PATH", {1}, True, "write"),
     "mkdir": ("mkdir PATH [parents]", {1, 2}, True, "mkdir"),
     "rmdir": ("rmdir PATH", {1}, True, "delete"),
-    "rm": ("rm PATH [recursive]", {1, 2}, True, "delete"),
-    "mv": ("mv OLD NEW", {2}, True, "rename"),
+    "rm": ("rm PATH [recursive] [folders]", {1, 2, 3}, True, "delete"),
+    "mv": ("mv OLD NEW [replace]", {2, 3}, True, "rename"),
     "quota": ("quota", {0}, True, None),
 }
 

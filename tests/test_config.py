@@ -120,8 +120,11 @@ def test_replace_ignores_none(changes: dict[str, Any], expected: Settings) -> No
 def test_shipped_server_yaml_matches_the_defaults() -> None:
     path = REPO / "config" / "server.yaml"
     settings = load_settings(path)
-    assert settings.replace(users=Path("config/users.yaml"), home=Path("home")) == Settings()
+    relative = {"users": Path("config/users.yaml"), "home": Path("home")}
+    relative["control_socket"] = Path("config/control.sock")
+    assert settings.replace(**relative) == Settings()
     assert settings.users.resolve() == (REPO / "config" / "users.yaml").resolve()
+    assert settings.control_socket == (REPO / "config" / "control.sock").resolve()
     assert settings.home.resolve() == (REPO / "home").resolve()
 
 

@@ -35,7 +35,7 @@ def assert_one_error_line(stderr: str) -> str:
 def test_c_put_ls_get(server: RunningServer, run_cli: RunCli, local: Path) -> None:
     data = os.urandom(300_000)
     (local / "a").write_bytes(data)
-    result = run_cli("-c", "put a; ls -l; get a b")
+    result = run_cli("-c", "put a; ls -lh; get a b")
     assert result.returncode == 0, result
     assert result.stderr == "", f"unexpected stderr: {result.stderr!r}"
     assert file_digest_of(server.alice_home / "a") == file_digest_of(local / "a"), "stored bytes"
@@ -149,7 +149,7 @@ def test_cd_and_ls_with_quoted_folder(server: RunningServer, run_cli: RunCli) ->
     folder = server.alice_home / "my folder|x"
     folder.mkdir()
     (folder / "inside.txt").write_bytes(b"12345")
-    result = run_cli("-c", "cd 'my folder|x'; pwd; ls -l")
+    result = run_cli("-c", "cd 'my folder|x'; pwd; ls -lh")
     assert result.returncode == 0, result
     lines = result.stdout.splitlines()
     assert "/my folder|x" in lines, f"pwd output: {lines}"

@@ -171,7 +171,8 @@ def send_until_closed(
     """Send ``pieces`` one by one, after each waiting up to ``pause`` s for the server to close.
 
     Returns (closed, seconds since the first piece); gives up after ``limit`` s.
-    The server may close in any way, but must not send anything.
+    The server may close in any way, but must not send anything but the
+    timeout's error (kept in ``session.farewell``).
     """
     started = time.monotonic()
     for piece in pieces:
@@ -181,15 +182,8 @@ def send_until_closed(
             session.send_raw(piece)
         except (BrokenPipeError, ConnectionResetError):
             return True, time.monotonic() - started
-        session.sock.settimeout(pause)
-        try:
-            data = session.sock.recv(1)
-        except TimeoutError:
-            continue
-        except ConnectionResetError:
-            data = b""
-        assert data == b"", f"unexpected data from the server: {data!r}"
-        return True, time.monotonic() - started
+        if session.is_closed_by_server(pause):
+            return True, time.monotonic() - started
     return False, time.monotonic() - started
 
 

@@ -442,13 +442,13 @@ def test_stat_cli_s(home: Path, run_cli: RunCli) -> None:
 # -- ls -------------------------------------------------------------------------------
 
 
-def test_ls_l_human_sizes_cli(home: Path, run_cli: RunCli) -> None:
+def test_ls_lh_human_sizes_cli(home: Path, run_cli: RunCli) -> None:
     (home / "sizes").mkdir()
     (home / "sizes" / "small").write_bytes(b"x" * 532)
     (home / "sizes" / "kib").write_bytes(b"x" * 1536)
     (home / "sizes" / "mib").write_bytes(b"x" * (3 * 1024 * 1024 + 150 * 1024))
     (home / "sizes" / "folder").mkdir()
-    result = run_cli("-c", "ls -l sizes")
+    result = run_cli("-c", "ls -lh sizes")
     assert result.returncode == 0, result
     lines = {line.split()[-1]: line for line in result.stdout.splitlines() if line.strip()}
     assert set(lines) == {"small", "kib", "mib", "folder/"}, result.stdout
@@ -623,4 +623,4 @@ def test_cli_help_lists_the_new_commands(server: RunningServer, run_cli: RunCli)
 def test_server_help_lists_the_new_commands(server: RunningServer, client: ClientFactory) -> None:
     names = set(client().help())
     assert {"mkdir", "rmdir", "rm", "mv", "stat", "quota", "partial"} <= names, names
-    assert client().help("mv")[0] == "mv OLD NEW"
+    assert client().help("mv")[0] == "mv OLD NEW [replace]"

@@ -341,11 +341,13 @@ def test_progress_bar_and_summary_for_a_slow_download(
     shell = spawn_shell(port=proxy().port)
     out = shell.run("get big.bin", timeout=30)
     screen = out.replace("\r", "\n")
-    assert re.search(r"big\.bin: +\d+%\|", screen), f"no tqdm bar: {out!r}"
+    assert re.search(r"big\.bin: +\d+%\|", screen), f"no progress bar: {out!r}"
     assert "100%|" in screen, f"the bar never reached 100%: {out!r}"
-    assert "3.00M/3.00M" in screen, f"bytes done/total: {out!r}"
-    rate_and_eta = r"\[\d\d:\d\d<\d\d:\d\d, *[\d.]+[kMG]?B/s\]"
+    assert "3.0 MiB/3.0 MiB" in screen, f"bytes done/total, in the summary's units: {out!r}"
+    rate_and_eta = r"\| [\d.]+ [KM]iB/3\.0 MiB, [\d.]+ [KM]iB/s, \d+:\d\d left"
     assert re.search(rate_and_eta, screen), f"rate, time left: {out!r}"
+    # The finished bar is erased and the summary takes its line: one line per transfer.
+    assert re.search(r"\r\x1b\[Kbig\.bin -> big\.bin: ", out), f"bar left on screen: {out!r}"
     assert summary_seconds(out, "big.bin") > 1.0, "the transfer was too quick to test"
     assert (local / "big.bin").read_bytes() == data
     assert not (local / "big.bin.part").exists()
@@ -359,8 +361,8 @@ def test_progress_bar_and_summary_for_a_slow_upload(
     shell = spawn_shell(port=proxy(rate=UPLOAD_RATE).port)
     out = shell.run("put up.bin", timeout=30)
     screen = out.replace("\r", "\n")
-    assert re.search(r"up\.bin: +\d+%\|", screen), f"no tqdm bar: {out!r}"
-    assert "B/s" in screen, f"no rate: {out!r}"
+    assert re.search(r"up\.bin: +\d+%\|", screen), f"no progress bar: {out!r}"
+    assert "MiB/s" in screen, f"no rate: {out!r}"
     assert summary_seconds(out, "up.bin") > 1.0, "the transfer was too quick to test"
     assert file_digest_of(server.alice_home / "up.bin") == file_digest_of(local / "up.bin")
 
@@ -547,7 +549,7 @@ def test_local_commands(server: RunningServer, spawn_shell: SpawnShell, local: P
     assert str(local) in plain(shell.run("lpwd")).splitlines()[1:]
     shell.run("lmkdir dl/inner")
     assert (local / "dl" / "inner").is_dir(), "lmkdir with a missing parent"
-    listing = plain(shell.run("lls")).splitlines()[1:]
+    listing = plain(shell.run("lls -1p")).splitlines()[1:]  # flags go to the local ls
     assert listing == ["dl/", "here.txt"], listing
     assert str(local / "dl") in plain(shell.run("lcd dl")).splitlines()[1:]
     assert str(local / "dl") in plain(shell.run("lpwd")).splitlines()[1:]

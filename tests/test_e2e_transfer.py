@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -28,9 +29,9 @@ from conftest import (
 )
 
 from ftpclient.client import FileTransferClient, LocalError
-from ftpproto.channel import CHUNK_SIZE
+from ftpproto.channel import CHUNK_SIZE, Channel
 from ftpproto.digest import new_hasher
-from ftpproto.errors import ErrorCode, RemoteError
+from ftpproto.errors import ErrorCode, MessageError, ProtocolError, RemoteError
 from ftpproto.messages import Message, recv_ready
 
 pytestmark = pytest.mark.timeout(60)
@@ -363,3 +364,57 @@ def test_an_undecodable_name_on_disk_is_listed(
     (entry,) = client().ls()
     assert entry.name == "bad-\ufffd-name", entry
     server.assert_serving()
+
+
+# -- a server whose ready does not fit: the client keeps the stream in step or closes ------
+
+
+def scripted_server(reply: Message) -> tuple[int, list[Message], threading.Thread]:
+    """A one-connection server on 127.0.0.1 that answers the first request with ``reply``.
+
+    Returns its port, the list the messages it receives go into, and its thread
+    (which ends when the client closes the connection).
+    """
+    listener = socket.create_server((HOST, 0))
+    received: list[Message] = []
+
+    def serve() -> None:
+        with listener:
+            listener.settimeout(10)
+            conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(10)
+            channel = Channel(conn)
+            try:
+                received.append(channel.recv())
+                channel.send(reply)
+                while True:
+                    received.append(channel.recv())
+            except (OSError, ProtocolError):
+                return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener.getsockname()[1], received, thread
+
+
+@pytest.mark.parametrize("reply", ["ready|ten", "ready|10|0", "ready"])
+def test_a_get_ready_that_does_not_fit_is_called_off(local: Path, reply: str) -> None:
+    port, received, thread = scripted_server(Message("get", tuple(reply.split("|"))))
+    with FileTransferClient(HOST, port, timeout=10) as conn, pytest.raises(MessageError):
+        conn.get("f.bin", str(local / "f.bin"))
+    thread.join(10)
+    assert received == [Message("get", ("f.bin",)), Message("get", ("abort",))], received
+    assert os.listdir(local) == [], "a .part file was made"
+
+
+@pytest.mark.parametrize("reply", ["ready|4", "ready|5|0", "ready|x"])
+def test_a_put_ready_that_does_not_fit_closes_the_connection(local: Path, reply: str) -> None:
+    (local / "up.bin").write_bytes(b"12345")
+    port, received, thread = scripted_server(Message("put", tuple(reply.split("|"))))
+    with FileTransferClient(HOST, port, timeout=10) as conn:
+        with pytest.raises(ConnectionAbortedError, match="bad reply from the server"):
+            conn.put(str(local / "up.bin"), "up.bin")
+        assert conn.channel.sock.fileno() == -1, "the client did not close the connection"
+    thread.join(10)
+    assert received == [Message("put", ("up.bin", "5"))], "the client sent data it could not place"

@@ -9,7 +9,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from ftpproto import messages
-from ftpproto.errors import ErrorCode, MessageError, ProtocolError, RemoteError
+from ftpproto.errors import ErrorCode, MessageError, ProtocolError, RemoteError, ServerClosed
 from ftpproto.messages import Message, parse_digest, parse_size
 
 # Any Unicode text that can be encoded as UTF-8 (no lone surrogates).
@@ -234,6 +234,36 @@ def test_to_error_and_raise_if_error(message: Message, code: ErrorCode, text: st
 )
 def test_raise_if_error_passes_other_replies(message: Message) -> None:
     assert message.raise_if_error() is message
+
+
+def test_a_timeout_before_the_close_is_raised_as_server_closed() -> None:
+    with pytest.raises(ServerClosed) as info:
+        Message("error", ("error", "408", "idle for 300 s")).raise_if_error()
+    assert (str(info.value), info.value.reason) == (
+        "closed by the server: idle for 300 s",
+        "idle for 300 s",
+    )
+    assert isinstance(info.value, ConnectionError)
+    with pytest.raises(RemoteError):  # 408 as the reply to a command is just an error
+        Message("get", ("error", "408", "x")).raise_if_error()
+
+
+@pytest.mark.parametrize(
+    ("message", "raised"),
+    [
+        (Message("ls", ("ok", "0")), None),
+        (Message("pwd", ("ok", "/")), MessageError),
+        (Message("ls", ("error", "404", "x")), RemoteError),
+        (Message("error", ("error", "400", "x")), RemoteError),
+        (Message("error", ("error", "408", "x")), ServerClosed),
+    ],
+)
+def test_check_reply(message: Message, raised: type[Exception] | None) -> None:
+    if raised is None:
+        assert message.check_reply("ls") is message
+        return
+    with pytest.raises(raised):
+        message.check_reply("ls")
 
 
 @pytest.mark.parametrize(

@@ -23,9 +23,11 @@ from typing import Any
 import pytest
 from conftest import HOST, OsView, digest_of
 
+import ftpfiles.files
 import ftpproto.channel
 import ftpproto.splicing
-from ftpproto.channel import SPLICE_MIN, Channel, GuardedWriter
+from ftpfiles.files import GuardedWriter
+from ftpproto.channel import SPLICE_MIN, Channel
 from ftpproto.digest import Hasher, new_hasher
 from ftpproto.errors import ConnectionClosed
 from ftpproto.framing import encode_frame
@@ -174,7 +176,7 @@ def test_write_error_mid_splice_stays_in_step(
             return moved
         return os.splice(src, dst, count, *args, **kwargs)
 
-    monkeypatch.setattr(ftpproto.channel, "os", OsView(splice=failing_splice))
+    monkeypatch.setattr(ftpfiles.files, "os", OsView(splice=failing_splice))
     path = tmp_path / "full"
     writer, hasher = receive(tcp, path, data + encode_frame(b"FileTransfer|pwd"), len(data))
     assert isinstance(writer.error, OSError) and writer.error.errno == errno.ENOSPC

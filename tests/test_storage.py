@@ -162,7 +162,7 @@ def test_usage_is_measured_once_then_kept_exact(
     assert storage.remove("/in") == 0 and (home / "sub" / "b.txt").exists()
     upload(storage, "/sub/c.bin", b"c" * KIB)
     assert storage.usage().used == 5 + KIB
-    assert storage.remove_tree("/sub") == (2, 5 + KIB)
+    assert storage.remove_tree("/sub") == (2, 5 + KIB, 1)
     assert storage.usage().used == 0
     ledger.forget("alice")  # a reload: measured again when next needed
     assert storage.usage().used == 100 == storage.measure()
@@ -233,6 +233,55 @@ def test_rename_never_replaces(storage: LocalStorage, home: Path) -> None:
     assert storage.rename("/in", "/moved-link") == "/moved-link"
     assert os.readlink(home / "moved-link") == "sub/b.txt"
     assert storage.usage().used == 8
+
+
+def test_remove_tree_counts_folders(storage: LocalStorage, home: Path) -> None:
+    (home / "sub" / "deep" / "er").mkdir(parents=True)
+    (home / "sub" / "deep" / "er" / "c.txt").write_bytes(b"cc")
+    (home / "sub" / "to-top").symlink_to(home)  # removed as a link, never followed: one file
+    assert storage.usage().used == 10
+    assert storage.remove_tree("/sub") == (3, 7, 3)
+    assert not (home / "sub").exists() and (home / "a.txt").exists()
+    assert storage.usage().used == 3 == storage.measure()
+
+
+def test_rename_with_replace_is_atomic_and_keeps_the_quota_exact(
+    storage: LocalStorage, home: Path
+) -> None:
+    assert storage.usage().used == 8
+    assert storage.rename("/sub/b.txt", "/a.txt", replace=True) == "/a.txt"
+    assert (home / "a.txt").read_bytes() == b"bbbbb" and not (home / "sub" / "b.txt").exists()
+    assert storage.usage().used == 5 == storage.measure()
+    assert storage.rename("/a.txt", "/a.txt", replace=True) == "/a.txt"
+    os.link(home / "a.txt", home / "twin.txt")  # two names of one file: left as they are
+    assert storage.usage().used == 5  # not through the storage: not seen yet
+    storage.account.ledger.record("alice", storage.measure())
+    assert storage.rename("/twin.txt", "/a.txt", replace=True) == "/a.txt"
+    assert (home / "twin.txt").exists() and storage.usage().used == 10 == storage.measure()
+
+
+def test_rename_with_replace_replaces_a_symlink_never_its_target(
+    storage: LocalStorage, home: Path
+) -> None:
+    (home / "c.txt").write_bytes(b"cc")
+    storage.account.ledger.record("alice", storage.measure())
+    assert storage.rename("/c.txt", "/in", replace=True) == "/in"
+    assert not (home / "in").is_symlink() and (home / "in").read_bytes() == b"cc"
+    assert (home / "sub" / "b.txt").read_bytes() == b"bbbbb"  # what the link pointed to
+    denied = code_of(lambda: storage.rename("/in", "/out", replace=True))  # NEW leaves the home
+    assert denied == ErrorCode.PERMISSION_DENIED and (home / "out").is_symlink()
+    assert storage.usage().used == 10 == storage.measure()
+    (home / "sub" / "a.txt").write_bytes(b"old")
+    storage.account.ledger.record("alice", storage.measure())
+    assert storage.rename("/a.txt", "/sub", replace=True) == "/sub/a.txt"  # still moves into
+    assert (home / "sub" / "a.txt").read_bytes() == b"aaa"
+    assert storage.usage().used == 10 == storage.measure()
+    (home / "dst" / "sub").mkdir(parents=True)
+    (home / "dst" / "sub" / "x").write_bytes(b"x")  # a non-empty folder is never replaced
+    with pytest.raises(OSError) as caught:
+        storage.rename("/sub", "/dst", replace=True)
+    assert caught.value.errno in (errno.ENOTEMPTY, errno.EEXIST)
+    assert (home / "sub" / "a.txt").exists() and (home / "dst" / "sub" / "x").exists()
 
 
 def test_sessions_of_one_user_keep_the_figures_exact(home: Path, ledger: QuotaBook) -> None:

@@ -12,7 +12,7 @@ exact: every change of how many bytes a home holds is reported to it in the
 same step as the change itself.  Optional fast paths are capabilities the
 caller asks for, never ``isinstance`` checks: a :class:`ReadHandle` may have a
 file descriptor (``sendfile``), an :class:`UploadHandle`'s :attr:`sink` may be
-a :class:`~ftpproto.channel.GuardedWriter` on a file (``splice``).
+a :class:`~ftpfiles.files.GuardedWriter` on a file (``splice``).
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ from types import TracebackType
 from typing import NamedTuple, Protocol
 
 from ftpproto.digest import Hasher
+from ftpproto.handshake import Resume
 from ftpserver.state.ledger import Usage
 
 __all__ = ["Entry", "ReadHandle", "Resume", "Sink", "Storage", "UploadHandle"]
-
-Resume = tuple[int, str]  # offset, digest of the bytes before it
 
 
 class Entry(NamedTuple):
@@ -107,7 +106,8 @@ class UploadHandle(Protocol):
 
         With ``resume=(offset, prefix_digest)`` a kept partial upload is taken
         over if it holds exactly ``offset`` bytes with that digest, and the
-        hasher already covers them; otherwise the upload starts at 0.
+        hasher already covers them; otherwise the upload starts at 0 (the
+        rule is :func:`ftpproto.handshake.upload_start`'s).
         """
         ...
 
@@ -183,16 +183,25 @@ class Storage(Protocol):
         """Remove a file or symlink (never followed); the bytes freed."""
         ...
 
-    def remove_tree(self, virtual: str) -> tuple[int, int]:
-        """Remove a folder and all it holds, never following a symlink; ``(files, bytes)``."""
+    def remove_tree(self, virtual: str) -> tuple[int, int, int]:
+        """Remove a folder and all it holds, never following a symlink.
+
+        Returns ``(files, bytes, folders)`` removed; ``virtual`` itself counts
+        as a folder.  A symlink is removed as a link and counts as one file of
+        0 bytes, also one that points to a folder.
+        """
         ...
 
-    def rename(self, old: str, new: str, into_folder: bool = False) -> str:
+    def rename(self, old: str, new: str, into_folder: bool = False, replace: bool = False) -> str:
         """Move ``old`` (a symlink is moved, not followed) to ``new``; the new virtual path.
 
         If ``new`` is a folder ``old`` moves into it; with ``into_folder``
-        (the client wrote ``NEW/``) it must be one.  Never replaces: an
-        existing target is EXISTS, also one that appears meanwhile.
+        (the client wrote ``NEW/``) it must be one.  Without ``replace`` an
+        existing target is EXISTS, also one that appears meanwhile.  With
+        ``replace`` an existing file (or empty folder, by a folder) is
+        replaced atomically, so the name always holds the old or the new
+        content; a symlink at the target is replaced itself, never followed;
+        the bytes of what was replaced stop counting towards the quota.
         """
         ...
 

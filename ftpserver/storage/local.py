@@ -119,9 +119,10 @@ class LocalStorage:
         _, real = self.jail.resolve(virtual, follow=False)
         return self.account.remove([real])
 
-    def remove_tree(self, virtual: str) -> tuple[int, int]:
+    def remove_tree(self, virtual: str) -> tuple[int, int, int]:
         _, top = self.jail.resolve(virtual, follow=False)
         files = freed = 0
+        folders = 1  # top itself
         for folder, dirs, names in os.walk(top, topdown=False, followlinks=False):
             doomed = []
             for name in names:
@@ -138,22 +139,30 @@ class LocalStorage:
                 path = os.path.join(folder, name)
                 if os.path.islink(path):
                     os.unlink(path)
+                    files += 1  # a link counts as a file, also one to a folder
                 else:
                     os.rmdir(path)
+                    folders += 1
         os.rmdir(top)
-        return files, freed
+        return files, freed, folders
 
-    def rename(self, old: str, new: str, into_folder: bool = False) -> str:
+    def rename(self, old: str, new: str, into_folder: bool = False, replace: bool = False) -> str:
         old_virtual, old_real = self.jail.resolve(old, follow=False)
         os.lstat(old_real)
         new_virtual, new_real = self.jail.resolve(new)
         if into_folder and not os.path.isdir(new_real):
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no such folder: {new_virtual}")
+        # With replace a symlink at the target is itself replaced, never followed.
         if os.path.isdir(new_real) and not os.path.islink(new_real):
-            name = posixpath.basename(old_virtual)
-            new_virtual, new_real = self.jail.resolve(posixpath.join(new_virtual, name))
+            into = posixpath.join(new_virtual, posixpath.basename(old_virtual))
+            new_virtual, new_real = self.jail.resolve(into, follow=not replace)
+        elif replace:
+            new_virtual, new_real = self.jail.resolve(new, follow=False)
         try:
-            rename_noreplace(old_real, new_real)
+            if replace:
+                self.account.rename_over(old_real, new_real)
+            else:
+                rename_noreplace(old_real, new_real)
         except FileExistsError:
             raise ProtocolError(ErrorCode.EXISTS, f"already exists: {new_virtual}") from None
         return new_virtual

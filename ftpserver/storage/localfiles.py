@@ -30,12 +30,12 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TypeVar
 
-from ftpproto.channel import GuardedWriter, file_digest
-from ftpproto.digest import Hasher, new_hasher
+from ftpfiles.files import GuardedWriter, file_digest
+from ftpproto.digest import Hasher
+from ftpproto.handshake import Resume, upload_start
 from ftpserver.digests import DigestCache, version
 from ftpserver.fsops import file_size
 from ftpserver.state.ledger import QuotaLedger, Reservation, Unmeasured
-from ftpserver.storage.base import Resume
 from ftpserver.storage.paths import TEMP_PREFIX, is_temporary
 
 __all__ = ["HomeAccount", "LocalReadHandle", "LocalUpload", "discard_upload", "disk_free"]
@@ -175,6 +175,23 @@ class HomeAccount:
             self.settle(-size)
             return size
 
+    def rename_over(self, source: str, target: str) -> None:
+        """Rename ``source`` over ``target`` in one ``rename(2)``; what it replaced stops counting.
+
+        An existing file (or symlink, never followed) at ``target`` is
+        replaced atomically and its bytes are reported freed in the same
+        locked step; two names of one file are left as they are, as
+        ``rename(2)`` does.
+        """
+        with self.locked():
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.samestat(os.lstat(source), os.lstat(target)):
+                    return
+            replaced = file_size(target)
+            os.rename(source, target)
+            if replaced:
+                self.settle(-replaced)
+
     def remove(self, paths: list[str]) -> int:
         """Unlink files or symlinks (never followed) in one step; the bytes freed.
 
@@ -290,12 +307,10 @@ class LocalUpload:
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (0 if claimed else os.O_EXCL)
         fd = os.open(self.temp, flags, self.mode)
         self.writer = GuardedWriter(fd)
-        offset, hasher = 0, new_hasher()
-        if resume is not None and claimed == resume[0] <= size:
-            with open(fd, "rb", buffering=0, closefd=False) as reader:
-                prefix, _ = file_digest(reader, 0, claimed)
-            if prefix.hexdigest() == resume[1]:
-                offset, hasher = claimed, prefix
+        with open(fd, "rb", buffering=0, closefd=False) as reader:
+            offset, hasher = upload_start(
+                resume, size, claimed, lambda count: file_digest(reader, 0, count)[0]
+            )
         if os.fstat(fd).st_size != offset:
             # Only when needed: on ext4, truncating a file makes its close flush it.
             os.ftruncate(fd, offset)
