@@ -10,6 +10,7 @@ broken users file stops ``serve`` with one line naming the file.
 
 from __future__ import annotations
 
+import configparser
 import re
 import shutil
 import subprocess
@@ -299,17 +300,20 @@ def test_serve_refuses_a_home_whose_parent_is_missing(
 def test_the_quick_start_still_creates_the_demo_user(tmp_path: Path) -> None:
     """``ftpserver serve`` in a checkout: config/users.yaml appears with a demo user."""
     checkout = tmp_path / "checkout"
-    for package in ("ftpserver", "ftpproto"):
-        shutil.copytree(REPO_ROOT / package, checkout / package)
+    config = configparser.ConfigParser()
+    config.read(REPO_ROOT / "setup.cfg")
+    for package in config["options"]["packages"].replace(",", " ").split():
+        if "." not in package:
+            shutil.copytree(REPO_ROOT / package, checkout / package)
     (checkout / "config").mkdir()
     for name in ("server.yaml", "users.example.yaml"):
         shutil.copy(REPO_ROOT / "config" / name, checkout / "config" / name)
-    config = checkout / "config" / "server.yaml"
-    text = config.read_text()
+    settings = checkout / "config" / "server.yaml"
+    text = settings.read_text()
     text = text.replace("\nport: 9002\n", "\nport: 0\n").replace(
         "bcrypt_rounds: 12", "bcrypt_rounds: 4"
     )
-    config.write_text(text)
+    settings.write_text(text)
     env = subprocess_env()
     env["PYTHONPATH"] = str(checkout)
     proc = subprocess.Popen(
