@@ -15,6 +15,7 @@ import posixpath
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ftpclient.client import LocalError
 from ftpclient.copying import CopyResult, copy_files
 from ftpclient.globbing import expand_local, expand_remote, split_words
 from ftpclient.mirror import (
@@ -72,6 +73,8 @@ class MirrorCommands:
                     else:
                         self.out.warning(f"skipped (not a file): {path}")
         if direction == "get":
+            if target and len(sources) > 1 and not os.path.isdir(target):
+                raise LocalError(f"not a folder: {target} ({len(sources)} files match)")
             pairs = [(path, target or "") for path in sources]
         else:
             base = target.rstrip("/") + "/" if target else ""
@@ -181,18 +184,14 @@ class MirrorCommands:
     def _mirrored(self, direction: str, relative: dict[str, str], done: TransferResult) -> None:
         source = done.remote if direction == "get" else done.local
         path = relative.get(source, source)
-        self.out.result(
-            "mirror",
-            {"action": "copy", "path": path, "bytes": done.size, "blake3": done.blake3},
-            f"copied {path} ({format_size(done.size)}, blake3 verified)",
-        )
+        fields = {"action": "copy", "path": path, "bytes": done.size, "blake3": done.blake3}
+        self.out.record("mirror", fields)
+        self.out.info(f"copied: {path} ({format_size(done.size)}, blake3 verified)")
 
     def _event(self, action: str, path: str, dry: bool = False) -> None:
-        self.out.result(
-            "mirror",
-            {"action": action, "path": path, "dry_run": dry},
-            f"{'would be ' if dry else ''}{action}: {path}",
-        )
+        """One file's event: a ``mirror`` record, or a line (left out with --quiet)."""
+        self.out.record("mirror", {"action": action, "path": path, "dry_run": dry})
+        self.out.info(f"{'would be ' if dry else ''}{action}: {path}")
 
     def _report_plan(self, plan: MirrorPlan) -> None:
         for path in plan.remove_first:

@@ -30,7 +30,10 @@ from conftest import (
 )
 from test_e2e_shell import SpawnShell, plain
 
+from ftpclient.copying import copy_files
+from ftpproto.commands import lookup
 from ftpproto.messages import Message
+from ftpserver import handler
 
 pytestmark = pytest.mark.timeout(120)
 spawn_shell = test_e2e_shell.spawn_shell  # the fixture, shared
@@ -149,6 +152,22 @@ def test_get_and_put_with_p_keep_the_modification_time(
     assert int((local / "remote.txt").stat().st_mtime) == OLD
     assert int((server.alice_home / "mine.txt").stat().st_mtime) == OLD + 7
     assert int((local / "plain.txt").stat().st_mtime) != OLD  # without -p: now
+
+
+def test_put_p_against_a_server_without_touch_copies_and_says_so(
+    server: RunningServer,
+    client: ClientFactory,
+    local: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # an older server: touch is not in its command table (405)
+    monkeypatch.setattr(handler, "lookup", lambda name: None if name == "touch" else lookup(name))
+    make_tree(local, {"one.txt": b"1", "two.txt": b"2"}, mtime=OLD)
+    pairs = [(str(local / n), n) for n in ("one.txt", "two.txt")]
+    result = copy_files(client(), "put", pairs, preserve=True)
+    assert [r.size for r in result.files] == [1, 1]
+    assert result.mtime_failures == ["the server cannot set modification times (touch)"]
+    assert (server.alice_home / "two.txt").read_bytes() == b"2"
 
 
 # -- mirror ------------------------------------------------------------------------------
