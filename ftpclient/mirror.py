@@ -88,6 +88,10 @@ def remote_tree(client: FileTransferClient, root: str, digests: bool) -> Tree:
     except RemoteError as exc:
         if exc.code == ErrorCode.NOT_FOUND:
             return Tree(exists=False)
+        if exc.code == ErrorCode.UNKNOWN_COMMAND:
+            raise RemoteError(
+                exc.code, "this server cannot mirror (it has no tree request)"
+            ) from None
         raise
     tree = Tree()
     for entry in entries:

@@ -123,6 +123,10 @@ def test_touch_sets_the_time_and_refuses_what_it_cannot(
     session.login()
     assert session.call("touch", "f.txt", str(OLD)) == Message("touch", ("ok", "/f.txt", str(OLD)))
     assert int((server.alice_home / "f.txt").stat().st_mtime) == OLD
+    # the digest remembered for the bytes is kept for the new time (no rehash later)
+    assert session.call("stat", "f.txt", "blake3").fields[4] == digest_of(b"data")
+    assert session.call("touch", "f.txt", str(OLD + 1)).status == "ok"
+    assert server.server.digests.get((server.alice_home / "f.txt").stat()) == digest_of(b"data")
     assert error_of(session.call("touch", "missing", "5"))[1] == 404
     assert error_of(session.call("touch", "f.txt", "-5"))[1] == 400
     assert error_of(session.call("touch", "f.txt", "9" * 20))[1] == 400
