@@ -152,6 +152,9 @@ def plan_mirror(
     for folder in sorted(source.folders):
         if folder in target.folders:
             continue
+        if _under(folder, plan.skipped):
+            plan.skipped.append(folder)
+            continue
         if folder in target.files or folder in target.others:
             if not delete:
                 plan.skipped.append(folder)
@@ -159,7 +162,7 @@ def plan_mirror(
             plan.remove_first.append(folder)
         plan.make_folders.append(folder)
     for path in sorted(source.files):
-        if _under_skipped(path, plan.skipped):
+        if _under(path, plan.skipped):
             plan.skipped.append(path)
             continue
         info = source.files[path]
@@ -184,13 +187,14 @@ def plan_mirror(
                 plan.set_time.append((path, info.mtime))
         else:
             plan.copy.append(path)
-    if delete:
-        plan.remove = _extra(source, target)
+    if delete:  # what goes with a clash's folder is not removed again
+        plan.remove = [p for p in _extra(source, target) if not _under(p, plan.remove_first)]
     return plan
 
 
-def _under_skipped(path: str, skipped: list[str]) -> bool:
-    return any(path.startswith(prefix + "/") for prefix in skipped)
+def _under(path: str, folders: list[str]) -> bool:
+    """Whether ``path`` is inside one of ``folders``."""
+    return any(path.startswith(prefix + "/") for prefix in folders)
 
 
 def _same_content(
@@ -255,7 +259,10 @@ def run_plan(
     result = copy_files(client, ends.direction, pairs, True, on_file, None, mtimes)
     if ends.direction == "get":
         for path, mtime in plan.set_time:
-            os.utime(ends.target(path), (mtime, mtime))
+            try:
+                os.utime(ends.target(path), (mtime, mtime))
+            except OSError as exc:
+                result.mtime_failures.append(f"{ends.target(path)}: {exc.strerror}")
     elif plan.set_time:
         times = [(ends.target(path), mtime) for path, mtime in plan.set_time]
         for (path, _), outcome in zip(times, client.touch_many(times), strict=True):

@@ -57,6 +57,16 @@ def test_delete_removes_top_most_extras_deepest_first_and_clashes_first() -> Non
     assert sorted(kept.skipped) == ["now_dir", "was_dir"] and kept.remove == []
 
 
+def test_a_clash_folder_is_removed_once_and_skipped_clashes_skip_what_they_hold() -> None:
+    source = tree({"f": FileInfo(1, 1), "d/inner": FileInfo(1, 1)}, {"d", "d/sub"})
+    target = tree({"f/old": FileInfo(1, 1), "d": FileInfo(1, 1)}, {"f"})
+    plan = plan_mirror(source, target, delete=True)
+    assert sorted(plan.remove_first) == ["d", "f"] and plan.remove == []
+    assert plan.make_folders == ["d", "d/sub"] and plan.copy == ["d/inner", "f"]
+    kept = plan_mirror(source, target)
+    assert kept.skipped == ["d", "d/sub", "d/inner", "f"] and kept.make_folders == []
+
+
 def test_links_in_the_source_are_skipped_with_what_is_under_them() -> None:
     plan = plan_mirror(tree({"a": FileInfo(1, 1)}, others={"link"}), Tree(exists=False))
     assert plan.skipped == ["link"] and plan.copy == ["a"]
