@@ -15,7 +15,9 @@ storage's digest cache where known and is computed (and remembered)
 otherwise; ``-`` means not asked, not a file, or the file changed while it
 was read.  The work per request is bounded: at most :data:`MAX_ENTRIES`
 entries and :data:`MAX_DEPTH` levels, else the answer ends in a ``400``
-error after what was sent (mirror a subfolder instead).  The walk checks
+error after what was sent (mirror a subfolder instead).  A batch goes out
+when full or after a second of hashing, so the client hears from a long
+walk before its read timeout.  The walk checks
 between files whether the session is being closed.
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import posixpath
+import time
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -37,6 +40,7 @@ __all__ = ["MAX_DEPTH", "MAX_ENTRIES", "TreeItem", "send_tree", "walk_tree"]
 MAX_ENTRIES = 200_000
 MAX_DEPTH = 64
 BATCH = 256
+FLUSH_AFTER = 1.0  # seconds: a batch is sent early rather than keep the client waiting
 NO_DIGEST = "-"
 
 
@@ -70,16 +74,17 @@ def walk_tree(
     root: str,
     digests: bool,
     alive: Callable[[], None] = lambda: None,
-    limit: int = MAX_ENTRIES,
+    limit: int | None = None,
 ) -> Iterator[TreeItem]:
     """The entries under the virtual folder ``root``, each folder before its contents.
 
     ``alive`` is called before each file is hashed and raises to stop the
     walk.  Raises ``ProtocolError`` ``412`` if ``root`` is not a folder and
-    ``400`` past ``limit`` entries or :data:`MAX_DEPTH` levels.
+    ``400`` past ``limit`` (default :data:`MAX_ENTRIES`) entries or :data:`MAX_DEPTH` levels.
     """
     if storage.stat(root).kind != "dir":
         raise ProtocolError(ErrorCode.NOT_DIRECTORY, f"not a folder: {root}")
+    limit = MAX_ENTRIES if limit is None else limit
     count = 0
     pending: list[tuple[str, int]] = [("", 0)]
     while pending:
@@ -119,12 +124,15 @@ def send_tree(
     """Answer ``tree``: the entries in batches, then ``tree|ok|COUNT``; returns the count."""
     batch: list[Message] = []
     count = 0
+    sent_at = time.monotonic()
     for item in walk_tree(storage, storage.virtual(path), digests, alive):
         fields = (item.kind, item.path, str(item.size), str(item.mtime), item.blake3)
         batch.append(Message("tree", ("entry", *fields)))
         count += 1
-        if len(batch) == BATCH:
+        # full batches, and whatever is ready each second while big files are hashed
+        if len(batch) == BATCH or time.monotonic() - sent_at > FLUSH_AFTER:
             channel.send(*batch)
             batch.clear()
+            sent_at = time.monotonic()
     channel.send(*batch, ok("tree", str(count)))
     return count

@@ -33,7 +33,7 @@ from test_e2e_shell import SpawnShell, plain
 from ftpclient.copying import copy_files
 from ftpproto.commands import lookup
 from ftpproto.messages import Message
-from ftpserver import handler
+from ftpserver import handler, treeinfo
 
 pytestmark = pytest.mark.timeout(120)
 spawn_shell = test_e2e_shell.spawn_shell  # the fixture, shared
@@ -113,6 +113,20 @@ def test_tree_request_lists_the_whole_tree_with_digests_in_one_answer(
     assert error_of(session.call("tree", "nowhere"))[1] == 404
     assert error_of(session.call("tree", "site", "sha1"))[1] == 400
     assert session.call("pwd").fields == ("ok", "/")  # still in step
+
+
+def test_tree_request_is_bounded(
+    server: RunningServer, raw: Callable[[], RawSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(treeinfo, "MAX_ENTRIES", 5)
+    make_tree(server.alice_home / "big", {f"f{i}": b"x" for i in range(12)})
+    session = raw()
+    session.login()
+    replies = tree_replies(session, "big", "blake3")
+    assert all(r.status == "entry" for r in replies[:-1]) and len(replies) <= 6
+    _, code, text = error_of(replies[-1])
+    assert code == 400 and "tree too big: more than 5 entries under /big" in text
+    assert session.call("pwd").fields == ("ok", "/")
 
 
 def test_touch_sets_the_time_and_refuses_what_it_cannot(
