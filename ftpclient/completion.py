@@ -35,6 +35,9 @@ ARGUMENT_KINDS = {
     "lcd": "l",
     "lls": "l",
     "lmkdir": "l",
+    "mirror": "rl",  # mirror -R LOCAL REMOTE is completed as if remote first
+    "mget": "r" * 16,
+    "mput": "l" * 16,
 }
 
 
