@@ -35,7 +35,7 @@ ARGUMENT_KINDS = {
     "lcd": "l",
     "lls": "l",
     "lmkdir": "l",
-    "mirror": "rl",  # mirror -R LOCAL REMOTE is completed as if remote first
+    "mirror": "rl",  # mirror REMOTE LOCAL; in "mirror -R LOCAL" word 2 is local too
     "mget": "r" * 16,
     "mput": "l" * 16,
 }
