@@ -33,6 +33,7 @@ from ftpserver.guards import pacer
 from ftpserver.login import Login, TooManyFailures, TooManySessions
 from ftpserver.storage.base import Storage
 from ftpserver.transfers import handle_digest, parse_resume, receive_upload, send_download
+from ftpserver.treeinfo import send_tree
 from ftpserver.users import User
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ __all__ = ["SessionHandler"]
 
 log = logging.getLogger("ftpserver.session")
 LISTING_BATCH = 256
+MAX_MTIME = 9_000_000_000  # seconds (year 2255): fits every filesystem's nanosecond times
 
 
 class _CloseSession(Exception):
@@ -284,6 +286,10 @@ class SessionHandler(socketserver.BaseRequestHandler):
                 fields.append(handle_digest(source))
         self.channel.send(ok("stat", *fields))
 
+    def cmd_tree(self, path: str, option: str | None = None) -> None:
+        _flag(option, "blake3", "tree PATH [blake3]")
+        send_tree(self.channel, self.storage, path, bool(option), lambda: self._wait(0))
+
     def cmd_quota(self) -> None:
         usage = self.storage.usage()
         limit = "-" if usage.quota is None else str(usage.quota)
@@ -328,6 +334,14 @@ class SessionHandler(socketserver.BaseRequestHandler):
         )
         self._audit("mv", path=old_virtual, to=new_virtual)
         self.channel.send(ok("mv", new_virtual))
+
+    def cmd_touch(self, path: str, mtime: str) -> None:
+        seconds = parse_size(mtime)
+        if seconds > MAX_MTIME:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"mtime out of range: {mtime}")
+        virtual = self.storage.virtual(path)
+        self.storage.set_mtime(virtual, seconds)
+        self.channel.send(ok("touch", virtual, mtime))
 
     # -- transfers -----------------------------------------------------------
 
