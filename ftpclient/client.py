@@ -49,6 +49,7 @@ __all__ = [
     "Signer",
     "Stat",
     "TransferResult",
+    "TreeEntry",
     "tls_context",
 ]
 
@@ -92,6 +93,17 @@ class Entry:
     type: str  # file, dir, link or other
     size: int
     mtime: int  # seconds since the epoch
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    """One entry of a remote tree (``tree``): ``path`` relative to its root, ``/``-separated."""
+
+    type: str  # file, dir, link or other
+    path: str
+    size: int
+    mtime: int
+    blake3: str | None  # with digests=True, for a file whose digest the server knew or made
 
 
 @dataclass(frozen=True)
@@ -271,6 +283,43 @@ class FileTransferClient:
             if parse_size(count) != len(entries):
                 raise MessageError("listing count does not match the entries received")
             return sorted(entries, key=lambda e: e.name)
+
+    def tree(self, path: str, digests: bool = False) -> list[TreeEntry]:
+        """Every file and folder under the remote folder ``path``, in one request.
+
+        Folders come before what they hold; with ``digests`` each file's
+        BLAKE3 digest too (None where the server could not give one).
+        """
+        self.channel.send(request("tree", path, *(["blake3"] if digests else [])))
+        entries: list[TreeEntry] = []
+        while True:
+            reply = self._reply("tree")
+            if reply.status != "entry":
+                (count,) = reply.expect("tree", "ok", 1)
+                if parse_size(count) != len(entries):
+                    raise MessageError("tree count does not match the entries received")
+                return entries
+            kind, relative, size, mtime, hexdigest = reply.expect("tree", "entry", 5)
+            known = parse_digest(hexdigest) if hexdigest != "-" else None
+            entries.append(TreeEntry(kind, relative, parse_size(size), parse_size(mtime), known))
+
+    def touch(self, path: str, mtime: int) -> None:
+        """Set a remote file's (or folder's) modification time, in seconds since the epoch."""
+        self._call("touch", path, str(mtime)).expect("touch", "ok", 2)
+
+    def touch_many(self, items: list[tuple[str, int]], window: int = 128) -> list[Exception | None]:
+        """:meth:`touch` for many paths, ``window`` requests in flight: one error (or None) each."""
+        outcomes: list[Exception | None] = []
+        for start in range(0, len(items), window):
+            chunk = items[start : start + window]
+            self.channel.send(*(request("touch", path, str(mtime)) for path, mtime in chunk))
+            for _ in chunk:
+                try:
+                    self._reply("touch").expect("touch", "ok", 2)
+                    outcomes.append(None)
+                except ProtocolError as exc:
+                    outcomes.append(exc)
+        return outcomes
 
     # -- transfers -----------------------------------------------------------
 

@@ -35,6 +35,9 @@ ARGUMENT_KINDS = {
     "lcd": "l",
     "lls": "l",
     "lmkdir": "l",
+    "mirror": "rl",  # mirror REMOTE LOCAL; in "mirror -R LOCAL" word 2 is local too
+    "mget": "r" * 16,
+    "mput": "l" * 16,
 }
 
 

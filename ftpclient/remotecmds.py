@@ -14,6 +14,7 @@ import shlex
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ftpclient.globbing import expand_remote, pattern_of
 from ftpclient.output import ListStyle
 from ftpproto.errors import ErrorCode, RemoteError
 from ftpproto.units import format_size
@@ -46,12 +47,19 @@ class RemoteCommands:
 
         -l adds type, size in bytes and modification time (-h: sizes as KiB, MiB, ...);
         -a shows names starting with a dot; -t sorts newest first, -S largest
-        first, -r reverses the order.  Example: ls -lh reports"""
+        first, -r reverses the order.  PATH may be a pattern (ls *.bin).
+        Example: ls -lh reports"""
         parsed = self._args(arg, 0, 1, "ls [-lahtSr] [PATH]", "lahtSr")
         if parsed is None:
             return
         options, words = parsed
-        entries = self.client.ls(words[0] if words else None)
+        if words and pattern_of(words[0]) is not None:  # ls *.bin
+            matches = expand_remote(self.client, words[0])
+            folder = self.remote_path(posixpath.dirname(matches[0][0]) or ".")
+            entries = [entry for _, entry in matches]
+        else:
+            entries = self.client.ls(words[0] if words else None)
+            folder = self._listed_folder(words, entries)
         style = ListStyle(
             long="l" in options,
             hidden="a" in options,
@@ -60,7 +68,7 @@ class RemoteCommands:
             by_size="S" in options,
             reverse="r" in options,
         )
-        self.out.entries(entries, self._listed_folder(words, entries), style)
+        self.out.entries(entries, folder, style)
 
     def _listed_folder(self, words: list[str], entries: list[Entry]) -> str:
         """The folder the entries of ``ls PATH`` are in (``ls FILE`` lists one file)."""
@@ -129,11 +137,15 @@ class RemoteCommands:
     def do_rm(self, arg: str) -> None:
         """rm [-r] PATH: remove a remote file; -r removes a folder and everything in it.
 
-        Symlinks are removed, never followed.  Example: rm -r old-backups"""
+        PATH may be a pattern (rm logs/2025-*: every match).  Symlinks are
+        removed, never followed.  Example: rm -r old-backups"""
         parsed = self._args(arg, 1, 1, "rm [-r] PATH", "r")
         if not parsed:
             return
-        path, recursive = parsed[1][0], "r" in parsed[0]
+        for path, _ in expand_remote(self.client, parsed[1][0]):  # rm logs/2025-*
+            self._rm(path, "r" in parsed[0])
+
+    def _rm(self, path: str, recursive: bool) -> None:
         files, freed, folders = self.client.rm_counts(path, recursive=recursive)
         self.out.record(
             "rm",

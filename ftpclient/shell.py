@@ -23,7 +23,10 @@ from collections.abc import Callable
 
 from ftpclient.client import FileTransferClient, LocalError, Monitor
 from ftpclient.completion import Completion
+from ftpclient.copying import copy_files
+from ftpclient.globbing import pattern_of, split_words
 from ftpclient.localcmds import LocalCommands
+from ftpclient.mirrorcmds import MirrorCommands
 from ftpclient.output import Output
 from ftpclient.remotecmds import RemoteCommands
 from ftpclient.trees import TreeResult, get_tree, put_tree
@@ -67,7 +70,7 @@ def _second(words: list[str]) -> str | None:
     return words[1] if len(words) > 1 else None
 
 
-class ClientShell(RemoteCommands, LocalCommands, Completion, cmd.Cmd):
+class ClientShell(RemoteCommands, MirrorCommands, LocalCommands, Completion, cmd.Cmd):
     """The ``ftpclient`` command shell."""
 
     intro = 'Connected. Type "help" for the commands, "quit" or Ctrl-D to leave.'
@@ -239,7 +242,7 @@ class ClientShell(RemoteCommands, LocalCommands, Completion, cmd.Cmd):
         options: set[str] = set()
         words: list[str] = []
         only_words = False
-        for word in shlex.split(arg):
+        for word in split_words(arg):  # shlex rules; a word knows its bare wildcards
             if not only_words and word == "--":
                 only_words = True
             elif not only_words and word.startswith("-") and len(word) > 1 and not words:
@@ -275,15 +278,24 @@ class ClientShell(RemoteCommands, LocalCommands, Completion, cmd.Cmd):
     # -- transfers -------------------------------------------------------------
 
     def _transfer(self, direction: str, arg: str, resume: bool) -> None:
-        """get or put: one file, or a tree with -r; -a (or a retry) resumes."""
+        """get or put: one file, a pattern's files, or a tree with -r; -a (or a retry) resumes."""
         usage = (
-            "get [-r] [-a] REMOTE [LOCAL]" if direction == "get" else "put [-r] [-a] LOCAL [REMOTE]"
+            "get [-r] [-a] [-p] REMOTE [LOCAL]"
+            if direction == "get"
+            else "put [-r] [-a] [-p] LOCAL [REMOTE]"
         )
-        parsed = self._args(arg, 1, 2, usage, "ra")
+        parsed = self._args(arg, 1, 2, usage, "rap")
         if parsed is None:
             return
         options, words = parsed
         resume = resume or "a" in options or self.resume_transfers
+        preserve = "p" in options
+        if preserve and "r" in options:
+            self.fail(f"{direction} -r keeps no modification times: mirror copies a tree with them")
+            return
+        if pattern_of(words[0]) is not None and "r" not in options:
+            self.copy_matches(direction, words[:1], _second(words), preserve)
+            return
         if "r" in options:
             again = f"{direction} -r -a {shlex.join(words)}"
             copy_tree = get_tree if direction == "get" else put_tree
@@ -300,9 +312,17 @@ class ClientShell(RemoteCommands, LocalCommands, Completion, cmd.Cmd):
         if direction == "put" and os.path.isdir(words[0]):
             raise LocalError(f"is a folder: {words[0]} (put -r copies a folder)")
         monitor = self._track(direction, words[0], f"re{direction} {shlex.join(words)}")
-        copy_file = self.client.get if direction == "get" else self.client.put
         try:
-            done = copy_file(words[0], _second(words), monitor, resume)
+            copied = copy_files(
+                self.client,
+                direction,
+                [(words[0], _second(words) or "")],
+                preserve,
+                monitor_for=lambda _: monitor,
+                resume=resume,
+            )
+            self.mtime_warnings(copied)
+            done = copied.files[0]
         except RemoteError as exc:
             if direction == "get" and exc.code == ErrorCode.IS_DIRECTORY:
                 raise RemoteError(
@@ -317,9 +337,11 @@ class ClientShell(RemoteCommands, LocalCommands, Completion, cmd.Cmd):
         return self.track
 
     def do_get(self, arg: str) -> None:
-        """get [-r] [-a] REMOTE [LOCAL]: download a file (LOCAL may be a folder).
+        """get [-r] [-a] [-p] REMOTE [LOCAL]: download a file (LOCAL may be a folder).
 
-        -r copies a folder tree; -a resumes an interrupted download (as reget).
+        -r copies a folder tree; -a resumes an interrupted download (as reget);
+        -p keeps the modification time.  REMOTE may be a pattern (*.csv: every
+        match, into the folder LOCAL); quote it to take it as a name.
         Example: get "reports/May 2026.pdf" ~/Downloads"""
         self._transfer("get", arg, resume=False)
 
@@ -331,9 +353,10 @@ class ClientShell(RemoteCommands, LocalCommands, Completion, cmd.Cmd):
         self._transfer("get", arg, resume=True)
 
     def do_put(self, arg: str) -> None:
-        """put [-r] [-a] LOCAL [REMOTE]: upload a file.
+        """put [-r] [-a] [-p] LOCAL [REMOTE]: upload a file.
 
-        -r copies a folder tree; -a resumes an interrupted upload (as reput).
+        -r copies a folder tree; -a resumes an interrupted upload (as reput);
+        -p keeps the modification time.  LOCAL may be a pattern (*.txt).
         Example: put notes.txt "backup/notes 2026.txt\""""
         self._transfer("put", arg, resume=False)
 

@@ -100,6 +100,19 @@ _SPECS = (
         summary="rename or move a file or folder",
         permission="rename",
     ),
+    CommandSpec(
+        "touch",
+        ("PATH", "MTIME"),
+        summary="set the modification time of a file or folder",
+        permission="write",
+    ),
+    CommandSpec(
+        "tree",
+        ("PATH",),
+        ("blake3",),
+        summary="every file and folder under PATH: size, mtime (and BLAKE3 digest)",
+        permission="list",
+    ),
     CommandSpec("quota", (), summary="used and available space"),
 )
 

@@ -4,6 +4,11 @@ Settings come from built-in defaults, overridden by the config file
 (``--config``, or ``config/server.yaml`` when it exists), overridden by flags.
 Exit status: 0 on success, 1 on an error (bad config, unknown user, ...),
 2 on a usage error.
+
+``serve`` invents no setup: it creates a users file with a ``demo`` user
+only for the quick start (the checkout's own ``config/users.yaml``) or with
+``--init``.  The user commands rewrite the users file, which a running server
+reads again at its next login.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 
 from ftpproto.commands import RIGHTS
 from ftpproto.version import version
-from ftpserver import admin
+from ftpserver import admin, userlist
 from ftpserver import users as userfile
 from ftpserver.audit import configure_logging
 from ftpserver.cluster.serving import admin_services, join, leave, open_cluster, print_nodes
@@ -32,6 +37,10 @@ from ftpserver.workers import serve_workers
 __all__ = ["main"]
 
 log = logging.getLogger("ftpserver")
+
+# The quick start's users file: the only one serve creates without --init.
+QUICK_START_USERS = Path(__file__).resolve().parents[1] / "config" / "users.yaml"
+APPLIED = "the running server applies this at the next login"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on, 0 for any (default 9002)")
     serve.add_argument("--home", type=Path, help="folder holding the users' homes (default home/)")
+    serve.add_argument(
+        "--init",
+        action="store_true",
+        help="create a missing users file (with a user 'demo') and home folder",
+    )
 
     def limits(p: argparse.ArgumentParser) -> None:
         p.add_argument("--quota", metavar="SIZE", help="quota in bytes or with K/M/G/T; none")
@@ -73,12 +87,17 @@ def _parser() -> argparse.ArgumentParser:
         )
         if name == "useradd":
             limits(p)
-    p = sub.add_parser("usermod", help="change a user's quota, rights or public keys")
+    p = sub.add_parser("usermod", help="change a user's quota, rights, state, limits or keys")
     p.add_argument("name", metavar="NAME")
     common(p)
     p.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     limits(p)
+    _account_options(p)
     _key_options(p)
+    p = sub.add_parser("users", help="list the users: state, usage, quota, rights, limits")
+    common(p)
+    p.add_argument("--home", type=Path, help="folder holding the users' homes")
+    p.add_argument("--json", action="store_true", help="print JSON (sizes in bytes)")
     p = sub.add_parser("nodes", help="list the nodes in the shared state (shared_state)")
     p.add_argument("--config", type=Path, help=f"settings file (default {DEFAULT_CONFIG})")
     p.add_argument("--users", type=Path, help=argparse.SUPPRESS)
@@ -89,6 +108,37 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     admin.register(sub)
     return parser
+
+
+def _account_options(p: argparse.ArgumentParser) -> None:
+    """usermod's account options (state and per-user limits)."""
+    state = p.add_mutually_exclusive_group()
+    state.add_argument("--lock", action="store_true", help="refuse every login of the user")
+    state.add_argument("--unlock", action="store_true", help="allow logins again")
+    p.add_argument(
+        "--expires", metavar="DATE", help="no login from DATE (YYYY-MM-DD, UTC) on; never"
+    )
+    p.add_argument(
+        "--max-sessions", metavar="N", help="sessions of this user at once; 0 for no limit"
+    )
+    for direction in ("upload", "download"):
+        p.add_argument(
+            f"--{direction}-rate",
+            metavar="RATE",
+            help=f"{direction} bytes per second (with K/M/G), over all sessions; none",
+        )
+
+
+def _account_change(args: argparse.Namespace) -> userfile.AccountChange:
+    return userfile.AccountChange(
+        quota=args.quota,
+        perms=_perms(args),
+        upload_rate=args.upload_rate,
+        download_rate=args.download_rate,
+        locked=True if args.lock else False if args.unlock else None,
+        expires=args.expires,
+        max_sessions=args.max_sessions,
+    )
 
 
 def _key_options(p: argparse.ArgumentParser) -> None:
@@ -154,6 +204,8 @@ def _perms(args: argparse.Namespace) -> str | None:
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
+    elif not sys.stdin.isatty():
+        raise ValueError("no terminal to ask for the password: give it with --password-stdin")
     else:
         password = getpass.getpass("New password: ")
         if getpass.getpass("Repeat password: ") != password:
@@ -164,11 +216,20 @@ def _read_password(from_stdin: bool) -> str:
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     configure_logging(settings)
+    create = args.init or settings.users.resolve() == QUICK_START_USERS
     if not settings.users.exists():
+        if not create:
+            raise ValueError(
+                f"{settings.users}: no such users file (add a user with "
+                "'ftpserver useradd NAME', or create one with a demo user: 'serve --init')"
+            )
         password = secrets.token_urlsafe(12)
         userfile.add_user(settings.users, settings.home, "demo", password, settings.bcrypt_rounds)
         print(f"created {settings.users} with user 'demo', password: {password}", flush=True)
     store = userfile.load_users(settings.users, settings.home)
+    missing = _missing_home_parent(settings)
+    if missing and not create:
+        raise ValueError(missing)
     for user in store.users.values():
         user.home.mkdir(parents=True, exist_ok=True)
     if settings.workers != 1:
@@ -181,6 +242,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         with admin_services(cluster, server):
             server.start_sweeper()
             host, port = server.address
+            # Held until _run's handlers are in place: a signal sent on seeing the
+            # "listening" line must not meet the default action (SIGHUP would kill).
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, signal.SIGTERM, signal.SIGINT})
             print(f"listening on {host}:{port}", flush=True)
             log.info("serving %d users from %s", len(store.users), settings.home)
             return _run(server)
@@ -207,15 +271,25 @@ def _run(
                 reloads = signals[signal.SIGHUP]
                 server.reload()
         grace = server.settings.shutdown_grace
-        log.info("stopping: no new sessions; running transfers get %g s", grace)
+        # A worker's stop is announced once by its supervisor; the worker says it at DEBUG.
+        level = logging.INFO if server.local_state is not None else logging.DEBUG
+        log.log(level, "stopping: no new sessions; running transfers get %g s", grace)
         server.shutdown()
         cut = server.drain(grace, lambda: stops() > 1)
         if cut:
             log.warning("stopped %d sessions that were still busy", cut)
     finally:
         server.server_close()
-        log.info("stopped")
+        log.log(logging.INFO if server.local_state is not None else logging.DEBUG, "stopped")
     return 0
+
+
+def _missing_home_parent(settings: Settings) -> str | None:
+    """The problem if the home root is missing and so is its parent (a typo, not a new setup)."""
+    parent = settings.home.absolute().parent
+    if settings.home.is_dir() or parent.is_dir():
+        return None
+    return f"home {settings.home}: the folder {parent} does not exist"
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -230,9 +304,12 @@ def _check_config(args: argparse.Namespace) -> int:
         if settings.users.exists():
             userfile.load_users(settings.users, settings.home)
         else:
-            problems.append(f"{settings.users}: no such file (serve would create it)")
+            problems.append(f"{settings.users}: no such file (create it with 'ftpserver useradd')")
     except ConfigError as exc:
         problems += [str(p) for p in exc.problems]
+    missing = _missing_home_parent(settings)
+    if missing:
+        problems.append(missing)
     for line in problems:
         print(line)
     if problems:
@@ -254,6 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args, settings)
         if args.command == "nodes":
             return print_nodes(settings)
+        if args.command == "users":
+            store = userfile.load_users(settings.users, settings.home)
+            userlist.print_users(store, args.json, sys.stdout)
+            return 0
         if args.command == "useradd":
             password = _read_password(args.password_stdin)
             home = userfile.add_user(
@@ -267,23 +348,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(f"added user {args.name} with home {home}")
         elif args.command == "usermod":
+            change = _account_change(args)
             key_change = args.add_key or args.add_key_file or args.remove_key or args.no_password
-            if args.quota is None and _perms(args) is None and not key_change:
-                raise ValueError(
-                    "nothing to change: give --quota, --perms, --read-only or a key option"
-                )
+            if change.empty() and not key_change:
+                raise ValueError("nothing to change: see 'ftpserver usermod --help'")
             if key_change:
                 _change_keys(args, settings)
-            if args.quota is not None or _perms(args) is not None:
-                userfile.modify_user(settings.users, args.name, args.quota, _perms(args))
+            if not change.empty():
+                userfile.modify_user(settings.users, args.name, change=change)
             print(f"changed user {args.name}")
         elif args.command == "passwd":
+            userfile.require_user(settings.users, args.name)
             password = _read_password(args.password_stdin)
             userfile.set_password(settings.users, args.name, password, settings.bcrypt_rounds)
             print(f"changed the password of {args.name}")
         elif args.command == "userdel":
             userfile.remove_user(settings.users, args.name)
             print(f"removed user {args.name} (the home folder is kept)")
+        print(APPLIED)
     except ConfigError as exc:
         more = len(exc.problems) - 1
         hint = f" (and {more} more: see 'ftpserver check-config')" if more else ""

@@ -187,8 +187,9 @@ def load_settings(path: Path, base: Settings | None = None) -> Settings:
     problems: list[ConfigError] = []
     for key, value in data.items():
         if key not in _LIMITS:
-            known = ", ".join(sorted(_LIMITS))
-            problems.append(doc.error((str(key),), f"unknown setting {key!r} (known: {known})"))
+            hint = yamlfile.closest(str(key), list(_LIMITS))
+            hint = hint or f" (known: {', '.join(sorted(_LIMITS))})"
+            problems.append(doc.error((str(key),), f"unknown setting {key!r}{hint}"))
             continue
         try:
             changes[key] = _check(doc, key, value)

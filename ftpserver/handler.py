@@ -31,9 +31,10 @@ from ftpserver.activity import Activity
 from ftpserver.cluster.proxied import Networks, client_address
 from ftpserver.fsops import os_error
 from ftpserver.guards import pacer
-from ftpserver.login import Login, TooManyFailures
+from ftpserver.login import Login, TooManyFailures, TooManySessions
 from ftpserver.storage.base import Storage
 from ftpserver.transfers import handle_digest, parse_resume, receive_upload, send_download
+from ftpserver.treeinfo import send_tree
 from ftpserver.users import User
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ __all__ = ["SessionHandler"]
 
 log = logging.getLogger("ftpserver.session")
 LISTING_BATCH = 256
+MAX_MTIME = 9_000_000_000  # seconds (year 2255): fits every filesystem's nanosecond times
 
 
 class _CloseSession(Exception):
@@ -62,6 +64,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self.logins = Login(self.server, str(self.client_address[0]))
         self.busy = False
         self._has_slot = False
+        self._user_slot: str | None = None  # the user whose max_sessions slot this holds
         self._cancelled = threading.Event()
         self.ip = str(self.client_address[0])
         self.peer = f"{self.ip}:{self.client_address[1]}"
@@ -111,6 +114,9 @@ class SessionHandler(socketserver.BaseRequestHandler):
         if self._has_slot:
             self.server.limiter.release(self.ip)
             self._has_slot = False
+        if self._user_slot is not None:
+            self.server.shared.user_sessions.release(self._user_slot)
+            self._user_slot = None
         if self.request is not None:
             self.request.close()
 
@@ -233,9 +239,10 @@ class SessionHandler(socketserver.BaseRequestHandler):
             raise ProtocolError(ErrorCode.BAD_STATE, f"already logged in as {self.user.name}")
         try:
             user = attempt()
-        except TooManyFailures as failure:
+        except (TooManyFailures, TooManySessions) as failure:
             self.channel.send(error(command, failure))
             raise _CloseSession from None
+        self._user_slot = user.name  # the login took one of the user's max_sessions slots
         storage = self.server.open_storage(user)
         storage.prepare()
         self.user = user
@@ -287,6 +294,10 @@ class SessionHandler(socketserver.BaseRequestHandler):
                 fields.append(handle_digest(source))
         self.channel.send(ok("stat", *fields))
 
+    def cmd_tree(self, path: str, option: str | None = None) -> None:
+        _flag(option, "blake3", "tree PATH [blake3]")
+        send_tree(self.channel, self.storage, path, bool(option), lambda: self._wait(0))
+
     def cmd_quota(self) -> None:
         usage = self.storage.usage()
         limit = "-" if usage.quota is None else str(usage.quota)
@@ -331,6 +342,14 @@ class SessionHandler(socketserver.BaseRequestHandler):
         )
         self._audit("mv", path=old_virtual, to=new_virtual)
         self.channel.send(ok("mv", new_virtual))
+
+    def cmd_touch(self, path: str, mtime: str) -> None:
+        seconds = parse_size(mtime)
+        if seconds > MAX_MTIME:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"mtime out of range: {mtime}")
+        virtual = self.storage.virtual(path)
+        self.storage.set_mtime(virtual, seconds)
+        self.channel.send(ok("touch", virtual, mtime))
 
     # -- transfers -----------------------------------------------------------
 

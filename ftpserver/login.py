@@ -7,7 +7,14 @@ wrong (unknown user, wrong password, unknown key, bad signature, a banned
 address); each failure counts towards ``max_login_attempts`` on the
 connection (then :class:`TooManyFailures`, and the session ends) and towards
 the address's ban, and is audited, with the key's fingerprint for a key,
-never a password or key material.
+never a password or key material.  A locked or expired account
+(:meth:`~ftpserver.users.User.refusal`) fails the same way, whichever the
+credentials; the audit line gives the reason.  A user already at their
+``max_sessions`` gets :class:`TooManySessions` (421, the session ends); a
+successful login holds one of the user's session slots
+(:class:`~ftpserver.state.protocols.UserSessionSlots`), which the session
+gives back when it ends.  Each attempt first reads the users file again if
+it changed (:meth:`~ftpserver.server.FileTransferServer.current_users`).
 
 A key login (``docs/PROTOCOL.md`` section 4.1.1) signs a challenge of 32
 random bytes that only this connection was given, and each challenge serves
@@ -44,7 +51,7 @@ from ftpserver.users import User
 if TYPE_CHECKING:
     from ftpserver.server import FileTransferServer
 
-__all__ = ["Login", "TooManyFailures", "server_binding"]
+__all__ = ["Login", "TooManyFailures", "TooManySessions", "server_binding"]
 
 log = logging.getLogger("ftpserver.session")
 
@@ -54,6 +61,16 @@ class TooManyFailures(ProtocolError):
 
     def __init__(self) -> None:
         super().__init__(ErrorCode.TOO_MANY_FAILURES, "too many failed logins")
+
+
+class TooManySessions(ProtocolError):
+    """The user already has ``max_sessions`` sessions: answer 421, then end the session."""
+
+    def __init__(self, user: User) -> None:
+        limit = f"at most {user.max_sessions} at once"
+        super().__init__(
+            ErrorCode.TOO_MANY_SESSIONS, f"too many sessions for user {user.name} ({limit})"
+        )
 
 
 def server_binding(cert_file: Path | None) -> Binding:
@@ -81,13 +98,12 @@ class Login:
     def password(self, name: str, password: str) -> User:
         """The user if ``password`` opens the account, else a failure (raised)."""
         server = self.server
-        server.users_watch.check(server)
         banned = server.bans.is_banned(self.ip)
-        user = None if banned else server.users.authenticate(name, password, server.passwords)
+        users = server.current_users()
+        user = None if banned else users.authenticate(name, password, server.passwords)
         if user is None:
             self._fail(name, banned)
-        self._audit(user.name, "ok")
-        return user
+        return self._admit(user)
 
     def challenge(self) -> str:
         """A fresh challenge for the next ``login_key``, replacing any earlier one."""
@@ -105,9 +121,8 @@ class Login:
         except ValueError as exc:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"login_key: {exc}") from None
         server = self.server
-        server.users_watch.check(server)
         banned = server.bans.is_banned(self.ip)
-        user = server.users.users.get(name)
+        user = server.current_users().users.get(name)
         binding = server.tls_binding
         # The signature is checked whether or not the user and key are known: the same work.
         good = verify(blob, signed, signed_data(challenge, name, blob, binding))
@@ -117,7 +132,17 @@ class Login:
             if reason is None and not good:
                 reason = "bad signature"
             self._fail(name, banned, method="key", key=fingerprint(blob), reason=reason)
-        self._audit(user.name, "ok", method="key", key=fingerprint(blob))
+        return self._admit(user, method="key", key=fingerprint(blob))
+
+    def _admit(self, user: User, **fields: object) -> User:
+        """Let ``user`` in, whose credentials are right, unless locked, expired or at the limit."""
+        refusal = user.refusal()
+        if refusal is not None:
+            self._fail(user.name, False, **fields, reason=refusal)
+        if not self.server.shared.user_sessions.acquire(user.name, user.max_sessions):
+            self._audit(user.name, "refused (user's max_sessions)", **fields)
+            raise TooManySessions(user)
+        self._audit(user.name, "ok", **fields)
         return user
 
     def _fail(self, name: str, banned: bool, **fields: object) -> NoReturn:

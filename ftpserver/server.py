@@ -40,7 +40,7 @@ from ftpserver.state.wire import StateUnavailable
 from ftpserver.storage.base import Storage
 from ftpserver.storage.local import LocalStorage
 from ftpserver.users import User, UserStore, load_users
-from ftpserver.userswatch import UsersWatch
+from ftpserver.userwatch import UsersFileWatch
 
 __all__ = [
     "FileTransferServer",
@@ -48,6 +48,7 @@ __all__ = [
     "StorageFactory",
     "local_storage",
     "reload_config",
+    "report_reload",
     "tls_context",
 ]
 
@@ -103,6 +104,16 @@ def reload_config(
     configure_logging(settings)
     lines = changes(running, fresh, running_users, users)
     return Reloaded(settings, users, restart, lines)
+
+
+def report_reload(changed: list[str], users: UserStore) -> None:
+    """Log a reload's outcome (once per server: by the supervisor when there are workers)."""
+    if changed:
+        them = "it" if len(changed) == 1 else "them"
+        log.warning(
+            "reload: %s kept as before: changing %s takes a restart", ", ".join(changed), them
+        )
+    log.info("reloaded: %d users", len(users.users))
 
 
 StorageFactory = Callable[["FileTransferServer", User], Storage]
@@ -174,11 +185,11 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         self.limiter = self.shared.limiter
         self.bans = self.shared.bans
         self.bandwidth = self.shared.bandwidth
+        self.users_watch = UsersFileWatch()
         self.passwords = PasswordGate(settings.password_checks, settings.password_cache_ttl)
-        self.users_watch = UsersWatch(settings.users)  # a changed file, noticed at login
         self.digests = DigestCache()
         self.storage_factory: StorageFactory = local_storage  # where users' files are stored
-        self.audit = Audit(settings.audit_json)
+        self.audit = Audit()
         self.tls = tls_context(settings)
         self.tls_binding = server_binding(settings.tls_cert if self.tls else None)  # key logins
         self.sessions = _Sessions()
@@ -197,6 +208,14 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
             super().__init__(listener.getsockname()[:2], SessionHandler, bind_and_activate=False)
             self.socket.close()
             self.socket = listener
+
+    def current_users(self) -> UserStore:
+        """The users, read again first if the users file changed since (a login calls this)."""
+        fresh = self.users_watch.check(self.settings, self.users)
+        if fresh is not self.users:
+            self.users = fresh
+            self.passwords.forget()
+        return self.users
 
     @property
     def address(self) -> tuple[str, int]:
@@ -223,17 +242,16 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         if loaded is None:
             return False
         settings, users = loaded.settings, loaded.users
-        if loaded.restart and self.local_state is not None:
-            log.warning("reload: %s need a restart to change", ", ".join(loaded.restart))
         self.settings = settings
         self.users = users
-        self.users_watch.loaded(settings.users)
         if self.local_state is not None:
             self.local_state.configure(settings, users)
         self.passwords.ttl = settings.password_cache_ttl
         self.passwords.forget()
-        self.audit.json_lines = settings.audit_json
-        log.info("reloaded: %d users", len(users.users))
+        if self.local_state is not None:
+            report_reload(loaded.restart, users)
+        else:  # a worker: its supervisor reported the reload once for all
+            log.debug("reloaded")
         self.admin.reloads.record(True, loaded.lines)
         return True
 

@@ -8,41 +8,63 @@
         home: alice               # optional; a folder under the home root
         quota: 10G                # optional; bytes, or with K/M/G/T
         perms: read-only          # optional; "all", "read-only" or a list of rights
+        locked: true              # optional; a locked account cannot log in
+        expires: 2027-01-31       # optional; the account stops working on this day (UTC)
+        max_sessions: 3           # optional; sessions at once on the whole server
         keys:                     # optional; OpenSSH public keys (then password is optional)
           - ssh-ed25519 AAAAC3Nza... alice@laptop
 
 :func:`load_users` validates the file and refuses to go on with a bad one.
 :meth:`UserStore.authenticate` checks a dummy hash for unknown names, so an
-unknown user and a wrong password cost the same time and get the same answer.
+unknown user and a wrong password cost the same time and get the same answer;
+:meth:`User.refusal` then says why a right password is still refused (a
+locked or expired account), for the audit; sizes, rights and those keys are
+parsed in :mod:`ftpserver.accounts`.  :attr:`UserStore.signature` (see
+:func:`~ftpserver.yamlfile.file_signature`) tells a server that the file
+changed since it was loaded.
 :func:`add_user`, :func:`set_password` and :func:`remove_user` rewrite the
-file atomically for the command line; :func:`change_keys`
+file atomically for the command line, keeping its comments and the way its
+values are written (:mod:`ftpserver.yamledit`); :func:`change_keys`
 manages public keys (parsed in :mod:`ftpserver.keys`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import os
 import posixpath
 import re
 import secrets
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import bcrypt
-import yaml
+from ruamel.yaml.comments import CommentedMap
 
-from ftpproto.commands import READ_ONLY, RIGHTS
-from ftpproto.units import parse_quantity
-from ftpserver import yamlfile
+from ftpproto.commands import RIGHTS
+from ftpserver import yamledit, yamlfile
+from ftpserver.accounts import (
+    ACCOUNT_KEYS,
+    AccountChange,
+    apply_change,
+    parse_expires,
+    parse_locked,
+    parse_max_sessions,
+    parse_perms,
+    parse_quota,
+)
 from ftpserver.guards import PasswordGate
 from ftpserver.keys import AuthorizedKey, parse_key_line, parse_key_lines, select_keys
-from ftpserver.yamlfile import ConfigError
+from ftpserver.yamlfile import ConfigError, FileSignature, file_signature
 
 __all__ = [
     "MAX_PASSWORD_BYTES",
+    "AccountChange",
     "User",
     "UserStore",
     "add_user",
@@ -56,13 +78,15 @@ __all__ = [
     "parse_perms",
     "parse_quota",
     "remove_user",
+    "require_user",
     "set_password",
 ]
 
 MAX_PASSWORD_BYTES = 72  # bcrypt looks at no more than this
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\Z")
 _HASH = re.compile(r"\$2[aby]\$([0-9]{2})\$[./A-Za-z0-9]{53}\Z")
-_USER_KEYS = ("password", "home", "quota", "perms", "upload_rate", "download_rate", "keys")
+_USER_KEYS: tuple[str, ...] = ("password", "home", "quota", "perms", "upload_rate", "download_rate")
+_USER_KEYS += ("keys", *ACCOUNT_KEYS)
 _HEADER = (
     "# Users of ftpserver, written by 'ftpserver useradd/passwd/userdel'.\n"
     "# See config/users.example.yaml for the format.\n"
@@ -80,18 +104,41 @@ class User:
     perms: frozenset[str] = frozenset(RIGHTS)
     upload_rate: int | None = None  # bytes per second over all sessions; None for no limit
     download_rate: int | None = None
+    locked: bool = False
+    expires: datetime.date | None = None  # the first day (UTC) the account no longer works
+    max_sessions: int = 0  # this user's sessions at once over the whole server; 0: no limit
     keys: tuple[AuthorizedKey, ...] = ()  # public keys that may log in (ftpserver.login)
 
     def may(self, right: str) -> bool:
         """Whether this user has ``right`` (one of :data:`~ftpproto.commands.RIGHTS`)."""
         return right in self.perms
 
+    def state(self, today: datetime.date | None = None) -> str:
+        """``locked``, ``expired`` or ``active`` (``today`` defaults to today in UTC)."""
+        if self.locked:
+            return "locked"
+        today = today or datetime.datetime.now(datetime.timezone.utc).date()
+        if self.expires is not None and today >= self.expires:
+            return "expired"
+        return "active"
+
+    def refusal(self, today: datetime.date | None = None) -> str | None:
+        """Why this account may not log in even with the right password, or None."""
+        state = self.state(today)
+        return None if state == "active" else f"account {state}"
+
 
 class UserStore:
     """The users the server knows, read-only once loaded."""
 
-    def __init__(self, users: dict[str, User], dummy_rounds: int = 12) -> None:
+    def __init__(
+        self,
+        users: dict[str, User],
+        dummy_rounds: int = 12,
+        signature: FileSignature | None = None,
+    ) -> None:
         self.users = users
+        self.signature = signature  # of the file as it was read (see :func:`file_signature`)
         self._dummy_hash = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(dummy_rounds))
 
     def authenticate(
@@ -157,6 +204,7 @@ def load_users(path: Path, home_root: Path) -> UserStore:
     Every problem is collected; if there are any, a ConfigError naming file
     and line is raised whose ``problems`` lists them all.
     """
+    signature = file_signature(path)  # before reading: a change meanwhile is seen next time
     doc, entries = _read(path)
     users: dict[str, User] = {}
     problems: list[ConfigError] = []
@@ -167,7 +215,7 @@ def load_users(path: Path, home_root: Path) -> UserStore:
     yamlfile.raise_all(problems)
     rounds = Counter(int(u.password_hash[4:6]) for u in users.values() if u.password_hash)
     dummy_rounds = rounds.most_common(1)[0][0] if rounds else 12
-    return UserStore(users, dummy_rounds)
+    return UserStore(users, dummy_rounds, signature)
 
 
 def _load_user(
@@ -185,24 +233,33 @@ def _load_user(
     if not isinstance(entry, dict):
         problems.append(doc.error(where, f"user {name}: expected a mapping with 'password'"))
         return None
-    for key in sorted(set(map(str, entry)) - set(_USER_KEYS)):
-        problems.append(doc.error((*where, key), f"user {name}: unknown key {key!r}"))
+    for key in map(str, entry):
+        if key not in _USER_KEYS:
+            text = f"user {name}: unknown key {key!r}{yamlfile.closest(key, _USER_KEYS)}"
+            problems.append(doc.error((*where, key), text))
     hashed = entry.get("password")
     match = _HASH.match(hashed) if isinstance(hashed, str) else None
     keys_only = hashed is None and bool(entry.get("keys"))
-    if not keys_only and (match is None or not 4 <= int(match.group(1)) <= 31):
+    if hashed is None and not keys_only:
+        text = f"user {name}: 'password' is missing (set it with 'ftpserver passwd {name}')"
+        problems.append(doc.error((*where, "password"), text))
+    elif not keys_only and (match is None or not 4 <= int(match.group(1)) <= 31):
         problems.append(
             doc.error((*where, "password"), f"user {name}: password is not a bcrypt hash")
         )
     values: dict[str, Any] = {}
-    for key, parse in (
+    parsers: tuple[tuple[str, Callable[[Any], Any]], ...] = (
         ("home", lambda v: _home_path(home_root, name if v is None else v)),
         ("quota", parse_quota),
         ("perms", lambda v: parse_perms("all" if v is None else v)),
         ("upload_rate", parse_quota),
         ("download_rate", parse_quota),
+        ("locked", parse_locked),
+        ("expires", parse_expires),
+        ("max_sessions", parse_max_sessions),
         ("keys", parse_keys),
-    ):
+    )
+    for key, parse in parsers:
         if key == "home" and not name_ok and entry.get("home") is None:
             continue  # a bad name: its default home would only repeat the problem
         try:
@@ -234,38 +291,6 @@ def key_fingerprints(user: User) -> list[str]:
     return [key.fingerprint for key in user.keys]
 
 
-def parse_quota(value: Any) -> int | None:
-    """A quota in bytes from ``10G``-style text or an integer; ``None``/``none`` for no limit."""
-    if value is None or (isinstance(value, str) and value.lower() in ("none", "unlimited")):
-        return None
-    return parse_quantity(value)
-
-
-def parse_perms(value: Any) -> frozenset[str]:
-    """Rights from ``all``, ``read-only``, a comma-separated string or a list of rights."""
-    if value == "all":
-        return frozenset(RIGHTS)
-    if value == "read-only":
-        return frozenset(READ_ONLY)
-    words = value.split(",") if isinstance(value, str) else value
-    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
-        raise ValueError("perms must be all, read-only or a list of rights")
-    rights = frozenset(w.strip() for w in words if w.strip())
-    unknown = sorted(rights - set(RIGHTS))
-    if unknown:
-        raise ValueError(f"unknown right {unknown[0]!r} (rights: {', '.join(RIGHTS)})")
-    return rights
-
-
-def perms_text(rights: frozenset[str]) -> str | list[str]:
-    """How ``rights`` are written in users.yaml: a shorthand where one fits."""
-    if rights == frozenset(RIGHTS):
-        return "all"
-    if rights == frozenset(READ_ONLY):
-        return "read-only"
-    return [r for r in RIGHTS if r in rights]
-
-
 def _home_path(home_root: Path, home: Any) -> Path:
     """The real home folder for a relative ``home`` value; it must stay under the root."""
     if not isinstance(home, str) or not home or "\0" in home:
@@ -280,15 +305,27 @@ def _home_path(home_root: Path, home: Any) -> Path:
     return root / relative
 
 
-def _write(path: Path, users: dict[str, Any]) -> None:
-    body = yaml.safe_dump({"users": users}, sort_keys=True, allow_unicode=True)
-    yamlfile.write_atomic(path, _HEADER + body)
+@contextmanager
+def _editing(path: Path) -> Iterator[CommentedMap]:
+    """The users mapping of ``path`` (round trip), written back if the block succeeds."""
+    if path.exists():
+        _read(path)  # the layout the server expects, or a ConfigError with the line
+    with yamledit.edit_mapping(path, "users", _HEADER + "users:\n") as users:
+        yield users
 
 
-def _edit(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
-    return _read(path)[1]
+def _entry(users: CommentedMap, name: str) -> CommentedMap:
+    entry = users.get(name)
+    if name not in users or not isinstance(entry, CommentedMap):
+        raise ValueError(f"no such user: {name}")
+    return entry
+
+
+def require_user(path: Path, name: str) -> None:
+    """Raise ValueError unless ``name`` is in the users file (before asking for a password)."""
+    _, users = _read(path) if path.exists() else (None, {})
+    if not isinstance(users.get(name), dict):
+        raise ValueError(f"no such user: {name}")
 
 
 def add_user(
@@ -305,58 +342,45 @@ def add_user(
     ``quota`` and ``perms`` are as written in users.yaml (``10G``, ``read-only``, ...).
     """
     check_name(name)
-    users = _edit(path)
-    if name in users:
-        raise ValueError(f"user {name} already exists")
-    entry: dict[str, Any] = {"password": hash_password(password, rounds)}
-    _apply_limits(entry, quota, perms)
-    users[name] = entry
     home = _home_path(home_root, name)
-    _write(path, users)
+    with _editing(path) as users:
+        if name in users:
+            raise ValueError(f"user {name} already exists")
+        entry = CommentedMap(password=hash_password(password, rounds))
+        apply_change(entry, AccountChange(quota=quota, perms=perms))
+        users[name] = entry
     home.mkdir(parents=True, exist_ok=True)
     return home
 
 
-def _apply_limits(entry: dict[str, Any], quota: str | None, perms: str | None) -> None:
-    if quota is not None:
-        limit = parse_quota(quota)
-        if limit is None:
-            entry.pop("quota", None)
-        else:
-            entry["quota"] = limit
-    if perms is not None:
-        rights = parse_perms(perms)
-        if rights == frozenset(RIGHTS):
-            entry.pop("perms", None)
-        else:
-            entry["perms"] = perms_text(rights)
-
-
-def modify_user(path: Path, name: str, quota: str | None, perms: str | None) -> None:
-    """Change a user's quota (``none`` removes it) and/or rights."""
-    users = _edit(path)
-    if name not in users or not isinstance(users[name], dict):
-        raise ValueError(f"no such user: {name}")
-    _apply_limits(users[name], quota, perms)
-    _write(path, users)
+def modify_user(
+    path: Path,
+    name: str,
+    quota: str | None = None,
+    perms: str | None = None,
+    change: AccountChange | None = None,
+) -> None:
+    """Change a user's settings: ``quota`` (``none`` removes it), rights, and ``change``."""
+    change = change or AccountChange()
+    if quota is not None or perms is not None:
+        change = dataclasses.replace(change, quota=quota, perms=perms)
+    with _editing(path) as users:
+        apply_change(_entry(users, name), change)
 
 
 def set_password(path: Path, name: str, password: str, rounds: int) -> None:
     """Replace the password hash of an existing user."""
-    users = _edit(path)
-    if name not in users or not isinstance(users[name], dict):
-        raise ValueError(f"no such user: {name}")
-    users[name]["password"] = hash_password(password, rounds)
-    _write(path, users)
+    with _editing(path) as users:
+        entry = _entry(users, name)
+        entry["password"] = hash_password(password, rounds)
 
 
 def remove_user(path: Path, name: str) -> None:
     """Remove a user from the file; the home folder and its files are kept."""
-    users = _edit(path)
-    if name not in users:
-        raise ValueError(f"no such user: {name}")
-    del users[name]
-    _write(path, users)
+    with _editing(path) as users:
+        if name not in users:
+            raise ValueError(f"no such user: {name}")
+        del users[name]
 
 
 def change_keys(
@@ -368,10 +392,15 @@ def change_keys(
     ``add`` is OpenSSH public key lines; ``drop_password`` leaves the keys as
     the only way in.  A user keeps at least a password or a key.
     """
-    users = _edit(path)
-    entry = users.get(name)
-    if not isinstance(entry, dict):
-        raise ValueError(f"no such user: {name}")
+    with _editing(path) as users:
+        entry = _entry(users, name)
+        added, removed = _change_keys(entry, name, add, remove, drop_password)
+    return added, removed
+
+
+def _change_keys(
+    entry: CommentedMap, name: str, add: str, remove: Sequence[str], drop_password: bool
+) -> tuple[list[AuthorizedKey], list[AuthorizedKey]]:
     parsed = parse_keys(entry.get("keys"))
     keys = list(zip(entry.get("keys") or [], parsed, strict=True))
     removed: list[AuthorizedKey] = []
@@ -394,5 +423,4 @@ def change_keys(
         entry["keys"] = [line for line, _ in keys]
     else:
         entry.pop("keys", None)
-    _write(path, users)
     return added, removed

@@ -47,9 +47,10 @@ from dataclasses import dataclass
 
 from ftpserver.activity import ReloadLog
 from ftpserver.adminpipe import admin_pipe
+from ftpserver.audit import set_process_label
 from ftpserver.cluster.serving import join, leave, open_cluster
 from ftpserver.config import Settings
-from ftpserver.server import FileTransferServer, reload_config
+from ftpserver.server import FileTransferServer, reload_config, report_reload
 from ftpserver.services import AdminServices
 from ftpserver.signals import SignalCounter
 from ftpserver.state.owner import StateOwner
@@ -100,6 +101,7 @@ def _worker(
     run: Runner,
     prepare: Callable[[FileTransferServer], None],
 ) -> int:
+    set_process_label(f"worker {index}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(signum, signal.SIG_DFL)
@@ -131,6 +133,7 @@ def serve_workers(
 ) -> int:
     """Run the supervisor until SIGTERM/SIGINT; ``run`` serves one worker's server."""
     listener = _listen(settings)
+    set_process_label("supervisor")
     state = LocalState.create(settings)
     owner = StateOwner(state)
     cpus = cpu_plan(settings.workers)
@@ -197,6 +200,9 @@ def serve_workers(
         while workers:
             signals.wait(1.0)
             stops = signals[signal.SIGTERM] + signals[signal.SIGINT]
+            if forwarded < stops and not forwarded:
+                grace = current.settings.shutdown_grace
+                log.info("stopping: no new sessions; running transfers get %g s", grace)
             while forwarded < stops:
                 forwarded += 1
                 admin.stopping = True
@@ -243,14 +249,13 @@ def _reload(
 ) -> _Config:
     """Check the files once; if good, apply them to the shared state and tell the workers.
 
-    Each worker then reloads itself and logs it.
+    Each worker then reloads itself; the outcome is logged here, once.
     """
     loaded = reload_config(current.settings, current.users, reload_settings, reloads)
     if loaded is None:
         return current
-    if loaded.restart:
-        log.warning("reload: %s need a restart to change", ", ".join(loaded.restart))
     state.configure(loaded.settings, loaded.users)
+    report_reload(loaded.restart, loaded.users)
     for pid in pids:
         _signal(pid, signal.SIGHUP)
     reloads.record(True, loaded.lines)

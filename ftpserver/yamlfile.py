@@ -9,6 +9,7 @@ file through a temporary file and a rename, so a reader never sees half of it.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -17,7 +18,16 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ConfigError", "Document", "load", "raise_all", "write_atomic"]
+__all__ = [
+    "ConfigError",
+    "Document",
+    "FileSignature",
+    "closest",
+    "file_signature",
+    "load",
+    "raise_all",
+    "write_atomic",
+]
 
 
 class ConfigError(Exception):
@@ -32,9 +42,16 @@ class ConfigError(Exception):
         self.problems: list[ConfigError] = [self]
 
 
+def closest(word: str, known: tuple[str, ...] | list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the known word closest to a misspelt one, or ``""``."""
+    match = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
 def raise_all(problems: list[ConfigError]) -> None:
-    """Raise the first problem, carrying all of them (``str`` shows one per line)."""
+    """Raise the first problem, carrying all of them in line order (``str``: one per line)."""
     if problems:
+        problems = sorted(problems, key=lambda p: p.line or 0)
         first = ConfigError(problems[0].path, problems[0].line, problems[0].text)
         first.problems = list(problems)
         first.args = ("\n".join(str(p.args[0]) for p in problems),)
@@ -126,3 +143,15 @@ def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+FileSignature = tuple[int, int, int, int]
+
+
+def file_signature(path: Path) -> FileSignature | None:
+    """What tells a changed file apart: device, inode, size, mtime; None if it is missing."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)

@@ -28,6 +28,8 @@ TABLE: dict[str, tuple[str, set[int], bool, str | None]] = {
     "rmdir": ("rmdir PATH", {1}, True, "delete"),
     "rm": ("rm PATH [recursive] [folders]", {1, 2, 3}, True, "delete"),
     "mv": ("mv OLD NEW [replace]", {2, 3}, True, "rename"),
+    "touch": ("touch PATH MTIME", {2}, True, "write"),
+    "tree": ("tree PATH [blake3]", {1, 2}, True, "list"),
     "quota": ("quota", {0}, True, None),
 }
 

@@ -142,7 +142,16 @@ def test_shipped_server_yaml_matches_the_defaults() -> None:
 BAD = [
     pytest.param("- port\n", 1, "expected a mapping", id="top-level-list"),
     pytest.param("just text\n", 1, "expected a mapping", id="top-level-scalar"),
-    pytest.param("# c\nprot: 21\n", 2, "unknown setting 'prot'", id="unknown-key"),
+    pytest.param(
+        "# c\nprot: 21\n", 2, "unknown setting 'prot' (did you mean 'port'?)", id="unknown-key"
+    ),
+    pytest.param(
+        "idle_timout: 5\n",
+        1,
+        "unknown setting 'idle_timout' (did you mean 'idle_timeout'?)",
+        id="misspelt-key",
+    ),
+    pytest.param("zzz: 5\n", 1, "unknown setting 'zzz' (known: audit_json,", id="far-key"),
     pytest.param("port: 21\n1: 2\n", 2, "unknown setting 1", id="numeric-key"),
     pytest.param("port: 21\nport: 22\n", 2, "duplicate key 'port'", id="duplicate-key"),
     pytest.param("port: '21'\n", 1, "port: expected an integer", id="string-for-int"),
@@ -205,6 +214,14 @@ def test_error_on_a_later_line(tmp_path: Path) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError, match=r":7: idle_timeout: 0 is out of range"):
         load_settings(path)
+
+
+def test_problems_in_line_order(tmp_path: Path) -> None:
+    path = write(tmp_path, "port: x\nidle_timout: 5\nhost: ''\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert [p.line for p in info.value.problems] == [1, 2, 3]
+    assert "did you mean 'idle_timeout'?" in info.value.problems[1].text
 
 
 def test_missing_file(tmp_path: Path) -> None:

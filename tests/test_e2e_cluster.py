@@ -50,7 +50,7 @@ def base_settings(tmp_path: Path, url: str) -> dict[str, object]:
         {
             ALICE: (ALICE_PASSWORD, {}),
             BOB: (BOB_PASSWORD, {"download_rate": RATE, "upload_rate": RATE}),
-            CAROL: (CAROL_PASSWORD, {"quota": "10M", "upload_rate": 2 * RATE}),
+            CAROL: (CAROL_PASSWORD, {"quota": "10M", "upload_rate": 2 * RATE, "max_sessions": 2}),
         },
     )
     return {
@@ -359,3 +359,16 @@ def test_useradd_on_one_node_takes_effect_on_all_without_a_signal(
     assert added.returncode == 0, added.stderr
     for node in (n2, n1):
         assert login_code(open_session(sessions, node), "dora", "dora-secret-1") == 0
+
+
+def test_a_users_max_sessions_counts_every_node(nodes: Nodes, sessions: list[Session]) -> None:
+    n1, n2, n3 = (nodes.start(name) for name in ("n1", "n2", "n3"))
+    assert login_code(open_session(sessions, n1, "127.0.0.2"), CAROL, CAROL_PASSWORD) == 0
+    assert login_code(open_session(sessions, n2, "127.0.0.3"), CAROL, CAROL_PASSWORD) == 0
+    third = open_session(sessions, n3, "127.0.0.4")
+    assert login_code(third, CAROL, CAROL_PASSWORD) == 421  # carol's max_sessions: 2
+    sessions[0].close()
+    assert wait_until(
+        lambda: login_code(open_session(sessions, n3, "127.0.0.5"), CAROL, CAROL_PASSWORD) == 0,
+        timeout=10,
+    )

@@ -1,16 +1,20 @@
 """End to end: logs and the audit trail of ``python -m ftpserver serve``.
 
-With ``log_file`` and ``audit_json: true`` every login (success or failure,
-user, IP), every transfer (user, path, bytes, seconds, BLAKE3 digest, outcome) and
-every change (mkdir, rmdir, rm, mv) is one JSON line in the file, nothing goes
-to stderr, and no password used in the test appears anywhere in the log,
-wrong ones included, even at log level DEBUG.  Without ``audit_json`` the
-same events are ``key=value`` text on stderr.
+With ``log_file`` and ``audit_json: true`` every line of the file is one
+complete JSON object with its time (ISO 8601, UTC) and process inside; every
+login (success or failure, user, IP), every transfer (user, path, bytes,
+seconds, BLAKE3 digest, outcome) and every change (mkdir, rmdir, rm, mv) is an
+event line, nothing goes to stderr, and no password used in the test appears
+anywhere in the log, wrong ones included, even at log level DEBUG.  Without
+``audit_json`` the same events are ``key=value`` text on stderr, each line
+naming the worker process that wrote it.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -41,16 +45,22 @@ MALLORY_PASSWORD = "mallory-tries-4242"
 AUDIT_MARK = " ftpserver.audit: "
 
 
-def audit_events(text: str) -> list[dict[str, Any]]:
-    """The JSON audit events in a log (every audit line must be valid JSON)."""
-    events = []
+def json_log(text: str) -> list[dict[str, Any]]:
+    """Every line of a JSON log, each a complete object with its UTC time."""
+    records = []
     for line in text.splitlines():
-        if AUDIT_MARK in line:
-            payload = line.split(AUDIT_MARK, 1)[1]
-            event = json.loads(payload)
-            assert isinstance(event, dict), line
-            events.append(event)
-    return events
+        record = json.loads(line)
+        assert isinstance(record, dict), line
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["time"]), line
+        when = datetime.datetime.fromisoformat(record["time"].replace("Z", "+00:00"))
+        assert abs(datetime.datetime.now(datetime.timezone.utc) - when).total_seconds() < 300
+        records.append(record)
+    return records
+
+
+def audit_events(text: str) -> list[dict[str, Any]]:
+    """The audit events of a JSON log (every line must be a JSON object)."""
+    return [record for record in json_log(text) if "event" in record]
 
 
 def find(events: list[dict[str, Any]], count: int = 1, **match: Any) -> dict[str, Any]:
@@ -117,6 +127,10 @@ def test_json_audit_in_the_log_file_without_passwords(
     assert running.proc.wait(timeout=10) == 0
     text = log_file.read_text()
     events = audit_events(text)
+    others = [record for record in json_log(text) if "event" not in record]
+    assert any(r["message"].startswith("serving 2 users") for r in others), others
+    processes = {record.get("process") for record in json_log(text)}
+    assert "supervisor" in processes and "worker 0" in processes, processes
     ip = "127.0.0.1"
 
     find(events, 2, event="login", user=ALICE, ip=ip, outcome="ok")  # the client, the raw one
@@ -167,6 +181,8 @@ def test_text_audit_on_stderr(
     assert running.proc.wait(timeout=10) == 0
     text = running.log.read_text()
     audit = [line.split(AUDIT_MARK, 1)[1] for line in text.splitlines() if AUDIT_MARK in line]
+    assert all(re.match(r"worker \d+: ", line) for line in audit), audit
+    audit = [line.split(": ", 1)[1] for line in audit]
     assert "login user='alice' ip='127.0.0.1' outcome='ok'" in audit, audit
     assert "login user='alice' ip='127.0.0.1' outcome='failed'" in audit, audit
     puts = [line for line in audit if line.startswith("put user='alice'") and "/a.txt" in line]

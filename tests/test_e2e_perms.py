@@ -379,7 +379,7 @@ def test_useradd_and_usermod_are_enforced_after_restart(
     )  # fmt: skip
     assert added.returncode == 0, added
     entry = users_entry(users, "gina")
-    assert entry["quota"] == 1024 * 1024 and entry["perms"] == "read-only", entry
+    assert entry["quota"] == "1M" and entry["perms"] == "read-only", entry  # as written
     (homes / "gina" / "seed.txt").write_bytes(b"seed")
     upload = local / "up.bin"
     upload.write_bytes(os.urandom(300_000))
@@ -424,7 +424,7 @@ def test_useradd_and_usermod_are_enforced_after_restart(
     changed = ftpserver_cli("usermod", "gina", *common, "--quota", "100K")
     assert changed.returncode == 0, changed
     entry = users_entry(users, "gina")
-    assert entry["quota"] == 100 * 1024 and entry["perms"] == ["list", "read", "write"], entry
+    assert entry["quota"] == "100K" and entry["perms"] == ["list", "read", "write"], entry
     running = server_process(users, homes)
     with FileTransferClient(HOST, running.port, timeout=10) as conn:
         conn.login("gina", "gina pw")

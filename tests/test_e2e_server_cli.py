@@ -1,21 +1,33 @@
 """End to end: the ``ftpserver`` command line, as a subprocess.
 
 ``serve --port 0`` announces its real port and serves the real client; a
-missing users file becomes a ``demo`` user with a printed password;
-``useradd``/``passwd``/``userdel`` change who can log in; a broken users file
-stops ``serve`` with one line naming the file.
+missing users file becomes a ``demo`` user with a printed password only with
+``--init`` or in the quick start (the checkout's own ``config/users.yaml``),
+otherwise it is an error naming the file, as is a home folder whose parent
+does not exist; ``useradd``/``passwd``/``userdel`` change who can log in; a
+broken users file stops ``serve`` with one line naming the file.
 """
 
 from __future__ import annotations
 
+import configparser
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import HOST, CliResult, RunFtpserver, ServerProcess, subprocess_env
+from conftest import (
+    HOST,
+    REPO_ROOT,
+    SUBPROCESS_TIMEOUT,
+    CliResult,
+    RunFtpserver,
+    ServerProcess,
+    subprocess_env,
+)
 
 from ftpclient.client import FileTransferClient
 from ftpproto.errors import ErrorCode, RemoteError
@@ -73,7 +85,7 @@ def test_serve_creates_a_demo_user(
     tmp_path: Path, server_process: StartServer, server_config: Path
 ) -> None:
     users, home = tmp_path / "new" / "users.yaml", tmp_path / "homes"
-    running = server_process(users, home)
+    running = server_process(users, home, "--init")
     text = "\n".join(running.lines)
     match = re.search(r"'demo', password: (\S+)$", text, re.MULTILINE)
     assert match, f"no demo password printed: {running.lines}"
@@ -203,7 +215,7 @@ def test_flags_override_the_config_file(
 ) -> None:
     with server_config.open("a") as handle:
         handle.write("port: 1\nhost: 127.0.0.2\n")
-    running = server_process(tmp_path / "users.yaml", tmp_path / "homes", "--host", HOST)
+    running = server_process(tmp_path / "users.yaml", tmp_path / "homes", "--host", HOST, "--init")
     assert running.port != 1, "--port 0 did not override the config file's port"
 
 
@@ -217,7 +229,7 @@ def test_relative_paths_in_the_config_are_taken_from_its_folder(
     config.write_text(
         "port: 0\nusers: users.yaml\nhome: homes\nbcrypt_rounds: 4\nlogin_failure_delay: 0.05\n"
     )
-    args = [sys.executable, "-m", "ftpserver", "serve", "--config", str(config)]
+    args = [sys.executable, "-m", "ftpserver", "serve", "--config", str(config), "--init"]
     proc = subprocess.Popen(
         args,
         cwd=tmp_path,
@@ -242,3 +254,142 @@ def test_relative_paths_in_the_config_are_taken_from_its_folder(
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# -- no surprises (issue 17) ------------------------------------------------------------
+
+
+def serve_once(cli: RunFtpserver, *args: str) -> CliResult:
+    """``serve --port 0 ARGS``, which must fail at once with one error line."""
+    result = cli("serve", "--port", "0", *args)
+    assert result.returncode == 1, result
+    assert "listening on" not in result.stdout and "Traceback" not in result.stderr, result
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    return result
+
+
+def test_serve_invents_no_users_file(
+    tmp_path: Path, server_config: Path, ftpserver_cli: RunFtpserver
+) -> None:
+    users, home = tmp_path / "etc" / "users.yaml", tmp_path / "homes"
+    result = serve_once(
+        ftpserver_cli, "--users", str(users), "--home", str(home), "--config", str(server_config)
+    )
+    assert f"{users}: no such users file" in result.stderr, result.stderr
+    assert "--init" in result.stderr and "useradd" in result.stderr, result.stderr
+    assert not users.exists() and not users.parent.exists() and not home.exists()
+
+
+def test_serve_refuses_a_home_whose_parent_is_missing(
+    tmp_path: Path, server_config: Path, ftpserver_cli: RunFtpserver
+) -> None:
+    users, home = tmp_path / "users.yaml", tmp_path / "srv" / "ftp" / "homes"
+    useradd(ftpserver_cli, users, tmp_path / "elsewhere", server_config, "ivy", "ivy pw")
+    result = serve_once(
+        ftpserver_cli, "--users", str(users), "--home", str(home), "--config", str(server_config)
+    )
+    assert f"home {home}: the folder {home.parent} does not exist" in result.stderr, result
+    assert not (tmp_path / "srv").exists(), "serve created the home's parents"
+    checked = ftpserver_cli(
+        "check-config", "--users", str(users), "--home", str(home), "--config", str(server_config)
+    )
+    assert checked.returncode == 1, checked
+    assert checked.stdout == f"home {home}: the folder {home.parent} does not exist\n", checked
+
+
+def test_the_quick_start_still_creates_the_demo_user(tmp_path: Path) -> None:
+    """``ftpserver serve`` in a checkout: config/users.yaml appears with a demo user."""
+    checkout = tmp_path / "checkout"
+    config = configparser.ConfigParser()
+    config.read(REPO_ROOT / "setup.cfg")
+    for package in config["options"]["packages"].replace(",", " ").split():
+        if "." not in package:
+            shutil.copytree(REPO_ROOT / package, checkout / package)
+    (checkout / "config").mkdir()
+    for name in ("server.yaml", "users.example.yaml"):
+        shutil.copy(REPO_ROOT / "config" / name, checkout / "config" / name)
+    settings = checkout / "config" / "server.yaml"
+    text = settings.read_text()
+    text = text.replace("\nport: 9002\n", "\nport: 0\n").replace(
+        "bcrypt_rounds: 12", "bcrypt_rounds: 4"
+    )
+    settings.write_text(text)
+    env = subprocess_env()
+    env["PYTHONPATH"] = str(checkout)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ftpserver", "serve"],
+        cwd=checkout,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        created, listening = proc.stdout.readline(), proc.stdout.readline()
+        assert created.startswith("created config/users.yaml with user 'demo'"), created
+        assert listening.startswith(f"listening on {HOST}:"), listening
+        match = re.search(r"password: (\S+)$", created.strip())
+        assert match, created
+        assert (checkout / "home" / "demo").is_dir()
+        port = int(listening.strip().rpartition(":")[2])
+        assert can_log_in(port, "demo", match.group(1))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=SUBPROCESS_TIMEOUT)
+
+
+def test_useradd_without_a_terminal_says_to_use_password_stdin(
+    tmp_path: Path, server_config: Path, ftpserver_cli: RunFtpserver
+) -> None:
+    users = tmp_path / "users.yaml"
+    result = ftpserver_cli(
+        "useradd", "jill", "--users", str(users), "--home", str(tmp_path / "h"),
+        "--config", str(server_config), stdin="typed password\n",
+    )  # fmt: skip
+    assert result.returncode == 1, result
+    assert "--password-stdin" in result.stderr, result.stderr
+    assert "GetPassWarning" not in result.stderr and "Traceback" not in result.stderr
+    assert not users.exists(), "useradd wrote a user without a password"
+
+
+def test_passwd_names_an_unknown_user_before_asking(
+    tmp_path: Path, server_config: Path, ftpserver_cli: RunFtpserver
+) -> None:
+    users, home = tmp_path / "users.yaml", tmp_path / "homes"
+    useradd(ftpserver_cli, users, home, server_config, "kim", "kim pw")
+    # No --password-stdin and no terminal: the unknown user is what is reported.
+    result = ftpserver_cli(
+        "passwd", "nobody", "--users", str(users), "--config", str(server_config)
+    )
+    assert result.returncode == 1, result
+    assert result.stderr.strip() == "ftpserver: error: no such user: nobody", result.stderr
+
+
+def test_check_config_suggests_keys_and_reports_in_line_order(
+    tmp_path: Path, ftpserver_cli: RunFtpserver
+) -> None:
+    config = tmp_path / "server.yaml"
+    config.write_text("port: 0\nidle_timout: 30\nbcrypt_rounds: 4\n")
+    users = tmp_path / "users.yaml"
+    users.write_text(
+        "users:\n"
+        "  alice:\n"
+        "    home: alice\n"
+        "    quot: 1G\n"
+        "  bob:\n"
+        "    password: '$2b$04$" + "a" * 53 + "'\n"
+        "    max_sesions: 2\n"
+    )
+    result = ftpserver_cli(
+        "check-config", "--config", str(config), "--users", str(users), "--home", str(tmp_path)
+    )
+    assert result.returncode == 1, result
+    assert result.stdout.splitlines() == [
+        f"{config}:2: unknown setting 'idle_timout' (did you mean 'idle_timeout'?)",
+        f"{users}:2: user alice: 'password' is missing (set it with 'ftpserver passwd alice')",
+        f"{users}:4: user alice: unknown key 'quot' (did you mean 'quota'?)",
+        f"{users}:7: user bob: unknown key 'max_sesions' (did you mean 'max_sessions'?)",
+    ], result.stdout
+    assert result.stderr.strip() == "4 problem(s) found"

@@ -22,6 +22,7 @@ from ftpserver.cluster.node import ClusterState, list_nodes
 from ftpserver.config import Settings
 from ftpserver.guards import Bandwidth, BanList, SessionLimiter
 from ftpserver.state.ledger import QuotaBook, Unmeasured
+from ftpserver.usersessions import UserSessions
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 
@@ -199,3 +200,21 @@ def test_a_dead_nodes_reservations_stop_counting(node: Node) -> None:
         lambda: b.quotas.usage("erin", 10 * mib, 100 * mib).reserved == 0, timeout=3.0 + 2.0
     )
     b.quotas.reserve("erin", 10 * mib, 8 * mib, 0, 100 * mib, "t")
+
+
+def test_user_sessions_count_every_node(node: Node) -> None:
+    a, b = node("a"), node("b")
+    local = UserSessions()
+    steps: list[tuple[ClusterState, str, tuple[object, ...]]] = [
+        (a, "acquire", ("carol", 2)),
+        (b, "acquire", ("carol", 2)),
+        (a, "acquire", ("carol", 2)),  # a third across nodes: refused
+        (b, "acquire", ("dora", 0)),  # 0: no limit
+        (b, "release", ("carol",)),
+        (a, "acquire", ("carol", 2)),
+    ]
+    for state, method, args in steps:
+        expected = getattr(local, method)(*args)
+        assert getattr(state.user_slots, method)(*args) == expected, (state.name, method, args)
+    a._stop.set()  # a dies with two of carol's sessions
+    assert wait_until(lambda: b.user_slots.acquire("carol", 2), timeout=3.0 + 2.0)

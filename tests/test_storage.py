@@ -499,3 +499,26 @@ def test_measuring_one_home_holds_up_no_one_else(tmp_path: Path, ledger: QuotaBo
         release.set()
         slow.join(10)
     assert results == [0]
+
+
+# -- modification times (issue 15) ----------------------------------------------------------
+
+
+def test_set_mtime_on_files_folders_and_links_inside_the_jail(
+    storage: LocalStorage, home: Path, tmp_path: Path
+) -> None:
+    storage.set_mtime("/a.txt", 1_600_000_000)
+    storage.set_mtime("/sub", 1_600_000_001)
+    storage.set_mtime("/in", 1_600_000_002)  # a link inside the home: its target
+    assert int((home / "a.txt").stat().st_mtime) == 1_600_000_000
+    assert int((home / "sub").stat().st_mtime) == 1_600_000_001
+    assert int((home / "sub" / "b.txt").stat().st_mtime) == 1_600_000_002
+    assert code_of(lambda: storage.set_mtime("/out", 5)) == ErrorCode.PERMISSION_DENIED
+    with pytest.raises(FileNotFoundError):
+        storage.set_mtime("/missing", 5)
+    with pytest.raises(OSError) as caught:
+        storage.set_mtime("/loop", 5)
+    assert caught.value.errno == errno.ELOOP
+    before = (tmp_path / "secret").stat().st_mtime_ns
+    assert code_of(lambda: storage.set_mtime("/out/secret", 5)) == ErrorCode.PERMISSION_DENIED
+    assert (tmp_path / "secret").stat().st_mtime_ns == before

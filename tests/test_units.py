@@ -208,7 +208,7 @@ def entry(path: Path, name: str) -> dict[str, object]:
 def test_add_user_writes_quota_and_perms(users_yaml: Path, tmp_path: Path) -> None:
     assert set(entry(users_yaml, "carol")) == {"password"}
     dave = entry(users_yaml, "dave")
-    assert dave["quota"] == 2 * M and dave["perms"] == "read-only"
+    assert dave["quota"] == "2M" and dave["perms"] == "read-only"  # as written
     store = load_users(users_yaml, tmp_path / "homes")
     assert store.users["dave"].quota == 2 * M
     assert store.users["dave"].perms == frozenset(READ_ONLY)
@@ -219,12 +219,12 @@ def test_add_user_writes_quota_and_perms(users_yaml: Path, tmp_path: Path) -> No
 @pytest.mark.parametrize(
     "quota, perms, yaml_quota, yaml_perms, quota_bytes, rights",
     [
-        ("1M", None, M, None, M, set(RIGHTS)),
+        ("1M", None, "1M", None, M, set(RIGHTS)),
         ("1500", None, 1500, None, 1500, set(RIGHTS)),
         (None, "read-only", None, "read-only", None, set(READ_ONLY)),
         (None, "list,read,write", None, ["list", "read", "write"], None, {"list", "read", "write"}),
         (None, "write,list", None, ["list", "write"], None, {"list", "write"}),
-        ("10G", "rename,delete", 10 * G, ["delete", "rename"], 10 * G, {"delete", "rename"}),
+        ("10G", "rename,delete", "10G", ["delete", "rename"], 10 * G, {"delete", "rename"}),
         ("none", "all", None, None, None, set(RIGHTS)),
     ],
 )
@@ -233,7 +233,7 @@ def test_modify_user(
     tmp_path: Path,
     quota: str | None,
     perms: str | None,
-    yaml_quota: int | None,
+    yaml_quota: int | str | None,
     yaml_perms: object,
     quota_bytes: int | None,
     rights: set[str],
@@ -263,7 +263,7 @@ def test_modify_user_keeps_what_is_not_named(users_yaml: Path) -> None:
     modify_user(users_yaml, "dave", "5M", None)
     assert entry(users_yaml, "dave")["perms"] == "read-only"
     modify_user(users_yaml, "dave", None, "list")
-    assert entry(users_yaml, "dave")["quota"] == 5 * M
+    assert entry(users_yaml, "dave")["quota"] == "5M"
     assert entry(users_yaml, "dave")["perms"] == ["list"]
 
 

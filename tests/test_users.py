@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import stat
 import textwrap
@@ -12,16 +13,19 @@ import pytest
 
 from ftpserver.users import (
     MAX_PASSWORD_BYTES,
+    AccountChange,
     UserStore,
     add_user,
     check_name,
     check_password_rules,
     hash_password,
     load_users,
+    modify_user,
     remove_user,
+    require_user,
     set_password,
 )
-from ftpserver.yamlfile import ConfigError
+from ftpserver.yamlfile import ConfigError, file_signature
 
 ROUNDS = 4
 HASH = bcrypt.hashpw(b"secret", bcrypt.gensalt(ROUNDS)).decode("ascii")
@@ -101,7 +105,7 @@ BAD_FILES = [
         "users:\n  alice:\n    password: 12345\n", 3, "not a bcrypt hash", id="number-password"
     ),
     pytest.param(
-        "users:\n  alice:\n    home: alice\n", 2, "not a bcrypt hash", id="missing-password"
+        "users:\n  alice:\n    home: alice\n", 2, "'password' is missing", id="missing-password"
     ),
     pytest.param(
         f"users:\n  alice:\n    password: '{HASH[:-1]}'\n", 3, "not a bcrypt hash", id="short"
@@ -210,6 +214,30 @@ BAD_FILES = [
     pytest.param("users:\n  alice:\n\t password: x\n", 3, "not valid YAML", id="tab-indent"),
     pytest.param("users: {}\n---\nusers: {}\n", 2, "not valid YAML", id="two-documents"),
     pytest.param("users:\n  ? [a, b]\n  : {}\n", 2, "keys must be plain words", id="list-key"),
+    pytest.param(
+        f"users:\n  alice:\n    password: '{HASH}'\n    quot: 1G\n",
+        4,
+        "unknown key 'quot' (did you mean 'quota'?)",
+        id="misspelt-key",
+    ),
+    pytest.param(
+        f"users:\n  alice:\n    password: '{HASH}'\n    locked: yes please\n",
+        4,
+        "locked: expected true or false",
+        id="locked-text",
+    ),
+    pytest.param(
+        f"users:\n  alice:\n    password: '{HASH}'\n    expires: 31/01/2027\n",
+        4,
+        "expected a date like 2027-01-31",
+        id="expires-not-iso",
+    ),
+    pytest.param(
+        f"users:\n  alice:\n    password: '{HASH}'\n    max_sessions: -1\n",
+        4,
+        "expected a number of sessions",
+        id="max-sessions-negative",
+    ),
 ]
 
 
@@ -422,3 +450,117 @@ def test_remove_last_user_leaves_a_loadable_file(tmp_path: Path, store_file: Pat
     remove_user(store_file, "bob")
     assert_clean_users_file(store_file)
     assert load_users(store_file, tmp_path / "home").users == {}
+
+
+# --- account state, problems in line order, round-trip rewriting (issue 17) ------------
+
+
+def test_state_locked_and_expired(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"""
+        users:
+          alice: {{password: '{HASH}', expires: 2027-01-31, max_sessions: 2}}
+          bob: {{password: '{HASH}', locked: true, expires: never}}
+          carol: {{password: '{HASH}', expires: '2027-01-31', locked: false}}
+        """,
+    )
+    users = load_users(path, tmp_path / "home").users
+    before, on_the_day = datetime.date(2027, 1, 30), datetime.date(2027, 1, 31)
+    assert users["alice"].state(before) == "active" and users["alice"].refusal(before) is None
+    assert users["alice"].state(on_the_day) == "expired"
+    assert users["alice"].refusal(on_the_day) == "account expired"
+    assert users["alice"].max_sessions == 2 and users["bob"].max_sessions == 0
+    assert users["bob"].state(before) == "locked" and users["bob"].expires is None
+    assert users["carol"].expires == on_the_day and not users["carol"].locked
+
+
+def test_problems_come_in_line_order(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"""
+        users:
+          alice:
+            zebra: 1
+            password: '{HASH}'
+            quota: lots
+            apple: 2
+          bob:
+            home: bob
+        """,
+    )
+    with pytest.raises(ConfigError) as info:
+        load_users(path, tmp_path / "home")
+    found = [(p.line, p.text) for p in info.value.problems]
+    assert [line for line, _ in found] == [3, 5, 6, 7], found
+    assert "unknown key 'zebra'" in found[0][1] and "unknown key 'apple'" in found[2][1]
+    assert found[3][1] == "user bob: 'password' is missing (set it with 'ftpserver passwd bob')"
+
+
+ADMIN_FILE = f"""\
+# Our users.  Ask Jane before changing anything.
+users:
+  # the boss
+  bob:
+    password: "{HASH}"   # reset 2026-11
+    quota: 10G           # as agreed
+    perms: [list, read]
+  alice:
+    password: '{HASH}'
+    download_rate: 1.5M
+"""
+
+
+def test_rewriting_keeps_the_administrators_writing(tmp_path: Path) -> None:
+    path = tmp_path / "users.yaml"
+    path.write_text(ADMIN_FILE)
+    modify_user(
+        path, "alice", change=AccountChange(locked=True, max_sessions="3", expires="2027-01-31")
+    )
+    add_user(path, tmp_path / "home", "carol", "carol pw", ROUNDS, quota="500M")
+    text = path.read_text()
+    assert text.startswith(ADMIN_FILE), text  # comments, quotes, order and 10G kept
+    added = text[len(ADMIN_FILE) :]
+    assert added.startswith(
+        "    locked: true\n    expires: 2027-01-31\n    max_sessions: 3\n  carol:\n"
+    )
+    assert "    quota: 500M\n" in added
+    set_password(path, "carol", "new pw", ROUNDS)
+    remove_user(path, "carol")
+    modify_user(
+        path, "alice", change=AccountChange(locked=False, max_sessions="0", expires="never")
+    )
+    assert path.read_text() == ADMIN_FILE
+    store = load_users(path, tmp_path / "home")
+    assert store.users["bob"].quota == 10 * 1024**3
+    assert store.users["alice"].download_rate == int(1.5 * 1024**2)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        AccountChange(expires="tomorrow"),
+        AccountChange(max_sessions="many"),
+        AccountChange(upload_rate="fast"),
+        AccountChange(locked=True, download_rate="-1"),
+    ],
+)
+def test_modify_user_refuses_bad_values(store_file: Path, change: AccountChange) -> None:
+    before = store_file.read_bytes()
+    with pytest.raises(ValueError):
+        modify_user(store_file, "alice", change=change)
+    assert store_file.read_bytes() == before
+
+
+def test_file_signature_changes_with_a_rewrite(tmp_path: Path, store_file: Path) -> None:
+    store = load_users(store_file, tmp_path / "home")
+    assert store.signature == file_signature(store_file) is not None
+    set_password(store_file, "bob", "another", ROUNDS)
+    assert file_signature(store_file) != store.signature
+    assert file_signature(tmp_path / "missing.yaml") is None
+
+
+def test_require_user(store_file: Path) -> None:
+    require_user(store_file, "alice")
+    with pytest.raises(ValueError, match="no such user: nobody"):
+        require_user(store_file, "nobody")

@@ -30,6 +30,7 @@ __all__ = [
     "LOCK_BANS",
     "LOCK_QUOTA",
     "LOCK_SLOTS",
+    "LOCK_USERS",
     "SCHEMA_VERSION",
     "Database",
     "SharedStateUnavailable",
@@ -44,6 +45,7 @@ LOCK_MIGRATE = 0x4654_0001
 LOCK_SLOTS = 0x4654_0002
 LOCK_BANS = 0x4654_0003  # with a second key: hashtext(ip)
 LOCK_QUOTA = 0x4654_0004
+LOCK_USERS = 0x4654_0005  # with a second key: hashtext(user name)
 
 MIGRATIONS: list[tuple[str, ...]] = [
     (  # 1: nodes and their leases, session slots, failed logins and bans, bandwidth
@@ -133,6 +135,35 @@ MIGRATIONS: list[tuple[str, ...]] = [
             temp text not null default '',
             made timestamptz not null default now())""",
         "create index ft_reservations_user on ft_reservations (user_name)",
+    ),
+    (  # 4: logged-in sessions per user (each user's max_sessions)
+        """create table ft_user_slots (
+            node text not null references ft_nodes (name) on delete cascade,
+            user_name text not null,
+            count integer not null check (count > 0),
+            primary key (node, user_name))""",
+        """create or replace function ft_user_acquire(
+            lock_key integer, node_name text, who text, most integer)
+        returns boolean language plpgsql as $$
+        declare
+            open_now bigint;
+        begin
+            perform pg_advisory_xact_lock(lock_key, hashtext(who));
+            select coalesce(sum(s.count), 0) into open_now
+                from ft_user_slots s join ft_nodes n on n.name = s.node
+                where s.user_name = who and n.lease_until > now();
+            if most > 0 and open_now >= most then
+                return false;
+            end if;
+            insert into ft_user_slots (node, user_name, count) values (node_name, who, 1)
+                on conflict (node, user_name) do update set count = ft_user_slots.count + 1;
+            return true;
+        end $$""",
+        """create or replace function ft_user_release(node_name text, who text)
+        returns void language sql as $$
+            delete from ft_user_slots where node = node_name and user_name = who and count <= 1;
+            update ft_user_slots set count = count - 1 where node = node_name and user_name = who;
+        $$""",
     ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -9,8 +9,8 @@ its lease thread, which every third of ``node_lease``:
 
 * renews this node's row (``lease_until = now() + node_lease``, with its
   address and its counts of sessions and busy sessions);
-* writes its session slots back whole when its row had gone or a write
-  had failed (an outage);
+* writes its session slots (per address and per user) back whole when its
+  row had gone or a write had failed (an outage);
 * deletes the rows of nodes whose lease ran out (their session slots go
   with them), expired bans, old failed logins and idle bandwidth buckets.
 
@@ -34,7 +34,7 @@ import psycopg
 
 from ftpserver.cluster.database import Database, SharedStateUnavailable, migrate
 from ftpserver.cluster.pgquota import PgQuotaLedger
-from ftpserver.cluster.pgstate import PgBandwidth, PgBans, PgSessionSlots
+from ftpserver.cluster.pgstate import PgBandwidth, PgBans, PgSessionSlots, PgUserSessions
 from ftpserver.config import Settings
 from ftpserver.state.shared import Shared
 
@@ -72,7 +72,8 @@ class ClusterState:
         self.bans = PgBans(self.db, self._limits, self.healthy)
         self.bandwidth = PgBandwidth(self.db)
         self.quotas = PgQuotaLedger(self.db, lambda: self.name)
-        self.shared = Shared(self.quotas, self.slots, self.bans, self.bandwidth)
+        self.user_slots = PgUserSessions(self.db, lambda: self.name, self.healthy)
+        self.shared = Shared(self.quotas, self.slots, self.bans, self.bandwidth, self.user_slots)
         self._migrated = False
         try:
             migrate(self.db)
@@ -113,8 +114,9 @@ class ClusterState:
                 (self.name, self.address, self.settings.node_lease, sessions, busy),
             ).fetchone()
             inserted = bool(row and row[0])
-            if inserted or self.slots.dirty:
-                self.slots.resync(conn)
+            for counts in (self.slots, self.user_slots):
+                if inserted or counts.dirty:
+                    counts.resync(conn)
             gone = conn.execute(
                 "delete from ft_nodes where lease_until < now() returning name"
             ).fetchall()

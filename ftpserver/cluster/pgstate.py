@@ -10,6 +10,8 @@ answers as the in-process classes of :mod:`ftpserver.guards`:
   nodes and a dead node's slots stop counting when its lease runs out.  The
   node also keeps its own counts, which it writes back whole after a
   database outage or when it finds its row gone (:meth:`resync`).
+* :class:`PgUserSessions`: the same per user (``ft_user_slots``), for each
+  user's ``max_sessions`` (``ft_user_acquire``, a lock per user);
 * :class:`PgBans`: failed logins (address, time) and bans (address, until),
   in database time; one address's failures are counted under a lock of its
   own (``ft_failure``).
@@ -31,12 +33,19 @@ from collections import Counter
 from collections.abc import Callable
 
 import psycopg
+from psycopg import sql
 
-from ftpserver.cluster.database import LOCK_BANS, LOCK_SLOTS, Database, SharedStateUnavailable
+from ftpserver.cluster.database import (
+    LOCK_BANS,
+    LOCK_SLOTS,
+    LOCK_USERS,
+    Database,
+    SharedStateUnavailable,
+)
 from ftpserver.config import Settings
 from ftpserver.guards import Bandwidth
 
-__all__ = ["UNAVAILABLE", "PgBandwidth", "PgBans", "PgSessionSlots"]
+__all__ = ["UNAVAILABLE", "PgBandwidth", "PgBans", "PgSessionSlots", "PgUserSessions"]
 
 log = logging.getLogger("ftpserver.cluster")
 
@@ -51,78 +60,144 @@ def _number(value: object) -> float:
     return float(value)
 
 
-class PgSessionSlots:
-    """Open sessions in the whole cluster, in total and per client address."""
+class _NodeCounts:
+    """What this node holds in a table of ``(node, key, count)`` rows, and its own copy.
 
-    def __init__(
-        self, db: Database, node: Callable[[], str], limits: Limits, healthy: Callable[[], bool]
-    ) -> None:
+    The copy is written back whole (:meth:`resync`) after a write failed
+    (an outage) or when the node's row had gone (the others took it for
+    dead), so the table always comes back to what the node really holds.
+    """
+
+    table = ""
+    column = ""
+
+    def __init__(self, db: Database, node: Callable[[], str], healthy: Callable[[], bool]) -> None:
         self.db = db
         self.node = node  # this node's name
-        self.limits = limits
         self.healthy = healthy  # whether this node's lease is current
         self._lock = threading.Lock()
         self._mine: Counter[str] = Counter()
         self.dirty = True  # the database's rows for this node may differ from _mine
+
+    def _take(self, key: str, work: Callable[[Connection], bool]) -> bool | None:
+        """``work`` (True: taken) under this node's lock; None if the database is away."""
+        with self._lock:
+            try:
+                taken = self.db.run(work)
+            except (SharedStateUnavailable, psycopg.errors.ForeignKeyViolation) as exc:
+                log.warning("refusing a session: shared state unavailable (%s)", exc)
+                self.dirty = True
+                return None
+            if taken:
+                self._mine[key] += 1
+            return taken
+
+    def _give_back(self, key: str, function: str) -> None:
+        """Count one ``key`` less, in the database through ``function(node, key)``."""
+        with self._lock:
+            self._mine[key] -= 1
+            if self._mine[key] <= 0:
+                del self._mine[key]
+            if not self.healthy():  # no waiting on a database known to be away
+                self.dirty = True
+                return
+            try:
+                self.db.run(
+                    lambda conn: conn.execute(
+                        sql.SQL("select {}(%s, %s)").format(sql.Identifier(function)),
+                        (self.node(), key),
+                    )
+                )
+            except SharedStateUnavailable:
+                self.dirty = True  # written back whole when the database is back
+
+    def resync(self, conn: Connection) -> None:
+        """Write this node's counts over its rows (after an outage, or a fresh start)."""
+        table, column = sql.Identifier(self.table), sql.Identifier(self.column)
+        with self._lock, conn.transaction():
+            conn.execute(sql.SQL("delete from {} where node = %s").format(table), (self.node(),))
+            rows = [(self.node(), key, count) for key, count in self._mine.items()]
+            if rows:
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        sql.SQL("insert into {} (node, {}, count) values (%s, %s, %s)").format(
+                            table, column
+                        ),
+                        rows,
+                    )
+            self.dirty = False
+
+    def counts(self) -> dict[str, int]:
+        """What this node holds, per key."""
+        with self._lock:
+            return dict(self._mine)
+
+
+class PgSessionSlots(_NodeCounts):
+    """Open sessions in the whole cluster, in total and per client address."""
+
+    table, column = "ft_slots", "ip"
+
+    def __init__(
+        self, db: Database, node: Callable[[], str], limits: Limits, healthy: Callable[[], bool]
+    ) -> None:
+        super().__init__(db, node, healthy)
+        self.limits = limits
 
     def acquire(self, ip: str) -> str | None:
         """Take a slot for ``ip``: None, or why it was refused."""
         settings = self.limits()
         if not self.healthy():
             return UNAVAILABLE
+        refused: list[str] = []
 
-        def work(conn: Connection) -> str | None:
+        def work(conn: Connection) -> bool:
             row = conn.execute(
                 "select ft_acquire(%s, %s, %s, %s, %s)",
                 (LOCK_SLOTS, self.node(), ip, settings.max_sessions, settings.max_sessions_per_ip),
             ).fetchone()
-            return None if row is None or row[0] is None else str(row[0])
+            if row is not None and row[0] is not None:
+                refused.append(str(row[0]))
+                return False
+            return True
 
-        with self._lock:
-            try:
-                refused = self.db.run(work)
-            except (SharedStateUnavailable, psycopg.errors.ForeignKeyViolation) as exc:
-                log.warning("refusing a session from %s: shared state unavailable (%s)", ip, exc)
-                self.dirty = True
-                return UNAVAILABLE
-            if refused is None:
-                self._mine[ip] += 1
-            return refused
+        taken = self._take(ip, work)
+        if taken is None:
+            return UNAVAILABLE
+        return None if taken else refused[0]
 
     def release(self, ip: str) -> None:
         """Give back a slot taken by :meth:`acquire`."""
+        self._give_back(ip, "ft_release")
 
-        def work(conn: Connection) -> None:
-            conn.execute("select ft_release(%s, %s)", (self.node(), ip))
 
-        with self._lock:
-            self._mine[ip] -= 1
-            if self._mine[ip] <= 0:
-                del self._mine[ip]
-            if not self.healthy():  # no waiting on a database known to be away
-                self.dirty = True
-                return
-            try:
-                self.db.run(work)
-            except SharedStateUnavailable:
-                self.dirty = True  # written back whole when the database is back
+class PgUserSessions(_NodeCounts):
+    """Logged-in sessions per user in the whole cluster, for each user's ``max_sessions``."""
 
-    def resync(self, conn: Connection) -> None:
-        """Write this node's counts over its rows (after an outage, or a fresh start)."""
-        with self._lock, conn.transaction():
-            conn.execute("delete from ft_slots where node = %s", (self.node(),))
-            rows = [(self.node(), ip, count) for ip, count in self._mine.items()]
-            if rows:
-                with conn.cursor() as cur:
-                    cur.executemany(
-                        "insert into ft_slots (node, ip, count) values (%s, %s, %s)", rows
-                    )
-            self.dirty = False
+    table, column = "ft_user_slots", "user_name"
 
-    def counts(self) -> dict[str, int]:
-        """This node's open sessions per address."""
-        with self._lock:
-            return dict(self._mine)
+    def acquire(self, name: str, limit: int) -> bool:
+        """Take a slot for ``name`` unless ``limit`` (0: none) are taken already.
+
+        Raises :class:`SharedStateUnavailable` (a ``421``) when the database is away.
+        """
+        if not self.healthy():
+            raise SharedStateUnavailable("this node's lease is not current")
+
+        def work(conn: Connection) -> bool:
+            row = conn.execute(
+                "select ft_user_acquire(%s, %s, %s, %s)", (LOCK_USERS, self.node(), name, limit)
+            ).fetchone()
+            return bool(row and row[0])
+
+        taken = self._take(name, work)
+        if taken is None:
+            raise SharedStateUnavailable("the shared state cannot be reached")
+        return taken
+
+    def release(self, name: str) -> None:
+        """Give back a slot taken by :meth:`acquire`."""
+        self._give_back(name, "ft_user_release")
 
 
 class PgBans:

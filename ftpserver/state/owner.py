@@ -35,6 +35,7 @@ class _Held:
 
     slots: Counter[str] = field(default_factory=Counter)
     quotas: QuotaHolds = field(default_factory=QuotaHolds)
+    user_slots: Counter[str] = field(default_factory=Counter)  # per user, for max_sessions
 
 
 Method = tuple[int, Callable[[_Held, Args], object]]  # argument count, call
@@ -104,12 +105,28 @@ class StateOwner:
             user, direction = arg(args, 0, str), arg(args, 1, str)
             return state.bandwidth.take(user, direction, arg(args, 2, int), arg(args, 3, int))
 
+        def user_acquire(held: _Held, args: Args) -> bool:
+            name = arg(args, 0, str)
+            taken = state.user_sessions.acquire(name, arg(args, 1, int))
+            if taken:
+                held.user_slots[name] += 1
+            return taken
+
+        def user_release(held: _Held, args: Args) -> None:
+            name = arg(args, 0, str)
+            if held.user_slots[name] <= 0:
+                raise ValueError(f"no session slot held for user {name}")
+            state.user_sessions.release(name)
+            held.user_slots[name] -= 1
+
         table: dict[tuple[str, str], Method] = {
             ("limiter", "acquire"): (1, acquire),
             ("limiter", "release"): (1, release),
             ("bans", "is_banned"): (1, lambda held, args: state.bans.is_banned(arg(args, 0, str))),
             ("bans", "failure"): (1, lambda held, args: state.bans.failure(arg(args, 0, str))),
             ("bandwidth", "take"): (4, take),
+            ("user_sessions", "acquire"): (2, user_acquire),
+            ("user_sessions", "release"): (1, user_release),
         }
         for name, (count, call) in quota_methods(state.quotas).items():
             table[(QUOTAS, name)] = (count, _with_quota_holds(call))
@@ -185,6 +202,9 @@ class StateOwner:
             for _ in range(count):
                 self.state.limiter.release(ip)
         uploads = held.quotas.give_back(self.state.quotas)
+        for name, count in held.user_slots.items():
+            for _ in range(count):
+                self.state.user_sessions.release(name)
         if slots or uploads:
             log.warning(
                 "worker %d left %d sessions and %d uploads behind; released",

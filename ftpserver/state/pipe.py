@@ -15,7 +15,7 @@ from ftpserver.state.quotas import RemoteLedger
 from ftpserver.state.shared import Shared
 from ftpserver.state.wire import PipeClient, StateUnavailable, WorkerEnd, expect
 
-__all__ = ["RemoteBandwidth", "RemoteBans", "RemoteSlots", "remote_shared"]
+__all__ = ["RemoteBandwidth", "RemoteBans", "RemoteSlots", "RemoteUserSessions", "remote_shared"]
 
 
 class RemoteSlots:
@@ -31,6 +31,20 @@ class RemoteSlots:
     def release(self, ip: str) -> None:
         with contextlib.suppress(StateUnavailable):  # the supervisor is gone, its count too
             self._client.call("limiter", "release", ip)
+
+
+class RemoteUserSessions:
+    """A worker's :class:`~ftpserver.state.protocols.UserSessionSlots`."""
+
+    def __init__(self, client: PipeClient) -> None:
+        self._client = client
+
+    def acquire(self, name: str, limit: int) -> bool:
+        return expect(self._client.call("user_sessions", "acquire", name, limit), bool)
+
+    def release(self, name: str) -> None:
+        with contextlib.suppress(StateUnavailable):  # the supervisor is gone, its count too
+            self._client.call("user_sessions", "release", name)
 
 
 class RemoteBans:
@@ -60,5 +74,9 @@ def remote_shared(conn: WorkerEnd) -> Shared:
     """:class:`Shared` made of proxies on the supervisor's state, over the pipe ``conn``."""
     client = PipeClient(conn)
     return Shared(
-        RemoteLedger(client), RemoteSlots(client), RemoteBans(client), RemoteBandwidth(client)
+        RemoteLedger(client),
+        RemoteSlots(client),
+        RemoteBans(client),
+        RemoteBandwidth(client),
+        RemoteUserSessions(client),
     )

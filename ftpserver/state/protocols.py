@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["BandwidthBudget", "Bans", "SessionSlots"]
+__all__ = ["BandwidthBudget", "Bans", "SessionSlots", "UserSessionSlots"]
 
 
 class SessionSlots(Protocol):
@@ -23,6 +23,18 @@ class SessionSlots(Protocol):
         ...
 
     def release(self, ip: str) -> None:
+        """Give back a slot taken by :meth:`acquire`."""
+        ...
+
+
+class UserSessionSlots(Protocol):
+    """Logged-in sessions per user, for each user's ``max_sessions``."""
+
+    def acquire(self, name: str, limit: int) -> bool:
+        """Take a slot for user ``name`` unless ``limit`` (0: no limit) are taken already."""
+        ...
+
+    def release(self, name: str) -> None:
         """Give back a slot taken by :meth:`acquire`."""
         ...
 

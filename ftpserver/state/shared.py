@@ -9,13 +9,14 @@ workers), with the limits it enforces; a worker holds
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ftpserver.config import Settings
 from ftpserver.guards import Bandwidth, BanList, SessionLimiter
 from ftpserver.state.ledger import QuotaBook, QuotaLedger
-from ftpserver.state.protocols import BandwidthBudget, Bans, SessionSlots
+from ftpserver.state.protocols import BandwidthBudget, Bans, SessionSlots, UserSessionSlots
 from ftpserver.users import UserStore
+from ftpserver.usersessions import UserSessions
 
 __all__ = ["LocalState", "Shared"]
 
@@ -28,6 +29,7 @@ class Shared:
     limiter: SessionSlots
     bans: Bans
     bandwidth: BandwidthBudget
+    user_sessions: UserSessionSlots
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class LocalState:
     limiter: SessionLimiter
     bans: BanList
     bandwidth: Bandwidth
+    user_sessions: UserSessions = field(default_factory=UserSessions)
 
     @classmethod
     def create(cls, settings: Settings) -> LocalState:
@@ -52,7 +55,7 @@ class LocalState:
     @property
     def shared(self) -> Shared:
         """The same objects, as the protocols sessions use."""
-        return Shared(self.quotas, self.limiter, self.bans, self.bandwidth)
+        return Shared(self.quotas, self.limiter, self.bans, self.bandwidth, self.user_sessions)
 
     def configure(self, settings: Settings, users: UserStore) -> None:
         """Take the limits of freshly reloaded settings and users.

@@ -205,6 +205,14 @@ class Storage(Protocol):
         """
         ...
 
+    def set_mtime(self, virtual: str, mtime: int) -> None:
+        """Set the modification time of a file or folder (a symlink inside the home followed).
+
+        ``mtime`` is in seconds since the epoch.  The content does not change,
+        so a digest remembered for it stays valid (a backend keeps it).
+        """
+        ...
+
     def open_read(self, virtual: str) -> ReadHandle:
         """Open a regular file for reading; folders and special files are refused."""
         ...

@@ -167,6 +167,21 @@ class LocalStorage:
             raise ProtocolError(ErrorCode.EXISTS, f"already exists: {new_virtual}") from None
         return new_virtual
 
+    def set_mtime(self, virtual: str, mtime: int) -> None:
+        virtual, real = self.jail.resolve(virtual)
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            before = os.fstat(fd)
+            if not (stat.S_ISREG(before.st_mode) or stat.S_ISDIR(before.st_mode)):
+                raise ProtocolError(ErrorCode.BAD_PATH, f"not a regular file: {virtual}")
+            known = self.digests.get(before, fd) if stat.S_ISREG(before.st_mode) else None
+            os.utime(fd, ns=(before.st_atime_ns, mtime * 1_000_000_000))
+            after = os.fstat(fd)
+            if known is not None and after.st_size == before.st_size:
+                self.digests.put(after, known, fd)  # same bytes, new stamp: no rehash later
+        finally:
+            os.close(fd)
+
     # -- transfers ---------------------------------------------------------------
 
     def open_read(self, virtual: str) -> LocalReadHandle:

@@ -1,0 +1,298 @@
+"""``mirror``: make one folder tree like another, moving only what changed (as lftp's mirror).
+
+Three steps, each its own function:
+
+1. **Look** at both trees: the remote one with one ``tree`` request
+   (:meth:`~ftpclient.client.FileTransferClient.tree`, digests included
+   with ``-c``), the local one with ``os.walk`` (:func:`local_tree`).
+2. **Plan** (:func:`plan_mirror`, no I/O but the optional local hashing): a
+   source file is copied when the destination lacks it or holds another
+   size or modification time; with ``by_digest`` (``-c``) another size or
+   BLAKE3 digest decides, and a file with the same content but another time
+   only gets its time set.  With ``delete`` what the source no longer has
+   is removed, and a file where the source has a folder (or the other way
+   round) is removed first; without it such a clash is skipped and reported.
+3. **Run** the plan (:func:`run_plan`): folders, then the copies through
+   :func:`ftpclient.copying.copy_files` (modification times kept: that is
+   what makes the next mirror see the files unchanged), then times, then
+   deletions.
+
+Links and special files in the source are never followed, only reported.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ftpclient.client import FileTransferClient, LocalError
+from ftpclient.copying import CopyResult, OnFile, copy_files
+from ftpfiles.files import file_digest
+from ftpproto.errors import ErrorCode, RemoteError
+
+__all__ = [
+    "FileInfo",
+    "MirrorEnds",
+    "MirrorPlan",
+    "Tree",
+    "local_digest",
+    "local_tree",
+    "plan_mirror",
+    "remote_tree",
+    "run_plan",
+]
+
+Digest = Callable[[str], str | None]  # relative path -> digest (None: unknown)
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A file of a tree: size, modification time (seconds), digest if known."""
+
+    size: int
+    mtime: int
+    blake3: str | None = None
+
+
+@dataclass
+class Tree:
+    """A folder tree by relative ``/``-separated paths; ``exists`` is False for a missing root."""
+
+    files: dict[str, FileInfo] = field(default_factory=dict)
+    folders: set[str] = field(default_factory=set)
+    others: set[str] = field(default_factory=set)  # links and special files
+    exists: bool = True
+
+
+@dataclass
+class MirrorPlan:
+    """What a mirror does, by relative path."""
+
+    copy: list[str] = field(default_factory=list)
+    set_time: list[tuple[str, int]] = field(default_factory=list)
+    make_folders: list[str] = field(default_factory=list)  # parents first
+    remove_first: list[str] = field(default_factory=list)  # clashes, removed before copying
+    remove: list[str] = field(default_factory=list)  # gone from the source (deepest first)
+    skipped: list[str] = field(default_factory=list)  # links, special files, clashes
+    unchanged: int = 0
+
+
+def remote_tree(client: FileTransferClient, root: str, digests: bool) -> Tree:
+    """The remote tree under ``root`` in one request; a missing root is an empty tree."""
+    try:
+        entries = client.tree(root, digests)
+    except RemoteError as exc:
+        if exc.code == ErrorCode.NOT_FOUND:
+            return Tree(exists=False)
+        if exc.code == ErrorCode.UNKNOWN_COMMAND:
+            raise RemoteError(
+                exc.code, "this server cannot mirror (it has no tree request)"
+            ) from None
+        raise
+    tree = Tree()
+    for entry in entries:
+        if entry.type == "file":
+            tree.files[entry.path] = FileInfo(entry.size, entry.mtime, entry.blake3)
+        elif entry.type == "dir":
+            tree.folders.add(entry.path)
+        else:
+            tree.others.add(entry.path)
+    return tree
+
+
+def local_tree(root: str) -> Tree:
+    """The local tree under ``root`` (links not followed); a missing root is an empty tree."""
+    if not os.path.isdir(root):
+        if os.path.lexists(root):
+            raise LocalError(f"not a folder: {root}")
+        return Tree(exists=False)
+    tree = Tree()
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        relative = os.path.relpath(folder, root)
+        prefix = "" if relative == "." else "/".join(relative.split(os.sep)) + "/"
+        for name in dirs + files:
+            st = os.lstat(os.path.join(folder, name))
+            if stat.S_ISDIR(st.st_mode):
+                tree.folders.add(prefix + name)
+            elif stat.S_ISREG(st.st_mode):
+                tree.files[prefix + name] = FileInfo(st.st_size, int(st.st_mtime))
+            else:
+                tree.others.add(prefix + name)
+    return tree
+
+
+def local_digest(root: str) -> Digest:
+    """A :data:`Digest` hashing files under the local folder ``root`` when asked."""
+
+    def digest(relative: str) -> str | None:
+        try:
+            with open(os.path.join(root, *relative.split("/")), "rb") as source:
+                hasher, _ = file_digest(source, 0, os.fstat(source.fileno()).st_size)
+        except OSError:
+            return None
+        return hasher.hexdigest()
+
+    return digest
+
+
+def plan_mirror(
+    source: Tree,
+    target: Tree,
+    by_digest: bool = False,
+    delete: bool = False,
+    source_digest: Digest | None = None,
+    target_digest: Digest | None = None,
+) -> MirrorPlan:
+    """Compare ``source`` with ``target``; the ``*_digest`` callbacks fill unknown digests."""
+    plan = MirrorPlan(skipped=sorted(source.others))
+    for folder in sorted(source.folders):
+        if folder in target.folders:
+            continue
+        if _under(folder, plan.skipped):
+            plan.skipped.append(folder)
+            continue
+        if folder in target.files or folder in target.others:
+            if not delete:
+                plan.skipped.append(folder)
+                continue
+            plan.remove_first.append(folder)
+        plan.make_folders.append(folder)
+    for path in sorted(source.files):
+        if _under(path, plan.skipped):
+            plan.skipped.append(path)
+            continue
+        info = source.files[path]
+        if path in target.folders or path in target.others:
+            if not delete:
+                plan.skipped.append(path)
+                continue
+            plan.remove_first.append(path)
+            plan.copy.append(path)
+            continue
+        have = target.files.get(path)
+        if have is None or have.size != info.size:
+            plan.copy.append(path)
+        elif not by_digest:
+            if have.mtime == info.mtime:
+                plan.unchanged += 1
+            else:
+                plan.copy.append(path)
+        elif _same_content(path, info, have, source_digest, target_digest):
+            plan.unchanged += 1
+            if have.mtime != info.mtime:
+                plan.set_time.append((path, info.mtime))
+        else:
+            plan.copy.append(path)
+    if delete:  # what goes with a clash's folder is not removed again
+        plan.remove = [p for p in _extra(source, target) if not _under(p, plan.remove_first)]
+    return plan
+
+
+def _under(path: str, folders: list[str]) -> bool:
+    """Whether ``path`` is inside one of ``folders``."""
+    return any(path.startswith(prefix + "/") for prefix in folders)
+
+
+def _same_content(
+    path: str, info: FileInfo, have: FileInfo, source: Digest | None, target: Digest | None
+) -> bool:
+    ours = info.blake3 or (source(path) if source else None)
+    theirs = have.blake3 or (target(path) if target else None)
+    return ours is not None and ours == theirs
+
+
+def _extra(source: Tree, target: Tree) -> list[str]:
+    """What the target has and the source does not: top-most paths only, deepest first."""
+    keep = source.files.keys() | source.folders
+    extra = sorted(
+        p for p in (target.files.keys() | target.folders | target.others) if p not in keep
+    )
+    top: list[str] = []
+    for path in extra:
+        if not any(path.startswith(parent + "/") for parent in top):
+            top.append(path)
+    return sorted(top, key=lambda p: (-p.count("/"), p))
+
+
+@dataclass
+class MirrorEnds:
+    """The two roots of a mirror and its direction (``get``: download, ``put``: upload)."""
+
+    direction: str
+    remote: str
+    local: str
+
+    def source(self, relative: str) -> str:
+        return self._remote(relative) if self.direction == "get" else self._local(relative)
+
+    def target(self, relative: str) -> str:
+        return self._local(relative) if self.direction == "get" else self._remote(relative)
+
+    def _remote(self, relative: str) -> str:
+        return posixpath.join(self.remote, relative) if relative else self.remote
+
+    def _local(self, relative: str) -> str:
+        return os.path.join(self.local, *relative.split("/")) if relative else self.local
+
+
+def run_plan(
+    client: FileTransferClient,
+    ends: MirrorEnds,
+    plan: MirrorPlan,
+    source: Tree,
+    target_exists: bool,
+    on_file: OnFile | None = None,
+) -> CopyResult:
+    """Carry out ``plan`` from ``source`` to the other end; returns what was copied."""
+    for path in plan.remove_first:
+        _remove(client, ends, path)
+    if not target_exists:
+        _make_folder(client, ends, "")
+    for folder in plan.make_folders:
+        _make_folder(client, ends, folder)
+    pairs = [(ends.source(path), ends.target(path)) for path in plan.copy]
+    mtimes = {ends.source(path): source.files[path].mtime for path in plan.copy}
+    result = copy_files(client, ends.direction, pairs, True, on_file, None, mtimes)
+    if ends.direction == "get":
+        for path, mtime in plan.set_time:
+            try:
+                os.utime(ends.target(path), (mtime, mtime))
+            except OSError as exc:
+                result.mtime_failures.append(f"{ends.target(path)}: {exc.strerror}")
+    elif plan.set_time:
+        times = [(ends.target(path), mtime) for path, mtime in plan.set_time]
+        for (path, _), outcome in zip(times, client.touch_many(times), strict=True):
+            if outcome is not None:
+                result.mtime_failures.append(f"{path}: {outcome}")
+    for path in plan.remove:
+        _remove(client, ends, path)
+    return result
+
+
+def _make_folder(client: FileTransferClient, ends: MirrorEnds, relative: str) -> None:
+    if ends.direction == "get":
+        try:
+            os.makedirs(ends.target(relative), exist_ok=True)
+        except OSError as exc:
+            raise LocalError(f"{exc.strerror}: {ends.target(relative)}") from exc
+    else:
+        client.mkdir(ends.target(relative), parents=True)
+
+
+def _remove(client: FileTransferClient, ends: MirrorEnds, relative: str) -> None:
+    """Remove a target path (a folder with all it holds; a link as a link)."""
+    path = ends.target(relative)
+    if ends.direction == "put":
+        client.rm(path, recursive=True)
+        return
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    except OSError as exc:
+        raise LocalError(f"{exc.strerror}: {path}") from exc

@@ -1,0 +1,232 @@
+"""The shell's many-file commands: ``mirror``, ``mget``, ``mput``, and ``get``/``put`` of a pattern.
+
+``mirror`` plans with :mod:`ftpclient.mirror` and copies through
+:func:`ftpclient.copying.copy_files`; ``mget``/``mput`` expand their
+patterns (:mod:`ftpclient.globbing`) and copy the files they name through
+the same function.  In ``--json`` mode each file is one record (``mirror``
+with its ``action``, or ``get``/``put``) and a mirror ends with a
+``mirror_summary`` record.  Mixed into :class:`~ftpclient.shell.ClientShell`.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ftpclient.client import LocalError
+from ftpclient.copying import CopyResult, copy_files
+from ftpclient.globbing import expand_local, expand_remote, split_words
+from ftpclient.mirror import (
+    MirrorEnds,
+    local_digest,
+    local_tree,
+    plan_mirror,
+    remote_tree,
+    run_plan,
+)
+from ftpproto.units import format_size
+
+if TYPE_CHECKING:
+    from ftpclient.client import FileTransferClient, Monitor, TransferResult
+    from ftpclient.mirror import MirrorPlan
+    from ftpclient.output import Output
+
+__all__ = ["MirrorCommands"]
+
+MIRROR_USAGE = "mirror [-R] [-c] [--delete] [--dry-run] SOURCE [TARGET]"
+MIRROR_FLAGS = {"-R": "R", "-c": "c", "--delete": "delete", "-e": "delete", "--dry-run": "dry"}
+
+
+class MirrorCommands:
+    """``do_mirror``, ``do_mget``, ``do_mput`` and the pattern copies of ``get``/``put``."""
+
+    client: FileTransferClient
+    out: Output
+    fail: Callable[..., None]
+    _args: Callable[..., tuple[set[str], list[str]] | None]
+    _track: Callable[[str, str, str], Monitor]
+
+    def mtime_warnings(self, result: CopyResult) -> None:
+        """One notice per modification time that could not be kept."""
+        for problem in result.mtime_failures:
+            self.out.warning(f"modification time not kept: {problem}")
+
+    def copy_matches(
+        self, direction: str, words: list[str], target: str | None, preserve: bool
+    ) -> None:
+        """Copy every file the words (patterns or names) name into ``target`` (a folder)."""
+        sources: list[str] = []
+        for word in words:
+            if direction == "get":
+                named = expand_remote(self.client, word)
+                for path, entry in named:
+                    if entry.type in ("file", "?"):
+                        sources.append(path)
+                    else:
+                        self.out.warning(f"skipped ({entry.type}): {path}")
+            else:
+                for path in expand_local(word):
+                    if os.path.isfile(path):
+                        sources.append(path)
+                    else:
+                        self.out.warning(f"skipped (not a file): {path}")
+        if direction == "get":
+            if target and len(sources) > 1 and not os.path.isdir(target):
+                raise LocalError(f"not a folder: {target} ({len(sources)} files match)")
+            pairs = [(path, target or "") for path in sources]
+        else:
+            base = target.rstrip("/") + "/" if target else ""
+            pairs = [(path, base + os.path.basename(path)) for path in sources]
+        result = copy_files(
+            self.client,
+            direction,
+            pairs,
+            preserve,
+            lambda done: self.out.transfer(direction, done),
+            lambda name: self._track(direction, name, f"{direction} -a {name}"),
+        )
+        self.mtime_warnings(result)
+        self.out.info(f"{len(result.files)} files ({format_size(result.size)}) copied")
+
+    def _many(self, direction: str, arg: str) -> None:
+        usage = f"m{direction} [-p] PATTERN..."
+        parsed = self._args(arg, 1, 1000, usage, "p")
+        if parsed is not None:
+            self.copy_matches(direction, parsed[1], None, "p" in parsed[0])
+
+    def do_mget(self, arg: str) -> None:
+        """mget [-p] PATTERN...: download the remote files the patterns match, here.
+
+        -p keeps their modification times.  Quote a pattern to take it as a
+        name.  Example: mget *.csv reports/2026-*"""
+        self._many("get", arg)
+
+    def do_mput(self, arg: str) -> None:
+        """mput [-p] PATTERN...: upload the local files the patterns match.
+
+        -p keeps their modification times.  Example: mput -p *.log"""
+        self._many("put", arg)
+
+    def do_mirror(self, arg: str) -> None:
+        """mirror [-R] [-c] [--delete] [--dry-run] SOURCE [TARGET]: copy only what changed.
+
+        Downloads the remote folder SOURCE into TARGET (default: its name here);
+        -R uploads the local folder SOURCE instead.  Files missing or with
+        another size or modification time are copied (-c: another BLAKE3
+        digest), times kept; --delete (-e) removes what SOURCE no longer has;
+        --dry-run only says what it would do.  Example: mirror -c --delete site"""
+        options: set[str] = set()
+        words: list[str] = []
+        for word in split_words(arg):
+            if not words and word in MIRROR_FLAGS:
+                options.add(MIRROR_FLAGS[word])
+            elif not words and word.startswith("-") and word != "-":
+                self.fail(f"usage: {MIRROR_USAGE}")
+                return
+            else:
+                words.append(word)
+        if not 1 <= len(words) <= 2:
+            self.fail(f"usage: {MIRROR_USAGE}")
+            return
+        upload = "R" in options
+        source = words[0]
+        name = (
+            os.path.basename(source.rstrip("/"))
+            if upload
+            else posixpath.basename(source.rstrip("/"))
+        )
+        target = words[1] if len(words) == 2 else (name if name not in ("", ".", "..") else ".")
+        ends = MirrorEnds("put", target, source) if upload else MirrorEnds("get", source, target)
+        self._mirror(
+            ends, by_digest="c" in options, delete="delete" in options, dry="dry" in options
+        )
+
+    def _mirror(self, ends: MirrorEnds, by_digest: bool, delete: bool, dry: bool) -> None:
+        remote = remote_tree(self.client, ends.remote, by_digest)
+        local = local_tree(ends.local)
+        if ends.direction == "get":
+            if not remote.exists:
+                self.fail(f"remote: no such folder: {ends.remote}", 404)
+                return
+            source, target = remote, local
+            plan = plan_mirror(source, target, by_digest, delete, None, local_digest(ends.local))
+        else:
+            if not local.exists:
+                self.fail(f"local: no such folder: {ends.local}")
+                return
+            source, target = local, remote
+            plan = plan_mirror(source, target, by_digest, delete, local_digest(ends.local), None)
+        for skipped in plan.skipped:
+            self.out.warning(
+                f"skipped (link, special file or a clash of file and folder): {skipped}"
+            )
+        if dry:
+            self._report_plan(plan)
+            return
+        relative = {ends.source(path): path for path in plan.copy}
+        result = run_plan(
+            self.client,
+            ends,
+            plan,
+            source,
+            target.exists,
+            lambda done: self._mirrored(ends.direction, relative, done),
+        )
+        self.mtime_warnings(result)
+        for path, _ in plan.set_time:
+            self._event("time set", path)
+        for path in plan.remove:
+            self._event("removed", path)
+        self._summary(plan, len(result.files), result.size, dry=False)
+
+    def _mirrored(self, direction: str, relative: dict[str, str], done: TransferResult) -> None:
+        source = done.remote if direction == "get" else done.local
+        path = relative.get(source, source)
+        fields = {"action": "copy", "path": path, "bytes": done.size, "blake3": done.blake3}
+        self.out.record("mirror", fields)
+        self.out.info(f"copied: {path} ({format_size(done.size)}, blake3 verified)")
+
+    def _event(self, action: str, path: str, dry: bool = False) -> None:
+        """One file's event: a ``mirror`` record, or a line (left out with --quiet)."""
+        self.out.record("mirror", {"action": action, "path": path, "dry_run": dry})
+        self.out.info(f"{'would be ' if dry else ''}{action}: {path}")
+
+    def _report_plan(self, plan: MirrorPlan) -> None:
+        for path in plan.remove_first:
+            self._event("removed", path, dry=True)
+        for path in plan.make_folders:
+            self._event("created", path, dry=True)
+        for path in plan.copy:
+            self._event("copied", path, dry=True)
+        for path, _ in plan.set_time:
+            self._event("time set", path, dry=True)
+        for path in plan.remove:
+            self._event("removed", path, dry=True)
+        self._summary(plan, len(plan.copy), None, dry=True)
+
+    def _summary(self, plan: MirrorPlan, copied: int, size: int | None, dry: bool) -> None:
+        verb = "would copy" if dry else "copied"
+        parts = [f"{copied} {'file' if copied == 1 else 'files'} {verb}"]
+        if size:
+            parts[0] += f" ({format_size(size)})"
+        parts.append(f"{plan.unchanged} unchanged")
+        removed = len(plan.remove) + len(plan.remove_first)
+        if removed:
+            parts.append(f"{removed} {'would be ' if dry else ''}removed")
+        if plan.set_time:
+            parts.append(f"{len(plan.set_time)} times set")
+        if plan.skipped:
+            parts.append(f"{len(plan.skipped)} skipped")
+        fields = {
+            "copied": copied,
+            "bytes": size,
+            "unchanged": plan.unchanged,
+            "removed": removed,
+            "times_set": len(plan.set_time),
+            "folders_created": len(plan.make_folders),
+            "skipped": len(plan.skipped),
+            "dry_run": dry,
+        }
+        self.out.result("mirror_summary", fields, "mirror: " + ", ".join(parts))
