@@ -65,22 +65,30 @@ def ensure_tools(columns: list[str]) -> dict[str, str]:
 
 
 def free_ports(count: int, hosts: tuple[str, ...]) -> list[int]:
-    """``count`` consecutive ports free on every one of ``hosts`` (from 30000 up)."""
-    for base in range(30000 + (os.getpid() % 200) * 64, 60000, 64):
+    """``count`` consecutive ports free on every one of ``hosts``.
+
+    Searched from 20000 up, below Linux's ephemeral ports (32768-60999), so no
+    client connection takes one meanwhile; probed with SO_REUSEADDR, as the
+    servers bind, so connections in TIME_WAIT do not hide a free port.
+    """
+    hosts = tuple(dict.fromkeys(hosts))
+    error: OSError | None = None
+    for base in range(20000 + (os.getpid() % 100) * 64, 32700 - count, 64):
         held: list[socket.socket] = []
         try:
             for port in range(base, base + count):
                 for host in hosts:
                     sock = socket.socket()
                     held.append(sock)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     sock.bind((host, port))
             return list(range(base, base + count))
-        except OSError:
-            continue
+        except OSError as exc:
+            error = exc
         finally:
             for sock in held:
                 sock.close()
-    raise RuntimeError(f"no {count} consecutive free ports")
+    raise RuntimeError(f"no {count} consecutive free ports on {', '.join(hosts)}: {error}")
 
 
 def _listening(pid: int, port: int) -> bool:
