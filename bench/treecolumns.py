@@ -10,9 +10,9 @@ files from its own folder: ``tree`` (the test tree) and ``big.bin``.
 from __future__ import annotations
 
 import contextlib
-import os
 import shlex
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,10 +167,11 @@ class Column:
                 cafile = self.shared.cert if tls else None
                 yield Endpoint(self.name, served, prefix, env, host, server.info.port, tls=cafile)
             return
-        hosts = ("127.0.0.1", link.server_host)
+        # free here and on the proxy's target; a fresh namespace has every port free
+        hosts = ("127.0.0.1", link.server_host) if link.method == "proxy" else ("127.0.0.1",)
         if self.family == "ssh":
             port = peers.free_ports(1, hosts)[0]
-            folder = self.shared.tmp / f"sshd-{os.getpid()}-{port}"
+            folder = Path(tempfile.mkdtemp(prefix="sshd-", dir=self.shared.tmp))
             sshd, key = peers.start_sshd(folder, link.server_host, port, link.server_command([]))
             try:
                 with link.reach([port]) as host:
@@ -180,10 +181,9 @@ class Column:
             return
         ports = peers.free_ports(1 + peers.PASV_PORTS, hosts)
         advertise = "127.0.0.1" if link.method == "proxy" else None
-        vsftpd = peers.start_vsftpd(
-            self.shared.tmp / f"vsftpd-{ports[0]}", served.parent, link.server_host, ports[0],
-            ports[1:], advertise, link.server_command([]),
-        )  # fmt: skip
+        folder = Path(tempfile.mkdtemp(prefix="vsftpd-", dir=self.shared.tmp))
+        vsftpd = peers.start_vsftpd(folder, served.parent, link.server_host, ports[0],
+                                    ports[1:], advertise, link.server_command([]))  # fmt: skip
         try:
             with link.reach(ports) as host:
                 yield Endpoint(self.name, served, prefix, env, host, ports[0])
