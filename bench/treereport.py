@@ -57,14 +57,17 @@ def _median(results: TreeResults, row: str, link: str, column: str) -> float | N
     return statistics.median(values) if values else None
 
 
-def _slower(results: TreeResults, row: str, link: str, other: str, most: float) -> Target | None:
-    """Ours takes at most ``most`` x the time of ``other``."""
+def _slower(
+    results: TreeResults, row: str, link: str, other: str, most: float, name: str = ""
+) -> Target | None:
+    """Ours takes at most ``most`` x the time of ``other`` (target ``name``)."""
     ours, theirs = _median(results, row, link, "ours"), _median(results, row, link, other)
     if ours is None or theirs is None:
         return None
     ratio = ours / theirs
     text = f"{ratio:.2f} (ours {ours:.2f} s / {other} {theirs:.2f} s; needs <= {most:g})"
-    return Target(f"{row} at {link}: ours <= {most:g} x {other}", text, ratio <= most)
+    name = name or f"{row} at {link}: ours <= {most:g} x {other}'s time"
+    return Target(name, text, ratio <= most)
 
 
 def _faster(results: TreeResults, row: str, link: str, other: str, least: float) -> Target | None:
@@ -103,10 +106,13 @@ def targets(results: TreeResults, big_mib: int) -> list[Target]:
             found += [_slower(results, row, link, "rsync", 1.5),
                       _faster(results, row, link, "sftp", 3.0)]  # fmt: skip
         for row in ("big down", "big up"):
-            found.append(_slower(results, row, link, "lftp", 1.0))
+            name = f"{_label(row, big_mib)} at {link}: ours >= lftp's throughput"
+            found.append(_slower(results, row, link, "lftp", 1.0, name))
     if "loopback" in results.links:
         for row in ("tree up", "tree down", "mirror, unchanged"):
-            found += [_slower(results, row, "loopback", peer, 1.0) for peer in PEERS]
+            found += [_slower(results, row, "loopback", peer, 1.0,
+                              f"{row} at loopback: ours ahead of {peer}")
+                      for peer in PEERS]  # fmt: skip
     found += [_mirror(results, link) for link in results.links]
     return [t for t in found if t is not None]
 
