@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import os
 import secrets
+import shlex
 import shutil
 import subprocess
 import time
@@ -80,8 +81,9 @@ def _execute(argv: list[str], env: dict[str, str], timeout: float) -> float:
     if "unknown command: mirror" in output:
         raise NotAvailable(NO_MIRROR)
     if done.returncode != 0:
-        raise RuntimeError(f"{argv[argv.index('-c') + 1] if '-c' in argv else argv[-1]!r} "
-                           f"exited {done.returncode}: {output[-600:]}")  # fmt: skip
+        command = shlex.join(argv)
+        command = command if len(command) < 300 else "..." + command[-300:]
+        raise RuntimeError(f"{command} exited {done.returncode}: {output[-600:]}")
     return seconds
 
 
