@@ -33,11 +33,12 @@ from bench.servers import USER
 from bench.treecolumns import COLUMNS, Column, Endpoint, Shared
 from bench.treedata import check_copy, file_digest, hash_seconds, make_tree, tree_digests
 
-__all__ = ["TREE_WORKLOADS", "TreeOptions", "TreeResults", "run"]
+__all__ = ["ROWS", "TREE_WORKLOADS", "TreeOptions", "TreeResults", "run"]
 
 TREE_WORKLOADS = ("tree", "tree-big")
 BIG_COLUMNS = ("ours", "ours-tls", "lftp")
 NO_MIRROR = "n/a (no mirror in this client)"
+ROWS = ("tree up", "tree down", "mirror, unchanged", "big down", "big up")
 
 
 class NotAvailable(Exception):
@@ -267,7 +268,7 @@ def run(names: list[str], opts: TreeOptions, tmp: Path) -> TreeResults:
             results.links[link.name] = link.description
             print(f"link {link.description}", flush=True)
             for column, reason in reasons.items():
-                for row in ("tree up", "tree down", "mirror, unchanged", "big down", "big up"):
+                for row in ROWS:
                     results.notes.setdefault((row, link.name), {})[column] = f"n/a ({reason})"
             for rep in range(1, opts.reps + 1):
                 for column in _rotated(columns, rep):
@@ -282,6 +283,8 @@ def run(names: list[str], opts: TreeOptions, tmp: Path) -> TreeResults:
                                 runner.big_steps(end, link, rep)
                     except Exception as exc:  # the server did not start: say so, go on
                         print(f"[{link.name} {rep}/{opts.reps}] {column:8} ERROR {exc}")
+                        for row in ROWS:
+                            results.notes.setdefault((row, link.name), {})[column] = "ERROR"
                         results.runs.append({"link": link.name, "rep": rep, "column": column,
                                              "error": f"{type(exc).__name__}: {exc}"})  # fmt: skip
     return results

@@ -12,12 +12,11 @@ from typing import Any
 
 from bench.measure import MIB, summarize
 from bench.report import Target
-from bench.treebench import TreeResults
+from bench.treebench import ROWS, TreeResults
 from bench.treecolumns import COLUMNS
 
 __all__ = ["as_json", "render_table", "targets", "throughput_lines"]
 
-ROWS = ("tree up", "tree down", "mirror, unchanged", "big down", "big up")
 PEERS = ("rsync", "sftp", "lftp")
 
 
