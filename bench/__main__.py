@@ -7,7 +7,8 @@ runs), starting a fresh server process for every run.  Prints a table of
 medians with min and max, the targets of issue 6 as ratios from this run,
 and writes the figures and every single run to a JSON file.  Temporary files live in one temporary
 folder, removed at the end; every server and load worker is stopped in a
-``finally`` block.  See docs/PERFORMANCE.md.
+``finally`` block.  The tree workloads of issue 15 (``--only f``, not run by
+default) are in :mod:`bench.treebench`.  See docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations

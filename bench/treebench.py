@@ -240,7 +240,7 @@ def _method(opts: TreeOptions) -> str:
     if works:
         return "netem"
     if opts.method == "netem":
-        raise RuntimeError(f"netem is not available here: {why}")
+        raise SystemExit(f"--tree-link-method netem: netem is not available here ({why})")
     print(f"note: netem is not available here ({why}); the delayed link is a userland delay proxy")
     return "proxy"
 
