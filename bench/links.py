@@ -101,9 +101,9 @@ class Link:
             return "loopback (127.0.0.1)"
         half = f"{1000 * self.rtt / 2:g} ms"
         if self.method == "netem":
-            return (f"{self.name}: namespaces {self.server_ns} / {self.client_ns}, veth with "
+            return (f"namespaces {self.server_ns} / {self.client_ns}, veth with "
                     f"netem delay {half} each way")  # fmt: skip
-        return f"{self.name}: userland delay proxy on 127.0.0.1, {half} each way (no netem here)"
+        return f"userland delay proxy on 127.0.0.1, {half} each way (no netem here)"
 
     def server_command(self, command: list[str]) -> list[str]:
         """``command`` as run on the servers' side of the link."""
@@ -177,10 +177,9 @@ def open_link(rtt: float, method: str) -> Iterator[Link]:
     if method == "proxy":
         yield Link(f"{1000 * rtt:g}ms", "proxy", rtt, "127.0.0.2")
         return
-    link: Link | None = None
     try:
         link = _namespaces(rtt)
-        time.sleep(0.2)  # let the veth pair come up (IPv6 DAD is not involved: IPv4 only)
+        time.sleep(0.2)  # let the veth pair come up
         yield link
     finally:
         pid = os.getpid()

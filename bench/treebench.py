@@ -266,7 +266,7 @@ def run(names: list[str], opts: TreeOptions, tmp: Path) -> TreeResults:
     for rtt in links:
         with open_link(rtt, method) as link:
             results.links[link.name] = link.description
-            print(f"link {link.description}", flush=True)
+            print(f"link {link.name}: {link.description}", flush=True)
             for column, reason in reasons.items():
                 for row in ROWS:
                     results.notes.setdefault((row, link.name), {})[column] = f"n/a ({reason})"
