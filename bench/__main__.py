@@ -7,7 +7,7 @@ runs), starting a fresh server process for every run.  Prints a table of
 medians with min and max, the targets of issue 6 as ratios from this run,
 and writes the figures and every single run to a JSON file.  Temporary files live in one temporary
 folder, removed at the end; every server and load worker is stopped in a
-``finally`` block.  The tree workloads of issue 15 (``--only f``, not run by
+``finally`` block.  The tree workloads of issue 15 (``--only t``, not run by
 default) are in :mod:`bench.treebench`.  See docs/PERFORMANCE.md.
 """
 
@@ -81,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
         "--only",
         help="comma-separated workloads: a b c d e f, or "
         + ", ".join([*WORKLOADS, *treebench.TREE_WORKLOADS])
-        + " (default: a-e; f = tree, tree-big: see the --tree options)",
+        + " (default: a-e; t = tree, tree-big: see the --tree options)",
     )
     treebench.add_options(parser)
     parser.add_argument(
@@ -102,7 +102,7 @@ def _selected(only: str | None) -> list[str]:
     chosen: list[str] = []
     for word in (w.strip() for w in only.split(",") if w.strip()):
         known = (*WORKLOADS, *treebench.TREE_WORKLOADS)
-        names = {**GROUPS, "f": treebench.TREE_WORKLOADS}.get(
+        names = {**GROUPS, "t": treebench.TREE_WORKLOADS}.get(
             word, (word,) if word in known else None
         )
         if names is None:

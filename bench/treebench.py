@@ -315,7 +315,7 @@ def _columns(text: str) -> tuple[str, ...]:
 
 def add_options(parser: argparse.ArgumentParser) -> None:
     """The command-line options of the tree workloads."""
-    group = parser.add_argument_group("tree workloads (--only f, tree, tree-big)")
+    group = parser.add_argument_group("tree workloads (--only t, tree, tree-big)")
     group.add_argument("--tree-files", type=int, default=2000, help="files in the tree (2000)")
     group.add_argument("--tree-folders", type=int, default=20, help="folders in the tree (20)")
     group.add_argument("--tree-reps", type=int, default=1, help="repetitions (1)")
