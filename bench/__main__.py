@@ -7,7 +7,8 @@ runs), starting a fresh server process for every run.  Prints a table of
 medians with min and max, the targets of issue 6 as ratios from this run,
 and writes the figures and every single run to a JSON file.  Temporary files live in one temporary
 folder, removed at the end; every server and load worker is stopped in a
-``finally`` block.  See docs/PERFORMANCE.md.
+``finally`` block.  The tree workloads of issue 15 (``--only t``, not run by
+default) are in :mod:`bench.treebench`.  See docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import report
+from bench import report, treebench, treereport
 from bench.environment import (
     REPO_ROOT,
     bench_python,
@@ -78,8 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--bcrypt-rounds", type=int, default=12, help="bcrypt cost (12)")
     parser.add_argument(
         "--only",
-        help="comma-separated workloads: a b c d e, or " + ", ".join(WORKLOADS) + " (default: all)",
+        help="comma-separated workloads: a b c d e f, or "
+        + ", ".join([*WORKLOADS, *treebench.TREE_WORKLOADS])
+        + " (default: a-e; t = tree, tree-big: see the --tree options)",
     )
+    treebench.add_options(parser)
     parser.add_argument(
         "--workers", type=int, help="our server's worker processes (default: its own default)"
     )
@@ -97,11 +101,14 @@ def _selected(only: str | None) -> list[str]:
         return list(WORKLOADS)
     chosen: list[str] = []
     for word in (w.strip() for w in only.split(",") if w.strip()):
-        names = GROUPS.get(word, (word,) if word in WORKLOADS else None)
+        known = (*WORKLOADS, *treebench.TREE_WORKLOADS)
+        names = {**GROUPS, "t": treebench.TREE_WORKLOADS}.get(
+            word, (word,) if word in known else None
+        )
         if names is None:
-            raise SystemExit(f"unknown workload {word!r}: use {', '.join([*GROUPS, *WORKLOADS])}")
+            raise SystemExit(f"unknown workload {word!r}: use a-f, {', '.join(known)}")
         chosen += [n for n in names if n not in chosen]
-    return [n for n in WORKLOADS if n in chosen]
+    return [n for n in (*WORKLOADS, *treebench.TREE_WORKLOADS) if n in chosen]
 
 
 def _machine() -> dict[str, Any]:
@@ -339,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; 0 when every run measured, 1 if some failed."""
     args = _parser().parse_args(argv)
     names = _selected(args.only)
+    trees = [n for n in names if n in treebench.TREE_WORKLOADS]
+    names = [n for n in names if n not in treebench.TREE_WORKLOADS]
     signal.signal(signal.SIGTERM, _terminate)  # clean up (servers, files) as on Ctrl-C
     raise_open_files_limit()
     python = bench_python()
@@ -358,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: {free // MIB} MiB free in {tmp}, the runs may need {need // MIB}")
         setup, kinds = _prepare(args, tmp, names)
         values, runs = _run_all(names, kinds, setup, args, tmp / "logs")
+        tree_results = treebench.run(trees, treebench.options(args), tmp) if trees else None
     except KeyboardInterrupt:
         print("\ninterrupted: servers stopped, temporary files removed", file=sys.stderr)
         return 130
@@ -365,12 +375,13 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     elapsed = time.monotonic() - began
     table = report.summaries(values)
-    print()
-    counts = sorted({_reps(name, args) for name in names})
-    print(f"Medians of {' or '.join(map(str, counts))} runs [min-max]; {_scale(args, names)};"
-          f" {elapsed / 60:.1f} min")  # fmt: skip
-    print(report.render_table(table, args.clients, args.idle))
-    print()
+    if names:
+        print()
+        counts = sorted({_reps(name, args) for name in names})
+        print(f"Medians of {' or '.join(map(str, counts))} runs [min-max]; {_scale(args, names)};"
+              f" {elapsed / 60:.1f} min")  # fmt: skip
+        print(report.render_table(table, args.clients, args.idle))
+        print()
     found = report.targets(table, args.clients, args.idle)
     for target in found:
         print(target.line())
@@ -384,12 +395,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     if setup.big_digest:
         print(f"1 file BLAKE3 {setup.big_digest} (ours: verified by the client on every download)")
-    failed = [r for r in runs if "error" in r]
+    tree_json = treereport.report(tree_results, args.size_mib) if tree_results else None
+    failed = [r for r in runs if "error" in r] + (tree_json["failed"] if tree_json else [])
     data = {
         "machine": _machine(),
         "packages": bench_versions(python),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "workloads": names,
+        "workloads": [*names, *trees],
         "elapsed_s": round(elapsed, 1),
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "other_cpu_before_pct": round(100 * busy, 1),
@@ -402,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         "failed_runs": len(failed),
         "disturbed_runs": disturbed,
         "big_digest": setup.big_digest,
+        "tree": tree_json,
         "digests_seen": sorted(d for d in digests if d),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

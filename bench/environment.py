@@ -77,16 +77,20 @@ def bench_versions(python: Path) -> dict[str, str]:
     return {"pyftpdlib": ftpd, "psutil": ps}
 
 
-def make_certificate(folder: Path) -> tuple[Path, Path]:
-    """A self-signed certificate and key for 127.0.0.1 (and localhost); ``(cert, key)``."""
+def make_certificate(folder: Path, addresses: tuple[str, ...] = ()) -> tuple[Path, Path]:
+    """A self-signed certificate and key for 127.0.0.1 (and localhost); ``(cert, key)``.
+
+    ``addresses``: more IP addresses the certificate names (needs ``openssl``).
+    """
     cert, key = folder / "cert.pem", folder / "key.pem"
     openssl = shutil.which("openssl")
+    names = ",".join(["IP:127.0.0.1", *(f"IP:{a}" for a in addresses), "DNS:localhost"])
     if openssl:
         subprocess.run(
             [
                 openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                 "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-                "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                "-addext", f"subjectAltName={names}",
             ],
             check=True,
             capture_output=True,

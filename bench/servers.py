@@ -103,10 +103,11 @@ def our_config(
     fsync: bool = False,
     tls: tuple[Path, Path] | None = None,
     workers: int | None = None,
+    host: str = "127.0.0.1",
 ) -> Path:
     """Write the ``server.yaml`` the benchmark runs our server with; return its path."""
     lines = [
-        "host: 127.0.0.1",
+        f"host: {host}",
         "port: 0",
         f"users: {users}",
         f"home: {home_root}",
