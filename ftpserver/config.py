@@ -56,6 +56,12 @@ class Settings:
     audit_json: bool = False
     shutdown_grace: float = 30.0
     workers: int = 0
+    storage: str = "local"
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    s3_endpoint: str = ""
+    s3_region: str = ""
+    s3_part_size: int = 8 * 1024 * 1024
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with the given fields changed; ``None`` values are ignored."""
@@ -96,7 +102,14 @@ _LIMITS: dict[str, tuple[type, float | None, float | None]] = {
     "audit_json": (bool, None, None),
     "shutdown_grace": (float, 0, 3600),
     "workers": (int, 0, 256),
+    "storage": (str, None, None),
+    "s3_bucket": (str, None, None),
+    "s3_prefix": (str, None, None),
+    "s3_endpoint": (str, None, None),
+    "s3_region": (str, None, None),
+    "s3_part_size": (int, 5 * 1024 * 1024, 5 * 1024 * 1024 * 1024),
 }
+_STORAGES = ("local", "s3")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -123,6 +136,7 @@ def load_settings(path: Path, base: Settings | None = None) -> Settings:
             problems.append(exc)
     if not problems and bool(changes.get("tls_cert")) != bool(changes.get("tls_key")):
         problems.append(doc.error(("tls_cert",), "tls_cert and tls_key go together"))
+    problems += _storage_problems(doc, {**dataclasses.asdict(base or Settings()), **changes})
     for key in ("tls_cert", "tls_key"):
         if changes.get(key) is not None and not changes[key].is_file():
             problems.append(doc.error((key,), f"{key}: no such file: {changes[key]}"))
@@ -157,6 +171,8 @@ def _check(doc: yamlfile.Document, key: str, value: Any) -> Any:
             if value.upper() not in _LOG_LEVELS:
                 raise doc.error(where, f"log_level: expected one of {', '.join(_LOG_LEVELS)}")
             return value.upper()
+        if key == "storage" and value not in _STORAGES:
+            raise doc.error(where, f"storage: expected one of {', '.join(_STORAGES)}")
         return value
     numeric = (int, float) if kind is float else (int,)
     expected = "a number" if kind is float else "an integer"
@@ -168,6 +184,17 @@ def _check(doc: yamlfile.Document, key: str, value: Any) -> Any:
         bounds = f"from {low}" + (f" to {high}" if high is not None else " up")
         raise doc.error(where, f"{key}: {value} is out of range ({bounds})")
     return kind(value)
+
+
+def _storage_problems(doc: yamlfile.Document, merged: dict[str, Any]) -> list[ConfigError]:
+    """``s3_bucket`` goes with ``storage: s3``; the prefix is a key prefix, not a path."""
+    problems = []
+    if merged.get("storage") == "s3" and not merged.get("s3_bucket"):
+        problems.append(doc.error(("storage",), "storage: s3 needs s3_bucket"))
+    prefix = str(merged.get("s3_prefix") or "")
+    if prefix and any(part in ("", ".", "..") for part in prefix.strip("/").split("/")):
+        problems.append(doc.error(("s3_prefix",), "s3_prefix: no empty, '.' or '..' parts"))
+    return problems
 
 
 def log_level(settings: Settings) -> int:

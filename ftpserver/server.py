@@ -41,6 +41,7 @@ __all__ = [
     "StorageFactory",
     "apply_shared_settings",
     "local_storage",
+    "s3_storage",
     "tls_context",
 ]
 
@@ -56,6 +57,11 @@ FIXED_SETTINGS = (
     "tls_cert",
     "tls_key",
     "workers",
+    "storage",
+    "s3_bucket",
+    "s3_prefix",
+    "s3_endpoint",
+    "s3_region",
 )
 
 
@@ -117,6 +123,22 @@ def local_storage(server: FileTransferServer, user: User) -> Storage:
     )
 
 
+def s3_storage(server: FileTransferServer, user: User) -> Storage:
+    """The :data:`StorageFactory` for ``storage: s3``: the user's key prefix in the bucket."""
+    from ftpserver.storage.s3 import S3Storage  # imports boto3: only when configured
+    from ftpserver.storage.s3client import shared_client
+
+    settings = server.settings
+    return S3Storage(
+        user,
+        server.quotas,
+        shared_client(settings),
+        settings.s3_bucket,
+        settings.s3_prefix,
+        settings.s3_part_size,
+    )
+
+
 class _Sessions:
     """The live sessions, for shutdown."""
 
@@ -168,7 +190,10 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         self.bandwidth = self.shared.bandwidth
         self.passwords = PasswordGate(settings.password_checks, settings.password_cache_ttl)
         self.digests = DigestCache()
-        self.storage_factory: StorageFactory = local_storage  # where users' files are stored
+        # where users' files are stored
+        self.storage_factory: StorageFactory = (
+            s3_storage if settings.storage == "s3" else local_storage
+        )
         self.audit = Audit(settings.audit_json)
         self.tls = tls_context(settings)
         self.sessions = _Sessions()

@@ -1,0 +1,271 @@
+"""Unit tests of S3Storage against a real SeaweedFS (no mock): paths, folders, files, quotas.
+
+Each test gets a fresh key prefix in the test bucket (``s3_settings``) and an
+in-process :class:`QuotaBook`; what the storage did is checked in the bucket
+with a plain boto3 client.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from s3service import BUCKET, SeaweedS3
+
+from ftpproto.digest import new_hasher
+from ftpproto.errors import ErrorCode, ProtocolError
+from ftpserver.config import Settings
+from ftpserver.state.ledger import QuotaBook
+from ftpserver.storage.s3 import S3Storage
+from ftpserver.storage.s3client import check_bucket, make_client
+from ftpserver.users import User
+
+pytestmark = pytest.mark.timeout(120)
+MIB = 1024 * 1024
+
+
+def digest_of(data: bytes) -> str:
+    hasher = new_hasher()
+    hasher.update(data)
+    return hasher.hexdigest()
+
+
+@pytest.fixture
+def settings(s3_settings: dict[str, object]) -> Settings:
+    return Settings().replace(**s3_settings)
+
+
+def make_storage(settings: Settings, quota: int | None = None, name: str = "alice") -> S3Storage:
+    user = User(name, b"", Path("/nonexistent"), quota)
+    return S3Storage(
+        user,
+        QuotaBook(),
+        make_client(settings),
+        settings.s3_bucket,
+        settings.s3_prefix,
+        settings.s3_part_size,
+    )
+
+
+@pytest.fixture
+def storage(settings: Settings) -> S3Storage:
+    return make_storage(settings)
+
+
+def keys(seaweed: SeaweedS3, prefix: str) -> list[str]:
+    answer = seaweed.client().list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+    return sorted(item["Key"][len(prefix) :] for item in answer.get("Contents", []))
+
+
+def upload(storage: S3Storage, virtual: str, data: bytes, piece: int = 64 * 1024) -> str:
+    """Send ``data`` through an upload handle as a session would; the digest."""
+    with storage.open_upload(virtual) as handle:
+        offset, hasher = handle.start(len(data), None)
+        assert offset == 0
+        for start in range(0, len(data), piece):
+            chunk = data[start : start + piece]
+            hasher.update(chunk)
+            handle.sink.write(chunk)
+        handle.keep_partial = False
+        hexdigest = hasher.hexdigest()
+        handle.commit(hexdigest)
+    return hexdigest
+
+
+def read_all(storage: S3Storage, virtual: str, offset: int = 0) -> bytes:
+    with storage.open_read(virtual) as source:
+        source.seek(offset)
+        view = memoryview(bytearray(MIB))
+        out = bytearray()
+        while n := source.readinto(view):
+            out += view[:n]
+        return bytes(out)
+
+
+def test_jail_is_the_key_prefix_and_hostile_paths_are_refused(
+    storage: S3Storage, settings: Settings
+) -> None:
+    assert storage.virtual("../../etc/passwd") == "/etc/passwd"
+    assert storage.key("/etc/passwd") == f"{settings.s3_prefix}/alice/etc/passwd"
+    for bad, code in (
+        ("a\0b", ErrorCode.BAD_PATH),
+        ("x" * 300, ErrorCode.PATH_TOO_LONG),
+        ("/".join(["d"] * 2100), ErrorCode.PATH_TOO_LONG),
+        (".ftp-partial/x", ErrorCode.BAD_PATH),
+    ):
+        with pytest.raises(ProtocolError) as caught:
+            storage.virtual(bad)
+        assert caught.value.code == code
+
+
+def test_folders_files_and_listing(storage: S3Storage, seaweed: SeaweedS3) -> None:
+    storage.mkdir("/docs")
+    storage.mkdir("/docs/a/b", parents=True)
+    with pytest.raises(FileExistsError):
+        storage.mkdir("/docs")
+    with pytest.raises(FileNotFoundError):
+        storage.mkdir("/nope/x")
+    upload(storage, "/docs/note.txt", b"hello")
+    assert storage.stat("/docs/note.txt")[:3] == ("note.txt", "file", 5)
+    assert storage.stat("/docs").kind == "dir"
+    names = sorted((e.name, e.kind, e.size) for e in storage.listdir("/docs"))
+    assert names == [("a", "dir", 0), ("note.txt", "file", 5)]
+    assert storage.chdir("docs") == "/docs"
+    assert storage.virtual("note.txt") == "/docs/note.txt"
+    with pytest.raises(ProtocolError) as caught:
+        storage.chdir("/docs/note.txt")
+    assert caught.value.code == ErrorCode.NOT_DIRECTORY
+    with pytest.raises(OSError):
+        storage.rmdir("/docs")  # not empty
+    storage.rmdir("/docs/a/b")
+    assert [e.name for e in storage.listdir("/docs/a")] == []  # the emptied folder stays
+    assert storage.remove("/docs/note.txt") == 5
+    assert storage.stat("/docs").kind == "dir"  # so does the folder of a removed file
+    with pytest.raises(FileNotFoundError):
+        storage.stat("/docs/note.txt")
+
+
+def test_small_upload_carries_its_digest_as_metadata(
+    storage: S3Storage, seaweed: SeaweedS3
+) -> None:
+    hexdigest = upload(storage, "/small.bin", b"x" * 1000)
+    head = seaweed.client().head_object(Bucket=BUCKET, Key=storage.key("/small.bin"))
+    assert head["Metadata"]["blake3"] == hexdigest
+    with storage.open_read("/small.bin") as source:
+        assert source.stored_digest() == hexdigest
+        assert source.fileno() is None
+
+
+def test_multipart_upload_ranged_read_and_tagged_digest(storage: S3Storage) -> None:
+    data = os.urandom(11 * MIB + 123)
+    hexdigest = upload(storage, "/big.bin", data, piece=MIB)
+    assert storage.stat("/big.bin").size == len(data)
+    assert read_all(storage, "/big.bin") == data
+    assert read_all(storage, "/big.bin", offset=7 * MIB + 5) == data[7 * MIB + 5 :]
+    with storage.open_read("/big.bin") as source:
+        assert source.stored_digest() == hexdigest
+        assert not source.changed()
+
+
+def test_an_interrupted_upload_leaves_the_old_object_and_keeps_parts(
+    storage: S3Storage, seaweed: SeaweedS3
+) -> None:
+    upload(storage, "/f.bin", b"old version")
+    data = os.urandom(12 * MIB)
+    with storage.open_upload("/f.bin") as handle:
+        _, hasher = handle.start(len(data), None)
+        for start in range(0, 7 * MIB, MIB):  # one 5 MiB part finished, two MiB in the buffer
+            chunk = data[start : start + MIB]
+            hasher.update(chunk)
+            handle.sink.write(chunk)
+    assert read_all(storage, "/f.bin") == b"old version"
+    assert storage.partial_size("/f.bin") == 5 * MIB  # the finished part
+    assert [e.name for e in storage.listdir("/")] == ["f.bin"]  # the record is hidden
+    assert storage.usage().used == len(b"old version") + 5 * MIB
+    with storage.open_upload("/f.bin") as handle:
+        offset, hasher = handle.start(len(data), (5 * MIB, digest_of(data[: 5 * MIB])))
+        assert offset == 5 * MIB
+        rest = data[offset:]
+        hasher.update(rest)
+        handle.sink.write(rest)
+        handle.keep_partial = False
+        assert hasher.hexdigest() == digest_of(data)
+        handle.commit(hasher.hexdigest())
+    assert read_all(storage, "/f.bin") == data
+    assert storage.partial_size("/f.bin") == 0
+    assert storage.usage().used == len(data)
+    assert storage.measure() == len(data)
+    assert (
+        seaweed.client()
+        .list_multipart_uploads(Bucket=BUCKET, Prefix=storage.home.base)
+        .get("Uploads", [])
+        == []
+    )
+
+
+def test_a_resume_with_a_wrong_prefix_starts_over(storage: S3Storage) -> None:
+    data = os.urandom(6 * MIB)
+    with storage.open_upload("/g.bin") as handle:
+        _, hasher = handle.start(len(data), None)
+        hasher.update(data[: 6 * MIB - 1])
+        handle.sink.write(data[: 6 * MIB - 1])
+    assert storage.partial_size("/g.bin") == 6 * MIB - 1
+    with storage.open_upload("/g.bin") as handle:
+        offset, _ = handle.start(len(data), (6 * MIB - 1, "0" * 64))
+        assert offset == 0
+        handle.abort()
+    stale = storage.remove_stale_partials(0.0)
+    assert stale == 1
+    assert storage.partial_size("/g.bin") == 0
+    assert storage.measure() == 0
+
+
+def test_rename_copies_then_deletes_and_never_replaces(
+    storage: S3Storage, seaweed: SeaweedS3
+) -> None:
+    storage.mkdir("/src/inner", parents=True)
+    upload(storage, "/src/a.txt", b"aaa")
+    upload(storage, "/src/inner/b.txt", b"bb")
+    upload(storage, "/other.txt", b"o")
+    assert storage.rename("/src", "/dst") == "/dst"
+    prefix = storage.home.base
+    moved = ["dst/", "dst/a.txt", "dst/inner/", "dst/inner/b.txt", "other.txt"]
+    assert keys(seaweed, prefix) == moved
+    with pytest.raises(ProtocolError) as caught:
+        storage.rename("/other.txt", "/dst/a.txt")
+    assert caught.value.code == ErrorCode.EXISTS
+    assert storage.rename("/other.txt", "/dst") == "/dst/other.txt"  # into the folder
+    with pytest.raises(OSError):
+        storage.rename("/dst", "/dst/inner/deeper")
+    with storage.open_read("/dst/a.txt") as source:
+        assert source.stored_digest() == digest_of(b"aaa")  # the digest moved with it
+    assert storage.remove_tree("/dst") == (3, 6)
+    assert keys(seaweed, prefix) == []
+    assert storage.usage().used == 0
+
+
+def test_quota_counts_object_sizes_and_refuses_over_it(settings: Settings) -> None:
+    storage = make_storage(settings, quota=100)
+    upload(storage, "/a", b"x" * 60)
+    with pytest.raises(ProtocolError) as caught:
+        upload(storage, "/b", b"y" * 50)
+    assert caught.value.code == ErrorCode.QUOTA_EXCEEDED
+    fresh = make_storage(settings, quota=100)
+    assert fresh.usage().used == 60  # measured: the sum of object sizes
+
+
+def test_check_bucket_reports_each_problem_in_one_line(
+    settings: Settings, seaweed: SeaweedS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert check_bucket(settings) is None
+    assert check_bucket(settings.replace(s3_bucket="no-such-bucket-here")) == (
+        "s3: no such bucket: no-such-bucket-here"
+    )
+    closed = f"http://127.0.0.1:{_closed_port()}"
+    assert check_bucket(settings.replace(s3_endpoint=closed)) == (
+        f"s3: endpoint unreachable: {closed}"
+    )
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    line = check_bucket(settings)
+    assert line is not None and line.startswith("s3: credentials refused for bucket ftp-tests")
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_objects_written_by_another_tool_are_served(storage: S3Storage, seaweed: SeaweedS3) -> None:
+    client: Any = seaweed.client()
+    client.put_object(Bucket=BUCKET, Key=storage.key("/foreign/x.txt"), Body=b"from elsewhere")
+    assert storage.stat("/foreign").kind == "dir"
+    with storage.open_read("/foreign/x.txt") as source:
+        assert source.stored_digest() is None
+        source.store_digest(digest_of(b"from elsewhere"))
+    with storage.open_read("/foreign/x.txt") as source:
+        assert source.stored_digest() == digest_of(b"from elsewhere")
