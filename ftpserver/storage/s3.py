@@ -211,27 +211,47 @@ class S3Storage:
         self._keep_folder(virtual)
         return size
 
+    def _folders_under(self, prefix: str, key: str) -> set[str]:
+        """The folder keys (``name/``) from ``prefix`` down to the folder holding ``key``."""
+        folders = {prefix}
+        parts = key[len(prefix) :].split("/")[:-1]
+        for depth in range(1, len(parts) + 1):
+            folders.add(prefix + "/".join(parts[:depth]) + "/")
+        return folders
+
+    def _drop_folders(self, folders: set[str], subject: str) -> None:
+        """Delete folder markers deepest first (stores that keep folders drop them only empty)."""
+        ordered = sorted(folders, key=lambda k: (k.count("/"), k), reverse=True)
+        for start in range(0, len(ordered), 1000):
+            batch = [{"Key": k} for k in ordered[start : start + 1000]]
+            self._call(subject, "delete_objects", Delete={"Objects": batch, "Quiet": True})
+
     def remove_tree(self, virtual: str) -> tuple[int, int]:
         if virtual == "/":
             raise PermissionError(errno.EPERM, "cannot remove the home folder", virtual)
         prefix = self.key(virtual) + "/"
         files = freed = 0
+        folders: set[str] = {prefix}
         for page in self._objects(prefix, delimiter=False):
-            items = page.get("Contents", [])
+            items = []
+            for item in page.get("Contents", []):
+                folders |= self._folders_under(prefix, item["Key"])
+                if not item["Key"].endswith("/"):
+                    items.append(item)
             if not items:
                 continue
             doomed = [{"Key": item["Key"]} for item in items]
-            size = sum(int(item["Size"]) for item in items)
             with self.home.locked():
                 answer = self._call(virtual, "delete_objects", Delete={"Objects": doomed})
                 failed = {e["Key"] for e in answer.get("Errors", [])}
                 gone = [item for item in items if item["Key"] not in failed]
                 size = sum(int(item["Size"]) for item in gone)
                 self.home.settle(-size)
-            files += sum(1 for item in gone if not item["Key"].endswith("/"))
+            files += len(gone)
             freed += size
             if failed:
                 raise PermissionError(errno.EACCES, "some objects could not be removed", virtual)
+        self._drop_folders(folders, virtual)
         self._keep_folder(virtual)
         return files, freed
 
@@ -257,23 +277,25 @@ class S3Storage:
         if entry.kind == "file":
             self._move_object(self.key(old), self.key(new), new)
         else:
-            source, target_prefix = self.key(old) + "/", self.key(new) + "/"
-            for page in self._objects(source, delimiter=False):
-                for item in page.get("Contents", []):
-                    rest = item["Key"][len(source) :]
-                    self._move_object(item["Key"], target_prefix + rest, new)
-            if not self._is_folder(new):
-                self._put_marker(new)
+            self._move_folder(self.key(old) + "/", self.key(new) + "/", new)
         self._keep_folder(old)
         return new
+
+    def _move_folder(self, source: str, target: str, subject: str) -> None:
+        """Move every object under ``source`` one by one; then the folders, made first."""
+        folders: set[str] = {source}
+        for page in self._objects(source, delimiter=False):
+            for item in page.get("Contents", []):
+                folders |= self._folders_under(source, item["Key"])
+                if not item["Key"].endswith("/"):
+                    self._move_object(item["Key"], target + item["Key"][len(source) :], subject)
+        for folder in sorted(folders):
+            self._call(subject, "put_object", Key=target + folder[len(source) :], Body=b"")
+        self._drop_folders(folders, subject)
 
     def _move_object(self, source: str, target: str, subject: str) -> None:
         """Copy ``source`` to ``target`` (never over an object there), then delete ``source``."""
         home = self.home
-        if source.endswith("/"):  # a folder marker: some stores keep folders, not copyable objects
-            self._call(subject, "put_object", Key=target, Body=b"")
-            self._call(subject, "delete_object", Key=source)
-            return
         size = home.size_of(source)
         copy_source = {"Bucket": self.bucket, "Key": source}
         with home.locked():
