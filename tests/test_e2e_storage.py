@@ -295,3 +295,55 @@ def test_hostile_paths_stay_in_the_home(
     ):
         assert error_of(session.call("mkdir", path))[1] == code, path
     session.close()
+
+
+@pytest.mark.parametrize(
+    ("bucket", "endpoint", "expected"),
+    [
+        (BUCKET, "", "configuration OK: "),
+        ("no-such-bucket-here", "", "s3: no such bucket: no-such-bucket-here"),
+        (BUCKET, "http://127.0.0.1:9", "s3: endpoint unreachable: http://127.0.0.1:9"),
+    ],
+    ids=["ok", "missing-bucket", "unreachable"],
+)
+def test_check_config_reaches_the_bucket(
+    s3_settings: dict[str, object],
+    users_file: Path,
+    tmp_path: Path,
+    bucket: str,
+    endpoint: str,
+    expected: str,
+) -> None:
+    from conftest import run_command
+
+    config = tmp_path / "s3.yaml"
+    config.write_text(
+        f"storage: s3\ns3_bucket: {bucket}\n"
+        f"s3_endpoint: {endpoint or s3_settings['s3_endpoint']}\ns3_region: us-east-1\n"
+    )
+    result = run_command(
+        ["-m", "ftpserver", "check-config", "--config", str(config), "--users", str(users_file)],
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert expected in result.stdout, result
+    assert result.returncode == (0 if expected.startswith("configuration OK") else 1), result
+    if result.returncode:
+        assert result.stdout.count("\n") == 1, "one clear line"
+
+
+def test_reget_after_a_killed_download_reads_the_rest(
+    alice: tuple[RunningServer, FileTransferClient], tmp_path: Path
+) -> None:
+    from conftest import kill_mid_transfer
+
+    running, conn = alice
+    data = os.urandom(7 * MIB)
+    (tmp_path / "src.bin").write_bytes(data)
+    conn.put(str(tmp_path / "src.bin"), "big.bin")
+    target = tmp_path / "got.bin"
+    moved = kill_mid_transfer(tmp_path, running.port, "get", "big.bin", target, 2 * MIB)
+    assert moved >= 2 * MIB
+    result = conn.get("big.bin", str(target), resume=True)
+    assert result.offset > 0, "the download started over"
+    assert target.read_bytes() == data

@@ -47,7 +47,7 @@ __all__ = [
 StoreError = (ClientError, BotoCoreError)
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
 _DENIED = {"403", "AccessDenied", "Forbidden"}
-_clients: dict[tuple[str, str], Any] = {}
+_clients: dict[tuple[int, str, str], Any] = {}
 _clients_lock = threading.Lock()
 
 
@@ -72,8 +72,12 @@ def make_client(settings: Settings, attempts: int = 5) -> Any:
 
 
 def shared_client(settings: Settings) -> Any:
-    """The client for ``settings``' endpoint and region, made once per process (thread-safe)."""
-    key = (settings.s3_endpoint, settings.s3_region)
+    """The client for ``settings``' endpoint and region, made once per process (thread-safe).
+
+    Keyed by the process id too: a worker forked after the main process made
+    one gets its own (a client's connection pool must not cross a fork).
+    """
+    key = (os.getpid(), settings.s3_endpoint, settings.s3_region)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
