@@ -93,6 +93,8 @@ def test_jail_is_the_key_prefix_and_hostile_paths_are_refused(
         ("a\0b", ErrorCode.BAD_PATH),
         ("x" * 300, ErrorCode.PATH_TOO_LONG),
         ("/".join(["d"] * 2100), ErrorCode.PATH_TOO_LONG),
+        ("/".join(["d" * 200] * 5), ErrorCode.PATH_TOO_LONG),  # over S3's 1024-byte keys
+        ("bad\udcff", ErrorCode.BAD_PATH),
         (".ftp-partial/x", ErrorCode.BAD_PATH),
     ):
         with pytest.raises(ProtocolError) as caught:
@@ -269,3 +271,38 @@ def test_objects_written_by_another_tool_are_served(storage: S3Storage, seaweed:
         source.store_digest(digest_of(b"from elsewhere"))
     with storage.open_read("/foreign/x.txt") as source:
         assert source.stored_digest() == digest_of(b"from elsewhere")
+
+
+def test_an_unreachable_store_is_a_clear_error(settings: Settings) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    storage = make_storage(settings.replace(s3_endpoint=closed))
+    with pytest.raises(ProtocolError) as caught:
+        storage.stat("/x")
+    assert caught.value.code == ErrorCode.IO_ERROR
+    assert str(caught.value) == "object store unreachable: /x"
+
+
+def test_upload_memory_is_bounded_by_a_few_parts(storage: S3Storage) -> None:
+    import tracemalloc
+
+    size, piece = 40 * MIB, 256 * 1024
+    chunk = os.urandom(piece)
+    tracemalloc.start()
+    try:
+        with storage.open_upload("/huge.bin") as handle:
+            _, hasher = handle.start(size, None)
+            for _ in range(size // piece):
+                hasher.update(chunk)
+                handle.sink.write(chunk)
+            handle.keep_partial = False
+            handle.commit(hasher.hexdigest())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert storage.stat("/huge.bin").size == size
+    # the part filling up, and at most two in flight (measured: about 3.5 parts)
+    assert peak < 4 * storage.part_size, f"peak {peak / MIB:.1f} MiB for 5 MiB parts"

@@ -37,6 +37,7 @@ from ftpserver.users import User
 __all__ = ["S3Storage", "home_prefix"]
 
 _COPY_LIMIT = 5 * 1024**3  # the largest object one CopyObject may copy
+MAX_KEY_BYTES = 1024  # S3's limit on a key, prefix included
 
 
 def _missing(virtual: str) -> FileNotFoundError:
@@ -76,7 +77,16 @@ class S3Storage:
         return self._cwd
 
     def virtual(self, path: str) -> str:
-        return virtual_path(self._cwd, path)
+        virtual = virtual_path(self._cwd, path)
+        try:
+            key = self.key(virtual).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProtocolError(ErrorCode.BAD_PATH, "path is not valid UTF-8") from None
+        # The longest key here is a folder marker: the path, a slash, the home's prefix.
+        if len(key) + 1 > MAX_KEY_BYTES:
+            limit = MAX_KEY_BYTES - 1 - len(self.home.base.encode())
+            raise ProtocolError(ErrorCode.PATH_TOO_LONG, f"path longer than {limit} bytes")
+        return virtual
 
     def key(self, virtual: str) -> str:
         """The object key of a normalised virtual path (the home's prefix for ``/``)."""

@@ -185,7 +185,7 @@ class S3Upload:
             self._send_part()
 
     def _send_part(self) -> None:
-        body, self._buffer = bytes(self._buffer), bytearray()
+        body, self._buffer = self._buffer, bytearray()  # handed over, not copied
         number = self._next_part
         self._next_part += 1
         try:
@@ -208,7 +208,7 @@ class S3Upload:
         future.add_done_callback(lambda _: self._slots.release())
         self._futures.append(future)
 
-    def _upload_part(self, number: int, body: bytes) -> None:
+    def _upload_part(self, number: int, body: bytearray) -> None:
         home = self.home
         try:
             answer = home.client.upload_part(
