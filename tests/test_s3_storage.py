@@ -306,3 +306,12 @@ def test_upload_memory_is_bounded_by_a_few_parts(storage: S3Storage) -> None:
     assert storage.stat("/huge.bin").size == size
     # the part filling up, and at most two in flight (measured: about 3.5 parts)
     assert peak < 4 * storage.part_size, f"peak {peak / MIB:.1f} MiB for 5 MiB parts"
+
+
+def test_a_download_reads_only_the_version_it_opened(storage: S3Storage) -> None:
+    upload(storage, "/v.txt", b"first version")
+    with storage.open_read("/v.txt") as source:
+        upload(storage, "/v.txt", b"second, longer version")
+        assert source.readinto(memoryview(bytearray(100))) == 0  # the opened version is gone
+        assert source.changed()
+    assert read_all(storage, "/v.txt") == b"second, longer version"

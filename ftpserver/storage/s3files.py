@@ -102,6 +102,7 @@ class S3ReadHandle:
         self._looked_up = self._digest is not None
         self._position = 0
         self._body: Any = None
+        self._replaced = False  # a read found the object replaced (If-Match failed)
 
     @property
     def size(self) -> int:
@@ -126,7 +127,8 @@ class S3ReadHandle:
             )
         except StoreError as exc:
             if error_code(exc) in ("PreconditionFailed", "412"):
-                return None  # replaced meanwhile: the reader sees a short file, then FILE_CHANGED
+                self._replaced = True  # the reader sees a short file, then FILE_CHANGED
+                return None
             raise store_error(exc, self._subject) from exc
         return answer["Body"]
 
@@ -151,8 +153,9 @@ class S3ReadHandle:
             self._position = offset
 
     def changed(self) -> bool:
-        head = self._home.head(self._key)
-        return head is None or str(head["ETag"]) != self._etag
+        # Every GET is pinned to the opened version (If-Match on its ETag), so the
+        # bytes read are that version's unless a GET found it replaced.
+        return self._replaced
 
     def stored_digest(self) -> str | None:
         if not self._looked_up:
