@@ -304,8 +304,8 @@ def test_upload_memory_is_bounded_by_a_few_parts(storage: S3Storage) -> None:
     finally:
         tracemalloc.stop()
     assert storage.stat("/huge.bin").size == size
-    # the part filling up, and at most two in flight (measured: about 3.5 parts)
-    assert peak < 4 * storage.part_size, f"peak {peak / MIB:.1f} MiB for 5 MiB parts"
+    # the part filling up, and at most four in flight
+    assert peak < 6 * storage.part_size, f"peak {peak / MIB:.1f} MiB for 5 MiB parts"
 
 
 def test_a_download_reads_only_the_version_it_opened(storage: S3Storage) -> None:

@@ -1,8 +1,8 @@
 """An upload to S3: a multipart upload that becomes the object only when verified.
 
 The bytes go into a buffer; each time it holds ``part_size`` bytes it is sent
-as one part by a helper thread while the next part arrives, with at most two
-parts in flight (so a transfer holds about three parts of memory, whatever
+as one part by a helper thread while the next part arrives, with at most four
+parts in flight (so a transfer holds about five parts of memory, whatever
 the file size).  An upload no bigger than one part is sent in one PutObject
 at commit.  Either way the object appears whole or not at all, only after
 the client's digest matched: a reader sees the old object or the new one.
@@ -39,7 +39,7 @@ from ftpserver.storage.s3files import DIGEST_KEY, Home, digest_tags
 
 __all__ = ["PartialRecord", "S3Upload", "drop_partial", "read_record"]
 
-_IN_FLIGHT = 2
+_IN_FLIGHT = 4  # parts uploading at once: the store is faster with a few requests in flight
 
 
 class PartialRecord(NamedTuple):
@@ -203,7 +203,7 @@ class S3Upload:
             self._checkpoint_parts = number
         if self._pool is None:
             self._pool = ThreadPoolExecutor(_IN_FLIGHT, thread_name_prefix="s3-part")
-        self._slots.acquire()  # at most two parts in flight: the receiver waits for a slot
+        self._slots.acquire()  # at most _IN_FLIGHT parts uploading: the receiver waits
         future = self._pool.submit(self._upload_part, number, body)
         future.add_done_callback(lambda _: self._slots.release())
         self._futures.append(future)
