@@ -347,3 +347,33 @@ def test_reget_after_a_killed_download_reads_the_rest(
     result = conn.get("big.bin", str(target), resume=True)
     assert result.offset > 0, "the download started over"
     assert target.read_bytes() == data
+
+
+def test_serve_with_s3_and_worker_processes(
+    s3_settings: dict[str, object],
+    server_config: Path,
+    server_process: Callable[..., Any],
+    users_file: Path,
+    homes: Path,
+    tmp_path: Path,
+) -> None:
+    """``ftpserver serve`` forks workers that each reach the bucket; sessions share one home."""
+    with server_config.open("a") as config:
+        config.write("workers: 2\n")
+        for key, value in s3_settings.items():
+            config.write(f"{key}: {value}\n")
+    started = server_process(users_file, homes)
+    data = os.urandom(6 * MIB + 3)
+    (tmp_path / "up.bin").write_bytes(data)
+    with FileTransferClient(HOST, started.port, timeout=60) as first:
+        first.login(ALICE, ALICE_PASSWORD)
+        first.mkdir("in")
+        first.put(str(tmp_path / "up.bin"), "in/file.bin")
+    for attempt in range(4):  # new connections, served by either worker
+        with FileTransferClient(HOST, started.port, timeout=60) as conn:
+            conn.login(ALICE, ALICE_PASSWORD)
+            target = tmp_path / f"down{attempt}.bin"
+            assert conn.get("in/file.bin", str(target)).blake3 == digest_of(data)
+            assert target.read_bytes() == data
+            assert conn.quota().used == len(data)
+    assert [p for p in homes.rglob("*") if p.is_file()] == [], "a file went to a local home"

@@ -315,3 +315,21 @@ def test_a_download_reads_only_the_version_it_opened(storage: S3Storage) -> None
         assert source.readinto(memoryview(bytearray(100))) == 0  # the opened version is gone
         assert source.changed()
     assert read_all(storage, "/v.txt") == b"second, longer version"
+
+
+def test_the_sweeper_aborts_multipart_uploads_abandoned_by_a_crash(
+    storage: S3Storage, seaweed: SeaweedS3
+) -> None:
+    client: Any = seaweed.client()
+    key = storage.key("/crashed.bin")
+    upload_id = client.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+    client.upload_part(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=1, Body=b"x" * 10)
+
+    def open_uploads() -> list[str]:
+        answer = client.list_multipart_uploads(Bucket=BUCKET, Prefix=storage.home.base)
+        return [u["UploadId"] for u in answer.get("Uploads", [])]
+
+    assert storage.remove_stale_partials(3600.0) == 0
+    assert open_uploads() == [upload_id], "a young upload (maybe still running) is left alone"
+    storage.remove_stale_partials(0.0)
+    assert open_uploads() == []
