@@ -221,6 +221,9 @@ def test_rename_copies_then_deletes_and_never_replaces(
     assert storage.rename("/other.txt", "/dst") == "/dst/other.txt"  # into the folder
     with pytest.raises(OSError):
         storage.rename("/dst", "/dst/inner/deeper")
+    with pytest.raises(ProtocolError) as caught:
+        storage.rename("/dst/a.txt", "/dst/a.txt")
+    assert caught.value.code == ErrorCode.EXISTS
     with storage.open_read("/dst/a.txt") as source:
         assert source.stored_digest() == digest_of(b"aaa")  # the digest moved with it
     assert storage.remove_tree("/dst") == (3, 6)

@@ -276,7 +276,9 @@ class S3Storage:
         if target is not None and target.kind == "dir":
             new = posixpath.join(new, posixpath.basename(old))
             new = self.virtual(new)
-        if old == "/" or new == old or new.startswith(old.rstrip("/") + "/"):
+        if new == old:
+            raise ProtocolError(ErrorCode.EXISTS, f"already exists: {new}")
+        if old == "/" or new.startswith(old.rstrip("/") + "/"):
             raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), new)
         parent = posixpath.dirname(new)
         if self.stat(parent).kind != "dir":
