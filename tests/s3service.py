@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["BUCKET", "SeaweedS3", "find_weed", "require", "s3_settings", "seaweed"]
+__all__ = ["BUCKET", "ENVIRONMENT", "SeaweedS3", "find_weed", "require", "s3_settings", "seaweed"]
 
 REQUIRED = os.environ.get("FT_REQUIRE_SERVICES", "").strip().lower() in ("1", "true", "yes")
 BUCKET = "ftp-tests"
@@ -159,7 +159,7 @@ class SeaweedS3:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-_ENVIRONMENT = {
+ENVIRONMENT = {
     "AWS_ACCESS_KEY_ID": ACCESS_KEY,
     "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
     "AWS_DEFAULT_REGION": REGION,
@@ -183,8 +183,8 @@ def seaweed() -> Iterator[SeaweedS3]:
     except (OSError, RuntimeError) as exc:
         service.close()
         require(False, f"SeaweedFS did not start: {exc}")
-    saved = {key: os.environ.get(key) for key in _ENVIRONMENT}
-    os.environ.update(_ENVIRONMENT)
+    saved = {key: os.environ.get(key) for key in ENVIRONMENT}
+    os.environ.update(ENVIRONMENT)
     try:
         yield service
     finally:
