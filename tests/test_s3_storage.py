@@ -7,6 +7,7 @@ with a plain boto3 client.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -336,3 +337,18 @@ def test_the_sweeper_aborts_multipart_uploads_abandoned_by_a_crash(
     assert open_uploads() == [upload_id], "a young upload (maybe still running) is left alone"
     storage.remove_stale_partials(0.0)
     assert open_uploads() == []
+
+
+def test_credentials_never_reach_the_log_even_at_debug(
+    storage: S3Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    from s3service import ACCESS_KEY, SECRET_KEY
+
+    with caplog.at_level(logging.DEBUG):
+        upload(storage, "/logged.txt", b"x")
+        storage.stat("/logged.txt")
+    assert all(
+        ACCESS_KEY not in r.getMessage() and SECRET_KEY not in r.getMessage()
+        for r in caplog.records
+    )
+    assert not [r for r in caplog.records if r.name.startswith(("botocore", "urllib3"))]

@@ -4,7 +4,7 @@ Only :mod:`ftpserver.storage.s3` and its helpers import this module, and only
 when ``storage: s3`` is configured, so the default server never imports boto3
 (install it with the ``s3`` extra).  Credentials come the standard boto3 way
 (environment, shared credentials file, instance role) and are never read
-from ``server.yaml`` nor logged.
+from ``server.yaml`` nor logged (the SDK's own loggers are held at WARNING).
 
 Throttling, 5xx answers and connection errors are retried by botocore with
 exponential backoff (its ``standard`` retry mode); every request the backend
@@ -18,6 +18,7 @@ complaint.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import threading
 from typing import Any
@@ -48,6 +49,11 @@ StoreError = (ClientError, BotoCoreError)
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
 _DENIED = {"403", "AccessDenied", "Forbidden"}
 _clients: dict[tuple[int, str, str], Any] = {}
+
+# The SDK's debug logs carry request headers (the access key id, signatures):
+# they stay out of the server's log even at log_level DEBUG.
+for _name in ("boto3", "botocore", "s3transfer", "urllib3"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 _clients_lock = threading.Lock()
 
 
