@@ -352,3 +352,28 @@ def test_credentials_never_reach_the_log_even_at_debug(
         for r in caplog.records
     )
     assert not [r for r in caplog.records if r.name.startswith(("botocore", "urllib3"))]
+
+
+def test_a_resume_refused_by_the_quota_keeps_the_partial(settings: Settings) -> None:
+    storage = make_storage(settings, quota=8 * MIB)
+    data = os.urandom(7 * MIB)
+    with storage.open_upload("/q.bin") as handle:
+        _, hasher = handle.start(len(data), None)
+        hasher.update(data[: 6 * MIB])
+        handle.sink.write(data[: 6 * MIB])
+    kept = storage.partial_size("/q.bin")
+    assert kept == 6 * MIB
+    with storage.open_upload("/q.bin") as handle:
+        with pytest.raises(ProtocolError) as caught:
+            handle.start(9 * MIB, (kept, digest_of(data[:kept])))  # more than the quota
+        assert caught.value.code == ErrorCode.QUOTA_EXCEEDED
+    assert storage.partial_size("/q.bin") == kept
+    with storage.open_upload("/q.bin") as handle:
+        offset, hasher = handle.start(len(data), (kept, digest_of(data[:kept])))
+        assert offset == kept
+        hasher.update(data[kept:])
+        handle.sink.write(data[kept:])
+        handle.keep_partial = False
+        handle.commit(hasher.hexdigest())
+    assert read_all(storage, "/q.bin") == data
+    assert storage.usage().used == len(data)

@@ -141,6 +141,7 @@ class S3Upload:
         offset = 0
         if resume is not None:
             offset = self._take_over(resume, size)
+        self.keep_partial = offset > 0  # a refused reservation keeps what was taken over
         home = self.home
         replaced = home.size_of(self.key)
         self.reservation = home.ask(
