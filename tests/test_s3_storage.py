@@ -377,3 +377,93 @@ def test_a_resume_refused_by_the_quota_keeps_the_partial(settings: Settings) -> 
         handle.commit(hasher.hexdigest())
     assert read_all(storage, "/q.bin") == data
     assert storage.usage().used == len(data)
+
+
+class SlowDownProxy:
+    """A TCP proxy to the store that answers its first ``refuse`` connections 503 SlowDown."""
+
+    BODY = (
+        b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+        b"<Message>Please reduce your request rate.</Message></Error>"
+    )
+
+    def __init__(self, endpoint: str, refuse: int) -> None:
+        import socket
+        import threading
+
+        host, port = endpoint.removeprefix("http://").split(":")
+        self.target = (host, int(port))
+        self.refuse = refuse
+        self.refused = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.refused < self.refuse:
+                self.refused += 1
+                threading.Thread(target=self._slow_down, args=(conn,), daemon=True).start()
+                continue
+            upstream = socket.create_connection(self.target)
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _slow_down(self, conn: Any) -> None:
+        with conn:
+            conn.settimeout(10)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                request += data
+            head = (
+                b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
+                b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(self.BODY)
+            )
+            conn.sendall(head + self.BODY)
+
+    @staticmethod
+    def _pipe(source: Any, target: Any) -> None:
+        import contextlib
+
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        with contextlib.suppress(OSError):
+            target.shutdown(1)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize(("refuse", "succeeds"), [(2, True), (50, False)], ids=["few", "many"])
+def test_throttling_is_retried_with_backoff_then_a_clear_error(
+    storage: S3Storage, settings: Settings, refuse: int, succeeds: bool
+) -> None:
+    upload(storage, "/t.txt", b"throttled")
+    proxy = SlowDownProxy(settings.s3_endpoint, refuse)
+    try:
+        throttled_settings = settings.replace(s3_endpoint=proxy.endpoint)
+        user = User("alice", b"", Path("/nonexistent"))
+        client = make_client(throttled_settings, attempts=3)  # fewer backoff sleeps in a test
+        throttled = S3Storage(user, QuotaBook(), client, BUCKET, settings.s3_prefix)
+        if succeeds:
+            assert throttled.stat("/t.txt").size == 9
+            assert proxy.refused == refuse
+        else:
+            with pytest.raises(ProtocolError) as caught:
+                list(throttled.listdir("/"))
+            assert caught.value.code == ErrorCode.IO_ERROR
+            assert str(caught.value) == "object store error (SlowDown): /"
+            assert proxy.refused >= 3, "retried (botocore's standard mode), then the error"
+    finally:
+        proxy.close()
