@@ -467,3 +467,33 @@ def test_throttling_is_retried_with_backoff_then_a_clear_error(
             assert proxy.refused >= 3, "retried (botocore's standard mode), then the error"
     finally:
         proxy.close()
+
+
+def test_an_interrupted_folder_mv_leaves_each_file_in_one_place(
+    storage: S3Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage.mkdir("/src")
+    names = [f"f{i}.txt" for i in range(4)]
+    for name in names:
+        upload(storage, f"/src/{name}", name.encode())
+    real_call = storage._call
+    copies = []
+
+    def failing_call(subject: str, method: str, **kwargs: Any) -> Any:
+        if method == "copy_object":
+            copies.append(kwargs["Key"])
+            if len(copies) == 3:
+                raise ProtocolError(ErrorCode.IO_ERROR, "object store error (InternalError): /dst")
+        return real_call(subject, method, **kwargs)
+
+    monkeypatch.setattr(storage, "_call", failing_call)
+    with pytest.raises(ProtocolError):
+        storage.rename("/src", "/dst")
+    monkeypatch.undo()
+    moved = {e.name for e in storage.listdir("/dst")}
+    left = {e.name for e in storage.listdir("/src")}
+    assert len(moved) == 2 and moved | left == set(names) and not moved & left
+    for name in names:
+        where = "dst" if name in moved else "src"
+        assert read_all(storage, f"/{where}/{name}") == name.encode()
+    assert storage.usage().used == sum(len(n) for n in names)
