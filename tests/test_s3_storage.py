@@ -234,9 +234,7 @@ def test_rename_copies_then_deletes_and_never_replaces(
     assert storage.usage().used == 0
 
 
-def test_rename_with_replace_copies_over_the_target(
-    settings: Settings, seaweed: SeaweedS3
-) -> None:
+def test_rename_with_replace_copies_over_the_target(settings: Settings, seaweed: SeaweedS3) -> None:
     storage = make_storage(settings, quota=100)
     upload(storage, "/new.txt", b"fresh!")
     upload(storage, "/old.txt", b"stale bytes")
