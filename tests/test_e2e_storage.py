@@ -12,6 +12,7 @@ paths.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -35,6 +36,7 @@ from conftest import (
     error_of,
     file_digest_of,
     run_and_kill,
+    run_command,
     wait_until,
 )
 from s3service import BUCKET
@@ -46,6 +48,7 @@ from ftpserver.storage.base import Storage
 
 pytestmark = pytest.mark.timeout(120)
 MIB = 1024 * 1024
+OLD = 1_600_000_000  # a modification time far from now
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -177,6 +180,64 @@ def test_trees_put_r_get_r_mv_rm_r(
     assert (back / "empty").is_dir()
     assert conn.rm("moved", recursive=True) == (3, 300_007)
     assert conn.ls("/") == []
+    assert conn.quota().used == 0
+
+
+def test_mv_replace_rm_counts_and_mirror_times(
+    alice: tuple[RunningServer, FileTransferClient],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``mv replace``, ``rm -r``'s counts, and ``mirror`` keeping times (``touch``) and ``-c``."""
+    running, conn = alice
+    work = tmp_path / "work"
+    files = {"a.txt": b"alpha\n", "sub/big.bin": os.urandom(6 * MIB + 3), "sub/c.csv": b"x,y\n"}
+    for relative, data in files.items():
+        (work / relative).parent.mkdir(parents=True, exist_ok=True)
+        (work / relative).write_bytes(data)
+        os.utime(work / relative, (OLD, OLD))
+
+    def mirror(*args: str) -> str:
+        head = ["-m", "ftpclient", "--host", HOST, "--port", str(running.port), "--user", ALICE]
+        done = run_command(
+            [*head, "-c", " ".join(("mirror", *args))], cwd=tmp_path, password=ALICE_PASSWORD
+        )
+        assert done.returncode == 0, done
+        return done.stdout
+
+    mirror("-R", "work", "backup")
+    storage = Served(running, ALICE).storage
+    for relative in files:
+        assert storage.stat(f"/backup/{relative}").mtime == OLD, relative
+    assert {e.name: e.mtime for e in storage.listdir("/backup/sub")} == {
+        "big.bin": OLD,
+        "c.csv": OLD,
+    }
+    remote = {e.path: e for e in conn.tree("backup", digests=True) if e.type == "file"}
+    assert {p: (e.mtime, e.blake3) for p, e in remote.items()} == {
+        p: (OLD, digest_of(data)) for p, data in files.items()
+    }
+    caplog.set_level(logging.INFO, logger="ftpserver.audit")
+    caplog.clear()
+    assert "0 files copied, 3 unchanged" in mirror("-R", "-c", "work", "backup")
+    audit = [r.getMessage().split(" ", 1)[0] for r in caplog.records if r.name == "ftpserver.audit"]
+    assert "put" not in audit and "get" not in audit
+    mirror("backup", "copy")
+    assert {p: int((tmp_path / "copy" / p).stat().st_mtime) for p in files} == dict.fromkeys(
+        files, OLD
+    )
+    conn.mkdir("other")
+    assert conn.mv("backup/a.txt", "other/a.txt") == "/other/a.txt"
+    conn.mkdir("backup/sub2")
+    assert conn.mv("backup/sub/c.csv", "backup/sub2/c.csv") == "/backup/sub2/c.csv"
+    with pytest.raises(RemoteError) as caught:
+        conn.mv("other/a.txt", "backup/sub2/c.csv")
+    assert caught.value.code == ErrorCode.EXISTS
+    assert conn.mv("other/a.txt", "backup/sub2/c.csv", replace=True) == "/backup/sub2/c.csv"
+    assert Served(running, ALICE).read("/backup/sub2/c.csv") == files["a.txt"]
+    used = len(files["a.txt"]) + len(files["sub/big.bin"])
+    assert conn.quota().used == used
+    assert conn.rm_counts("backup", recursive=True) == (2, used, 3)  # backup, sub, sub2
     assert conn.quota().used == 0
 
 
