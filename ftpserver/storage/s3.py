@@ -19,12 +19,10 @@ set, kept as metadata (:func:`~ftpserver.storage.s3files.object_mtime`).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import os
 import posixpath
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,7 +32,8 @@ from ftpserver.storage.base import Entry
 from ftpserver.storage.paths import PARTIAL_DIR, is_reserved, virtual_path
 from ftpserver.storage.s3client import StoreError, store_error
 from ftpserver.storage.s3files import COPY_LIMIT, Home, S3ReadHandle, object_mtime
-from ftpserver.storage.s3upload import S3Upload, drop_partial, read_record
+from ftpserver.storage.s3sweep import measure_home, sweep_partials
+from ftpserver.storage.s3upload import S3Upload, read_record
 from ftpserver.users import User
 
 __all__ = ["S3Storage", "home_prefix"]
@@ -135,15 +134,6 @@ class S3Storage:
     def kind(self, virtual: str) -> str:
         return self.stat(virtual).kind
 
-    def _objects(self, prefix: str, delimiter: bool) -> Iterator[dict[str, Any]]:
-        """The list pages under ``prefix`` (with ``/`` as delimiter if asked)."""
-        paginator = self.client.get_paginator("list_objects_v2")
-        extra = {"Delimiter": "/"} if delimiter else {}
-        try:
-            yield from paginator.paginate(Bucket=self.bucket, Prefix=prefix, **extra)
-        except StoreError as exc:
-            raise store_error(exc, "/" + prefix[len(self.home.base) :]) from exc
-
     def listdir(self, virtual: str) -> Iterator[Entry]:
         entry = self.stat(virtual)
         if entry.kind == "file":
@@ -153,7 +143,7 @@ class S3Storage:
 
     def _list(self, prefix: str) -> Iterator[Entry]:
         files: set[str] = set()
-        for page in self._objects(prefix, delimiter=True):
+        for page in self.home.pages(prefix, delimiter=True):
             names = [item["Key"][len(prefix) :] for item in page.get("Contents", [])]
             names = [name for name in names if name and not is_reserved(name)]
             # A listing has no metadata: each file's HEAD says whether touch set its time.
@@ -247,7 +237,7 @@ class S3Storage:
         prefix = self.key(virtual) + "/"
         files = freed = 0
         folders: set[str] = {prefix}
-        for page in self._objects(prefix, delimiter=False):
+        for page in self.home.pages(prefix, delimiter=False):
             items = []
             for item in page.get("Contents", []):
                 folders |= self._folders_under(prefix, item["Key"])
@@ -327,7 +317,7 @@ class S3Storage:
     def _move_folder(self, source: str, target: str, subject: str) -> None:
         """Move every object under ``source`` one by one; then the folders, made first."""
         folders: set[str] = {source}
-        for page in self._objects(source, delimiter=False):
+        for page in self.home.pages(source, delimiter=False):
             for item in page.get("Contents", []):
                 folders |= self._folders_under(source, item["Key"])
                 if not item["Key"].endswith("/"):
@@ -391,47 +381,13 @@ class S3Storage:
 
     def remove_stale_partials(self, max_age: float) -> int:
         """Drop kept partial uploads older than ``max_age``; abort abandoned multipart uploads."""
-        home = self.home
-        deadline = time.time() - max_age
-        removed = 0
-        kept: set[str] = set()
-        for page in self._objects(f"{home.base}{PARTIAL_DIR}/", delimiter=False):
-            for item in page.get("Contents", []):
-                if item["LastModified"].timestamp() >= deadline:
-                    record = read_record(home, item["Key"])
-                    kept.update([record.upload_id] if record else [])
-                    continue
-                with home.locked():
-                    home.settle(-drop_partial(home, item["Key"]))
-                removed += 1
-        paginator = self.client.get_paginator("list_multipart_uploads")
-        try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=home.base):
-                for upload in page.get("Uploads", []):
-                    stale = upload["Initiated"].timestamp() < deadline
-                    if stale and upload["UploadId"] not in kept:
-                        with contextlib.suppress(*StoreError):
-                            self.client.abort_multipart_upload(
-                                Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
-                            )
-        except StoreError as exc:
-            raise store_error(exc, "/") from exc
-        return removed
+        return sweep_partials(self.home, max_age)
 
     # -- space -------------------------------------------------------------------
 
     def measure(self) -> int:
         """The sum of the home's object sizes, plus the finished parts of kept partial uploads."""
-        partials = f"{self.home.base}{PARTIAL_DIR}/"
-        total = 0
-        for page in self._objects(self.home.base, delimiter=False):
-            for item in page.get("Contents", []):
-                if not item["Key"].startswith(partials):
-                    total += int(item["Size"])
-                    continue
-                record = read_record(self.home, item["Key"])
-                total += record.size if record else 0
-        return total
+        return measure_home(self.home)
 
     def free_space(self) -> int:
         return 2**62  # an object store has no disk to fill; the quota is the limit

@@ -26,7 +26,7 @@ import contextlib
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
@@ -106,6 +106,15 @@ class Home(HomeAccount):
             if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise store_error(exc, key[len(self.base) - 1 :]) from exc
+
+    def pages(self, prefix: str, delimiter: bool) -> Iterator[dict[str, Any]]:
+        """The ListObjectsV2 pages under ``prefix`` (with ``/`` as delimiter if asked)."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        extra = {"Delimiter": "/"} if delimiter else {}
+        try:
+            yield from paginator.paginate(Bucket=self.bucket, Prefix=prefix, **extra)
+        except StoreError as exc:
+            raise store_error(exc, "/" + prefix[len(self.base) :]) from exc
 
     def size_of(self, key: str) -> int:
         """The size of the object ``key``; 0 if there is none."""
