@@ -307,15 +307,21 @@ def _check_config(args: argparse.Namespace) -> int:
             problems.append(f"{settings.users}: no such file (create it with 'ftpserver useradd')")
     except ConfigError as exc:
         problems += [str(p) for p in exc.problems]
-    missing = _missing_home_parent(settings)
-    if missing:
-        problems.append(missing)
+    if settings.storage == "s3" and settings.s3_bucket:
+        from ftpserver.storage.s3client import check_bucket  # imports boto3: only for s3
+
+        problems += [line for line in [check_bucket(settings)] if line]
+    elif settings.storage == "local":
+        missing = _missing_home_parent(settings)
+        if missing:
+            problems.append(missing)
     for line in problems:
         print(line)
     if problems:
         print(f"{len(problems)} problem(s) found", file=sys.stderr)
         return 1
-    print(f"configuration OK: {settings.users}, homes in {settings.home}")
+    where = f"bucket {settings.s3_bucket}" if settings.storage == "s3" else settings.home
+    print(f"configuration OK: {settings.users}, homes in {where}")
     return 0
 
 

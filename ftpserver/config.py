@@ -32,8 +32,9 @@ __all__ = [
 
 DEFAULT_CONFIG = Path("config/server.yaml")
 
-# Settings that need a restart: the listening socket, the paths, TLS, and the
-# administrator's services (control socket, pid file, metrics endpoint).
+# Settings that need a restart: the listening socket, the paths, TLS, the
+# administrator's services (control socket, pid file, metrics endpoint) and
+# where the homes are stored.
 RESTART_ONLY = (
     "host",
     "port",
@@ -49,6 +50,11 @@ RESTART_ONLY = (
     "shared_state",
     "node_name",
     "node_lease",
+    "storage",
+    "s3_bucket",
+    "s3_prefix",
+    "s3_endpoint",
+    "s3_region",
 )
 
 
@@ -93,6 +99,12 @@ class Settings:
     node_lease: float = 15.0
     proxy_protocol: bool = False
     proxy_trusted: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    storage: str = "local"
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    s3_endpoint: str = ""
+    s3_region: str = ""
+    s3_part_size: int = 8 * 1024 * 1024
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with the given fields changed; ``None`` values (flags not given) are ignored.
@@ -169,7 +181,14 @@ _LIMITS: dict[str, tuple[type, float | None, float | None]] = {
     "node_lease": (float, 3, 3600),
     "proxy_protocol": (bool, None, None),
     "proxy_trusted": (_Networks, None, None),
+    "storage": (str, None, None),
+    "s3_bucket": (str, None, None),
+    "s3_prefix": (str, None, None),
+    "s3_endpoint": (str, None, None),
+    "s3_region": (str, None, None),
+    "s3_part_size": (int, 5 * 1024 * 1024, 5 * 1024 * 1024 * 1024),
 }
+_STORAGES = ("local", "s3")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -197,6 +216,7 @@ def load_settings(path: Path, base: Settings | None = None) -> Settings:
             problems.append(exc)
     if not problems and bool(changes.get("tls_cert")) != bool(changes.get("tls_key")):
         problems.append(doc.error(("tls_cert",), "tls_cert and tls_key go together"))
+    problems += _storage_problems(doc, {**dataclasses.asdict(base or Settings()), **changes})
     for key in ("tls_cert", "tls_key"):
         if changes.get(key) is not None and not changes[key].is_file():
             problems.append(doc.error((key,), f"{key}: no such file: {changes[key]}"))
@@ -246,6 +266,8 @@ def _check(doc: yamlfile.Document, key: str, value: Any) -> Any:
             if value.upper() not in _LOG_LEVELS:
                 raise doc.error(where, f"log_level: expected one of {', '.join(_LOG_LEVELS)}")
             return value.upper()
+        if key == "storage" and value not in _STORAGES:
+            raise doc.error(where, f"storage: expected one of {', '.join(_STORAGES)}")
         return value
     numeric = (int, float) if kind is float else (int,)
     expected = "a number" if kind is float else "an integer"
@@ -279,6 +301,17 @@ def _networks(doc: yamlfile.Document, key: str, value: Any) -> tuple[str, ...]:
     if not networks or not all(isinstance(item, str) for item in items):
         raise doc.error((key,), f"{key}: expected a list of addresses or networks")
     return tuple(networks)
+
+
+def _storage_problems(doc: yamlfile.Document, merged: dict[str, Any]) -> list[ConfigError]:
+    """``s3_bucket`` goes with ``storage: s3``; the prefix is a key prefix, not a path."""
+    problems = []
+    if merged.get("storage") == "s3" and not merged.get("s3_bucket"):
+        problems.append(doc.error(("storage",), "storage: s3 needs s3_bucket"))
+    prefix = str(merged.get("s3_prefix") or "")
+    if prefix and any(part in ("", ".", "..") for part in prefix.strip("/").split("/")):
+        problems.append(doc.error(("s3_prefix",), "s3_prefix: no empty, '.' or '..' parts"))
+    return problems
 
 
 def log_level(settings: Settings) -> int:

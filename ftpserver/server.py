@@ -49,6 +49,7 @@ __all__ = [
     "local_storage",
     "reload_config",
     "report_reload",
+    "s3_storage",
     "tls_context",
 ]
 
@@ -132,6 +133,22 @@ def local_storage(server: FileTransferServer, user: User) -> Storage:
     )
 
 
+def s3_storage(server: FileTransferServer, user: User) -> Storage:
+    """The :data:`StorageFactory` for ``storage: s3``: the user's key prefix in the bucket."""
+    from ftpserver.storage.s3 import S3Storage  # imports boto3: only when configured
+    from ftpserver.storage.s3client import shared_client
+
+    settings = server.settings
+    return S3Storage(
+        user,
+        server.quotas,
+        shared_client(settings),
+        settings.s3_bucket,
+        settings.s3_prefix,
+        settings.s3_part_size,
+    )
+
+
 class _Sessions:
     """The live sessions, for shutdown."""
 
@@ -188,7 +205,9 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         self.users_watch = UsersFileWatch()
         self.passwords = PasswordGate(settings.password_checks, settings.password_cache_ttl)
         self.digests = DigestCache()
-        self.storage_factory: StorageFactory = local_storage  # where users' files are stored
+        self.storage_factory: StorageFactory = (  # where users' files are stored
+            s3_storage if settings.storage == "s3" else local_storage
+        )
         self.audit = Audit()
         self.tls = tls_context(settings)
         self.tls_binding = server_binding(settings.tls_cert if self.tls else None)  # key logins

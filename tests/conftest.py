@@ -45,6 +45,7 @@ from typing import IO, Any, NamedTuple
 import pytest
 import yaml
 from rechunk import RechunkProxy
+from s3service import s3_settings, seaweed  # noqa: F401  (fixtures for every module)
 
 from ftpclient.client import FileTransferClient
 from ftpproto.channel import Channel

@@ -196,6 +196,11 @@ BAD = [
     pytest.param("shared_state: 5\n", 1, "non-empty string", id="int-url"),
     pytest.param("node_lease: 1\n", 1, "out of range", id="lease-1"),
     pytest.param("proxy_protocol: 1\n", 1, "true or false", id="int-proxy-protocol"),
+    pytest.param("storage: disk\n", 1, "storage: expected one of local, s3", id="bad-storage"),
+    pytest.param("port: 1\nstorage: s3\n", 2, "storage: s3 needs s3_bucket", id="s3-no-bucket"),
+    pytest.param("s3_part_size: 1024\n", 1, "out of range", id="part-too-small"),
+    pytest.param("s3_prefix: a/../b\n", 1, "s3_prefix: no empty", id="prefix-dotdot"),
+    pytest.param("s3_bucket: ''\n", 1, "non-empty string", id="empty-bucket"),
 ]
 
 
@@ -207,6 +212,23 @@ def test_errors_name_file_and_line(tmp_path: Path, text: str, line: int, message
     assert (info.value.path, info.value.line) == (str(path), line)
     assert str(info.value).startswith(f"{path}:{line}: ")
     assert message in str(info.value)
+
+
+def test_s3_settings(tmp_path: Path) -> None:
+    text = "storage: s3\ns3_bucket: b\ns3_prefix: ftp/homes\ns3_part_size: 16777216\n"
+    settings = load_settings(write(tmp_path, text))
+    assert (settings.storage, settings.s3_bucket, settings.s3_prefix) == ("s3", "b", "ftp/homes")
+    assert settings.s3_part_size == 16 * 1024 * 1024
+    assert (settings.s3_endpoint, settings.s3_region) == ("", "")
+
+
+def test_the_default_server_does_not_import_boto3(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = "import ftpserver.__main__, ftpserver.server, sys; print('boto3' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.stdout.strip() == "False", done.stderr
 
 
 def test_error_on_a_later_line(tmp_path: Path) -> None:

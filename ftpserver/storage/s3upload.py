@@ -1,0 +1,353 @@
+"""An upload to S3: a multipart upload that becomes the object only when verified.
+
+The bytes go into a buffer; each time it holds ``part_size`` bytes it is sent
+as one part by a helper thread while the next part arrives, with at most four
+parts in flight (so a transfer holds about five parts of memory, whatever
+the file size).  An upload no bigger than one part is sent in one PutObject
+at commit.  Either way the object appears whole or not at all, only after
+the client's digest matched: a reader sees the old object or the new one.
+
+The BLAKE3 digest goes with the object: as ``blake3`` metadata for a
+one-request upload, as a tag bound to the ETag for a multipart one (its
+metadata is fixed before the digest is known).
+
+A connection lost mid-upload keeps the multipart upload open with its
+finished parts as the *partial upload* of the target: a small record object
+under the home's ``.ftp-partial/`` (upload id, parts, size, prefix digest)
+that ``partial`` reports.  A resuming ``put`` with that offset and prefix
+digest continues it - when this process still holds the BLAKE3 state at the
+end of those parts (kept in memory: the store cannot give back the bytes of
+an unfinished upload to hash again).  Otherwise the upload starts at 0.
+Abandoned multipart uploads are aborted by the sweeper after
+``partial_upload_ttl`` (:meth:`S3Storage.remove_stale_partials`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import TracebackType
+from typing import Any, NamedTuple
+
+from ftpproto.digest import Hasher, new_hasher
+from ftpproto.handshake import Resume, upload_start
+from ftpserver.state.ledger import Reservation
+from ftpserver.storage.s3client import StoreError, store_error
+from ftpserver.storage.s3files import DIGEST_KEY, Home, digest_tags
+
+__all__ = ["PartialRecord", "S3Upload", "drop_partial", "read_record"]
+
+_IN_FLIGHT = 4  # parts uploading at once: the store is faster with a few requests in flight
+
+
+class PartialRecord(NamedTuple):
+    """A kept multipart upload: key, id, finished parts ``(number, etag)``, size, prefix digest."""
+
+    key: str
+    upload_id: str
+    parts: list[tuple[int, str]]
+    size: int
+    digest: str
+
+
+class _Checkpoint(NamedTuple):
+    upload_id: str
+    size: int
+    hasher: Any  # the BLAKE3 state after ``size`` bytes
+
+
+_checkpoints: dict[str, _Checkpoint] = {}  # record key -> state, for resuming in this process
+_checkpoints_lock = threading.Lock()
+
+
+def read_record(home: Home, record_key: str) -> PartialRecord | None:
+    """The partial upload recorded at ``record_key``, or None."""
+    try:
+        body = home.client.get_object(Bucket=home.bucket, Key=record_key)["Body"].read()
+        data = json.loads(body)
+        parts = [(int(n), str(etag)) for n, etag in data["parts"]]
+        return PartialRecord(
+            str(data["key"]), str(data["upload_id"]), parts, int(data["size"]), str(data["digest"])
+        )
+    except (*StoreError, ValueError, KeyError, TypeError):
+        return None
+
+
+def drop_partial(home: Home, record_key: str) -> int:
+    """Abort a kept partial upload and remove its record; the bytes it held (uncounted here)."""
+    record = read_record(home, record_key)
+    if record is None:
+        return 0
+    with contextlib.suppress(*StoreError):
+        home.client.abort_multipart_upload(
+            Bucket=home.bucket, Key=record.key, UploadId=record.upload_id
+        )
+    home.client.delete_object(Bucket=home.bucket, Key=record_key)
+    with _checkpoints_lock:
+        _checkpoints.pop(record_key, None)
+    return record.size
+
+
+class _CountingHasher:
+    """The transfer's BLAKE3 hasher, counting the bytes it has seen (for part checkpoints)."""
+
+    def __init__(self, inner: Any, count: int = 0) -> None:
+        self.inner = inner
+        self.count = count
+
+    def update(self, data: bytes | bytearray | memoryview, /) -> object:
+        self.count += len(data)
+        return self.inner.update(data)
+
+    def hexdigest(self) -> str:
+        return str(self.inner.hexdigest())
+
+
+class S3Upload:
+    """An upload to ``key`` (see :class:`~ftpserver.storage.base.UploadHandle`)."""
+
+    def __init__(self, home: Home, key: str, record_key: str, part_size: int, subject: str) -> None:
+        self.home = home
+        self.key = key
+        self.record_key = record_key
+        self.part_size = part_size
+        self.subject = subject
+        self.keep_partial = False
+        self.reservation: Reservation | None = None
+        self.error: BaseException | None = None
+        self._hasher = _CountingHasher(new_hasher())
+        self._buffer = bytearray()
+        self._received = 0  # bytes of the file held: finished parts, in flight, buffered
+        self._upload_id: str | None = None
+        self._parts: dict[int, str] = {}
+        self._next_part = 1
+        self._futures: list[Future[None]] = []
+        self._slots = threading.BoundedSemaphore(_IN_FLIGHT)
+        self._pool: ThreadPoolExecutor | None = None
+        self._checkpoint: _Checkpoint | None = None
+        self._checkpoint_parts = 0
+        self._claimed = False
+        self._done = False
+
+    @property
+    def sink(self) -> S3Upload:
+        return self
+
+    # -- starting ----------------------------------------------------------------
+
+    def start(self, size: int, resume: Resume | None) -> tuple[int, Hasher]:
+        offset = 0
+        if resume is not None:
+            offset = self._take_over(resume, size)
+        self.keep_partial = offset > 0  # a refused reservation keeps what was taken over
+        home = self.home
+        replaced = home.size_of(self.key)
+        self.reservation = home.ask(
+            lambda: home.ledger.reserve(home.user, home.quota, size, replaced, 2**62, "")
+        )
+        self.keep_partial = True
+        return offset, self._hasher
+
+    def _take_over(self, resume: Resume, size: int) -> int:
+        """Continue the kept partial upload if it holds exactly the client's prefix.
+
+        The rule is :func:`~ftpproto.handshake.upload_start`'s; the prefix's
+        digest is the BLAKE3 state this process kept at the end of the parts.
+        """
+        record = read_record(self.home, self.record_key)
+        with _checkpoints_lock:
+            state = _checkpoints.get(self.record_key)
+        if record is None or state is None:
+            return 0
+        same = (state.upload_id, state.size) == (record.upload_id, record.size)
+        kept = record.size if same else 0
+        offset, hasher = upload_start(resume, size, kept, lambda _: state.hasher.copy())
+        if offset == 0:
+            return 0
+        with _checkpoints_lock:
+            if _checkpoints.get(self.record_key) is not state:
+                return 0  # another session took it over meanwhile
+            del _checkpoints[self.record_key]  # one session takes it over
+        home = self.home
+        with home.locked():
+            home.client.delete_object(Bucket=home.bucket, Key=self.record_key)
+            home.settle(-record.size)
+        self._claimed = True
+        self._upload_id = record.upload_id
+        self._parts = dict(record.parts)
+        self._next_part = max(self._parts, default=0) + 1
+        self._received = record.size
+        self._hasher = _CountingHasher(hasher, record.size)
+        self._checkpoint = state
+        self._checkpoint_parts = len(self._parts)
+        return record.size
+
+    # -- receiving ---------------------------------------------------------------
+
+    def write(self, data: bytes | memoryview, /) -> None:
+        """Take the next bytes; a store error is kept for :meth:`commit` (the rest is dropped)."""
+        if self.error is not None:
+            return
+        self._buffer += data
+        self._received += len(data)
+        if len(self._buffer) >= self.part_size:
+            self._send_part()
+
+    def _send_part(self) -> None:
+        body, self._buffer = self._buffer, bytearray()  # handed over, not copied
+        number = self._next_part
+        self._next_part += 1
+        try:
+            if self._upload_id is None:
+                answer = self.home.client.create_multipart_upload(
+                    Bucket=self.home.bucket, Key=self.key
+                )
+                self._upload_id = str(answer["UploadId"])
+        except StoreError as exc:
+            self.error = store_error(exc, self.subject)
+            return
+        if self._hasher.count == self._received:  # the state right after this part's last byte
+            hasher = self._hasher.inner.copy()
+            self._checkpoint = _Checkpoint(self._upload_id, self._received, hasher)
+            self._checkpoint_parts = number
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(_IN_FLIGHT, thread_name_prefix="s3-part")
+        self._slots.acquire()  # at most _IN_FLIGHT parts uploading: the receiver waits
+        future = self._pool.submit(self._upload_part, number, body)
+        future.add_done_callback(lambda _: self._slots.release())
+        self._futures.append(future)
+
+    def _upload_part(self, number: int, body: bytearray) -> None:
+        home = self.home
+        try:
+            answer = home.client.upload_part(
+                Bucket=home.bucket,
+                Key=self.key,
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=body,
+            )
+            self._parts[number] = str(answer["ETag"])
+        except StoreError as exc:
+            if self.error is None:
+                self.error = store_error(exc, self.subject)
+
+    def _wait_parts(self) -> None:
+        for future in self._futures:
+            future.result()
+        self._futures.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    # -- finishing ---------------------------------------------------------------
+
+    def commit(self, hexdigest: str) -> None:
+        """Make the upload the object (verified by the caller); raise a store error seen."""
+        if self._upload_id is not None and self._buffer:
+            self._send_part()  # the last part may be smaller than the others
+        self._wait_parts()
+        if self.error is not None:
+            self.keep_partial = False
+            raise self.error
+        self._finish(commit=True, hexdigest=hexdigest)
+
+    def abort(self) -> None:
+        self._finish(commit=False)
+
+    def _finish(self, commit: bool, hexdigest: str = "") -> None:
+        if self._done:
+            return
+        self._done = True
+        home = self.home
+        reservation, self.reservation = self.reservation, None
+        try:
+            self._wait_parts()
+            if commit:
+                held, reservation = reservation, None
+                self._publish(hexdigest, held)
+                self._upload_id = None
+                if not self._claimed:
+                    with home.locked():
+                        home.settle(-drop_partial(home, self.record_key))
+            elif self.keep_partial and self._checkpoint is not None and self.error is None:
+                self._keep()
+                self._upload_id = None
+        except StoreError as exc:
+            raise store_error(exc, self.subject) from exc
+        finally:
+            if self._upload_id is not None:
+                with contextlib.suppress(*StoreError):
+                    home.client.abort_multipart_upload(
+                        Bucket=home.bucket, Key=self.key, UploadId=self._upload_id
+                    )
+            if reservation is not None:
+                home.ledger.release(reservation)
+
+    def _publish(self, hexdigest: str, held: Reservation | None) -> None:
+        """Count the new object (refused over the quota) and make it visible in one step."""
+        home = self.home
+        client, bucket = home.client, home.bucket
+        with home.locked():
+            growth = self._received - home.size_of(self.key)
+            home.settle(growth, home.quota, held)
+            try:
+                if self._upload_id is None:
+                    client.put_object(
+                        Bucket=bucket,
+                        Key=self.key,
+                        Body=bytes(self._buffer),
+                        Metadata={DIGEST_KEY: hexdigest},
+                    )
+                    return
+                parts = [{"PartNumber": n, "ETag": e} for n, e in sorted(self._parts.items())]
+                answer = client.complete_multipart_upload(
+                    Bucket=bucket,
+                    Key=self.key,
+                    UploadId=self._upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
+            except BaseException:
+                home.settle(-growth)
+                raise
+        with contextlib.suppress(*StoreError):
+            client.put_object_tagging(
+                Bucket=bucket, Key=self.key, Tagging=digest_tags(hexdigest, answer["ETag"])
+            )
+
+    def _keep(self) -> None:
+        """Record the finished parts up to the last checkpoint as the target's partial upload."""
+        checkpoint = self._checkpoint
+        assert checkpoint is not None
+        home = self.home
+        parts = sorted((n, e) for n, e in self._parts.items() if n <= self._checkpoint_parts)
+        if len(parts) != self._checkpoint_parts:
+            return  # a part before the checkpoint did not arrive: nothing to resume
+        record = {
+            "key": self.key,
+            "upload_id": checkpoint.upload_id,
+            "parts": parts,
+            "size": checkpoint.size,
+            "digest": checkpoint.hasher.hexdigest(),
+        }
+        with home.locked():
+            old = drop_partial(home, self.record_key) if not self._claimed else 0
+            home.client.put_object(
+                Bucket=home.bucket, Key=self.record_key, Body=json.dumps(record).encode()
+            )
+            home.settle(checkpoint.size - old)
+        with _checkpoints_lock:
+            _checkpoints[self.record_key] = checkpoint
+
+    def __enter__(self) -> S3Upload:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.abort()
