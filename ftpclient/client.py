@@ -21,8 +21,9 @@ import socket
 import ssl
 import stat
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from ftpfiles.files import BackgroundDigest, GuardedWriter, file_digest
 from ftpproto.channel import SENDFILE_MIN, Channel
@@ -38,6 +39,9 @@ from ftpproto.keylogin import (
     signed_data,
 )
 from ftpproto.messages import Message, parse_digest, parse_size, request
+
+if TYPE_CHECKING:
+    from ftpclient.pipelined import FileOutcome, MonitorFor
 
 __all__ = [
     "PART_SUFFIX",
@@ -390,6 +394,28 @@ class FileTransferClient:
             self.channel.send(handshake.digest())
             claimed = handshake.check(self.channel.recv())
         return TransferResult(target, local, count, claimed, time.monotonic() - started, offset)
+
+    def get_many(
+        self, pairs: Iterable[tuple[str, str]], monitor_for: MonitorFor | None = None
+    ) -> Iterator[FileOutcome]:
+        """Download many ``(remote, local)`` pairs pipelined; one outcome per file, in order.
+
+        See :func:`ftpclient.pipelined.get_many`.
+        """
+        from ftpclient.pipelined import get_many
+
+        return get_many(self, pairs, monitor_for)
+
+    def put_many(
+        self, pairs: Iterable[tuple[str, str]], monitor_for: MonitorFor | None = None
+    ) -> Iterator[FileOutcome]:
+        """Upload many ``(remote, local)`` pairs pipelined; one outcome per file, in order.
+
+        See :func:`ftpclient.pipelined.put_many`.
+        """
+        from ftpclient.pipelined import put_many
+
+        return put_many(self, pairs, monitor_for)
 
     def partial(self, remote: str) -> int:
         """Bytes of an interrupted upload to ``remote`` the server keeps (0 if none)."""

@@ -121,6 +121,16 @@ class Channel:
         self.sock.sendall(b"".join(encode_frame(m.encode()) for m in messages))
         self.in_step = True
 
+    def send_parts(self, *parts: Message | bytes | memoryview) -> None:
+        """Send messages and raw file data in one write (small pipelined files)."""
+        self.in_step = False
+        self.sock.sendall(
+            b"".join(
+                encode_frame(p.encode()) if isinstance(p, Message) else bytes(p) for p in parts
+            )
+        )
+        self.in_step = True
+
     def send_last(self, message: Message, timeout: float = 5.0) -> bool:
         """Send a last ``message`` before closing, if the peer can still read it as one.
 

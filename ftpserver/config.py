@@ -84,6 +84,8 @@ class Settings:
     pid_file: Path | None = None
     metrics_listen: str | None = None
     metrics_user_quota: int = 0
+    pipeline_files: int = 32
+    pipeline_bytes: int = 64 * 1024 * 1024
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with the given fields changed; ``None`` values (flags not given) are ignored.
@@ -147,6 +149,8 @@ _LIMITS: dict[str, tuple[type, float | None, float | None]] = {
     "pid_file": (_OptionalPath, None, None),
     "metrics_listen": (_OptionalAddress, None, None),
     "metrics_user_quota": (int, 0, 1000),
+    "pipeline_files": (int, 1, 1024),
+    "pipeline_bytes": (int, 1, None),
 }
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
