@@ -1,8 +1,10 @@
 """Copying whole folder trees with ``get -r`` and ``put -r``.
 
-Both walk the tree and move one file at a time through the verified
-single-file transfers, so each file is checked by its BLAKE3 digest.  A failure
-stops the copy and names the file; what was already copied stays, complete.
+Both walk the tree first (making the folders), then move its files pipelined
+on the one connection (:meth:`FileTransferClient.get_many`/``put_many``), each
+checked by its BLAKE3 digest; with ``resume`` they go one at a time through
+the resuming single-file transfers.  A failure stops the copy and names the
+file; what was copied before it stays, complete.
 Symlinks are never followed out of the tree: remote links are skipped, and
 local links are copied only when they point at a file inside the tree.
 """
@@ -11,10 +13,11 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ftpclient.client import FileTransferClient, LocalError, Monitor, TransferResult
+from ftpclient.pipelined import FileOutcome
 from ftpproto.errors import ErrorCode, RemoteError
 
 __all__ = ["TreeResult", "get_tree", "put_tree"]
@@ -64,6 +67,7 @@ def get_tree(
     if client.stat(remote).type != "dir":
         raise LocalError(f"not a remote folder: {remote}")
     result = TreeResult()
+    pairs: list[tuple[str, str]] = []
     pending = [(remote, root)]
     while pending:
         remote_dir, local_dir = pending.pop()
@@ -79,14 +83,43 @@ def get_tree(
             elif entry.type == "dir":
                 pending.append((remote_path, os.path.join(local_dir, entry.name)))
             elif entry.type == "file":
-                monitor = monitor_for(remote_path) if monitor_for else None
-                done = client.get(remote_path, os.path.join(local_dir, entry.name), monitor, resume)
-                result.files.append(done)
-                if on_file:
-                    on_file(done)
+                pairs.append((remote_path, os.path.join(local_dir, entry.name)))
             else:
                 result.skipped.append(remote_path)
+    if resume:
+        outcomes = _one_by_one(pairs, lambda r, lo, m: client.get(r, lo, m, True), monitor_for, 0)
+    else:
+        outcomes = client.get_many(pairs, monitor_for)
+    _collect(outcomes, result, on_file)
     return result
+
+
+def _one_by_one(
+    pairs: list[tuple[str, str]],
+    copy: Callable[[str, str, Monitor | None], TransferResult],
+    monitor_for: MonitorFor | None,
+    named: int,
+) -> Iterator[FileOutcome]:
+    """Each pair through the single-file transfer (to resume); ``named``: the pair's side shown."""
+    for pair in pairs:
+        monitor = monitor_for(pair[named]) if monitor_for else None
+        yield FileOutcome(pair[0], pair[1], copy(pair[0], pair[1], monitor))
+
+
+def _collect(outcomes: Iterator[FileOutcome], result: TreeResult, on_file: OnFile | None) -> None:
+    """Add each verified file to ``result``; raise the first failure (what is in flight ends)."""
+    try:
+        for outcome in outcomes:
+            if outcome.error is not None:
+                raise outcome.error
+            assert outcome.result is not None
+            result.files.append(outcome.result)
+            if on_file:
+                on_file(outcome.result)
+    finally:
+        close = getattr(outcomes, "close", None)
+        if close is not None:
+            close()
 
 
 def put_tree(
@@ -109,6 +142,7 @@ def put_tree(
     if remote and _remote_is_dir(client, remote):
         root = posixpath.join(remote, name)
     result = TreeResult()
+    pairs: list[tuple[str, str]] = []
     for folder, dirs, files in os.walk(local, followlinks=False):
         relative = os.path.relpath(folder, local)
         remote_dir = root if relative == "." else posixpath.join(root, *relative.split(os.sep))
@@ -124,11 +158,12 @@ def put_tree(
             if not inside or not os.path.isfile(real):
                 result.skipped.append(path)
                 continue
-            monitor = monitor_for(path) if monitor_for else None
-            done = client.put(path, posixpath.join(remote_dir, file_name), monitor, resume)
-            result.files.append(done)
-            if on_file:
-                on_file(done)
+            pairs.append((posixpath.join(remote_dir, file_name), path))
+    if resume:
+        outcomes = _one_by_one(pairs, lambda r, lo, m: client.put(lo, r, m, True), monitor_for, 1)
+    else:
+        outcomes = client.put_many(pairs, monitor_for)
+    _collect(outcomes, result, on_file)
     return result
 
 
