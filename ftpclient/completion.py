@@ -32,6 +32,8 @@ ARGUMENT_KINDS = {
     "rmdir": "r",
     "mkdir": "r",
     "mv": "rr",
+    "mget": "r" * 64,
+    "mput": "l" * 64,
     "lcd": "l",
     "lls": "l",
     "lmkdir": "l",

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from ftpclient.client import FileTransferClient, LocalError, Monitor
 from ftpclient.completion import Completion
 from ftpclient.localcmds import LocalCommands
+from ftpclient.manycmds import ManyCommands
 from ftpclient.output import Output
 from ftpclient.remotecmds import RemoteCommands
 from ftpclient.trees import TreeResult, get_tree, put_tree
@@ -67,7 +68,7 @@ def _second(words: list[str]) -> str | None:
     return words[1] if len(words) > 1 else None
 
 
-class ClientShell(RemoteCommands, LocalCommands, Completion, cmd.Cmd):
+class ClientShell(RemoteCommands, LocalCommands, ManyCommands, Completion, cmd.Cmd):
     """The ``ftpclient`` command shell."""
 
     intro = 'Connected. Type "help" for the commands, "quit" or Ctrl-D to leave.'
