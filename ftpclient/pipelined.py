@@ -220,6 +220,7 @@ class _Upload:
     cost: int
     started: float
     short: bool = False  # the file shrank while sent: the data was padded and aborted
+    outcome: FileOutcome | None = None  # once the server answered
 
 
 def _open_local(local: str) -> tuple[BinaryIO, int]:
@@ -252,12 +253,15 @@ def put_many(
         return
     channel = client.channel
     todo = iter(pairs)
-    expected: deque[tuple[str, _Upload | FileOutcome]] = deque()  # outcomes to come, in order
+    order: deque[_Upload | FileOutcome] = deque()  # every file, in the order given
+    expected: deque[tuple[str, _Upload]] = deque()  # the server's answers still to come
     next_up: tuple[str, str, BinaryIO, int] | None = None
     request_bytes = 0
     done = False
     try:
         while True:
+            while order and _settled(order[0]):
+                yield _outcome(order.popleft())
             batch = []
             while not done and request_bytes < REQUEST_BYTES:
                 if next_up is None:
@@ -268,7 +272,7 @@ def put_many(
                     try:
                         source, size = _open_local(pair[1])
                     except LocalError as exc:  # its turn comes after the files before it
-                        expected.append(("local", FileOutcome(pair[0], pair[1], None, exc)))
+                        order.append(FileOutcome(pair[0], pair[1], None, exc))
                         continue
                     next_up = (pair[0], pair[1], source, size)
                 remote, local, source, size = next_up
@@ -281,16 +285,15 @@ def put_many(
                 window.take(size)
                 request_bytes += upload.cost
                 expected.append(("offer", upload))
+                order.append(upload)
                 batch.append(message)
             if batch:
                 channel.send(*batch)
             if not expected:
-                return
-            kind, item = expected.popleft()
-            if isinstance(item, FileOutcome):
-                yield item
+                if not order:
+                    return
                 continue
-            upload = item
+            kind, upload = expected.popleft()
             if kind == "offer":
                 request_bytes -= upload.cost
                 try:
@@ -298,7 +301,7 @@ def put_many(
                 except RemoteError as exc:
                     window.give(upload.handshake.size)
                     upload.source.close()
-                    yield FileOutcome(upload.handshake.path, upload.local, None, exc)
+                    upload.outcome = FileOutcome(upload.handshake.path, upload.local, None, exc)
                     continue
                 monitor = monitor_for(upload.local) if monitor_for else None
                 _send_data(client, upload, monitor)
@@ -306,15 +309,25 @@ def put_many(
                 continue
             window.give(upload.handshake.size)
             upload.source.close()
-            yield _answered(upload, channel.recv())
+            upload.outcome = _answered(upload, channel.recv())
     finally:
         if next_up is not None:
             next_up[2].close()
         if channel.in_step:
             _drain_offers(client, expected)
         for _, item in expected:
-            if isinstance(item, _Upload):
-                item.source.close()
+            item.source.close()
+
+
+def _settled(item: _Upload | FileOutcome) -> bool:
+    return isinstance(item, FileOutcome) or item.outcome is not None
+
+
+def _outcome(item: _Upload | FileOutcome) -> FileOutcome:
+    if isinstance(item, FileOutcome):
+        return item
+    assert item.outcome is not None
+    return item.outcome
 
 
 def _send_data(client: FileTransferClient, upload: _Upload, monitor: Monitor | None) -> None:
@@ -366,15 +379,11 @@ def _answered(upload: _Upload, reply: Message) -> FileOutcome:
     )
 
 
-def _drain_offers(
-    client: FileTransferClient, expected: deque[tuple[str, _Upload | FileOutcome]]
-) -> None:
+def _drain_offers(client: FileTransferClient, expected: deque[tuple[str, _Upload]]) -> None:
     """Finish what is in flight without sending more data: withdraw ready offers."""
     channel = client.channel
     while expected:
         kind, upload = expected.popleft()
-        if isinstance(upload, FileOutcome):
-            continue
         reply = channel.recv()
         if kind != "offer":
             upload.source.close()
