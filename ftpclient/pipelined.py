@@ -221,6 +221,7 @@ class _Upload:
     started: float
     short: bool = False  # the file shrank while sent: the data was padded and aborted
     outcome: FileOutcome | None = None  # once the server answered
+    index: int = 0  # its place in the batch, from 1
 
 
 def _open_local(local: str) -> tuple[BinaryIO, int]:
@@ -239,11 +240,14 @@ def put_many(
     client: FileTransferClient,
     pairs: Iterable[tuple[str, str]],
     monitor_for: MonitorFor | None = None,
+    stop_at_failure: bool = False,
 ) -> Iterator[FileOutcome]:
     """Upload each ``(remote, local)`` pair; one outcome per file, in order.
 
     Each file is offered (the server reserves its space or refuses it)
     ahead of its data; ``monitor_for(local)`` gives a progress monitor per file.
+    With ``stop_at_failure`` nothing after the first failed file is stored:
+    later offers are withdrawn (their outcome: ``461``) and no more are made.
     """
     window = server_window(client)
     if window is None:
@@ -258,6 +262,7 @@ def put_many(
     next_up: tuple[str, str, BinaryIO, int] | None = None
     request_bytes = 0
     done = False
+    failed_at: int | None = None  # the first failed file's place, with stop_at_failure
     try:
         while True:
             while order and _settled(order[0]):
@@ -273,6 +278,8 @@ def put_many(
                         source, size = _open_local(pair[1])
                     except LocalError as exc:  # its turn comes after the files before it
                         order.append(FileOutcome(pair[0], pair[1], None, exc))
+                        if stop_at_failure:
+                            failed_at, done = len(order), True
                         continue
                     next_up = (pair[0], pair[1], source, size)
                 remote, local, source, size = next_up
@@ -282,6 +289,7 @@ def put_many(
                 handshake = ClientOffer(remote, size)
                 message = handshake.request()
                 upload = _Upload(handshake, local, source, len(message.encode()) + 4, 0.0)
+                upload.index = len(order) + 1
                 window.take(size)
                 request_bytes += upload.cost
                 expected.append(("offer", upload))
@@ -302,6 +310,13 @@ def put_many(
                     window.give(upload.handshake.size)
                     upload.source.close()
                     upload.outcome = FileOutcome(upload.handshake.path, upload.local, None, exc)
+                    if stop_at_failure:
+                        done = True
+                        failed_at = min(failed_at or upload.index, upload.index)
+                    continue
+                if failed_at is not None and upload.index > failed_at:
+                    channel.send(upload.handshake.withdraw())
+                    expected.append(("withdrawn", upload))
                     continue
                 monitor = monitor_for(upload.local) if monitor_for else None
                 _send_data(client, upload, monitor)
@@ -309,7 +324,9 @@ def put_many(
                 continue
             window.give(upload.handshake.size)
             upload.source.close()
-            upload.outcome = _answered(upload, channel.recv())
+            upload.outcome = _answered(upload, channel.recv(), kind == "withdrawn")
+            if stop_at_failure and upload.outcome.error is not None and failed_at is None:
+                done, failed_at = True, upload.index
     finally:
         if next_up is not None:
             next_up[2].close()
@@ -360,10 +377,14 @@ def _send_data(client: FileTransferClient, upload: _Upload, monitor: Monitor | N
             monitor.close()
 
 
-def _answered(upload: _Upload, reply: Message) -> FileOutcome:
-    """The outcome of an upload from the server's answer to its data."""
+def _answered(upload: _Upload, reply: Message, withdrawn: bool = False) -> FileOutcome:
+    """The outcome of an upload from the server's answer to its data (or its withdrawal)."""
     handshake = upload.handshake
     remote, local = handshake.path, upload.local
+    if withdrawn:
+        handshake.aborted(reply)
+        text = f"upload aborted after an earlier failure: {remote}"
+        return FileOutcome(remote, local, None, RemoteError(ErrorCode.TRANSFER_ABORTED, text))
     if upload.short:
         handshake.aborted(reply)
         return FileOutcome(
