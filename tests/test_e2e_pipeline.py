@@ -28,7 +28,9 @@ from conftest import (
 )
 
 from ftpclient.client import FileTransferClient, LocalError
+from ftpproto.digest import new_hasher
 from ftpproto.errors import ErrorCode, RemoteError
+from ftpproto.framing import encode_frame
 from ftpproto.messages import Message
 
 pytestmark = pytest.mark.timeout(60)
@@ -236,3 +238,36 @@ def test_mget_mput_cli_json(server: RunningServer, run_cli: RunCli, local: Path)
     assert (local / paths[0].name).read_bytes() == (server.alice_home / paths[0].name).read_bytes()
     assert not (local / "nope").exists()
     assert "nope" in got.stderr
+
+
+def test_worked_example_of_protocol_md(
+    server: RunningServer, raw: Callable[[], RawSession]
+) -> None:
+    """docs/PROTOCOL.md 5.4's example, frame by frame."""
+    doc = (Path(__file__).parent.parent / "docs" / "PROTOCOL.md").read_text()
+    example = doc.split("### 5.4")[1].split("Worked example")[1].split("```")[1]
+    data = {"abc": b"abc", "hello": b"hello", "second file\\n": b"second file\n"}
+    session = raw()
+    session.login()
+    for line in example.strip().splitlines():
+        side, _, text = line.partition(": ")
+        if side == "C":
+            payload = data.get(text)
+            session.send_raw(payload if payload is not None else encode_frame(text.encode()))
+        elif text in data:
+            received = Collect()
+            session.channel.recv_file(received, len(data[text]), new_hasher())
+            assert bytes(received.data) == data[text]
+        else:
+            assert session.recv() == Message.parse(text.encode()), text
+    assert (server.alice_home / "c.txt").read_bytes() == b"second file\n"
+
+
+class Collect:
+    """A sink that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.data += data
