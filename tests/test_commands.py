@@ -29,6 +29,10 @@ TABLE: dict[str, tuple[str, set[int], bool, str | None]] = {
     "rm": ("rm PATH [recursive] [folders]", {1, 2, 3}, True, "delete"),
     "mv": ("mv OLD NEW [replace]", {2, 3}, True, "rename"),
     "quota": ("quota", {0}, True, None),
+    "window": ("window", {0}, True, None),
+    "fetch": ("fetch PATH", {1}, True, "read"),
+    "offer": ("offer PATH SIZE", {2}, True, "write"),
+    "send": ("send [abort]", {0, 1}, True, None),
 }
 
 
