@@ -407,7 +407,10 @@ class FileTransferClient:
         return get_many(self, pairs, monitor_for)
 
     def put_many(
-        self, pairs: Iterable[tuple[str, str]], monitor_for: MonitorFor | None = None
+        self,
+        pairs: Iterable[tuple[str, str]],
+        monitor_for: MonitorFor | None = None,
+        stop_at_failure: bool = False,
     ) -> Iterator[FileOutcome]:
         """Upload many ``(remote, local)`` pairs pipelined; one outcome per file, in order.
 
@@ -415,7 +418,7 @@ class FileTransferClient:
         """
         from ftpclient.pipelined import put_many
 
-        return put_many(self, pairs, monitor_for)
+        return put_many(self, pairs, monitor_for, stop_at_failure)
 
     def partial(self, remote: str) -> int:
         """Bytes of an interrupted upload to ``remote`` the server keeps (0 if none)."""

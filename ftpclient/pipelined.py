@@ -13,7 +13,10 @@ Closing the iterator early (a caller that stops at the first failure) lets
 what is in flight finish before it returns: downloads still on the way are
 received and thrown away, uploads not yet sent are withdrawn, so the
 connection stays in step for the next command.  A lost connection is
-raised, as by every client method.
+raised, as by every client method; any other exception while files are in
+flight (Ctrl-C, a reply that fits nothing) closes the connection, which can
+no longer be read in step.  A download interrupted during its data keeps
+its ``.part`` file (for ``reget``), as :meth:`FileTransferClient.get` does.
 """
 
 from __future__ import annotations
@@ -141,9 +144,14 @@ def get_many(
             request_bytes -= cost
             monitor = monitor_for(handshake.path) if monitor_for else None
             yield _receive(client, handshake, local, monitor)
-    finally:
+    except GeneratorExit:  # the caller stopped, between two files
         if flight and channel.in_step:
             _drain_fetches(client, flight)
+        raise
+    except BaseException:
+        if flight:  # the stream may stop mid-file: nothing after this can be read
+            client.close()
+        raise
 
 
 def _receive(
@@ -169,22 +177,27 @@ def _receive(
         with contextlib.suppress(RemoteError):
             handshake.check(channel.recv())
         return FileOutcome(remote, local, None, _local_error(exc, part))
+    keep_part = True  # until every byte arrived: an interrupted file is kept for reget
     try:
         writer = GuardedWriter(fd)
         if monitor:
             monitor.start(count, 0)
         channel.recv_file(writer, count, handshake.hasher, monitor.update if monitor else None)
+        keep_part = False
         try:
             claimed = handshake.check(channel.recv())
         except RemoteError as exc:
             return FileOutcome(remote, local, None, exc)
         if writer.error is not None:
             return FileOutcome(remote, local, None, _local_error(writer.error, part))
-        os.replace(part, local)  # still locked: no other download can open it meanwhile
+        try:
+            os.replace(part, local)  # still locked: no other download can open it meanwhile
+        except OSError as exc:
+            return FileOutcome(remote, local, None, _local_error(exc, local))
         part = ""
     finally:
         os.close(fd)
-        if part:
+        if part and not keep_part:
             with contextlib.suppress(OSError):
                 os.unlink(part)
         if monitor:
@@ -327,11 +340,17 @@ def put_many(
             upload.outcome = _answered(upload, channel.recv(), kind == "withdrawn")
             if stop_at_failure and upload.outcome.error is not None and failed_at is None:
                 done, failed_at = True, upload.index
+    except GeneratorExit:  # the caller stopped, between two files
+        if channel.in_step:
+            _drain_offers(client, expected)
+        raise
+    except BaseException:
+        if expected:  # the stream may stop mid-file: nothing after this can be read
+            client.close()
+        raise
     finally:
         if next_up is not None:
             next_up[2].close()
-        if channel.in_step:
-            _drain_offers(client, expected)
         for _, item in expected:
             item.source.close()
 

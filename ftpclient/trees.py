@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ftpclient.client import FileTransferClient, LocalError, Monitor, TransferResult
-from ftpclient.pipelined import FileOutcome, put_many
+from ftpclient.pipelined import FileOutcome
 from ftpproto.errors import ErrorCode, RemoteError
 
 __all__ = ["TreeResult", "get_tree", "put_tree"]
@@ -162,7 +162,7 @@ def put_tree(
     if resume:
         outcomes = _one_by_one(pairs, lambda r, lo, m: client.put(lo, r, m, True), monitor_for, 1)
     else:
-        outcomes = put_many(client, pairs, monitor_for, stop_at_failure=True)
+        outcomes = client.put_many(pairs, monitor_for, stop_at_failure=True)
     _collect(outcomes, result, on_file)
     return result
 
