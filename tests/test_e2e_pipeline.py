@@ -271,3 +271,64 @@ class Collect:
 
     def write(self, data: bytes | memoryview) -> None:
         self.data += data
+
+
+def test_one_upload_aborted_mid_data_others_complete(
+    server: RunningServer, client: ClientFactory, local: Path
+) -> None:
+    """A local file that shrinks while it is sent: padded, ``send|abort``, 461; nothing stored."""
+    paths = make_files(local / "s", 5)
+    shrinking = local / "s" / "shrinks.bin"
+    shrinking.write_bytes(b"s" * 2_000_000)
+    pairs = [(p.name, str(p)) for p in paths[:2]]
+    pairs += [("shrinks.bin", str(shrinking))]
+    pairs += [(p.name, str(p)) for p in paths[2:]]
+
+    class Shrink:
+        def start(self, total: int, done: int) -> None:
+            pass
+
+        def update(self, count: int) -> None:
+            with shrinking.open("r+b") as handle:
+                handle.truncate(1000)
+
+        def close(self) -> None:
+            pass
+
+    conn = client()
+    outcomes = list(conn.put_many(pairs, lambda name: Shrink() if name == str(shrinking) else None))
+    assert isinstance(outcomes[2].error, LocalError)
+    assert "shrank" in str(outcomes[2].error) and "shrinks.bin" in str(outcomes[2].error)
+    assert [o.error is None for o in outcomes] == [True, True, False, True, True, True]
+    assert not (server.alice_home / "shrinks.bin").exists()
+    for path in paths:
+        assert (server.alice_home / path.name).read_bytes() == path.read_bytes()
+    assert temp_files(server.alice_home) == []
+    assert conn.pwd() == "/"
+
+
+def test_download_digest_mismatch_names_the_file(
+    server: RunningServer, client: ClientFactory, local: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bytes that arrive changed (one flipped here, as the client sees them): 460, no file."""
+    for n in range(4):
+        (server.alice_home / f"d{n}").write_bytes(b"d" * 5000)
+    conn = client()
+    real = conn.channel.recv_file
+    calls = []
+
+    def corrupting(sink: Collect, size: int, hasher: object, progress: object = None) -> None:
+        calls.append(size)
+
+        class Flip:
+            def update(self, data: bytes | memoryview) -> None:
+                hasher.update(b"X" + bytes(data)[1:])  # type: ignore[attr-defined]
+
+        real(sink, size, Flip() if len(calls) == 2 else hasher, progress)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(conn.channel, "recv_file", corrupting)
+    outcomes = list(conn.get_many([(f"d{n}", str(local / f"d{n}")) for n in range(4)]))
+    assert isinstance(outcomes[1].error, RemoteError)
+    assert outcomes[1].error.code == ErrorCode.DIGEST_MISMATCH and "d1" in outcomes[1].error.text
+    assert not (local / "d1").exists() and not (local / "d1.part").exists()
+    assert [(local / f"d{n}").exists() for n in range(4)] == [True, False, True, True]
