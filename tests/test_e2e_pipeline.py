@@ -188,6 +188,19 @@ def test_small_window_holds_no_more(make_server: MakeServer, connect: Connect, l
     assert all(o.result for o in conn.put_many([(p.name, str(p)) for p in paths]))
     for path in paths:
         assert (home / path.name).read_bytes() == path.read_bytes()
+    sent: list[int] = []
+    real_send = conn.channel.send
+
+    def counting(*messages: Message) -> None:
+        sent.append(sum(m.command == "fetch" for m in messages))
+        real_send(*messages)
+
+    conn.channel.send = counting  # type: ignore[method-assign]
+    down = local / "wd"
+    down.mkdir()
+    assert all(o.result for o in conn.get_many([(p.name, str(down / p.name)) for p in paths]))
+    batches = [n for n in sent if n]
+    assert batches[0] == 2 and max(batches) <= 2 and sum(batches) == len(paths)  # 2 in flight
 
 
 def test_one_file_exchange_on_the_same_session(
@@ -332,3 +345,23 @@ def test_download_digest_mismatch_names_the_file(
     assert outcomes[1].error.code == ErrorCode.DIGEST_MISMATCH and "d1" in outcomes[1].error.text
     assert not (local / "d1").exists() and not (local / "d1.part").exists()
     assert [(local / f"d{n}").exists() for n in range(4)] == [True, False, True, True]
+
+
+def test_mget_mput_cli_text_and_folders(
+    server: RunningServer, run_cli: RunCli, local: Path
+) -> None:
+    paths = make_files(local / "src", 3, 200)
+    (server.alice_home / "dest").mkdir()
+    names = " ".join(f"src/{p.name}" for p in paths)
+    put = run_cli("-c", f"mput -d dest {names}")
+    assert put.returncode == 0, put.stderr
+    for path in paths:
+        assert (server.alice_home / "dest" / path.name).read_bytes() == path.read_bytes()
+        assert f"dest/{path.name} <- src/{path.name}" in put.stdout
+    (local / "back").mkdir()
+    got = run_cli("-c", f"mget -d back dest/{paths[0].name} dest/gone dest/{paths[1].name}")
+    assert got.returncode == 1
+    assert "remote: no such file or folder: dest/gone" in got.stderr
+    assert "mget: 1 of 3 files failed" in got.stderr
+    assert (local / "back" / paths[1].name).read_bytes() == paths[1].read_bytes()
+    assert run_cli("-c", "mget").returncode != 0
