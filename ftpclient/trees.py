@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from ftpclient.client import FileTransferClient, LocalError, Monitor, TransferResult
 from ftpclient.pipelined import FileOutcome
 from ftpproto.errors import ErrorCode, RemoteError
+from ftpproto.messages import request
+from ftpproto.pipeline import REQUEST_BYTES
 
 __all__ = ["TreeResult", "get_tree", "put_tree"]
 
@@ -143,11 +145,11 @@ def put_tree(
         root = posixpath.join(remote, name)
     result = TreeResult()
     pairs: list[tuple[str, str]] = []
+    folders: list[str] = []
     for folder, dirs, files in os.walk(local, followlinks=False):
         relative = os.path.relpath(folder, local)
         remote_dir = root if relative == "." else posixpath.join(root, *relative.split(os.sep))
-        client.mkdir(remote_dir, parents=True)
-        result.folders += 1
+        folders.append(remote_dir)
         for sub in dirs:
             if os.path.islink(os.path.join(folder, sub)):
                 result.skipped.append(os.path.join(folder, sub))
@@ -159,12 +161,42 @@ def put_tree(
                 result.skipped.append(path)
                 continue
             pairs.append((posixpath.join(remote_dir, file_name), path))
+    result.folders = _make_folders(client, folders)
     if resume:
         outcomes = _one_by_one(pairs, lambda r, lo, m: client.put(lo, r, m, True), monitor_for, 1)
     else:
         outcomes = client.put_many(pairs, monitor_for, stop_at_failure=True)
     _collect(outcomes, result, on_file)
     return result
+
+
+def _make_folders(client: FileTransferClient, folders: list[str]) -> int:
+    """``mkdir -p`` of each folder, the requests pipelined; how many; the first error is raised.
+
+    The requests go in batches of at most :data:`REQUEST_BYTES` (their
+    answers, which echo the paths, must fit in the socket buffers too).
+    """
+    done = 0
+    while done < len(folders):
+        batch = [request("mkdir", folders[done], "parents")]
+        size = len(batch[0].encode())
+        for folder in folders[done + 1 :]:
+            message = request("mkdir", folder, "parents")
+            size += len(message.encode())
+            if size > REQUEST_BYTES:
+                break
+            batch.append(message)
+        client.channel.send(*batch)
+        failure: RemoteError | None = None
+        for _ in batch:
+            try:
+                client.channel.recv().expect("mkdir", "ok", 1)
+            except RemoteError as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+        done += len(batch)
+    return done
 
 
 def _remote_is_dir(client: FileTransferClient, remote: str) -> bool:
