@@ -264,6 +264,10 @@ class FileTransferClient:
     def ls(self, path: str | None = None) -> list[Entry]:
         """List a remote folder (or one file), sorted by name."""
         self.channel.send(request("ls", *([path] if path is not None else [])))
+        return self.read_listing()
+
+    def read_listing(self) -> list[Entry]:
+        """The answer to an ``ls`` request already sent (several may be pipelined), sorted."""
         entries: list[Entry] = []
         while True:
             reply = self._reply("ls")

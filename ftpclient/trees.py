@@ -1,6 +1,7 @@
 """Copying whole folder trees with ``get -r`` and ``put -r``.
 
-Both walk the tree first (making the folders), then move its files pipelined
+Both walk the tree first (``get -r`` lists each level of folders in one round
+trip, ``put -r`` makes all folders in one), then move its files pipelined
 on the one connection (:meth:`FileTransferClient.get_many`/``put_many``), each
 checked by its BLAKE3 digest; with ``resume`` they go one at a time through
 the resuming single-file transfers.  A failure stops the copy and names the
@@ -16,10 +17,10 @@ import posixpath
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from ftpclient.client import FileTransferClient, LocalError, Monitor, TransferResult
+from ftpclient.client import Entry, FileTransferClient, LocalError, Monitor, TransferResult
 from ftpclient.pipelined import FileOutcome
 from ftpproto.errors import ErrorCode, RemoteError
-from ftpproto.messages import request
+from ftpproto.messages import Message, request
 from ftpproto.pipeline import REQUEST_BYTES
 
 __all__ = ["TreeResult", "get_tree", "put_tree"]
@@ -70,24 +71,27 @@ def get_tree(
         raise LocalError(f"not a remote folder: {remote}")
     result = TreeResult()
     pairs: list[tuple[str, str]] = []
-    pending = [(remote, root)]
-    while pending:
-        remote_dir, local_dir = pending.pop()
-        try:
-            os.makedirs(local_dir, exist_ok=True)
-        except OSError as exc:
-            raise LocalError(f"{exc.strerror}: {local_dir}") from exc
-        result.folders += 1
-        for entry in client.ls(remote_dir):
-            remote_path = posixpath.join(remote_dir, entry.name)
-            if not _safe_name(entry.name):
-                result.skipped.append(remote_path)
-            elif entry.type == "dir":
-                pending.append((remote_path, os.path.join(local_dir, entry.name)))
-            elif entry.type == "file":
-                pairs.append((remote_path, os.path.join(local_dir, entry.name)))
-            else:
-                result.skipped.append(remote_path)
+    level = [(remote, root)]
+    while level:  # one round trip lists every folder of a level
+        listings = _list_folders(client, [folder for folder, _ in level])
+        below: list[tuple[str, str]] = []
+        for (remote_dir, local_dir), listing in zip(level, listings, strict=True):
+            try:
+                os.makedirs(local_dir, exist_ok=True)
+            except OSError as exc:
+                raise LocalError(f"{exc.strerror}: {local_dir}") from exc
+            result.folders += 1
+            for entry in listing:
+                remote_path = posixpath.join(remote_dir, entry.name)
+                if not _safe_name(entry.name):
+                    result.skipped.append(remote_path)
+                elif entry.type == "dir":
+                    below.append((remote_path, os.path.join(local_dir, entry.name)))
+                elif entry.type == "file":
+                    pairs.append((remote_path, os.path.join(local_dir, entry.name)))
+                else:
+                    result.skipped.append(remote_path)
+        level = below
     if resume:
         outcomes = _one_by_one(pairs, lambda r, lo, m: client.get(r, lo, m, True), monitor_for, 0)
     else:
@@ -170,22 +174,47 @@ def put_tree(
     return result
 
 
-def _make_folders(client: FileTransferClient, folders: list[str]) -> int:
-    """``mkdir -p`` of each folder, the requests pipelined; how many; the first error is raised.
+def _list_folders(client: FileTransferClient, folders: list[str]) -> list[list[Entry]]:
+    """The listings of ``folders``, in order, the ``ls`` requests pipelined; the first error raised.
 
-    The requests go in batches of at most :data:`REQUEST_BYTES` (their
-    answers, which echo the paths, must fit in the socket buffers too).
+    Every answer is read before an error is raised, so the connection stays in step.
     """
-    done = 0
-    while done < len(folders):
-        batch = [request("mkdir", folders[done], "parents")]
-        size = len(batch[0].encode())
-        for folder in folders[done + 1 :]:
-            message = request("mkdir", folder, "parents")
-            size += len(message.encode())
-            if size > REQUEST_BYTES:
-                break
-            batch.append(message)
+    listings: list[list[Entry]] = []
+    for batch in _batches([request("ls", folder) for folder in folders]):
+        client.channel.send(*batch)
+        failure: RemoteError | None = None
+        for _ in batch:
+            try:
+                listings.append(client.read_listing())
+            except RemoteError as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+    return listings
+
+
+def _batches(requests: list[Message]) -> Iterator[list[Message]]:
+    """``requests`` in runs of at most :data:`REQUEST_BYTES` (at least one each)."""
+    batch: list[Message] = []
+    size = 0
+    for message in requests:
+        cost = len(message.encode()) + 4
+        if batch and size + cost > REQUEST_BYTES:
+            yield batch
+            batch, size = [], 0
+        batch.append(message)
+        size += cost
+    if batch:
+        yield batch
+
+
+def _make_folders(client: FileTransferClient, folders: list[str]) -> int:
+    """``mkdir -p`` of each folder, the requests pipelined; how many; the first error raised.
+
+    The requests go in runs of at most :data:`REQUEST_BYTES` (their answers,
+    which echo the paths, must fit in the socket buffers too).
+    """
+    for batch in _batches([request("mkdir", folder, "parents") for folder in folders]):
         client.channel.send(*batch)
         failure: RemoteError | None = None
         for _ in batch:
@@ -195,8 +224,7 @@ def _make_folders(client: FileTransferClient, folders: list[str]) -> int:
                 failure = failure or exc
         if failure is not None:
             raise failure
-        done += len(batch)
-    return done
+    return len(folders)
 
 
 def _remote_is_dir(client: FileTransferClient, remote: str) -> bool:
