@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SMALL_FILE", "WINDOW", "FileOutcome", "MonitorFor", "get_many", "put_many"]
 
-WINDOW = Window(32, 64 * 1024 * 1024)  # the client's own cap on what it keeps in flight
+WINDOW = Window(256, 256 * 1024 * 1024)  # the client's own cap; the server's is usually smaller
 SMALL_FILE = 256 * 1024  # up to this size an upload goes out in one write with its messages
 MonitorFor = Callable[[str], Monitor | None]
 

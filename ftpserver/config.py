@@ -84,7 +84,7 @@ class Settings:
     pid_file: Path | None = None
     metrics_listen: str | None = None
     metrics_user_quota: int = 0
-    pipeline_files: int = 32
+    pipeline_files: int = 64
     pipeline_bytes: int = 64 * 1024 * 1024
 
     def replace(self, **changes: Any) -> Settings:

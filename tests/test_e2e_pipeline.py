@@ -141,7 +141,7 @@ def test_withdraw_mismatch_and_send_without_offer(
 ) -> None:
     session = raw()
     session.login()
-    assert session.call("window") == Message("window", ("ok", "32", str(64 * 1024 * 1024)))
+    assert session.call("window") == Message("window", ("ok", "64", str(64 * 1024 * 1024)))
     session.send(Message("offer", ("a", "5")), Message("offer", ("b", "5")))
     assert session.recv() == Message("offer", ("ready", "5"))
     assert session.recv() == Message("offer", ("ready", "5"))
