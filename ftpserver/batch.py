@@ -147,8 +147,10 @@ class Pipeline:
         if flag is not None and flag != "abort":
             raise ProtocolError(ErrorCode.BAD_REQUEST, "usage: send [abort]")
         if not self.queue:
-            # Data may follow that nothing announced: the stream is out of step.
             refusal = ProtocolError(ErrorCode.BAD_STATE, "send without a ready offer")
+            if flag is not None:
+                raise refusal  # a withdrawal: no data follows
+            # Data may follow that nothing announced: the stream is out of step.
             session.channel.send(error("send", refusal))
             raise ConnectionAbortedError("send without a ready offer")
         queued = self.queue.popleft()

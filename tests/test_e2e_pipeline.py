@@ -153,7 +153,9 @@ def test_withdraw_mismatch_and_send_without_offer(
     assert not (server.alice_home / "a").exists() and not (server.alice_home / "b").exists()
     assert temp_files(server.alice_home) == []
     assert error_of(session.call("get", "nothing"))[1] == ErrorCode.NOT_FOUND  # in step
-    session.request("send")
+    session.request("send", "abort")  # nothing to withdraw: refused, the session goes on
+    assert error_of(session.recv())[1:] == (409, "send without a ready offer")
+    session.request("send")  # data may follow that belongs to nothing: refused and closed
     assert error_of(session.recv())[1] == ErrorCode.BAD_STATE
     assert session.is_closed_by_server()
 
