@@ -395,7 +395,11 @@ class FileTransferClient:
                 self.channel.send(handshake.abort())
                 handshake.aborted(self.channel.recv())
                 raise LocalError(f"file shrank while it was sent: {local}")
-            self.channel.send(handshake.digest())
+            try:
+                self.channel.send(handshake.digest())
+            except (ConnectionError, TimeoutError) as exc:  # the data fitted in the buffers
+                self._raise_farewell(exc)
+                raise
             claimed = handshake.check(self.channel.recv())
         return TransferResult(target, local, count, claimed, time.monotonic() - started, offset)
 

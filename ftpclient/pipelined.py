@@ -391,6 +391,9 @@ def _send_data(client: FileTransferClient, upload: _Upload, monitor: Monitor | N
             channel.send(handshake.abort())
         else:
             channel.send(handshake.digest())
+    except (ConnectionError, TimeoutError) as exc:
+        client._raise_farewell(exc)  # a server that gave up says why before it closes
+        raise
     finally:
         if monitor:
             monitor.close()
