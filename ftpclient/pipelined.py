@@ -91,11 +91,10 @@ def _one_by_one(
     for remote, local in pairs:
         monitor = monitor_for(name(remote, local)) if monitor_for else None
         try:
-            yield FileOutcome(remote, local, copy(remote, local, monitor))
-        except (ProtocolError, LocalError) as exc:
-            if not isinstance(exc, RemoteError | LocalError):
-                raise
-            yield FileOutcome(remote, local, None, exc)
+            outcome = FileOutcome(remote, local, copy(remote, local, monitor))
+        except (RemoteError, LocalError) as exc:
+            outcome = FileOutcome(remote, local, None, exc)
+        yield outcome
 
 
 # -- downloads --------------------------------------------------------------
