@@ -67,7 +67,7 @@ class Pipeline:
 
     def window_command(self) -> None:
         """``window``: the files and bytes a client may have in flight."""
-        self.session.channel.send(window_reply(Window(self.window.files, self.window.size)))
+        self.session.channel.send(window_reply(self.window))
 
     # -- downloads -----------------------------------------------------------
 
