@@ -93,6 +93,8 @@ class Settings:
     node_lease: float = 15.0
     proxy_protocol: bool = False
     proxy_trusted: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    pipeline_files: int = 64
+    pipeline_bytes: int = 64 * 1024 * 1024
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with the given fields changed; ``None`` values (flags not given) are ignored.
@@ -169,6 +171,8 @@ _LIMITS: dict[str, tuple[type, float | None, float | None]] = {
     "node_lease": (float, 3, 3600),
     "proxy_protocol": (bool, None, None),
     "proxy_trusted": (_Networks, None, None),
+    "pipeline_files": (int, 1, 1024),
+    "pipeline_bytes": (int, 1, None),
 }
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
