@@ -1,29 +1,33 @@
-"""The shell's multi-file commands ``mget`` and ``mput`` (as in sftp and lftp).
+"""The shell's many-file commands: ``mget``, ``mput``, ``get``/``put`` of a pattern.
 
-``mget REMOTE...`` downloads each named remote file into the local folder
-(or into ``-d FOLDER``) under its own name; ``mput LOCAL...`` uploads each
-local file into the remote folder.  The files move pipelined on the one
-connection (:meth:`~ftpclient.client.FileTransferClient.get_many`), each
-verified by its BLAKE3 digest.  Each file is reported on its own: a
-``get``/``put`` line (or ``--json`` record) when verified, an error line
-naming it when it failed; the others go on, and the command fails if one
-did.  The names are taken as given (no patterns).  Mixed into
+``mget [-p] [-d FOLDER] PATTERN...`` downloads every remote file the
+patterns match into the local folder (or into ``-d FOLDER``) under its own
+name; ``mput`` uploads local files into the remote folder (as in sftp and lftp).  Patterns are
+expanded as :mod:`ftpclient.globbing` does (quoted: a name as it is), and
+``-p`` keeps modification times.  The files move pipelined on the one
+connection through :func:`ftpclient.copying.copy_files`, each verified by
+its BLAKE3 digest.  Each file is reported on its own: a ``get``/``put``
+line (or ``--json`` record) when verified, an error line naming it when it
+failed; the others go on, and the command fails
+(``mget: N of M files failed``) if one did.  ``get PATTERN [LOCAL]`` and
+``put PATTERN [REMOTE]`` copy the same way.  Mixed into
 :class:`~ftpclient.shell.ClientShell`.
 """
 
 from __future__ import annotations
 
 import os
-import posixpath
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ftpclient.client import LocalError, Monitor
-from ftpclient.pipelined import FileOutcome
+from ftpclient.client import LocalError
+from ftpclient.copying import CopyResult, FileOutcome, copy_files
+from ftpclient.globbing import expand_local, expand_remote
 from ftpproto.errors import ProtocolError
+from ftpproto.units import format_size
 
 if TYPE_CHECKING:
-    from ftpclient.client import FileTransferClient
+    from ftpclient.client import FileTransferClient, Monitor
     from ftpclient.output import Output
 
 __all__ = ["ManyCommands"]
@@ -32,7 +36,7 @@ Parsed = tuple[set[str], list[str]]
 
 
 class ManyCommands:
-    """``do_mget`` and ``do_mput``."""
+    """``do_mget``, ``do_mput`` and the pattern copies of ``get``/``put``."""
 
     client: FileTransferClient
     out: Output
@@ -41,69 +45,99 @@ class ManyCommands:
     _track: Callable[[str, str, str], Monitor]
 
     def do_mget(self, arg: str) -> None:
-        """mget [-d FOLDER] REMOTE...: download several files, pipelined, into the local folder.
+        """mget [-p] [-d FOLDER] PATTERN...: download the remote files that match, pipelined.
 
-        Each file keeps its name (into FOLDER with -d); a file that fails is
-        named and the others still come.  Example: mget a.txt "b c.pdf" logs/d.log"""
-        parsed = self._many(arg, "mget [-d FOLDER] REMOTE...")
-        if parsed is None:
-            return
-        folder, names = parsed
-        if folder and not os.path.isdir(folder):
-            raise LocalError(f"not a local folder: {folder}")
-        pairs = [
-            (name, os.path.join(folder, posixpath.basename(name.rstrip("/")) or "download"))
-            for name in names
-        ]
-        self._report("get", self.client.get_many(pairs, self._monitor_for("get")))
+        Each keeps its name, here (in the local FOLDER with -d); -p keeps the
+        modification times.  Quote a pattern to take it as a name.  A file
+        that fails is named and the others still come.
+        Example: mget -d reports *.csv "May 2026.pdf\""""
+        self._many("get", arg)
 
     def do_mput(self, arg: str) -> None:
-        """mput [-d FOLDER] LOCAL...: upload several files, pipelined, into the remote folder.
+        """mput [-p] [-d FOLDER] PATTERN...: upload the local files that match, pipelined.
 
-        Each file keeps its name (into remote FOLDER with -d); a file that
-        fails is named and the others still go.  Example: mput *.csv notes.txt"""
-        parsed = self._many(arg, "mput [-d FOLDER] LOCAL...")
+        Each keeps its name, in the remote folder (in FOLDER there with -d);
+        -p keeps the modification times.  A file that fails is named and the
+        others still go.  Example: mput -p *.log notes.txt"""
+        self._many("put", arg)
+
+    def _many(self, direction: str, arg: str) -> None:
+        usage = f"m{direction} [-p] [-d FOLDER] PATTERN..."
+        parsed = self._args(arg, 1, 1_000_000, usage, "pd")
         if parsed is None:
             return
-        folder, names = parsed
-        pairs = []
-        for name in names:
-            base = os.path.basename(name.rstrip(os.sep))
-            pairs.append((posixpath.join(folder, base) if folder else base, name))
-        self._report("put", self.client.put_many(pairs, self._monitor_for("put")))
-
-    def _many(self, arg: str, usage: str) -> tuple[str, list[str]] | None:
-        """``(folder, names)`` from ``[-d FOLDER] NAME...``, or None after a usage error."""
-        parsed = self._args(arg, 1, 1_000_000, usage, "d")
-        if parsed is None:
-            return None
         options, words = parsed
-        if "d" not in options:
-            return "", words
-        if len(words) < 2:
-            self.fail(f"usage: {usage}")
-            return None
-        return words[0], words[1:]
+        folder: str | None = None
+        if "d" in options:
+            if len(words) < 2:
+                self.fail(f"usage: {usage}")
+                return
+            folder, words = words[0], words[1:]
+            if direction == "get" and not os.path.isdir(folder):
+                raise LocalError(f"not a local folder: {folder}")
+        self.copy_matches(direction, words, folder, "p" in options, f"m{direction}")
 
-    def _monitor_for(self, direction: str) -> Callable[[str], Monitor | None]:
-        return lambda name: self._track(direction, name, f"re{direction} {name}")
+    def mtime_warnings(self, result: CopyResult) -> None:
+        """One notice per modification time that could not be kept."""
+        for problem in result.mtime_failures:
+            self.out.warning(f"modification time not kept: {problem}")
 
-    def _report(self, direction: str, outcomes: Iterator[FileOutcome]) -> None:
-        """One line (or record) per file; the command fails if any file did."""
-        failed = total = 0
-        for outcome in outcomes:
-            total += 1
-            if outcome.result is not None:
-                self.out.transfer(direction, outcome.result)
-                continue
-            failed += 1
-            error = outcome.error
-            name = outcome.remote if direction == "get" else outcome.local
-            text = error.text if isinstance(error, ProtocolError) else str(error)
-            text = text if name in text else f"{name}: {text}"
-            if isinstance(error, ProtocolError):
-                self.fail(f"remote: {text}", int(error.code))
+    def copy_matches(
+        self,
+        direction: str,
+        words: list[str],
+        target: str | None,
+        preserve: bool,
+        command: str | None = None,
+    ) -> None:
+        """Copy every file the words (patterns or names) name into ``target`` (a folder)."""
+        sources: list[str] = []
+        mtimes: dict[str, int] = {}  # remote files' times, known from their listing
+        for word in words:
+            if direction == "get":
+                for path, entry in expand_remote(self.client, word):
+                    if entry.type not in ("file", "?"):
+                        self.out.warning(f"skipped ({entry.type}): {path}")
+                        continue
+                    sources.append(path)
+                    if entry.type == "file":
+                        mtimes[path] = entry.mtime
             else:
-                self.fail(f"local: {text}")
-        if failed:
-            self.fail(f"m{direction}: {failed} of {total} files failed")
+                for path in expand_local(word):
+                    if os.path.isfile(path) or not os.path.lexists(path):
+                        sources.append(path)  # a missing one fails in its turn, named
+                    else:
+                        self.out.warning(f"skipped (not a file): {path}")
+        if direction == "get":
+            if target and len(sources) > 1 and not os.path.isdir(target):
+                raise LocalError(f"not a folder: {target} ({len(sources)} files match)")
+            pairs = [(path, target or "") for path in sources]
+        else:
+            base = target.rstrip("/") + "/" if target else ""
+            pairs = [(path, base + os.path.basename(path)) for path in sources]
+        result = copy_files(
+            self.client,
+            direction,
+            pairs,
+            preserve,
+            lambda done: self.out.transfer(direction, done),
+            lambda name: self._track(direction, name, f"{direction} -a {name}"),
+            mtimes,
+            on_failure=lambda outcome: self._failed(direction, outcome),
+        )
+        self.mtime_warnings(result)
+        self.out.info(f"{len(result.files)} files ({format_size(result.size)}) copied")
+        if result.failures:
+            failed, total = len(result.failures), len(pairs)
+            self.fail(f"{command or direction}: {failed} of {total} files failed")
+
+    def _failed(self, direction: str, outcome: FileOutcome) -> None:
+        """The error line (or record) of one file that failed, naming it."""
+        error = outcome.error
+        name = outcome.remote if direction == "get" else outcome.local
+        text = error.text if isinstance(error, ProtocolError) else str(error)
+        text = text if name in text else f"{name}: {text}"
+        if isinstance(error, ProtocolError):
+            self.fail(f"remote: {text}", int(error.code))
+        else:
+            self.fail(f"local: {text}")

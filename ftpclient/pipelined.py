@@ -46,7 +46,15 @@ from ftpproto.pipeline import REQUEST_BYTES, ClientFetch, ClientOffer, Window, p
 if TYPE_CHECKING:
     from ftpclient.client import FileTransferClient
 
-__all__ = ["SMALL_FILE", "WINDOW", "FileOutcome", "MonitorFor", "get_many", "put_many"]
+__all__ = [
+    "SMALL_FILE",
+    "WINDOW",
+    "FileOutcome",
+    "MonitorFor",
+    "get_many",
+    "one_by_one",
+    "put_many",
+]
 
 WINDOW = Window(256, 256 * 1024 * 1024)  # the client's own cap; the server's is usually smaller
 SMALL_FILE = 256 * 1024  # up to this size an upload goes out in one write with its messages
@@ -81,13 +89,17 @@ def server_window(client: FileTransferClient) -> Window | None:
     return WINDOW.narrowed(window.files, window.size)
 
 
-def _one_by_one(
+def one_by_one(
     pairs: Iterable[tuple[str, str]],
     copy: Callable[[str, str, Monitor | None], TransferResult],
     monitor_for: MonitorFor | None,
     name: Callable[[str, str], str],
 ) -> Iterator[FileOutcome]:
-    """The same outcomes from the one-file exchange (a server without pipelining)."""
+    """The same outcomes from the one-file exchange (a server without pipelining, a resume).
+
+    ``copy(remote, local, monitor)`` moves one ``(remote, local)`` pair;
+    ``name(remote, local)`` is the name ``monitor_for`` is given.
+    """
     for remote, local in pairs:
         monitor = monitor_for(name(remote, local)) if monitor_for else None
         try:
@@ -112,7 +124,7 @@ def get_many(
     """
     window = server_window(client)
     if window is None:
-        yield from _one_by_one(pairs, client.get, monitor_for, lambda r, _: r)
+        yield from one_by_one(pairs, client.get, monitor_for, lambda r, _: r)
         return
     channel = client.channel
     todo = iter(pairs)
@@ -263,7 +275,7 @@ def put_many(
     """
     window = server_window(client)
     if window is None:
-        yield from _one_by_one(
+        yield from one_by_one(
             pairs, lambda r, loc, m: client.put(loc, r, m), monitor_for, lambda _, loc: loc
         )
         return

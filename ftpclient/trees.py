@@ -1,10 +1,10 @@
 """Copying whole folder trees with ``get -r`` and ``put -r``.
 
 Both walk the tree first (``get -r`` lists each level of folders in one round
-trip, ``put -r`` makes all folders in one), then move its files pipelined
-on the one connection (:meth:`FileTransferClient.get_many`/``put_many``), each
-checked by its BLAKE3 digest; with ``resume`` they go one at a time through
-the resuming single-file transfers.  A failure stops the copy and names the
+trip, ``put -r`` makes all folders in one), then move its files with
+:func:`ftpclient.copying.copy_files`: pipelined on the one connection, each
+checked by its BLAKE3 digest (with ``resume`` one at a time through the
+resuming single-file transfers).  A failure stops the copy and names the
 file; what was copied before it stays, complete.
 Symlinks are never followed out of the tree: remote links are skipped, and
 local links are copied only when they point at a file inside the tree.
@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ftpclient.client import Entry, FileTransferClient, LocalError, Monitor, TransferResult
-from ftpclient.pipelined import FileOutcome
+from ftpclient.copying import copy_files
 from ftpproto.errors import ErrorCode, RemoteError
 from ftpproto.messages import Message, request
 from ftpproto.pipeline import REQUEST_BYTES
@@ -92,40 +92,9 @@ def get_tree(
                 else:
                     result.skipped.append(remote_path)
         level = below
-    if resume:
-        outcomes = _one_by_one(pairs, lambda r, lo, m: client.get(r, lo, m, True), monitor_for, 0)
-    else:
-        outcomes = client.get_many(pairs, monitor_for)
-    _collect(outcomes, result, on_file)
+    copied = copy_files(client, "get", pairs, False, on_file, monitor_for, None, resume)
+    result.files = copied.files
     return result
-
-
-def _one_by_one(
-    pairs: list[tuple[str, str]],
-    copy: Callable[[str, str, Monitor | None], TransferResult],
-    monitor_for: MonitorFor | None,
-    named: int,
-) -> Iterator[FileOutcome]:
-    """Each pair through the single-file transfer (to resume); ``named``: the pair's side shown."""
-    for pair in pairs:
-        monitor = monitor_for(pair[named]) if monitor_for else None
-        yield FileOutcome(pair[0], pair[1], copy(pair[0], pair[1], monitor))
-
-
-def _collect(outcomes: Iterator[FileOutcome], result: TreeResult, on_file: OnFile | None) -> None:
-    """Add each verified file to ``result``; raise the first failure (what is in flight ends)."""
-    try:
-        for outcome in outcomes:
-            if outcome.error is not None:
-                raise outcome.error
-            assert outcome.result is not None
-            result.files.append(outcome.result)
-            if on_file:
-                on_file(outcome.result)
-    finally:
-        close = getattr(outcomes, "close", None)
-        if close is not None:
-            close()
 
 
 def put_tree(
@@ -164,13 +133,10 @@ def put_tree(
             if not inside or not os.path.isfile(real):
                 result.skipped.append(path)
                 continue
-            pairs.append((posixpath.join(remote_dir, file_name), path))
+            pairs.append((path, posixpath.join(remote_dir, file_name)))
     result.folders = _make_folders(client, folders)
-    if resume:
-        outcomes = _one_by_one(pairs, lambda r, lo, m: client.put(lo, r, m, True), monitor_for, 1)
-    else:
-        outcomes = client.put_many(pairs, monitor_for, stop_at_failure=True)
-    _collect(outcomes, result, on_file)
+    copied = copy_files(client, "put", pairs, False, on_file, monitor_for, None, resume)
+    result.files = copied.files
     return result
 
 
