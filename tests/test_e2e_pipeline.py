@@ -4,12 +4,14 @@ Through the real server and client: batches up and down with every file
 verified; one file refused mid-batch (missing, quota, a folder in the way)
 while the others complete; a client that withdraws or stops early; a wrong
 digest; the server's window (a small one holds no more offers); the
-one-file exchange on the same session; ``mget``/``mput`` on the command line.
+one-file exchange on the same session; ``mget``/``mput`` on the command line
+(patterns, ``-p``, ``-d``); ``copy_files`` pipelined.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -367,3 +369,55 @@ def test_mget_mput_cli_text_and_folders(
     assert "mget: 1 of 3 files failed" in got.stderr
     assert (local / "back" / paths[1].name).read_bytes() == paths[1].read_bytes()
     assert run_cli("-c", "mget").returncode != 0
+
+
+def test_mget_mput_patterns_times_folder_and_a_failure(
+    server: RunningServer, run_cli: RunCli, local: Path
+) -> None:
+    """The one mget/mput: patterns (quoted: a name), -p, -d, one failed file among others."""
+    paths = make_files(local / "src", 4, 300)
+    old = 1_600_000_000
+    for path in paths:
+        os.utime(path, (old, old))
+    (local / "src" / "star*.bin").write_bytes(b"literal")
+    (server.alice_home / "up").mkdir()
+    put = run_cli("--json", "-c", "mput -p -d up src/f*.bin src/gone.bin 'src/star*.bin'")
+    assert put.returncode == 1
+    events = [json.loads(line) for line in put.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["put"] * 4 + ["error", "put", "error"]
+    assert "src/gone.bin" in events[4]["text"]
+    assert events[-1]["text"] == "mput: 1 of 6 files failed"
+    home = server.alice_home / "up"
+    assert sorted(p.name for p in home.iterdir()) == [p.name for p in paths] + ["star*.bin"]
+    assert all(int((home / p.name).stat().st_mtime) == old for p in paths)
+    (local / "back").mkdir()
+    got = run_cli("-c", "mget -p -d back up/f00[0-2].bin up/nope")
+    assert got.returncode == 1
+    assert "remote: no such file or folder: up/nope" in got.stderr
+    assert "mget: 1 of 4 files failed" in got.stderr
+    for path in paths[:3]:
+        copy = local / "back" / path.name
+        assert copy.read_bytes() == path.read_bytes() and int(copy.stat().st_mtime) == old
+    assert not (local / "back" / paths[3].name).exists()
+    assert run_cli("-c", "mget -d nowhere up/f000.bin").returncode != 0
+
+
+def test_copy_files_goes_pipelined(
+    server: RunningServer, client: ClientFactory, local: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """copy_files (under mirror, mget, get -r) moves several files pipelined, not one by one."""
+    from ftpclient.copying import copy_files
+
+    paths = make_files(local / "p", 5)
+    conn = client()
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a single-file transfer")
+
+    monkeypatch.setattr(conn, "get", refused)
+    monkeypatch.setattr(conn, "put", refused)
+    up = copy_files(conn, "put", [(str(p), p.name) for p in paths], preserve=True)
+    assert [r.remote for r in up.files] == [p.name for p in paths] and not up.mtime_failures
+    (local / "q").mkdir()
+    down = copy_files(conn, "get", [(p.name, str(local / "q")) for p in paths], preserve=True)
+    assert [Path(r.local).read_bytes() for r in down.files] == [p.read_bytes() for p in paths]
