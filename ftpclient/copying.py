@@ -9,8 +9,8 @@ and moves them pipelined on the one connection
 files in flight, each verified by its BLAKE3 digest).  Where pipelining
 cannot serve, the files go one at a time through the single-file transfers
 (:meth:`~ftpclient.client.FileTransferClient.get` / ``put``): to resume
-(``reget``/``reput``), for a single file (no round trip to ask the
-window), and with a server without pipelining (``get_many`` falls back by
+(``reget``/``reput``), for a single file or none (no round trip to ask
+the window), and with a server without pipelining (``get_many`` falls back by
 itself).
 
 Without ``on_failure`` the first failed file stops the copy and is raised,
@@ -142,13 +142,13 @@ def _outcomes(
     Closing it closes the transfer under way (what is in flight is finished).
     """
     if getting:
-        if resume or len(ends) == 1:
+        if resume or len(ends) <= 1:
             yield from one_by_one(
                 ends, lambda r, lo, m: client.get(r, lo, m, resume), monitor_for, lambda r, _: r
             )
         else:
             yield from client.get_many(ends, monitor_for)
-    elif resume or len(ends) == 1:
+    elif resume or len(ends) <= 1:
         yield from one_by_one(
             ends, lambda r, lo, m: client.put(lo, r, m, resume), monitor_for, lambda _, lo: lo
         )
