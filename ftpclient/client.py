@@ -21,8 +21,9 @@ import socket
 import ssl
 import stat
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from ftpfiles.files import BackgroundDigest, GuardedWriter, file_digest
 from ftpproto.channel import SENDFILE_MIN, Channel
@@ -38,6 +39,9 @@ from ftpproto.keylogin import (
     signed_data,
 )
 from ftpproto.messages import Message, parse_digest, parse_size, request
+
+if TYPE_CHECKING:
+    from ftpclient.pipelined import FileOutcome, MonitorFor
 
 __all__ = [
     "PART_SUFFIX",
@@ -272,6 +276,10 @@ class FileTransferClient:
     def ls(self, path: str | None = None) -> list[Entry]:
         """List a remote folder (or one file), sorted by name."""
         self.channel.send(request("ls", *([path] if path is not None else [])))
+        return self.read_listing()
+
+    def read_listing(self) -> list[Entry]:
+        """The answer to an ``ls`` request already sent (several may be pipelined), sorted."""
         entries: list[Entry] = []
         while True:
             reply = self._reply("ls")
@@ -436,9 +444,38 @@ class FileTransferClient:
                 self.channel.send(handshake.abort())
                 handshake.aborted(self.channel.recv())
                 raise LocalError(f"file shrank while it was sent: {local}")
-            self.channel.send(handshake.digest())
+            try:
+                self.channel.send(handshake.digest())
+            except (ConnectionError, TimeoutError) as exc:  # the data fitted in the buffers
+                self._raise_farewell(exc)
+                raise
             claimed = handshake.check(self.channel.recv())
         return TransferResult(target, local, count, claimed, time.monotonic() - started, offset)
+
+    def get_many(
+        self, pairs: Iterable[tuple[str, str]], monitor_for: MonitorFor | None = None
+    ) -> Iterator[FileOutcome]:
+        """Download many ``(remote, local)`` pairs pipelined; one outcome per file, in order.
+
+        See :func:`ftpclient.pipelined.get_many`.
+        """
+        from ftpclient.pipelined import get_many
+
+        return get_many(self, pairs, monitor_for)
+
+    def put_many(
+        self,
+        pairs: Iterable[tuple[str, str]],
+        monitor_for: MonitorFor | None = None,
+        stop_at_failure: bool = False,
+    ) -> Iterator[FileOutcome]:
+        """Upload many ``(remote, local)`` pairs pipelined; one outcome per file, in order.
+
+        See :func:`ftpclient.pipelined.put_many`.
+        """
+        from ftpclient.pipelined import put_many
+
+        return put_many(self, pairs, monitor_for, stop_at_failure)
 
     def partial(self, remote: str) -> int:
         """Bytes of an interrupted upload to ``remote`` the server keeps (0 if none)."""

@@ -32,12 +32,12 @@ ARGUMENT_KINDS = {
     "rmdir": "r",
     "mkdir": "r",
     "mv": "rr",
+    "mget": "r" * 64,
+    "mput": "l" * 64,
     "lcd": "l",
     "lls": "l",
     "lmkdir": "l",
     "mirror": "rl",  # mirror REMOTE LOCAL; in "mirror -R LOCAL" word 2 is local too
-    "mget": "r" * 16,
-    "mput": "l" * 16,
 }
 
 

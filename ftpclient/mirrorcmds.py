@@ -1,10 +1,8 @@
-"""The shell's many-file commands: ``mirror``, ``mget``, ``mput``, and ``get``/``put`` of a pattern.
+"""The shell's ``mirror`` command: copy only what changed.
 
 ``mirror`` plans with :mod:`ftpclient.mirror` and copies through
-:func:`ftpclient.copying.copy_files`; ``mget``/``mput`` expand their
-patterns (:mod:`ftpclient.globbing`) and copy the files they name through
-the same function.  In ``--json`` mode each file is one record (``mirror``
-with its ``action``, or ``get``/``put``) and a mirror ends with a
+:func:`ftpclient.copying.copy_files` (pipelined).  In ``--json`` mode each
+file is one ``mirror`` record with its ``action`` and a mirror ends with a
 ``mirror_summary`` record.  Mixed into :class:`~ftpclient.shell.ClientShell`.
 """
 
@@ -15,9 +13,8 @@ import posixpath
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ftpclient.client import LocalError
-from ftpclient.copying import CopyResult, copy_files
-from ftpclient.globbing import expand_local, expand_remote, split_words
+from ftpclient.copying import CopyResult
+from ftpclient.globbing import split_words
 from ftpclient.mirror import (
     MirrorEnds,
     local_digest,
@@ -29,7 +26,7 @@ from ftpclient.mirror import (
 from ftpproto.units import format_size
 
 if TYPE_CHECKING:
-    from ftpclient.client import FileTransferClient, Monitor, TransferResult
+    from ftpclient.client import FileTransferClient, TransferResult
     from ftpclient.mirror import MirrorPlan
     from ftpclient.output import Output
 
@@ -40,74 +37,12 @@ MIRROR_FLAGS = {"-R": "R", "-c": "c", "--delete": "delete", "-e": "delete", "--d
 
 
 class MirrorCommands:
-    """``do_mirror``, ``do_mget``, ``do_mput`` and the pattern copies of ``get``/``put``."""
+    """``do_mirror``."""
 
     client: FileTransferClient
     out: Output
     fail: Callable[..., None]
-    _args: Callable[..., tuple[set[str], list[str]] | None]
-    _track: Callable[[str, str, str], Monitor]
-
-    def mtime_warnings(self, result: CopyResult) -> None:
-        """One notice per modification time that could not be kept."""
-        for problem in result.mtime_failures:
-            self.out.warning(f"modification time not kept: {problem}")
-
-    def copy_matches(
-        self, direction: str, words: list[str], target: str | None, preserve: bool
-    ) -> None:
-        """Copy every file the words (patterns or names) name into ``target`` (a folder)."""
-        sources: list[str] = []
-        for word in words:
-            if direction == "get":
-                named = expand_remote(self.client, word)
-                for path, entry in named:
-                    if entry.type in ("file", "?"):
-                        sources.append(path)
-                    else:
-                        self.out.warning(f"skipped ({entry.type}): {path}")
-            else:
-                for path in expand_local(word):
-                    if os.path.isfile(path):
-                        sources.append(path)
-                    else:
-                        self.out.warning(f"skipped (not a file): {path}")
-        if direction == "get":
-            if target and len(sources) > 1 and not os.path.isdir(target):
-                raise LocalError(f"not a folder: {target} ({len(sources)} files match)")
-            pairs = [(path, target or "") for path in sources]
-        else:
-            base = target.rstrip("/") + "/" if target else ""
-            pairs = [(path, base + os.path.basename(path)) for path in sources]
-        result = copy_files(
-            self.client,
-            direction,
-            pairs,
-            preserve,
-            lambda done: self.out.transfer(direction, done),
-            lambda name: self._track(direction, name, f"{direction} -a {name}"),
-        )
-        self.mtime_warnings(result)
-        self.out.info(f"{len(result.files)} files ({format_size(result.size)}) copied")
-
-    def _many(self, direction: str, arg: str) -> None:
-        usage = f"m{direction} [-p] PATTERN..."
-        parsed = self._args(arg, 1, 1000, usage, "p")
-        if parsed is not None:
-            self.copy_matches(direction, parsed[1], None, "p" in parsed[0])
-
-    def do_mget(self, arg: str) -> None:
-        """mget [-p] PATTERN...: download the remote files the patterns match, here.
-
-        -p keeps their modification times.  Quote a pattern to take it as a
-        name.  Example: mget *.csv reports/2026-*"""
-        self._many("get", arg)
-
-    def do_mput(self, arg: str) -> None:
-        """mput [-p] PATTERN...: upload the local files the patterns match.
-
-        -p keeps their modification times.  Example: mput -p *.log"""
-        self._many("put", arg)
+    mtime_warnings: Callable[[CopyResult], None]
 
     def do_mirror(self, arg: str) -> None:
         """mirror [-R] [-c] [--delete] [--dry-run] SOURCE [TARGET]: copy only what changed.

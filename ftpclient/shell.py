@@ -26,6 +26,7 @@ from ftpclient.completion import Completion
 from ftpclient.copying import copy_files
 from ftpclient.globbing import pattern_of, split_words
 from ftpclient.localcmds import LocalCommands
+from ftpclient.manycmds import ManyCommands
 from ftpclient.mirrorcmds import MirrorCommands
 from ftpclient.output import Output
 from ftpclient.remotecmds import RemoteCommands
@@ -70,7 +71,7 @@ def _second(words: list[str]) -> str | None:
     return words[1] if len(words) > 1 else None
 
 
-class ClientShell(RemoteCommands, MirrorCommands, LocalCommands, Completion, cmd.Cmd):
+class ClientShell(RemoteCommands, MirrorCommands, ManyCommands, LocalCommands, Completion, cmd.Cmd):
     """The ``ftpclient`` command shell."""
 
     intro = 'Connected. Type "help" for the commands, "quit" or Ctrl-D to leave.'

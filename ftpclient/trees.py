@@ -1,8 +1,11 @@
 """Copying whole folder trees with ``get -r`` and ``put -r``.
 
-Both walk the tree and move one file at a time through the verified
-single-file transfers, so each file is checked by its BLAKE3 digest.  A failure
-stops the copy and names the file; what was already copied stays, complete.
+Both walk the tree first (``get -r`` lists each level of folders in one round
+trip, ``put -r`` makes all folders in one), then move its files with
+:func:`ftpclient.copying.copy_files`: pipelined on the one connection, each
+checked by its BLAKE3 digest (with ``resume`` one at a time through the
+resuming single-file transfers).  A failure stops the copy and names the
+file; what was copied before it stays, complete.
 Symlinks are never followed out of the tree: remote links are skipped, and
 local links are copied only when they point at a file inside the tree.
 """
@@ -11,11 +14,14 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from ftpclient.client import FileTransferClient, LocalError, Monitor, TransferResult
+from ftpclient.client import Entry, FileTransferClient, LocalError, Monitor, TransferResult
+from ftpclient.copying import copy_files
 from ftpproto.errors import ErrorCode, RemoteError
+from ftpproto.messages import Message, request
+from ftpproto.pipeline import REQUEST_BYTES
 
 __all__ = ["TreeResult", "get_tree", "put_tree"]
 
@@ -64,28 +70,30 @@ def get_tree(
     if client.stat(remote).type != "dir":
         raise LocalError(f"not a remote folder: {remote}")
     result = TreeResult()
-    pending = [(remote, root)]
-    while pending:
-        remote_dir, local_dir = pending.pop()
-        try:
-            os.makedirs(local_dir, exist_ok=True)
-        except OSError as exc:
-            raise LocalError(f"{exc.strerror}: {local_dir}") from exc
-        result.folders += 1
-        for entry in client.ls(remote_dir):
-            remote_path = posixpath.join(remote_dir, entry.name)
-            if not _safe_name(entry.name):
-                result.skipped.append(remote_path)
-            elif entry.type == "dir":
-                pending.append((remote_path, os.path.join(local_dir, entry.name)))
-            elif entry.type == "file":
-                monitor = monitor_for(remote_path) if monitor_for else None
-                done = client.get(remote_path, os.path.join(local_dir, entry.name), monitor, resume)
-                result.files.append(done)
-                if on_file:
-                    on_file(done)
-            else:
-                result.skipped.append(remote_path)
+    pairs: list[tuple[str, str]] = []
+    level = [(remote, root)]
+    while level:  # one round trip lists every folder of a level
+        listings = _list_folders(client, [folder for folder, _ in level])
+        below: list[tuple[str, str]] = []
+        for (remote_dir, local_dir), listing in zip(level, listings, strict=True):
+            try:
+                os.makedirs(local_dir, exist_ok=True)
+            except OSError as exc:
+                raise LocalError(f"{exc.strerror}: {local_dir}") from exc
+            result.folders += 1
+            for entry in listing:
+                remote_path = posixpath.join(remote_dir, entry.name)
+                if not _safe_name(entry.name):
+                    result.skipped.append(remote_path)
+                elif entry.type == "dir":
+                    below.append((remote_path, os.path.join(local_dir, entry.name)))
+                elif entry.type == "file":
+                    pairs.append((remote_path, os.path.join(local_dir, entry.name)))
+                else:
+                    result.skipped.append(remote_path)
+        level = below
+    copied = copy_files(client, "get", pairs, False, on_file, monitor_for, None, resume)
+    result.files = copied.files
     return result
 
 
@@ -109,11 +117,12 @@ def put_tree(
     if remote and _remote_is_dir(client, remote):
         root = posixpath.join(remote, name)
     result = TreeResult()
+    pairs: list[tuple[str, str]] = []
+    folders: list[str] = []
     for folder, dirs, files in os.walk(local, followlinks=False):
         relative = os.path.relpath(folder, local)
         remote_dir = root if relative == "." else posixpath.join(root, *relative.split(os.sep))
-        client.mkdir(remote_dir, parents=True)
-        result.folders += 1
+        folders.append(remote_dir)
         for sub in dirs:
             if os.path.islink(os.path.join(folder, sub)):
                 result.skipped.append(os.path.join(folder, sub))
@@ -124,12 +133,64 @@ def put_tree(
             if not inside or not os.path.isfile(real):
                 result.skipped.append(path)
                 continue
-            monitor = monitor_for(path) if monitor_for else None
-            done = client.put(path, posixpath.join(remote_dir, file_name), monitor, resume)
-            result.files.append(done)
-            if on_file:
-                on_file(done)
+            pairs.append((path, posixpath.join(remote_dir, file_name)))
+    result.folders = _make_folders(client, folders)
+    copied = copy_files(client, "put", pairs, False, on_file, monitor_for, None, resume)
+    result.files = copied.files
     return result
+
+
+def _list_folders(client: FileTransferClient, folders: list[str]) -> list[list[Entry]]:
+    """The listings of ``folders``, in order, the ``ls`` requests pipelined; the first error raised.
+
+    Every answer is read before an error is raised, so the connection stays in step.
+    """
+    listings: list[list[Entry]] = []
+    for batch in _batches([request("ls", folder) for folder in folders]):
+        client.channel.send(*batch)
+        failure: RemoteError | None = None
+        for _ in batch:
+            try:
+                listings.append(client.read_listing())
+            except RemoteError as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+    return listings
+
+
+def _batches(requests: list[Message]) -> Iterator[list[Message]]:
+    """``requests`` in runs of at most :data:`REQUEST_BYTES` (at least one each)."""
+    batch: list[Message] = []
+    size = 0
+    for message in requests:
+        cost = len(message.encode()) + 4
+        if batch and size + cost > REQUEST_BYTES:
+            yield batch
+            batch, size = [], 0
+        batch.append(message)
+        size += cost
+    if batch:
+        yield batch
+
+
+def _make_folders(client: FileTransferClient, folders: list[str]) -> int:
+    """``mkdir -p`` of each folder, the requests pipelined; how many; the first error raised.
+
+    The requests go in runs of at most :data:`REQUEST_BYTES` (their answers,
+    which echo the paths, must fit in the socket buffers too).
+    """
+    for batch in _batches([request("mkdir", folder, "parents") for folder in folders]):
+        client.channel.send(*batch)
+        failure: RemoteError | None = None
+        for _ in batch:
+            try:
+                client.channel.recv().expect("mkdir", "ok", 1)
+            except RemoteError as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+    return len(folders)
 
 
 def _remote_is_dir(client: FileTransferClient, remote: str) -> bool:

@@ -121,6 +121,25 @@ class Channel:
         self.sock.sendall(b"".join(encode_frame(m.encode()) for m in messages))
         self.in_step = True
 
+    def send_parts(self, *parts: Message | bytes | memoryview) -> None:
+        """Send messages and raw file data in one write (small pipelined files).
+
+        With deadlines, a peer that does not read for ``stall`` seconds
+        breaks it, as during any file data.
+        """
+        self.in_step = False
+        self._data_timeout()
+        with self._stall_watch():
+            self._send_joined(parts)
+        self.in_step = True
+
+    def _send_joined(self, parts: tuple[Message | bytes | memoryview, ...]) -> None:
+        self.sock.sendall(
+            b"".join(
+                encode_frame(p.encode()) if isinstance(p, Message) else bytes(p) for p in parts
+            )
+        )
+
     def send_last(self, message: Message, timeout: float = 5.0) -> bool:
         """Send a last ``message`` before closing, if the peer can still read it as one.
 

@@ -114,6 +114,17 @@ _SPECS = (
         permission="list",
     ),
     CommandSpec("quota", (), summary="used and available space"),
+    CommandSpec("window", (), summary="files and bytes a pipelined transfer may have in flight"),
+    CommandSpec(
+        "fetch", ("PATH",), summary="download a file, pipelined (no recv_ready)", permission="read"
+    ),
+    CommandSpec(
+        "offer",
+        ("PATH", "SIZE"),
+        summary="announce a pipelined upload of SIZE bytes",
+        permission="write",
+    ),
+    CommandSpec("send", (), ("abort",), summary="the data of the oldest ready offer follows"),
 )
 
 COMMANDS: dict[str, CommandSpec] = {spec.name: spec for spec in _SPECS}

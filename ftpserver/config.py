@@ -105,6 +105,8 @@ class Settings:
     s3_endpoint: str = ""
     s3_region: str = ""
     s3_part_size: int = 8 * 1024 * 1024
+    pipeline_files: int = 64
+    pipeline_bytes: int = 64 * 1024 * 1024
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with the given fields changed; ``None`` values (flags not given) are ignored.
@@ -187,6 +189,8 @@ _LIMITS: dict[str, tuple[type, float | None, float | None]] = {
     "s3_endpoint": (str, None, None),
     "s3_region": (str, None, None),
     "s3_part_size": (int, 5 * 1024 * 1024, 5 * 1024 * 1024 * 1024),
+    "pipeline_files": (int, 1, 1024),
+    "pipeline_bytes": (int, 1, None),
 }
 _STORAGES = ("local", "s3")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

@@ -28,6 +28,7 @@ from ftpproto.commands import COMMANDS, lookup
 from ftpproto.errors import DeadlineExceeded, ErrorCode, FramingError, MessageError, ProtocolError
 from ftpproto.messages import Message, error, ok, parse_size
 from ftpserver.activity import Activity
+from ftpserver.batch import Pipeline
 from ftpserver.cluster.proxied import Networks, client_address
 from ftpserver.fsops import os_error
 from ftpserver.guards import pacer
@@ -69,6 +70,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self.ip = str(self.client_address[0])
         self.peer = f"{self.ip}:{self.client_address[1]}"
         self.activity = Activity(self.server.admin)
+        self.pipeline = Pipeline(self, self.settings.pipeline_files, self.settings.pipeline_bytes)
 
     def _open(self) -> bool:
         """A session slot and the TLS handshake (if configured); False if the session must end.
@@ -111,6 +113,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         return True
 
     def finish(self) -> None:
+        self.pipeline.close()
         if self._has_slot:
             self.server.limiter.release(self.ip)
             self._has_slot = False
@@ -390,6 +393,20 @@ class SessionHandler(socketserver.BaseRequestHandler):
     def cmd_partial(self, path: str) -> None:
         size = self.storage.partial_size(self.storage.virtual(path))
         self.channel.send(ok("partial", str(size)))
+
+    # -- pipelined transfers (ftpserver/batch.py) ----------------------------
+
+    def cmd_window(self) -> None:
+        self.pipeline.window_command()
+
+    def cmd_fetch(self, path: str) -> None:
+        self.pipeline.fetch(path)
+
+    def cmd_offer(self, path: str, size_text: str) -> None:
+        self.pipeline.offer(path, size_text)
+
+    def cmd_send(self, flag: str | None = None) -> None:
+        self.pipeline.send(flag)
 
     # -- logging -------------------------------------------------------------
 

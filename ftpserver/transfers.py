@@ -21,7 +21,14 @@ from ftpproto.digest import Hasher, new_hasher
 from ftpproto.handshake import Resume, ServerGet, ServerPut, parse_resume
 from ftpserver.storage.base import ReadHandle, UploadHandle
 
-__all__ = ["Resume", "handle_digest", "parse_resume", "receive_upload", "send_download"]
+__all__ = [
+    "Resume",
+    "handle_digest",
+    "parse_resume",
+    "receive_upload",
+    "send_download",
+    "stream_file",
+]
 
 _PIECE = 1024 * 1024
 
@@ -69,7 +76,6 @@ def send_download(
     The size is the opened version's, so a file replaced meanwhile is sent
     in the version that was opened.
     """
-    known = source.stored_digest()
     handshake = ServerGet(
         virtual, source.size, resume, lambda count: _read_digest(source, count)[0]
     )
@@ -77,6 +83,29 @@ def send_download(
     if not handshake.answer(channel.recv()):
         return None
     offset, count, hasher = handshake.offset, handshake.count, handshake.hasher
+    hexdigest = stream_file(channel, source, virtual, offset, count, hasher, pace, step)
+    if hexdigest is None:
+        raise handshake.file_changed()
+    channel.send(handshake.digest(hexdigest))
+    return count, hexdigest
+
+
+def stream_file(
+    channel: Channel,
+    source: ReadHandle,
+    virtual: str,
+    offset: int,
+    count: int,
+    hasher: Hasher,
+    pace: Progress | None,
+    step: int,
+) -> str | None:
+    """Send ``count`` bytes of a download's data from ``offset``; the file's digest.
+
+    None if the file changed while it was sent (the data was padded to
+    ``count``: the caller sends the error instead of the digest).
+    """
+    known = source.stored_digest()
     try:
         sent, hashed = _send(channel, source, offset, count, hasher, known, pace, step)
     except (ConnectionError, TimeoutError):
@@ -85,12 +114,11 @@ def send_download(
         # The data stream cannot be put back in step after a read error.
         raise ConnectionAbortedError(f"reading {virtual} failed: {exc.strerror}") from exc
     if sent < count or hashed < count or source.changed():
-        raise handshake.file_changed()
+        return None
     hexdigest = known or hasher.hexdigest()
     if not known:
         source.store_digest(hexdigest)
-    channel.send(handshake.digest(hexdigest))
-    return count, hexdigest
+    return hexdigest
 
 
 def _send(

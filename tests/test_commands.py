@@ -31,6 +31,10 @@ TABLE: dict[str, tuple[str, set[int], bool, str | None]] = {
     "touch": ("touch PATH MTIME", {2}, True, "write"),
     "tree": ("tree PATH [blake3]", {1, 2}, True, "list"),
     "quota": ("quota", {0}, True, None),
+    "window": ("window", {0}, True, None),
+    "fetch": ("fetch PATH", {1}, True, "read"),
+    "offer": ("offer PATH SIZE", {2}, True, "write"),
+    "send": ("send [abort]", {0, 1}, True, None),
 }
 
 

@@ -289,3 +289,19 @@ def test_serve_with_tls_from_the_config(
     one_error_line(plain)
     running.proc.terminate()
     assert running.proc.wait(timeout=10) == 0
+
+
+def test_pipelined_batch_over_tls(tls_server: RunningServer, pki: Pki, local: Path) -> None:
+    """put_many/get_many (issue 15) over TLS: small files in one write, a big one streamed."""
+    sizes = [0, 1, 5000, 300_000, 2 * 1024 * 1024 + 3]
+    for n, size in enumerate(sizes):
+        (local / f"p{n}").write_bytes(os.urandom(size))
+    with tls_client(tls_server, pki.ca) as conn:
+        conn.login(ALICE, ALICE_PASSWORD)
+        up = list(conn.put_many([(f"p{n}", str(local / f"p{n}")) for n in range(len(sizes))]))
+        down = list(conn.get_many([(f"p{n}", str(local / f"q{n}")) for n in range(len(sizes))]))
+        conn.quit()
+    assert all(o.result for o in up) and all(o.result for o in down)
+    for n in range(len(sizes)):
+        assert file_digest_of(local / f"q{n}") == file_digest_of(local / f"p{n}")
+        assert file_digest_of(tls_server.alice_home / f"p{n}") == file_digest_of(local / f"p{n}")

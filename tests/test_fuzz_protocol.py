@@ -73,6 +73,7 @@ from hypothesis import strategies as st
 from ftpclient.client import FileTransferClient
 from ftpproto.channel import Channel
 from ftpproto.commands import COMMANDS
+from ftpproto.digest import new_hasher
 from ftpproto.errors import ConnectionClosed, ErrorCode, FramingError, MessageError
 from ftpproto.framing import HEADER_SIZE, MAX_FRAME_SIZE, FrameDecoder, encode_frame
 from ftpproto.messages import Message, abort, request
@@ -585,7 +586,7 @@ def exercise(target: FuzzTarget, name: str, args: tuple[str, ...], logged_in: bo
             assert (reply.command, int(reply.fields[1])) == expected, f"{name}{args}: {reply}"
         else:
             assert reply.command == name, f"{name}{args} answered by {reply}"
-        if finish_handshake(session, name, reply):
+        if finish_handshake(session, name, reply, args):
             logged_in = logged_in or (name == "login" and reply.status == "ok")
             follow_up = "pwd" if logged_in else "help"
             session.request(follow_up)
@@ -596,7 +597,16 @@ def exercise(target: FuzzTarget, name: str, args: tuple[str, ...], logged_in: bo
     target.check()
 
 
-def finish_handshake(session: RawSession, name: str, reply: Message) -> bool:
+class _Drop:
+    """A sink for file data the test does not look at."""
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Drop ``data``."""
+
+
+def finish_handshake(
+    session: RawSession, name: str, reply: Message, args: tuple[str, ...] = ()
+) -> bool:
     """Call off a transfer the server got ready for; False if the session is over."""
     if reply.status == "ready" and name == "get":
         session.send(abort("get"))
@@ -610,6 +620,16 @@ def finish_handshake(session: RawSession, name: str, reply: Message) -> bool:
         assert (after.command, after.status, after.fields[1]) == (
             "put", "error", str(int(ErrorCode.TRANSFER_ABORTED)),
         ), after  # fmt: skip
+    elif reply.status == "ready" and name == "fetch":  # the data and digest follow at once
+        count = int(reply.fields[1])
+        if count > 1 << 20:
+            return False
+        session.channel.recv_file(_Drop(), count, new_hasher())
+        after = final_reply(session)
+        assert (after.command, after.status) in {("fetch", "digest"), ("fetch", "error")}, after
+    elif name == "send" and not args and reply.status == "error" and reply.fields[1] == "409":
+        assert session.is_closed_by_server(READ_LIMIT), "send without an offer kept the session"
+        return False
     elif name == "quit" and reply.status == "ok":
         assert session.is_closed_by_server(READ_LIMIT), "quit did not close the connection"
         return False

@@ -1,0 +1,196 @@
+"""The server's side of pipelined transfers (docs/PROTOCOL.md, section 5.4).
+
+``window`` tells the client the session's window (``pipeline_files`` and
+``pipeline_bytes``).  ``fetch`` sends one file at once, without waiting for a
+``recv_ready``: a client keeps many requested, and they wait in the socket
+until the server reads them, so a session holds one file open at a time
+whatever the client sends.  ``offer`` starts an upload (the storage checks
+the path and reserves space and quota) and queues it; ``send`` receives the
+data of the oldest queued offer and commits it.  The queue never holds more
+than the window: an offer beyond it is refused (``409``) before anything is
+reserved.  Whatever is still queued when the session ends is discarded.
+
+The messages and their order are :mod:`ftpproto.pipeline`'s; the file's
+side is :mod:`ftpserver.transfers`'.  This module speaks only to the
+session's :class:`~ftpserver.storage.base.Storage`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ftpproto.channel import Progress
+from ftpproto.errors import ErrorCode, ProtocolError
+from ftpproto.messages import error, ok, parse_size
+from ftpproto.pipeline import ServerFetch, ServerOffer, Window, window_reply
+from ftpserver.fsops import os_error
+from ftpserver.storage.base import ReadHandle, UploadHandle
+from ftpserver.transfers import stream_file
+
+if TYPE_CHECKING:
+    from ftpserver.handler import SessionHandler
+
+__all__ = ["SMALL_FILE", "Pipeline"]
+
+SMALL_FILE = 256 * 1024  # up to this size a fetched file goes out in one write with its messages
+
+
+@dataclass
+class _Queued:
+    """An upload offered and reserved, waiting for its data."""
+
+    offer: ServerOffer
+    upload: UploadHandle
+    virtual: str
+    size: int
+
+
+class Pipeline:
+    """One session's pipelined transfers: its window and its queue of offered uploads."""
+
+    def __init__(self, session: SessionHandler, files: int, size: int) -> None:
+        self.session = session
+        self.window = Window(files, size)
+        self.queue: deque[_Queued] = deque()
+
+    def close(self) -> None:
+        """Discard every queued upload (the session ends); their reservations go back."""
+        while self.queue:
+            queued = self.queue.popleft()
+            self.window.give(queued.size)
+            with contextlib.suppress(OSError):
+                queued.upload.abort()
+
+    def window_command(self) -> None:
+        """``window``: the files and bytes a client may have in flight."""
+        self.session.channel.send(window_reply(self.window))
+
+    # -- downloads -----------------------------------------------------------
+
+    def fetch(self, path: str) -> None:
+        """``fetch|PATH``: ``fetch|ready|SIZE``, the data and the digest, without a wait."""
+        session = self.session
+        virtual = session.storage.virtual(path)
+        started = time.monotonic()
+        with session.storage.open_read(virtual) as source:
+            rate = session.user_account.download_rate
+            meter = session._meter("download", rate, virtual)
+            handshake = ServerFetch(virtual, source.size)
+            try:
+                hexdigest = self._send_file(
+                    source, handshake, meter, 64 * 1024 if rate else 8 << 20
+                )
+            except (ProtocolError, OSError) as exc:
+                session._log_failed("get", virtual, meter.moved, started, exc)
+                raise
+        session._log_transfer("get", virtual, handshake.count, started, hexdigest, "ok")
+
+    def _send_file(
+        self,
+        source: ReadHandle,
+        handshake: ServerFetch,
+        meter: Progress,
+        step: int,
+    ) -> str:
+        """Send one fetched file: ready, data, digest (one write for a small file)."""
+        channel = self.session.channel
+        count = handshake.count
+        if count <= SMALL_FILE:
+            data = _read_small(source, count)
+            if data is not None:
+                known = source.stored_digest()
+                if known is None:
+                    hasher = handshake.hasher
+                    hasher.update(data)
+                    known = hasher.hexdigest()
+                    source.store_digest(known)
+                ready = handshake.ready()
+                channel.send_parts(ready, data, handshake.digest(known))
+                meter(count)
+                return known
+        channel.send(handshake.ready())
+        hexdigest = stream_file(
+            channel, source, handshake.path, 0, count, handshake.hasher, meter, step
+        )
+        if hexdigest is None:
+            raise handshake.file_changed()
+        channel.send(handshake.digest(hexdigest))
+        return hexdigest
+
+    # -- uploads -------------------------------------------------------------
+
+    def offer(self, path: str, size_text: str) -> None:
+        """``offer|PATH|SIZE``: check, reserve and queue an upload; ``offer|ready|SIZE``."""
+        size = parse_size(size_text)
+        if not self.window.admits(size):
+            raise self.window.full()
+        storage = self.session.storage
+        virtual = storage.virtual(path)
+        upload = storage.open_upload(virtual)
+        try:
+            _, hasher = upload.start(size, None)
+        except BaseException:
+            upload.abort()
+            raise
+        offer = ServerOffer(virtual, size, hasher)
+        self.queue.append(_Queued(offer, upload, virtual, size))
+        self.window.take(size)
+        self.session.channel.send(offer.ready())
+
+    def send(self, flag: str | None) -> None:
+        """``send`` (the oldest offer's data follows) or ``send|abort`` (withdraw it)."""
+        session = self.session
+        if flag is not None and flag != "abort":
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "usage: send [abort]")
+        if not self.queue:
+            refusal = ProtocolError(ErrorCode.BAD_STATE, "send without a ready offer")
+            if flag is not None:
+                raise refusal  # a withdrawal: no data follows
+            # Data may follow that nothing announced: the stream is out of step.
+            session.channel.send(error("send", refusal))
+            raise ConnectionAbortedError("send without a ready offer")
+        queued = self.queue.popleft()
+        self.window.give(queued.size)
+        offer, virtual = queued.offer, queued.virtual
+        with queued.upload as upload:
+            if not offer.begin(withdraw=flag is not None):
+                raise offer.withdrawn()
+            started = time.monotonic()
+            meter = session._meter("upload", session.user_account.upload_rate, virtual)
+            try:
+                session.channel.recv_file(upload.sink, offer.count, offer.hasher, meter)
+                final = session.channel.recv()  # a connection lost before keeps what arrived
+                upload.keep_partial = False
+                hexdigest = offer.check(final)
+                upload.commit(hexdigest)
+            except OSError as exc:
+                failure = exc if isinstance(exc, ConnectionError | TimeoutError) else None
+                session._log_failed("put", virtual, meter.moved, started, exc)
+                if failure is not None:
+                    raise
+                raise os_error(exc, virtual) from exc
+            except ProtocolError as exc:
+                session._log_failed("put", virtual, meter.moved, started, exc)
+                raise
+        session._log_transfer("put", virtual, offer.count, started, hexdigest, "ok")
+        session.channel.send(ok("send", str(offer.count), hexdigest))
+
+
+def _read_small(source: ReadHandle, count: int) -> bytes | None:
+    """All ``count`` bytes of a small file, or None if it is shorter now or changed."""
+    buffer = bytearray(count)
+    view = memoryview(buffer)
+    source.seek(0)
+    done = 0
+    while done < count:
+        n = source.readinto(view[done:])
+        if not n:
+            return None
+        done += n
+    if source.changed():
+        return None
+    return bytes(buffer)
