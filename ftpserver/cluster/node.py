@@ -147,6 +147,21 @@ class ClusterState:
         self._renewed, self._healthy = started, True
         return True
 
+    @property
+    def lease(self) -> float:
+        """``node_lease`` in seconds (:class:`~ftpserver.storage.temps.UploadOwners`)."""
+        return self.settings.node_lease
+
+    def live_nodes(self) -> dict[str, float]:
+        """The nodes whose lease runs, with its seconds left (raises SharedStateUnavailable)."""
+        rows = self.db.run(
+            lambda conn: conn.execute(
+                "select name, extract(epoch from lease_until - now())::float8"
+                " from ft_nodes where lease_until > now()"
+            ).fetchall()
+        )
+        return {str(name): float(str(left)) for name, left in rows}
+
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.settings.node_lease / 3):
             self.renew()
