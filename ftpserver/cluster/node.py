@@ -17,6 +17,8 @@ its lease thread, which every third of ``node_lease``:
 A node whose lease it could not renew in time refuses new sessions with
 ``421`` ("shared state unavailable"), and takes them again after its next
 successful renewal.  :meth:`ClusterState.close` removes the node's row.
+:meth:`ClusterState.live_nodes` answers for the storage which owners of
+temporary uploads on shared homes are alive (:mod:`ftpserver.storage.temps`).
 :func:`list_nodes` is ``ftpserver nodes``.
 """
 
