@@ -39,6 +39,7 @@ from ftpserver.state.shared import LocalState, Shared
 from ftpserver.state.wire import StateUnavailable
 from ftpserver.storage.base import Storage
 from ftpserver.storage.local import LocalStorage
+from ftpserver.storage.temps import UploadOwners
 from ftpserver.users import User, UserStore, load_users
 from ftpserver.userwatch import UsersFileWatch
 
@@ -130,6 +131,7 @@ def local_storage(server: FileTransferServer, user: User) -> Storage:
         file_mode=server.file_mode,
         fsync=settings.fsync_uploads,
         stale_after=max(3600.0, 2 * settings.idle_timeout),
+        owners=server.upload_owners,
     )
 
 
@@ -208,6 +210,7 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         self.storage_factory: StorageFactory = (  # where users' files are stored
             s3_storage if settings.storage == "s3" else local_storage
         )
+        self.upload_owners: UploadOwners | None = None  # a cluster's nodes (shared homes)
         self.audit = Audit()
         self.tls = tls_context(settings)
         self.tls_binding = server_binding(settings.tls_cert if self.tls else None)  # key logins

@@ -26,6 +26,7 @@ from conftest import (
     BOB,
     BOB_PASSWORD,
     HOST,
+    digest_of,
     subprocess_env,
     wait_until,
     write_users_file,
@@ -173,6 +174,58 @@ def test_a_killed_nodes_slots_come_back_within_its_lease(
     listing = run_nodes(n2.config)
     assert listing.returncode == 0, listing.stderr
     assert wait_until(lambda: "n1" not in run_nodes(n2.config).stdout, timeout=LEASE + 2)
+
+
+def test_a_killed_nodes_upload_gives_its_space_back_and_resumes_on_another(
+    nodes: Nodes, tmp_path: Path
+) -> None:
+    n1, n2 = nodes.start("n1"), nodes.start("n2")
+    mib = 1024 * 1024
+    data = os.urandom(6 * mib)  # carol uploads at 2 MiB/s: 3 s
+    local = tmp_path / "six.bin"
+    local.write_bytes(data)
+    home = tmp_path / "homes" / CAROL
+    watcher = FileTransferClient(HOST, n2.port, timeout=30)
+    watcher.login(CAROL, CAROL_PASSWORD)
+    uploader = FileTransferClient(HOST, n1.port, timeout=30)
+    uploader.login(CAROL, CAROL_PASSWORD)
+    lost: list[BaseException] = []
+
+    def put() -> None:
+        try:
+            uploader.put(str(local), "six.bin")
+        except BaseException as exc:
+            lost.append(exc)
+
+    thread = threading.Thread(target=put)
+    thread.start()
+    try:
+        assert wait_until(lambda: bool(writing(home, mib)), timeout=20), "no upload started"
+        assert writing(home, mib)[0].name.endswith("-n1")  # the node's name in its temporary file
+        assert watcher.quota().available == 4 * mib  # n1's reservation holds the space
+        nodes.kill(n1)
+        killed = time.monotonic()
+        assert wait_until(lambda: watcher.quota().available == 10 * mib, timeout=LEASE + 5)
+        assert time.monotonic() - killed <= LEASE + LEASE / 3 + 2
+        thread.join(timeout=30)
+        assert lost, "the upload survived its node"
+        resumer = FileTransferClient(HOST, n2.port, timeout=30)
+        resumer.login(CAROL, CAROL_PASSWORD)
+        result = resumer.put(str(local), "six.bin", resume=True)
+        assert result.offset > mib  # resumed from what n1 had written, not started over
+        resumer.close()
+    finally:
+        uploader.close()
+        thread.join(timeout=30)
+    assert digest_of((home / "six.bin").read_bytes()) == digest_of(data)
+    assert not list(home.glob(".ftp-upload-*")) and not list(home.glob(".ftp-partial/*"))
+    assert watcher.quota().used == 6 * mib
+    watcher.close()
+
+
+def writing(home: Path, least: int) -> list[Path]:
+    """The temporary uploads in ``home`` with at least ``least`` bytes."""
+    return [path for path in home.glob(".ftp-upload-*") if path.stat().st_size >= least]
 
 
 def run_nodes(config: Path) -> subprocess.CompletedProcess[str]:

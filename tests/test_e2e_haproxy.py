@@ -11,6 +11,7 @@ consecutive connections over the nodes.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -197,3 +198,11 @@ def test_a_node_killed_mid_upload_the_client_finishes_through_another(
     assert digest_of((home / "big.bin").read_bytes()) == digest_of(data)
     others = [n for n in cluster.nodes if n is not serving[0]]
     assert any("login user='bob'" in n.log_text() for n in others)
+    # resumed on the other node from what the dead one had written: fewer bytes sent
+    puts = [
+        m
+        for n in others
+        for m in re.finditer(r"put user='bob'.* bytes=(\d+) .*outcome='ok'", n.log_text())
+    ]
+    assert len(puts) == 1 and 0 < int(puts[0][1]) < len(data) - RATE // 4, puts
+    assert not list(home.glob(".ftp-upload-*")) and not list(home.glob(".ftp-partial/*"))

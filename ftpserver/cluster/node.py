@@ -17,6 +17,8 @@ its lease thread, which every third of ``node_lease``:
 A node whose lease it could not renew in time refuses new sessions with
 ``421`` ("shared state unavailable"), and takes them again after its next
 successful renewal.  :meth:`ClusterState.close` removes the node's row.
+:meth:`ClusterState.live_nodes` answers for the storage which owners of
+temporary uploads on shared homes are alive (:mod:`ftpserver.storage.temps`).
 :func:`list_nodes` is ``ftpserver nodes``.
 """
 
@@ -146,6 +148,21 @@ class ClusterState:
             log.info("shared state available: node %s takes sessions", self.name)
         self._renewed, self._healthy = started, True
         return True
+
+    @property
+    def lease(self) -> float:
+        """``node_lease`` in seconds (:class:`~ftpserver.storage.temps.UploadOwners`)."""
+        return self.settings.node_lease
+
+    def live_nodes(self) -> dict[str, float]:
+        """The nodes whose lease runs, with its seconds left (raises SharedStateUnavailable)."""
+        rows = self.db.run(
+            lambda conn: conn.execute(
+                "select name, extract(epoch from lease_until - now())::float8"
+                " from ft_nodes where lease_until > now()"
+            ).fetchall()
+        )
+        return {str(name): float(str(left)) for name, left in rows}
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.settings.node_lease / 3):

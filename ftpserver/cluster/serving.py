@@ -48,6 +48,7 @@ def join(cluster: ClusterState | None, server: FileTransferServer) -> None:
         return len(sessions), sum(1 for session in sessions if session.busy)
 
     cluster.start(server.address, lambda: server.settings, stats)
+    server.upload_owners = cluster  # its temporary uploads carry its name; dead nodes' are adopted
 
 
 def admin_services(

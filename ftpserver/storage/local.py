@@ -28,6 +28,14 @@ from ftpserver.state.ledger import QuotaLedger, Usage
 from ftpserver.storage.base import Entry
 from ftpserver.storage.localfiles import HomeAccount, LocalReadHandle, LocalUpload, disk_free
 from ftpserver.storage.paths import PARTIAL_DIR, is_temporary
+from ftpserver.storage.temps import (
+    UploadOwners,
+    adopt,
+    dead_owners,
+    parse_temp,
+    temps_in,
+    wait_for_owners,
+)
 from ftpserver.users import User
 
 __all__ = ["LocalStorage"]
@@ -50,12 +58,14 @@ class LocalStorage:
         file_mode: int = 0o644,
         fsync: bool = False,
         stale_after: float = 3600.0,
+        owners: UploadOwners | None = None,
     ) -> None:
         self.user = user
         self.digests = digests
         self.file_mode = file_mode
         self.fsync = fsync
         self.stale_after = stale_after  # an upload's temp file untouched this long is left over
+        self.owners = owners  # homes shared by the nodes of a cluster: ftpserver.storage.temps
         self.jail = Jail(user.home)
         self.account = HomeAccount(ledger, user.name, user.quota, self.jail.root, self.measure)
 
@@ -204,18 +214,29 @@ class LocalStorage:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no such folder: {parent}")
         if os.path.islink(real):  # a link that resolving left a link: a loop, not a target
             raise _loop(virtual)
+        owner = self.owners.name if self.owners is not None else ""
+        partial = self._partial(virtual)
         return LocalUpload(
-            self.account, self.digests, real, self._partial(virtual), self.file_mode, self.fsync
+            self.account, self.digests, real, partial, self.file_mode, self.fsync, owner
         )
 
     def partial_size(self, virtual: str) -> int:
-        virtual, _ = self.jail.resolve(virtual)
+        virtual, real = self.jail.resolve(virtual)
+        if self.owners is not None:  # a dead node's upload of it becomes the partial upload
+            key = os.path.basename(self._partial(virtual))
+            folder = os.path.dirname(real)
+            found = wait_for_owners(
+                self.owners, lambda: temps_in(folder, key), self.owners.lease + 1
+            )
+            adopt(self.account, os.path.join(self.jail.root, PARTIAL_DIR), found)
         try:
             return os.lstat(self._partial(virtual)).st_size
         except FileNotFoundError:
             return 0
 
     def remove_stale_partials(self, max_age: float) -> int:
+        if self.owners is not None:
+            self.adopt_orphans()
         deadline = time.time() - max_age
         folder = os.path.join(self.jail.root, PARTIAL_DIR)
         try:
@@ -230,15 +251,26 @@ class LocalStorage:
                     removed += 1
         return removed
 
+    def adopt_orphans(self) -> int:
+        """Keep the temporary uploads of dead nodes as partial uploads; how many."""
+        assert self.owners is not None
+        found = [t for folder, _, _ in os.walk(self.jail.root) for t in temps_in(folder)]
+        dead = dead_owners(self.owners, found) if found else None
+        if not dead:
+            return 0
+        return adopt(self.account, os.path.join(self.jail.root, PARTIAL_DIR), dead)
+
     # -- space -------------------------------------------------------------------
 
     def measure(self) -> int:
         """Bytes of regular files in the home, not counting temporary uploads.
 
         Temporary uploads untouched for ``stale_after`` seconds are left over
-        from a crash and removed; live uploads write all the time.
+        from a crash and removed; live uploads write all the time.  On homes
+        shared by a cluster, never one of a live node.
         """
         stale_before = time.time() - self.stale_after
+        stale: list[str] = []
         total = 0
         for folder, _dirs, files in os.walk(self.jail.root):
             for name in files:
@@ -248,8 +280,19 @@ class LocalStorage:
                     continue
                 with contextlib.suppress(OSError):
                     if os.lstat(path).st_mtime < stale_before:
-                        os.unlink(path)
+                        stale.append(path)
+        self._remove_temps(stale)
         return total
+
+    def _remove_temps(self, paths: list[str]) -> None:
+        """Remove left-over temporary uploads, except those of live nodes."""
+        if paths and self.owners is not None:
+            found = [parse_temp(os.path.basename(p), os.path.dirname(p)) for p in paths]
+            dead = dead_owners(self.owners, [t for t in found if t is not None]) or set()
+            paths = [p for p, t in zip(paths, found, strict=True) if t is None or t in dead]
+        for path in paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     def free_space(self) -> int:
         return disk_free(self.jail.root)

@@ -36,7 +36,8 @@ from ftpproto.handshake import Resume, upload_start
 from ftpserver.digests import DigestCache, version
 from ftpserver.fsops import file_size
 from ftpserver.state.ledger import QuotaLedger, Reservation, Unmeasured
-from ftpserver.storage.paths import TEMP_PREFIX, is_temporary
+from ftpserver.storage.paths import is_temporary
+from ftpserver.storage.temps import temp_name
 
 __all__ = ["HomeAccount", "LocalReadHandle", "LocalUpload", "discard_upload", "disk_free"]
 
@@ -281,6 +282,7 @@ class LocalUpload:
         partial: str,
         mode: int,
         fsync: bool,
+        owner: str = "",
     ) -> None:
         self.account = account
         self.digests = digests
@@ -288,7 +290,9 @@ class LocalUpload:
         self.partial = partial
         self.mode = mode
         self.fsync = fsync
-        self.temp = os.path.join(os.path.dirname(target), f"{TEMP_PREFIX}{os.urandom(8).hex()}")
+        # named after the partial key and the owner: see ftpserver.storage.temps
+        name = temp_name(os.path.basename(partial), owner)
+        self.temp = os.path.join(os.path.dirname(target), name)
         self.keep_partial = False
         self.reservation: Reservation | None = None
         self.writer: GuardedWriter | None = None
