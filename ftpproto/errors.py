@@ -28,6 +28,7 @@ class ErrorCode(enum.IntEnum):
     PERMISSION_DENIED = 403  # not allowed (outside the home, a symlink out of it)
     NOT_FOUND = 404  # no such file or folder
     UNKNOWN_COMMAND = 405  # not in the command table
+    LOGIN_TIMEOUT = 408  # no login within the server's login_timeout; the connection is closed
     BAD_STATE = 409  # a message that does not fit the handshake in progress
     EXISTS = 410  # the target exists and may not be replaced
     IS_DIRECTORY = 411  # a file was expected, a folder was found

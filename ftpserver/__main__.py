@@ -22,6 +22,7 @@ from ftpproto.commands import RIGHTS
 from ftpserver import users as userfile
 from ftpserver.audit import configure_logging
 from ftpserver.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
+from ftpserver.limits import fit_warning, nofile_limits, prepare_descriptors
 from ftpserver.server import FileTransferServer
 from ftpserver.signals import SignalCounter
 from ftpserver.workers import serve_workers
@@ -118,6 +119,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     store = userfile.load_users(settings.users, settings.home)
     for user in store.users.values():
         user.home.mkdir(parents=True, exist_ok=True)
+    prepare_descriptors(settings.max_sessions)
     if settings.workers != 1:
         return serve_workers(settings, store, lambda: _settings(args), _run)
     server = FileTransferServer(settings, store, lambda: _settings(args))
@@ -178,6 +180,9 @@ def _check_config(args: argparse.Namespace) -> int:
     if problems:
         print(f"{len(problems)} problem(s) found", file=sys.stderr)
         return 1
+    warning = fit_warning(settings.max_sessions, nofile_limits()[1])  # serve raises soft to hard
+    if warning is not None:
+        print(f"warning: {warning}")
     print(f"configuration OK: {settings.users}, homes in {settings.home}")
     return 0
 

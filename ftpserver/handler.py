@@ -13,6 +13,7 @@ and closes only this session.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import posixpath
@@ -71,6 +72,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self._cancelled = threading.Event()
         self.ip = str(self.client_address[0])
         self.peer = f"{self.ip}:{self.client_address[1]}"
+        self._login_by = time.monotonic() + self.settings.login_timeout
 
     def _open(self) -> bool:
         """A session slot and the TLS handshake (if configured); False if the session must end.
@@ -85,14 +87,14 @@ class SessionHandler(socketserver.BaseRequestHandler):
         refused = self.server.limiter.acquire(self.ip)
         self._has_slot = refused is None
         if self.server.tls is not None:
-            sock.settimeout(settings.request_timeout)
+            sock.settimeout(min(settings.request_timeout, settings.login_timeout))
             try:
                 sock = self.server.tls.wrap_socket(sock, server_side=True)
             except (OSError, ValueError) as exc:
                 log.info("TLS handshake with %s failed: %s", self.peer, exc)
                 return False
             self.request = sock
-        deadlines = Deadlines(
+        self._deadlines = deadlines = Deadlines(
             settings.idle_timeout,
             settings.request_timeout,
             settings.stall_timeout,
@@ -150,7 +152,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         try:
             while not self.server.stopping:
                 try:
-                    message = self.channel.recv()
+                    message = self._next_message()
                 except MessageError as exc:
                     self.channel.send(error("error", exc))
                     continue
@@ -165,11 +167,28 @@ class SessionHandler(socketserver.BaseRequestHandler):
             self._try_send(error("error", exc))
         except (ConnectionError, TimeoutError) as exc:
             log.debug("session %s ended: %s", self.peer, exc)
+            if self.user is None and time.monotonic() >= self._login_by - 0.05:
+                late = f"no login within {self.settings.login_timeout:g} s"
+                self._try_send(error("error", ProtocolError(ErrorCode.LOGIN_TIMEOUT, late)))
         except Exception:
             log.exception("internal error in session %s; closing it", self.peer)
             self._try_send(error("error", ProtocolError(ErrorCode.INTERNAL, "internal error")))
         finally:
             self.server.sessions.discard(self)
+
+    def _next_message(self) -> Message:
+        """The next message; before a login, within what is left of ``login_timeout``."""
+        if self.user is None:
+            left = self._login_by - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no login in time")
+            idle, request = self._deadlines.idle, self._deadlines.request
+            self.channel.deadlines = dataclasses.replace(
+                self._deadlines, idle=min(idle, left), request=min(request, left)
+            )
+        elif self.channel.deadlines is not self._deadlines:
+            self.channel.deadlines = self._deadlines
+        return self.channel.recv()
 
     def _try_send(self, message: Message) -> None:
         with contextlib.suppress(OSError):

@@ -31,6 +31,7 @@ from ftpserver.digests import DigestCache
 from ftpserver.fsops import sweep_partials
 from ftpserver.guards import Bandwidth, BanList, PasswordGate, SessionLimiter
 from ftpserver.handler import SessionHandler
+from ftpserver.limits import AcceptGate
 from ftpserver.quota import QuotaBook
 from ftpserver.users import UserStore, load_users
 
@@ -143,6 +144,7 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         self.audit = Audit(settings.audit_json)
         self.tls = tls_context(settings)
         self.sessions = _Sessions()
+        self.gate = AcceptGate()
         self.stopping = False
         self._stop_sweeping = threading.Event()
         self.request_queue_size = settings.listen_backlog
@@ -240,6 +242,13 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         deadline = time.monotonic() + timeout
         while self.sessions.snapshot() and time.monotonic() < deadline:
             time.sleep(0.02)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        return self.gate.accept(self.socket)  # waits, not spins, when out of descriptors
+
+    def close_request(self, request: Any) -> None:
+        super().close_request(request)
+        self.gate.freed()
 
     def server_close(self) -> None:
         self._stop_sweeping.set()
