@@ -18,11 +18,10 @@ import fcntl
 import os
 import posixpath
 import socket
-import ssl
 import stat
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ftpproto.channel import (
     SENDFILE_MIN,
@@ -42,6 +41,9 @@ from ftpproto.messages import (
     recv_ready,
     request,
 )
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = [
     "PART_SUFFIX",
@@ -425,6 +427,8 @@ class FileTransferClient:
 
 def tls_context(cafile: str | None = None) -> ssl.SSLContext:
     """A client TLS context: the system's trusted CAs (or ``cafile``), host name checked."""
+    import ssl  # here, not at the top: it costs 10-20 ms at start, and only TLS needs it
+
     context = ssl.create_default_context(cafile=cafile)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context

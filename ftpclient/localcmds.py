@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import subprocess
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -88,6 +87,8 @@ class LocalCommands:
         if not arg.strip():
             self.fail("usage: !COMMAND")
             return
+        import subprocess  # here, not at the top: only ! needs it
+
         status = subprocess.call(arg, shell=True)
         if status != 0:
             self.fail(f"local command exited with status {status}")

@@ -10,15 +10,15 @@ transfers that last over a second.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
-from typing import Any, TextIO
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ftpclient.client import Entry, Stat, TransferResult
 from ftpproto.units import format_size
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 __all__ = ["Output", "ProgressBar", "format_entry"]
 
@@ -67,6 +67,8 @@ class Output:
     def record(self, event: str, fields: dict[str, Any]) -> None:
         """One JSON object ``{"event": event, ...fields}`` on its own line (``--json`` only)."""
         if self.json_mode:
+            import json  # here, not at the top: only --json needs it
+
             self.line(json.dumps({"event": event, **fields}, ensure_ascii=False))
 
     def error(self, text: str) -> None:
@@ -135,6 +137,8 @@ class ProgressBar:
 
     def start(self, total: int, done: int) -> None:
         """The transfer moves ``total`` bytes in all, of which ``done`` were there already."""
+        from tqdm import tqdm  # here, not at the top: importing it costs 25-35 ms at start
+
         self.bar = tqdm(
             total=total,
             initial=done,

@@ -22,8 +22,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 __all__ = ["ConfigError", "Target", "config_path", "load_config", "resolve_target"]
 
 DEFAULT_HOST = "127.0.0.1"
@@ -81,16 +79,26 @@ def _target(data: Any, where: str) -> Target:
     return Target(data.get("host"), port, data.get("user"))
 
 
+def _unreadable(path: Path, exc: Exception) -> ConfigError:
+    problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ConfigError(f"{path}: {problem}")
+
+
 def load_config(path: Path | None = None) -> ClientConfig:
     """Read the config file; a missing file means no defaults and no bookmarks."""
     path = path or config_path()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return ClientConfig(Target(), {})
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"{path}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _unreadable(path, exc) from None
+    import yaml  # here, not at the top: only a config file needs it, and it costs 15 ms
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise _unreadable(path, exc) from None
     if data is None:
         return ClientConfig(Target(), {})
     if not isinstance(data, dict):

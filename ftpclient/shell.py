@@ -13,7 +13,6 @@ stays up for ``reconnect``, in batch mode the caller decides.
 from __future__ import annotations
 
 import cmd
-import difflib
 import shlex
 from collections.abc import Callable
 
@@ -157,6 +156,8 @@ class ClientShell(LocalCommands, Completion, cmd.Cmd):
 
     def default(self, line: str) -> None:
         name = line.split()[0]
+        import difflib  # here, not at the top: only a mistyped command needs it
+
         close = difflib.get_close_matches(name, self.command_names(), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else " (type 'help')"
         self.fail(f"unknown command: {name}{hint}")

