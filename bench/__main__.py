@@ -346,7 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     names = _selected(args.only)
     signal.signal(signal.SIGTERM, _terminate)  # clean up (servers, files) as on Ctrl-C
-    raise_open_files_limit()
+    files = raise_open_files_limit()
+    if "crowd" in names and files < args.crowd + 1024:
+        print(f"warning: {files} open files allowed, the crowd of {args.crowd} sessions needs"
+              f" about {args.crowd + 1024}: raise the hard limit (ulimit -Hn)")  # fmt: skip
     python = bench_python()
     load_before = os.getloadavg()
     busy = machine_busy_seconds()
