@@ -13,7 +13,10 @@ the lowest free descriptor is below the limit less a reserve (so logged-in
 sessions can still open their files); when it is not, or ``accept`` fails
 for want of descriptors or memory, it waits until a session ends (or a
 short pause passes).  It logs the first such spell, and then at most one a
-minute (counting the ones in between), so a flood cannot fill the log.  Connections that arrive
+minute (counting the ones in between), so a flood cannot fill the log.
+When no thread can be started for a connection (the process or cgroup
+limit on threads), the server answers it with the error 421, closes it and
+backs off the same way (:meth:`AcceptGate.no_thread`).  Connections that arrive
 meanwhile wait in the kernel's listen queue.
 """
 
@@ -149,13 +152,13 @@ class AcceptGate:
                 raise
             lowest = self.limit
         if lowest >= self.limit - self.reserve:
-            self._starve(f"{lowest} of {self.limit} open files in use")
+            self._starve("file descriptors", f"{lowest} of {self.limit} open files in use")
             raise BlockingIOError(errno.EAGAIN, "out of descriptors")
         try:
             conn, address = sock.accept()
         except OSError as exc:
             if exc.errno in _STARVED:
-                self._starve(os.strerror(exc.errno or 0))
+                self._starve("file descriptors", os.strerror(exc.errno or 0))
             raise
         if self._starved_since is not None:
             if self._spell_logged:
@@ -164,7 +167,11 @@ class AcceptGate:
             self._starved_since = None
         return conn, address
 
-    def _starve(self, why: str) -> None:
+    def no_thread(self, why: str) -> None:
+        """No thread could be started for an accepted connection: log it and back off."""
+        self._starve("threads", why)
+
+    def _starve(self, what: str, why: str) -> None:
         """Log the first time in a while, then wait for a session to end (or a pause)."""
         now = time.monotonic()
         if self._starved_since is None:
@@ -175,8 +182,9 @@ class AcceptGate:
                 again = self.spells - self._logged_spells
                 more = f"; {again - 1} more time(s) since the last warning" if again > 1 else ""
                 log.warning(
-                    "out of file descriptors (%s): serving the sessions there are, "
+                    "out of %s (%s): serving the sessions there are, "
                     "new connections wait until some end%s",
+                    what,
                     why,
                     more,
                 )

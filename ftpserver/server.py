@@ -14,6 +14,7 @@ ends the sessions for a graceful shutdown.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -24,6 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ftpproto.errors import ErrorCode, ProtocolError
+from ftpproto.framing import encode_frame
+from ftpproto.messages import error
 from ftpserver.audit import Audit, configure_logging
 from ftpserver.config import Settings
 from ftpserver.digests import DigestCache
@@ -249,6 +253,17 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
 
     def get_request(self) -> tuple[socket.socket, Any]:
         return self.gate.accept(self.socket)  # waits, not spins, when out of descriptors
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request(request, client_address)
+        except RuntimeError as exc:  # "can't start new thread": refuse it, then back off
+            if self.tls is None:
+                busy = ProtocolError(ErrorCode.TOO_MANY_SESSIONS, "server busy, try again later")
+                with contextlib.suppress(OSError):
+                    request.send(encode_frame(error("error", busy).encode()))
+            self.shutdown_request(request)
+            self.gate.no_thread(str(exc))
 
     def close_request(self, request: Any) -> None:
         super().close_request(request)

@@ -13,14 +13,19 @@
   connections a real client still logs in, uploads and downloads within a
   few seconds, and once the flood ends the server serves a batch of
   clients at once.
+* Out of threads: a connection no thread can be started for gets the
+  error 421 and is closed, logged once, and the server serves again as soon
+  as threads can be had.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import resource
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
@@ -108,6 +113,39 @@ def test_a_logged_in_session_outlives_the_login_timeout(make_configured_server: 
         conn.login(ALICE, ALICE_PASSWORD)
         time.sleep(1.6)
         assert conn.pwd() == "/"
+
+
+def test_out_of_threads_connections_are_refused_and_logged_once(
+    make_configured_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    running: RunningServer = make_configured_server()
+
+    def no_thread(*args: Any) -> None:
+        raise RuntimeError("can't start new thread")
+
+    caplog.set_level(logging.WARNING, logger="ftpserver")
+    monkeypatch.setattr(socketserver.ThreadingMixIn, "process_request", no_thread)
+    for _ in range(3):
+        session = RawSession(running.port)
+        try:
+            session.sock.settimeout(10)
+            _, code, text = error_of(session.recv())
+            assert (code, text) == (ErrorCode.TOO_MANY_SESSIONS, "server busy, try again later")
+            assert session.is_closed_by_server(5)
+        finally:
+            session.close()
+    monkeypatch.undo()
+    with FileTransferClient(HOST, running.port, timeout=10) as conn:
+        conn.login(ALICE, ALICE_PASSWORD)
+        assert conn.pwd() == "/"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [w for w in warnings if w.startswith("out of threads")] == [
+        "out of threads (can't start new thread): serving the sessions there are, "
+        "new connections wait until some end"
+    ], warnings
+    assert not [w for w in warnings if "unhandled error" in w]
 
 
 # -- the descriptor limit (the ftpserver command in a subprocess) --------------------
