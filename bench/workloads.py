@@ -63,6 +63,8 @@ METRICS: dict[str, Metric] = {
         Metric("rss_idle", "RSS idle server", "MiB", False, 1),
         Metric("rss_sessions", "RSS with {idle} idle sessions", "MiB", False, 1),
         Metric("rss_delta", "RSS added by {idle} sessions", "MiB", False, 1),
+        Metric("pss_idle", "PSS idle server", "MiB", False, 1),
+        Metric("pss_sessions", "PSS with {idle} idle sessions", "MiB", False, 1),
         Metric("crowd_alone", "{clients} clients' requests, alone", "req/s"),
         Metric("crowd_busy", "{clients} clients' requests, crowd idle", "req/s"),
         Metric("crowd_rss", "RSS with the idle crowd", "MiB", False, 1),
@@ -273,16 +275,20 @@ def login_latency(server: Running, setup: Setup) -> Outcome:
 
 
 def idle_memory(server: Running, setup: Setup, settle: float = 2.0) -> Outcome:
-    """Server RSS before and with ``idle`` logged-in sessions open (and doing nothing)."""
+    """Server RSS and PSS before and with ``idle`` logged-in sessions open (and doing nothing).
+
+    Summed RSS counts the pages forked workers share with the main process
+    once per process; summed PSS counts each page once in all.
+    """
     time.sleep(0.5)
-    idle = rss_bytes(server.pid)
+    idle, idle_pss = rss_bytes(server.pid), pss_bytes(server.pid)
     tls = tls_for(server.info)
     sessions = []
     try:
         for _ in range(setup.idle):
             sessions.append(open_session(server.info, tls=tls))
         time.sleep(settle)
-        busy = rss_bytes(server.pid)
+        busy, busy_pss = rss_bytes(server.pid), pss_bytes(server.pid)
     finally:
         for session in sessions:
             session.close()
@@ -290,6 +296,8 @@ def idle_memory(server: Running, setup: Setup, settle: float = 2.0) -> Outcome:
         "rss_idle": idle / MIB,
         "rss_sessions": busy / MIB,
         "rss_delta": (busy - idle) / MIB,
+        "pss_idle": idle_pss / MIB,
+        "pss_sessions": busy_pss / MIB,
     }
     return Outcome(
         metrics,
