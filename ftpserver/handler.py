@@ -72,7 +72,9 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self._cancelled = threading.Event()
         self.ip = str(self.client_address[0])
         self.peer = f"{self.ip}:{self.client_address[1]}"
-        self._login_by = time.monotonic() + self.settings.login_timeout
+        self.connected_at = time.monotonic()
+        self._login_by = self.connected_at + self.settings.login_timeout
+        self.evicted = False
 
     def _open(self) -> bool:
         """A session slot and the TLS handshake (if configured); False if the session must end.
@@ -124,6 +126,20 @@ class SessionHandler(socketserver.BaseRequestHandler):
         with contextlib.suppress(OSError):
             self.request.shutdown(socket.SHUT_RDWR)
 
+    def evict(self) -> None:
+        """Close this session, not logged in yet, to make room (from another thread).
+
+        Its thread wakes from its read, tells the client why (error 421) and ends.
+        """
+        if self.user is not None or self.evicted:
+            return
+        self.evicted = True
+        with contextlib.suppress(OSError):
+            if self.server.tls is None:
+                self.request.shutdown(socket.SHUT_RD)  # the reply can still be sent
+            else:
+                self.request.shutdown(socket.SHUT_RDWR)  # SSLSocket.shutdown ends TLS too
+
     def _wait(self, seconds: float) -> None:
         if self._cancelled.wait(seconds):
             raise ConnectionAbortedError("session closed by the server")
@@ -167,7 +183,10 @@ class SessionHandler(socketserver.BaseRequestHandler):
             self._try_send(error("error", exc))
         except (ConnectionError, TimeoutError) as exc:
             log.debug("session %s ended: %s", self.peer, exc)
-            if self.user is None and time.monotonic() >= self._login_by - 0.05:
+            if self.user is None and self.evicted:
+                full = ProtocolError(ErrorCode.TOO_MANY_SESSIONS, "server full: log in sooner")
+                self._try_send(error("error", full))
+            elif self.user is None and time.monotonic() >= self._login_by - 0.05:
                 late = f"no login within {self.settings.login_timeout:g} s"
                 self._try_send(error("error", ProtocolError(ErrorCode.LOGIN_TIMEOUT, late)))
         except Exception:

@@ -11,13 +11,16 @@ listening socket stays readable, so a plain accept loop spins on it.
 :class:`AcceptGate` paces it instead: before each ``accept`` it checks that
 the lowest free descriptor is below the limit less a reserve (so logged-in
 sessions can still open their files); when it is not, or ``accept`` fails
-for want of descriptors or memory, it waits until a session ends (or a
-short pause passes).  It logs the first such spell, and then at most one a
-minute (counting the ones in between), so a flood cannot fill the log.
-When no thread can be started for a connection (the process or cgroup
-limit on threads), the server answers it with the error 421, closes it and
-backs off the same way (:meth:`AcceptGate.no_thread`).  Connections that arrive
-meanwhile wait in the kernel's listen queue.
+for want of descriptors or memory, it evicts the session that has waited
+longest without logging in (:func:`evict_oldest_waiting`: one connected
+for a second or more, so never a real client, which logs in within a round
+trip), and waits until a session ends (or a short pause passes).  It logs
+the first such spell, and then at most one a minute (counting the ones in
+between), so a flood cannot fill the log.  Connections that arrive
+meanwhile wait in the kernel's listen queue.  When no thread can be started
+for a connection (the process or cgroup limit on threads), the server
+answers it with the error 421, closes it and backs off the same way
+(:meth:`AcceptGate.no_thread`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 try:
     import resource
@@ -39,6 +44,7 @@ __all__ = [
     "PER_SESSION",
     "AcceptGate",
     "descriptors_needed",
+    "evict_oldest_waiting",
     "fit_warning",
     "nofile_limits",
     "prepare_descriptors",
@@ -50,6 +56,7 @@ log = logging.getLogger("ftpserver")
 PER_SESSION = 4  # the socket, the open file, the two ends of a splice pipe
 BASE_DESCRIPTORS = 64  # the process itself: standard streams, listener, logs, worker pipes
 LOG_EVERY = 60.0  # seconds: at most one "out of descriptors" warning per this time
+EVICT_AFTER = 1.0  # seconds connected without a login before a session may be evicted
 PAUSE = 0.2  # seconds between tries while out of descriptors, if no session ends sooner
 _STARVED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _UNLIMITED = 1 << 20  # what "unlimited" is taken to mean (Linux's default nr_open)
@@ -115,6 +122,43 @@ def _sessions_under(limit: int) -> int:
     return max(0, (limit - BASE_DESCRIPTORS) // PER_SESSION)
 
 
+class Evictable(Protocol):
+    """A session as :func:`evict_oldest_waiting` sees it."""
+
+    @property
+    def user(self) -> object:
+        """None until logged in."""
+
+    @property
+    def connected_at(self) -> float:
+        """``time.monotonic()`` at the connection."""
+
+    @property
+    def evicted(self) -> bool:
+        """Whether :meth:`evict` was called."""
+
+    def evict(self) -> None:
+        """Close the session from another thread."""
+
+
+def evict_oldest_waiting(sessions: Iterable[Evictable], min_age: float = EVICT_AFTER) -> bool:
+    """Evict the session that has waited longest without logging in (at least ``min_age`` s).
+
+    Out of descriptors, this lets each new connection take the place of one
+    that never logged in, rather than wait for its ``login_timeout``: a real
+    client logs in within a round trip, so only silent ones are old enough.
+    Returns False when there is none to evict.
+    """
+    now = time.monotonic()
+    waiting = [
+        s for s in sessions if s.user is None and not s.evicted and now - s.connected_at >= min_age
+    ]
+    if not waiting:
+        return False
+    min(waiting, key=lambda s: s.connected_at).evict()
+    return True
+
+
 def _lowest_free_descriptor(sock: socket.socket) -> int:
     """The number the next new descriptor gets (the kernel hands out the lowest free one)."""
     probe = os.dup(sock.fileno())
@@ -125,8 +169,12 @@ def _lowest_free_descriptor(sock: socket.socket) -> int:
 class AcceptGate:
     """Accepts connections while descriptors last; otherwise waits without spinning."""
 
-    def __init__(self, limit: int | None = None) -> None:
+    def __init__(
+        self, limit: int | None = None, make_room: Callable[[], bool] | None = None
+    ) -> None:
+        """``make_room`` (if given) is called when out of descriptors, to end one session."""
         self.limit = limit if limit is not None else nofile_limits()[0]
+        self.make_room = make_room
         self.reserve = min(32, self.limit // 4)
         self._freed = threading.Event()
         self._starved_since: float | None = None  # when the current spell began
@@ -172,7 +220,9 @@ class AcceptGate:
         self._starve("threads", why)
 
     def _starve(self, what: str, why: str) -> None:
-        """Log the first time in a while, then wait for a session to end (or a pause)."""
+        """Make room if we can; log the first time in a while; wait for a session to end."""
+        if self.make_room is not None:
+            self.make_room()
         now = time.monotonic()
         if self._starved_since is None:
             self._starved_since = now

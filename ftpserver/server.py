@@ -34,7 +34,7 @@ from ftpserver.digests import DigestCache
 from ftpserver.fsops import sweep_partials
 from ftpserver.guards import Bandwidth, BanList, PasswordGate, SessionLimiter
 from ftpserver.handler import SessionHandler
-from ftpserver.limits import AcceptGate
+from ftpserver.limits import AcceptGate, evict_oldest_waiting
 from ftpserver.quota import QuotaBook
 from ftpserver.users import UserStore, load_users
 
@@ -152,7 +152,7 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         self.audit = Audit(settings.audit_json)
         self.tls = tls_context(settings)
         self.sessions = _Sessions()
-        self.gate = AcceptGate()
+        self.gate = AcceptGate(make_room=lambda: evict_oldest_waiting(self.sessions.snapshot()))
         self.stopping = False
         self._stop_sweeping = threading.Event()
         self.request_queue_size = settings.listen_backlog

@@ -8,8 +8,10 @@
   ``max_sessions`` cannot fit under it.
 * Out of descriptors (a server started with a small limit, set in the
   child with ``resource``): the server does not spin (its CPU time stays
-  flat while silent connections hold every descriptor), logs it once, and
-  accepts again as soon as connections end.  Under a flood of silent
+  flat while logged-in sessions hold every descriptor and more connections
+  wait), logs it once, and accepts again as soon as connections end; the
+  oldest connection that never logged in gives way to a new one (error 421),
+  so a real client gets in without waiting for ``login_timeout``.  Under a flood of silent
   connections a real client still logs in, uploads and downloads within a
   few seconds, and once the flood ends the server serves a batch of
   clients at once.
@@ -50,7 +52,10 @@ from conftest import (
 )
 
 from ftpclient.client import FileTransferClient
+from ftpproto.channel import Channel
 from ftpproto.errors import ErrorCode
+from ftpproto.framing import encode_frame
+from ftpproto.messages import request
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.direct]
 
@@ -272,14 +277,19 @@ def transfer_as_alice(port: int, tmp_path: Path, name: str) -> float:
 def test_out_of_descriptors_the_server_waits_without_spinning(
     serve_limited: Any, tmp_path: Path
 ) -> None:
+    """Logged-in sessions hold every descriptor (none to evict); more connections wait."""
     served: Served = serve_limited(LIMIT, LIMIT, "workers: 1\nlisten_backlog: 64\n")
     held = silent_connections(served.port, LIMIT + 20)  # more than it can accept
+    login = encode_frame(request("login", ALICE, ALICE_PASSWORD).encode())
     try:
-        time.sleep(1.0)  # it has accepted what it can
+        for sock in held:
+            sock.sendall(login)  # answered by those accepted; the others wait in the queue
+        time.sleep(1.5)
         before = served.cpu_seconds()
         time.sleep(2.0)
         spent = served.cpu_seconds() - before
         assert spent < 0.3, f"the server used {spent:.2f} s of CPU in 2 s while out of files"
+        assert wait_until(lambda: bool(served.log_lines("out of file descriptors")), 5)
     finally:
         for sock in held:
             sock.close()
@@ -287,6 +297,23 @@ def test_out_of_descriptors_the_server_waits_without_spinning(
     assert transfer_as_alice(served.port, tmp_path, "after.bin") < 15
     assert len(served.log_lines("out of file descriptors")) == 1
     assert served.log_lines("accepting connections again")
+
+
+def test_silent_connections_make_room_for_a_real_client(serve_limited: Any, tmp_path: Path) -> None:
+    """Out of descriptors, the oldest connection without a login gives way (login_timeout 30)."""
+    served: Served = serve_limited(LIMIT, LIMIT, "workers: 1\nlisten_backlog: 64\n")
+    held = silent_connections(served.port, LIMIT + 20)
+    try:
+        time.sleep(1.5)  # older than a real client ever waits to log in
+        took = transfer_as_alice(served.port, tmp_path, "evicting.bin")
+        assert took < 10, f"the real client needed {took:.1f} s"
+        held[0].settimeout(10)
+        channel = Channel(held[0])
+        _, code, text = error_of(channel.recv())
+        assert (code, text) == (ErrorCode.TOO_MANY_SESSIONS, "server full: log in sooner")
+    finally:
+        for sock in held:
+            sock.close()
 
 
 class Flood:
