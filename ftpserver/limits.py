@@ -25,6 +25,7 @@ answers it with the error 421, closes it and backs off the same way
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -33,6 +34,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
+
+from ftpproto.errors import ErrorCode, ProtocolError
+from ftpproto.framing import encode_frame
+from ftpproto.messages import error
 
 try:
     import resource
@@ -49,6 +54,7 @@ __all__ = [
     "nofile_limits",
     "prepare_descriptors",
     "raise_nofile_limit",
+    "refuse_busy",
 ]
 
 log = logging.getLogger("ftpserver")
@@ -157,6 +163,18 @@ def evict_oldest_waiting(sessions: Iterable[Evictable], min_age: float = EVICT_A
         return False
     min(waiting, key=lambda s: s.connected_at).evict()
     return True
+
+
+def refuse_busy(request: socket.socket, plain: bool) -> None:
+    """Tell a connection no session could be started for it (error 421), over plain TCP.
+
+    Over TLS nothing can be said before the handshake, which needs the
+    session's thread: the connection is just closed.
+    """
+    if plain:
+        busy = ProtocolError(ErrorCode.TOO_MANY_SESSIONS, "server busy, try again later")
+        with contextlib.suppress(OSError):
+            request.send(encode_frame(error("error", busy).encode()))
 
 
 def _lowest_free_descriptor(sock: socket.socket) -> int:

@@ -14,7 +14,6 @@ ends the sessions for a graceful shutdown.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
@@ -25,16 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ftpproto.errors import ErrorCode, ProtocolError
-from ftpproto.framing import encode_frame
-from ftpproto.messages import error
 from ftpserver.audit import Audit, configure_logging
 from ftpserver.config import Settings
 from ftpserver.digests import DigestCache
 from ftpserver.fsops import sweep_partials
 from ftpserver.guards import Bandwidth, BanList, PasswordGate, SessionLimiter
 from ftpserver.handler import SessionHandler
-from ftpserver.limits import AcceptGate, evict_oldest_waiting
+from ftpserver.limits import AcceptGate, evict_oldest_waiting, refuse_busy
 from ftpserver.quota import QuotaBook
 from ftpserver.users import UserStore, load_users
 
@@ -258,10 +254,7 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         try:
             super().process_request(request, client_address)
         except RuntimeError as exc:  # "can't start new thread": refuse it, then back off
-            if self.tls is None:
-                busy = ProtocolError(ErrorCode.TOO_MANY_SESSIONS, "server busy, try again later")
-                with contextlib.suppress(OSError):
-                    request.send(encode_frame(error("error", busy).encode()))
+            refuse_busy(request, plain=self.tls is None)
             self.shutdown_request(request)
             self.gate.no_thread(str(exc))
 
