@@ -48,6 +48,7 @@ __all__ = [
     "BASE_DESCRIPTORS",
     "PER_SESSION",
     "AcceptGate",
+    "Evictable",
     "descriptors_needed",
     "evict_oldest_waiting",
     "fit_warning",
