@@ -24,15 +24,12 @@ names created with ``O_EXCL``, and the client locks its ``.part`` file.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import mmap
 import os
-import queue
 import select
 import socket
 import stat
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -91,58 +88,6 @@ def _hash_written(hasher: Hasher, fd: int, start: int, end: int) -> None:
         hash_fd(hasher, fd, start, end - start)
 
 
-def _spare_cpu() -> bool:
-    """Whether this thread may run on more than one CPU (a server worker is pinned to one)."""
-    return not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) > 1
-
-
-class _Windows:
-    """Hashes the file's windows in order: in a helper thread once a transfer has several.
-
-    The splicing thread hands each finished window over and goes on
-    receiving while the helper maps and hashes it, so the digest runs on
-    another CPU.  The helper starts with the second window (a transfer of
-    one window gains nothing from it), and not at all in a process pinned
-    to one CPU, where it could only take turns with the splicing thread.
-    """
-
-    def __init__(self, hasher: Hasher, fd: int) -> None:
-        self.hasher = hasher
-        self.fd = fd
-        self._queue: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-        self._windows = 0
-
-    def add(self, start: int, end: int) -> None:
-        """Hash bytes ``start`` to ``end`` after the windows before them."""
-        self._windows += 1
-        if self._thread is None and self._windows == 2 and _spare_cpu():
-            self._thread = threading.Thread(target=self._run, name="hash-windows", daemon=True)
-            self._thread.start()
-        if self._thread is None:
-            _hash_written(self.hasher, self.fd, start, end)
-        else:
-            self._queue.put((start, end))
-
-    def finish(self) -> None:
-        """Wait until every window is hashed; raise what the helper failed with."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            raise self._error
-
-    def _run(self) -> None:
-        while (window := self._queue.get()) is not None:
-            if self._error is None:
-                try:
-                    _hash_written(self.hasher, self.fd, *window)
-                except BaseException as exc:  # raised in the receiving thread by finish()
-                    self._error = exc
-
-
 class _Reader:
     """Splices from a socket into a pipe, waiting as the socket's timeout allows."""
 
@@ -191,29 +136,24 @@ def splice_file(
     fd = writer.fd
     start = os.lseek(fd, 0, os.SEEK_CUR)
     reader = _Reader(sock, write_end)
-    windows = _Windows(hasher, fd)
     received = hashed = 0
     try:
         while received < count:
             arrived = reader.splice(min(count - received, PIPE_SIZE))
             moved = writer.splice_from(read_end, arrived)
             if moved < arrived:
-                windows.add(start + hashed, start + received + moved)
-                windows.finish()
+                _hash_written(hasher, fd, start + hashed, start + received + moved)
                 _drain(read_end, arrived - moved, hasher, writer)
                 on_piece(arrived)
                 return received + arrived
             received += arrived
             if received - hashed >= HASH_WINDOW:
-                windows.add(start + hashed, start + received)
+                _hash_written(hasher, fd, start + hashed, start + received)
                 hashed = received
             on_piece(arrived)
-        windows.add(start + hashed, start + received)
-        windows.finish()
+        _hash_written(hasher, fd, start + hashed, start + received)
         return received
     finally:
-        with contextlib.suppress(BaseException):
-            windows.finish()  # on an error: the helper is done before the file is closed
         os.close(read_end)
         os.close(write_end)
 

@@ -105,34 +105,6 @@ def receive(
     return writer, hasher
 
 
-@pytest.mark.parametrize("spare_cpu", [True, False], ids=["helper-hashes", "pinned-inline"])
-def test_windows_hashed_in_a_helper_or_inline_give_the_digest(
-    tcp: tuple[socket.socket, Channel],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    spliced: list[int],
-    spare_cpu: bool,
-) -> None:
-    """Four windows and a bit: the helper thread (or, pinned to one CPU, this one) hashes them."""
-    helpers: list[str] = []
-    real_thread = ftpproto.splicing.threading.Thread
-
-    def counting_thread(*args: Any, **kwargs: Any) -> threading.Thread:
-        if kwargs.get("name") == "hash-windows":
-            helpers.append(kwargs["name"])
-        return real_thread(*args, **kwargs)
-
-    monkeypatch.setattr(ftpproto.splicing, "_spare_cpu", lambda: spare_cpu)
-    monkeypatch.setattr(ftpproto.splicing.threading, "Thread", counting_thread)
-    data = os.urandom(4 * HASH_WINDOW + 54_321)
-    path = tmp_path / "file.part"
-    writer, hasher = receive(tcp, path, data, len(data))
-    assert writer.error is None and spliced == [len(data)]
-    assert hasher.hexdigest() == digest_of(data)
-    assert path.read_bytes() == data
-    assert helpers == (["hash-windows"] if spare_cpu else [])
-
-
 @pytest.mark.parametrize("size", [SPLICE_MIN + 65536, BIG])
 def test_big_receive_is_spliced_at_the_file_position(
     tcp: tuple[socket.socket, Channel], tmp_path: Path, spliced: list[int], size: int
