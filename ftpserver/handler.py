@@ -73,6 +73,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self.ip = str(self.client_address[0])
         self.peer = f"{self.ip}:{self.client_address[1]}"
         self.connected_at = time.monotonic()
+        self._fileno = self.request.fileno()
         self._login_by = self.connected_at + self.settings.login_timeout
         self.evicted = False
 
@@ -123,8 +124,7 @@ class SessionHandler(socketserver.BaseRequestHandler):
         out of a bandwidth-limit pause); an upload cleans up after itself.
         """
         self._cancelled.set()
-        with contextlib.suppress(OSError):
-            self.request.shutdown(socket.SHUT_RDWR)
+        self._shutdown(socket.SHUT_RDWR)
 
     def evict(self) -> None:
         """Close this session, not logged in yet, to make room (from another thread).
@@ -134,11 +134,22 @@ class SessionHandler(socketserver.BaseRequestHandler):
         if self.user is not None or self.evicted:
             return
         self.evicted = True
+        # Over plain TCP the reply can still be sent; over TLS nothing more is.
+        self._shutdown(socket.SHUT_RD if self.server.tls is None else socket.SHUT_RDWR)
+
+    def _shutdown(self, how: int) -> None:
+        """``shutdown(how)`` on the connection, from another thread.
+
+        By its descriptor number: during a TLS handshake ``self.request`` is
+        the plain socket the handshake detached, and shutting the TLS socket
+        down would also drop its TLS state under the reading thread.
+        """
         with contextlib.suppress(OSError):
-            if self.server.tls is None:
-                self.request.shutdown(socket.SHUT_RD)  # the reply can still be sent
-            else:
-                self.request.shutdown(socket.SHUT_RDWR)  # SSLSocket.shutdown ends TLS too
+            view = socket.socket(fileno=self._fileno)
+            try:
+                view.shutdown(how)
+            finally:
+                view.detach()  # the session's thread still owns the descriptor
 
     def _wait(self, seconds: float) -> None:
         if self._cancelled.wait(seconds):
@@ -162,10 +173,10 @@ class SessionHandler(socketserver.BaseRequestHandler):
         return self.user
 
     def handle(self) -> None:
-        if not self._open():
-            return
-        self.server.sessions.add(self)
+        self.server.sessions.add(self)  # from the start: a TLS handshake can be evicted too
         try:
+            if not self._open():
+                return
             while not self.server.stopping:
                 try:
                     message = self._next_message()
