@@ -18,11 +18,10 @@ import fcntl
 import os
 import posixpath
 import socket
-import ssl
 import stat
 import time
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from ftpfiles.files import BackgroundDigest, GuardedWriter, file_digest
 from ftpproto.channel import SENDFILE_MIN, Channel
@@ -38,6 +37,9 @@ from ftpproto.keylogin import (
     signed_data,
 )
 from ftpproto.messages import Message, parse_digest, parse_size, request
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = [
     "PART_SUFFIX",
@@ -234,6 +236,8 @@ class FileTransferClient:
             challenge = decode_field(text, "the challenge")
         except ValueError as exc:
             raise MessageError(str(exc)) from None
+        import ssl  # here, not at the top: it costs 5-10 ms at every start
+
         sock = self.channel.sock
         der = sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
         binding = certificate_binding(der) if der else NO_BINDING
@@ -533,6 +537,8 @@ class FileTransferClient:
 
 def tls_context(cafile: str | None = None) -> ssl.SSLContext:
     """A client TLS context: the system's trusted CAs (or ``cafile``), host name checked."""
+    import ssl  # here, not at the top: only TLS needs it
+
     context = ssl.create_default_context(cafile=cafile)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
