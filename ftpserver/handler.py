@@ -71,6 +71,8 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self.activity = Activity(self.server.admin)
         self.connected_at = time.monotonic()
         self._fileno = self.request.fileno()
+        self._closed = False  # set, under _fd_lock, once the descriptor is closed
+        self._fd_lock = threading.Lock()
         self._login_by = self.connected_at + self.settings.login_timeout
         self.evicted = False
 
@@ -91,6 +93,8 @@ class SessionHandler(socketserver.BaseRequestHandler):
             try:
                 sock = self.server.tls.wrap_socket(sock, server_side=True)
             except (OSError, ValueError) as exc:
+                with self._fd_lock:
+                    self._closed = True  # the failed handshake closed the descriptor
                 log.info("TLS handshake with %s failed: %s", self.peer, exc)
                 return False
             self.request = sock
@@ -115,7 +119,9 @@ class SessionHandler(socketserver.BaseRequestHandler):
             self.server.shared.user_sessions.release(self._user_slot)
             self._user_slot = None
         if self.request is not None:
-            self.request.close()
+            with self._fd_lock:  # no shutdown by number once the number may be reused
+                self._closed = True
+                self.request.close()
 
     def interrupt(self) -> None:
         """End this session from another thread (server shutdown).
@@ -144,7 +150,9 @@ class SessionHandler(socketserver.BaseRequestHandler):
         the plain socket the handshake detached, and shutting the TLS socket
         down would also drop its TLS state under the reading thread.
         """
-        with contextlib.suppress(OSError):
+        with self._fd_lock, contextlib.suppress(OSError):
+            if self._closed:
+                return
             view = socket.socket(fileno=self._fileno)
             try:
                 view.shutdown(how)
