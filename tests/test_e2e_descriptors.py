@@ -53,7 +53,7 @@ from conftest import (
 
 from ftpclient.client import FileTransferClient
 from ftpproto.channel import Channel
-from ftpproto.errors import ErrorCode
+from ftpproto.errors import ErrorCode, ServerClosed
 from ftpproto.framing import encode_frame
 from ftpproto.messages import request
 
@@ -89,6 +89,18 @@ def test_a_connection_that_never_logs_in_is_told_and_closed(
         assert session.is_closed_by_server(5)
     finally:
         session.close()
+    running.assert_serving()
+
+
+def test_the_client_reports_the_login_timeout_as_the_servers_word(
+    make_configured_server: Any,
+) -> None:
+    """The same 408 as every other timeout: the client raises it as ServerClosed."""
+    running: RunningServer = make_configured_server(login_timeout=1)
+    with FileTransferClient(HOST, running.port) as late:
+        time.sleep(1.5)
+        with pytest.raises(ServerClosed, match="no login within 1 s"):
+            late.login(ALICE, ALICE_PASSWORD)
     running.assert_serving()
 
 
