@@ -78,3 +78,11 @@ def test_what_is_used_is_imported_when_used(
     assert json.loads(record)["path"] == "/", record
     assert status == "EXIT 0"
     assert {"yaml", "json"} <= modules
+
+
+def test_server_without_keys_or_tls_loads_no_cryptography(tmp_path: Path) -> None:
+    """cryptography adds about 9 MiB to each server process: only key logins and TLS load it."""
+    probe = "import sys, ftpserver.__main__; print('cryptography' in sys.modules)"
+    done = run_command(["-c", probe], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
