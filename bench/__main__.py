@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--clients", type=int, default=100, help="concurrent clients (100)")
     parser.add_argument("--small-mib", type=int, default=10, help="each client's file, MiB (10)")
     parser.add_argument("--idle", type=int, default=500, help="idle sessions for memory (500)")
+    parser.add_argument(
+        "--crowd", type=int, default=10000, help="idle sessions beside the active ones (10000)"
+    )
     parser.add_argument("--commands", type=int, default=50, help="small commands per client (50)")
     parser.add_argument("--latency-runs", type=int, default=50, help="logins in a row (50)")
     parser.add_argument(
@@ -79,9 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--bcrypt-rounds", type=int, default=12, help="bcrypt cost (12)")
     parser.add_argument(
         "--only",
-        help="comma-separated workloads: a b c d e f, or "
+        help="comma-separated workloads: a b c d e f t, or "
         + ", ".join([*WORKLOADS, *treebench.TREE_WORKLOADS])
-        + " (default: a-e; t = tree, tree-big: see the --tree options)",
+        + " (default: a-f; t = tree, tree-big: see the --tree options)",
     )
     treebench.add_options(parser)
     parser.add_argument(
@@ -221,6 +224,7 @@ def _prepare(args: argparse.Namespace, tmp: Path, names: list[str]) -> tuple[Set
         client_procs=args.client_procs,
         idle=args.idle,
         commands=args.commands,
+        crowd=args.crowd,
         latency_runs=args.latency_runs,
     )
     return setup, kinds
@@ -254,6 +258,8 @@ def _scale(args: argparse.Namespace, names: list[str]) -> str:
         parts.append(f"{args.latency_runs} logins in a row")
     if "memory" in names:
         parts.append(f"{args.idle} idle sessions")
+    if "crowd" in names:
+        parts.append(f"{args.crowd} idle sessions beside {args.clients} x {args.commands} requests")
     return ", ".join(parts)
 
 
@@ -349,7 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     trees = [n for n in names if n in treebench.TREE_WORKLOADS]
     names = [n for n in names if n not in treebench.TREE_WORKLOADS]
     signal.signal(signal.SIGTERM, _terminate)  # clean up (servers, files) as on Ctrl-C
-    raise_open_files_limit()
+    files = raise_open_files_limit()
+    if "crowd" in names and files < args.crowd + 1024:
+        print(f"warning: {files} open files allowed, the crowd of {args.crowd} sessions needs"
+              f" about {args.crowd + 1024}: raise the hard limit (ulimit -Hn)")  # fmt: skip
     python = bench_python()
     load_before = os.getloadavg()
     busy = machine_busy_seconds()

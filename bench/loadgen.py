@@ -13,9 +13,10 @@ stdout:
    bytes and requests done, its CPU seconds, and any errors.
 
 Tasks: ``download`` (each thread fetches ``remote`` to its own local file),
-``upload`` (each thread sends ``local`` to its own remote name) and ``small``
+``upload`` (each thread sends ``local`` to its own remote name), ``small``
 (each thread connects, logs in and sends ``commands`` requests alternating
-``pwd`` and ``ls LS_PATH`` after the go, then quits).
+``pwd`` and ``ls LS_PATH`` after the go, then quits) and ``chatter`` (the
+same requests from sessions logged in before the go).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Spec:
     """What one worker does."""
 
     info: ServerInfo
-    task: str  # download, upload or small
+    task: str  # download, upload, small or chatter
     threads: int
     index: int = 0  # this worker's number, for unique file names
     remote: str = ""  # download: the file to fetch
@@ -97,12 +98,23 @@ def run(spec: Spec, wait_for_go: Any = None) -> dict[str, Any]:
             if spec.task == "download":
                 local = os.path.join(spec.outdir, f"dl-{name}.bin")
                 totals.add(session.download(spec.remote, local))
+            elif spec.task == "chatter":
+                totals.add(requests=requests(session))
             else:
                 totals.add(session.upload(spec.local, f"up-{name}.bin"))
             session.quit()
         except Exception as exc:
             totals.add(error=f"{spec.task}: {_describe(exc)}")
             session.close()
+
+    def requests(session: Any) -> int:
+        """``spec.commands`` requests, pwd and ls in turn; how many were answered."""
+        for i in range(spec.commands):
+            if i % 2:
+                session.ls(spec.ls_path)
+            else:
+                session.pwd()
+        return spec.commands
 
     def small(number: int) -> None:
         ready.wait()
@@ -114,12 +126,7 @@ def run(spec: Spec, wait_for_go: Any = None) -> dict[str, Any]:
             return
         done = 1  # the login
         try:
-            for i in range(spec.commands):
-                if i % 2:
-                    session.ls(spec.ls_path)
-                else:
-                    session.pwd()
-                done += 1
+            done += requests(session)
             session.quit()
         except Exception as exc:
             totals.add(error=f"small: {_describe(exc)}")

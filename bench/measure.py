@@ -1,6 +1,7 @@
 """Small measuring helpers: process memory and CPU from ``/proc``, and summary statistics.
 
-Memory is ``VmRSS`` from ``/proc/PID/status`` (what ``ps`` shows as RSS),
+Memory is ``VmRSS`` from ``/proc/PID/status`` (what ``ps`` shows as RSS;
+``Pss`` from ``/proc/PID/smaps_rollup`` counts shared pages once),
 CPU time is ``utime + stime`` from ``/proc/PID/stat``, both summed over the
 server process and its worker processes, and the whole
 machine's busy time comes from ``/proc/stat`` (to see CPU used by processes
@@ -19,6 +20,7 @@ __all__ = [
     "cpu_seconds",
     "machine_busy_seconds",
     "process_tree",
+    "pss_bytes",
     "rss_bytes",
     "summarize",
     "time_wait_sockets",
@@ -59,6 +61,26 @@ def rss_bytes(pid: int) -> int:
         try:
             total += _vm_rss(member)
         except (OSError, RuntimeError):
+            if member == pid:
+                raise
+    return total
+
+
+def pss_bytes(pid: int) -> int:
+    """The proportional set size of ``pid`` and its descendants, summed, in bytes.
+
+    Each shared page counts as its share per process (``Pss`` in
+    ``/proc/PID/smaps_rollup``), so forked workers are not counted twice.
+    """
+    total = 0
+    for member in process_tree(pid):
+        try:
+            with open(f"/proc/{member}/smaps_rollup") as rollup:
+                for line in rollup:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
             if member == pid:
                 raise
     return total

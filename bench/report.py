@@ -16,6 +16,8 @@ __all__ = ["COLUMNS", "Target", "render_table", "summaries", "targets"]
 
 COLUMNS = ("ours", "ours-tls", "ours-fsync", "pyftpdlib", "plain")
 MEMORY_LIMIT_MB = 100  # issue 6: "under 100 MB resident" (decimal megabytes)
+CROWD_LIMIT_MIB = 500  # issue 19: summed RSS with 10,000 idle sessions
+CROWD_SPEED = 0.9  # issue 19: the active clients "as fast" beside the crowd (noise allowed)
 LOGIN_LIMIT_MS = 5.0
 
 Values = dict[str, dict[str, list[float]]]  # metric -> kind -> one value per repetition
@@ -119,6 +121,7 @@ def targets(table: Summaries, clients: int, idle: int) -> list[Target]:
         if delta is not None:
             text += f"; {delta:.1f} MiB over the idle server"
         found.append(Target(f"RSS with {idle} idle sessions < 100 MB", text, rss < limit_mib))
+    found += _crowd_targets(table, clients)
     login = _median(table, "login_ms", "ours")
     if login is not None:
         first = _median(table, "first_login_ms", "ours")
@@ -127,6 +130,22 @@ def targets(table: Summaries, clients: int, idle: int) -> list[Target]:
             text += f"; first login (bcrypt) {first:.0f} ms"
         found.append(Target("repeated login < 5 ms", text, login < LOGIN_LIMIT_MS))
     return [t for t in found if t is not None]
+
+
+def _crowd_targets(table: Summaries, clients: int) -> list[Target]:
+    """Issue 19: memory with the idle crowd, and the active clients' speed beside it."""
+    found = []
+    rss, pss = _median(table, "crowd_rss", "ours"), _median(table, "crowd_pss", "ours")
+    if rss is not None:
+        text = f"{rss:.1f} MiB summed RSS (PSS {pss or 0:.1f} MiB; needs < {CROWD_LIMIT_MIB})"
+        found.append(Target("RSS with the idle crowd < 500 MiB", text, rss < CROWD_LIMIT_MIB))
+    busy, alone = _median(table, "crowd_busy", "ours"), _median(table, "crowd_alone", "ours")
+    if busy is not None and alone:
+        ratio = busy / alone
+        text = f"{ratio:.2f} ({busy:.0f} / {alone:.0f} req/s; needs >= {CROWD_SPEED:g})"
+        name = f"{clients} active clients beside the crowd as fast as alone"
+        found.append(Target(name, text, ratio >= CROWD_SPEED))
+    return found
 
 
 def tls_lines(table: Summaries, clients: int, idle: int) -> list[str]:

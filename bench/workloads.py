@@ -10,28 +10,32 @@ uploads) are removed before it returns.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import select
-import subprocess
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.clients import open_session, tls_for
-from bench.environment import child_env
-from bench.measure import MIB, cpu_seconds, machine_busy_seconds, rss_bytes
+from bench.measure import MIB, cpu_seconds, machine_busy_seconds, pss_bytes, rss_bytes
 from bench.servers import Running
+from bench.swarm import MULTI, SMALL_DIR, swarm
 from ftpproto.digest import new_hasher
 
-__all__ = ["METRICS", "WORKLOADS", "Metric", "Outcome", "Setup", "Workload"]
+__all__ = [
+    "BIG",
+    "METRICS",
+    "MULTI",
+    "SMALL_DIR",
+    "WORKLOADS",
+    "Metric",
+    "Outcome",
+    "Setup",
+    "Workload",
+]
 
 BIG = "big.bin"
-MULTI = "multi.bin"
-SMALL_DIR = "small"
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,12 @@ METRICS: dict[str, Metric] = {
         Metric("rss_idle", "RSS idle server", "MiB", False, 1),
         Metric("rss_sessions", "RSS with {idle} idle sessions", "MiB", False, 1),
         Metric("rss_delta", "RSS added by {idle} sessions", "MiB", False, 1),
+        Metric("pss_idle", "PSS idle server", "MiB", False, 1),
+        Metric("pss_sessions", "PSS with {idle} idle sessions", "MiB", False, 1),
+        Metric("crowd_alone", "{clients} clients' requests, alone", "req/s"),
+        Metric("crowd_busy", "{clients} clients' requests, crowd idle", "req/s"),
+        Metric("crowd_rss", "RSS with the idle crowd", "MiB", False, 1),
+        Metric("crowd_pss", "PSS with the idle crowd", "MiB", False, 1),
     )
 }
 
@@ -79,6 +89,7 @@ class Setup:
     client_procs: int
     idle: int
     commands: int
+    crowd: int  # idle logged-in sessions of the crowd workload
     latency_runs: int
 
 
@@ -173,83 +184,6 @@ def big_upload(server: Running, setup: Setup) -> Outcome:
 # -- b. and c. many clients at once ----------------------------------------------
 
 
-def _spread(total: int, parts: int) -> list[int]:
-    parts = max(1, min(parts, total))
-    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
-
-
-def _read_line(process: subprocess.Popen[str], deadline: float) -> str:
-    assert process.stdout is not None
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("a load worker did not answer in time")
-        ready, _, _ = select.select([process.stdout], [], [], left)
-        if ready:
-            line = process.stdout.readline()
-            if not line:
-                raise RuntimeError(f"a load worker exited ({process.wait()})")
-            return line.strip()
-
-
-def _swarm(server: Running, setup: Setup, task: str, timeout: float = 900.0) -> dict[str, Any]:
-    """Run ``task`` with ``setup.clients`` clients spread over worker processes."""
-    workers: list[subprocess.Popen[str]] = []
-    deadline = time.monotonic() + timeout
-    try:
-        for index, threads in enumerate(_spread(setup.clients, setup.client_procs)):
-            spec = {
-                "info": asdict(server.info),
-                "task": task,
-                "threads": threads,
-                "index": index,
-                "remote": MULTI,
-                "local": str(setup.src / MULTI),
-                "outdir": str(setup.out),
-                "commands": setup.commands,
-                "ls_path": SMALL_DIR,
-            }
-            workers.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "bench.loadgen", json.dumps(spec)],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    text=True,
-                    env=child_env(),
-                )
-            )
-        for worker in workers:
-            if _read_line(worker, deadline) != "ready":
-                raise RuntimeError("a load worker did not get ready")
-        cpu, busy = cpu_seconds(server.pid), machine_busy_seconds()
-        started = time.monotonic()
-        for worker in workers:
-            assert worker.stdin is not None
-            worker.stdin.write("go\n")
-            worker.stdin.flush()
-        results = [json.loads(_read_line(worker, deadline)) for worker in workers]
-        cpu, busy = cpu_seconds(server.pid) - cpu, machine_busy_seconds() - busy
-        for worker in workers:
-            worker.wait(30)
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
-    seconds = max(r["end"] for r in results) - started
-    errors = [e for r in results for e in r["errors"]]
-    if errors:
-        raise RuntimeError(f"{len(errors)}+ client errors, first: {errors[0]}")
-    return {
-        "seconds": seconds,
-        "bytes": sum(r["bytes"] for r in results),
-        "requests": sum(r["requests"] for r in results),
-        "server_cpu_s": cpu,
-        "client_cpu_s": sum(r["cpu"] for r in results),
-        "other_cpu_s": busy - cpu - sum(r["cpu"] for r in results),
-    }
-
-
 def _warm_login(server: Running) -> None:
     """One login before the clients start, so ours has the password check cached."""
     open_session(server.info).quit()
@@ -260,7 +194,7 @@ def multi_download(server: Running, setup: Setup) -> Outcome:
     try:
         _warm_login(server)
         _settle()
-        facts = _swarm(server, setup, "download")
+        facts = swarm(server, setup, "download")
         expected = setup.clients * setup.multi_size
         if facts["bytes"] != expected:
             raise RuntimeError(f"moved {facts['bytes']} bytes, expected {expected}")
@@ -278,7 +212,7 @@ def multi_upload(server: Running, setup: Setup) -> Outcome:
     try:
         _warm_login(server)
         _settle()
-        facts = _swarm(server, setup, "upload")
+        facts = swarm(server, setup, "upload")
         expected = setup.clients * setup.multi_size
         stored = sorted(home.glob("up-*.bin"))
         if facts["bytes"] != expected or len(stored) != setup.clients:
@@ -293,7 +227,7 @@ def multi_upload(server: Running, setup: Setup) -> Outcome:
 def small_commands(server: Running, setup: Setup) -> Outcome:
     """N clients at once each connect, log in, send 50 commands (pwd / ls) and quit."""
     _warm_login(server)
-    facts = _swarm(server, setup, "small")
+    facts = swarm(server, setup, "small")
     expected = setup.clients * (setup.commands + 1)
     if facts["requests"] != expected:
         raise RuntimeError(f"{facts['requests']} requests answered, expected {expected}")
@@ -341,16 +275,20 @@ def login_latency(server: Running, setup: Setup) -> Outcome:
 
 
 def idle_memory(server: Running, setup: Setup, settle: float = 2.0) -> Outcome:
-    """Server RSS before and with ``idle`` logged-in sessions open (and doing nothing)."""
+    """Server RSS and PSS before and with ``idle`` logged-in sessions open (and doing nothing).
+
+    Summed RSS counts the pages forked workers share with the main process
+    once per process; summed PSS counts each page once in all.
+    """
     time.sleep(0.5)
-    idle = rss_bytes(server.pid)
+    idle, idle_pss = rss_bytes(server.pid), pss_bytes(server.pid)
     tls = tls_for(server.info)
     sessions = []
     try:
         for _ in range(setup.idle):
             sessions.append(open_session(server.info, tls=tls))
         time.sleep(settle)
-        busy = rss_bytes(server.pid)
+        busy, busy_pss = rss_bytes(server.pid), pss_bytes(server.pid)
     finally:
         for session in sessions:
             session.close()
@@ -358,11 +296,61 @@ def idle_memory(server: Running, setup: Setup, settle: float = 2.0) -> Outcome:
         "rss_idle": idle / MIB,
         "rss_sessions": busy / MIB,
         "rss_delta": (busy - idle) / MIB,
+        "pss_idle": idle_pss / MIB,
+        "pss_sessions": busy_pss / MIB,
     }
     return Outcome(
         metrics,
         {"sessions": len(sessions), "per_session_kib": (busy - idle) / 1024 / len(sessions)},
     )
+
+
+# -- f. a crowd of idle sessions ------------------------------------------------------
+
+
+def crowd(server: Running, setup: Setup, settle: float = 2.0) -> Outcome:
+    """``--crowd`` idle logged-in sessions, and ``--clients`` active ones beside them.
+
+    First the active clients alone on the fresh server: each logged in, then
+    released together for ``--commands`` requests (pwd and ls in turn).  Then
+    the crowd logs in, one session after another, and after ``settle``
+    seconds the server's memory is read; the same active clients run again
+    beside it.  Last, every session of the crowd must still answer a pwd.
+    """
+    _warm_login(server)
+    alone = swarm(server, setup, "chatter")
+    idle = rss_bytes(server.pid), pss_bytes(server.pid)
+    tls = tls_for(server.info)
+    sessions = []
+    try:
+        started = time.monotonic()
+        for _ in range(setup.crowd):
+            sessions.append(open_session(server.info, tls=tls))
+        opened = time.monotonic() - started
+        time.sleep(settle)
+        full = rss_bytes(server.pid), pss_bytes(server.pid)
+        busy = swarm(server, setup, "chatter")
+        for session in sessions:
+            session.pwd()
+    finally:
+        for session in sessions:
+            session.close()
+    metrics = {
+        "crowd_alone": alone["requests"] / alone["seconds"],
+        "crowd_busy": busy["requests"] / busy["seconds"],
+        "crowd_rss": full[0] / MIB,
+        "crowd_pss": full[1] / MIB,
+    }
+    extra = {
+        "sessions": len(sessions),
+        "login_s": round(opened, 2),
+        "rss_idle_mib": idle[0] / MIB,
+        "pss_idle_mib": idle[1] / MIB,
+        "rss_per_session_kib": (full[0] - idle[0]) / 1024 / len(sessions),
+        "alone": alone,
+        "busy": busy,
+    }
+    return Outcome(metrics, extra)
 
 
 # -- the table of workloads ---------------------------------------------------------------
@@ -378,6 +366,7 @@ WORKLOADS: dict[str, tuple[Workload, tuple[str, ...]]] = {
     "small": (small_commands, SESSION_KINDS),
     "login": (login_latency, SESSION_KINDS),
     "memory": (idle_memory, SESSION_KINDS),
+    "crowd": (crowd, ("ours",)),
 }
 GROUPS: dict[str, tuple[str, ...]] = {
     "a": ("big-down", "big-up"),
@@ -385,4 +374,5 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "c": ("small",),
     "d": ("login",),
     "e": ("memory",),
+    "f": ("crowd",),
 }

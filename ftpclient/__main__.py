@@ -16,12 +16,12 @@ import getpass
 import importlib
 import os
 import socket
-import ssl
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from ftpclient import keygen
 from ftpclient.client import FileTransferClient, tls_context
@@ -35,9 +35,12 @@ from ftpclient.settings import (
     unknown_target,
 )
 from ftpclient.shell import ClientShell, split_commands
-from ftpclient.wording import connect_problem
+from ftpclient.wording import certificate_refused, connect_problem
 from ftpproto.errors import ErrorCode, ProtocolError
-from ftpproto.version import version
+from ftpproto.version import VersionAction
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_PIPE", "EXIT_USAGE", "backoff", "main", "run_batch"]
 
@@ -87,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    parser.add_argument("--version", action=VersionAction)
     parser.add_argument("target", nargs="?", metavar="TARGET", help="bookmark or user@host:port")
     parser.add_argument("--host", help="server address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="server port (default 9002)")
@@ -218,10 +221,10 @@ def _open(
     while True:
         try:
             return FileTransferClient(host, port, tls=tls)
-        except ssl.SSLCertVerificationError as exc:
-            raise _Fail(f"cannot connect to {host}:{port}: {connect_problem(exc)}") from None
         except OSError as exc:
             problem = f"cannot connect to {host}:{port}: {connect_problem(exc)}"
+            if certificate_refused(exc):
+                raise _Fail(problem) from None
             if isinstance(exc, socket.gaierror):
                 raise _Fail(problem, unknown_host=True) from None
             if attempt >= retries:
@@ -306,7 +309,7 @@ def _session(args: argparse.Namespace, out: Output) -> tuple[ClientShell, Iterab
         raise _Fail("cancelled") from None
     try:
         tls = tls_context(args.cafile) if args.tls or args.cafile else None
-    except (OSError, ssl.SSLError) as exc:
+    except OSError as exc:  # ssl.SSLError is an OSError
         problem = getattr(exc, "strerror", None) or exc
         raise _Fail(f"cannot use CA file {args.cafile}: {problem}") from None
     try:

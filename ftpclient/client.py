@@ -18,7 +18,6 @@ import fcntl
 import os
 import posixpath
 import socket
-import ssl
 import stat
 import time
 from collections.abc import Iterable, Iterator
@@ -41,6 +40,8 @@ from ftpproto.keylogin import (
 from ftpproto.messages import Message, parse_digest, parse_size, request
 
 if TYPE_CHECKING:
+    import ssl
+
     from ftpclient.pipelined import FileOutcome, MonitorFor
 
 __all__ = [
@@ -238,6 +239,8 @@ class FileTransferClient:
             challenge = decode_field(text, "the challenge")
         except ValueError as exc:
             raise MessageError(str(exc)) from None
+        import ssl  # here, not at the top: it costs 5-10 ms at every start
+
         sock = self.channel.sock
         der = sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
         binding = certificate_binding(der) if der else NO_BINDING
@@ -570,6 +573,8 @@ class FileTransferClient:
 
 def tls_context(cafile: str | None = None) -> ssl.SSLContext:
     """A client TLS context: the system's trusted CAs (or ``cafile``), host name checked."""
+    import ssl  # here, not at the top: only TLS needs it
+
     context = ssl.create_default_context(cafile=cafile)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context

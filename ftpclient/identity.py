@@ -21,22 +21,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import (
-    BestAvailableEncryption,
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    PublicFormat,
-    load_ssh_private_key,
-)
+from typing import TYPE_CHECKING
 
 from ftpclient.client import FileTransferClient
 from ftpclient.settings import config_path
 from ftpproto.errors import ErrorCode, RemoteError
 from ftpproto.keylogin import encode_field, fingerprint, key_blob
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 __all__ = [
     "PASSPHRASE_ENV",
@@ -68,6 +61,8 @@ class Identity:
     @property
     def blob(self) -> bytes:
         """The public key in OpenSSH's wire form."""
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
         raw = self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         return key_blob(raw)
 
@@ -106,6 +101,12 @@ def ask_passphrase(path: Path) -> str:
 
 def load_identity(path: Path, passphrase: Callable[[Path], str] = ask_passphrase) -> Identity:
     """Read an Ed25519 private key in OpenSSH format; ``passphrase(path)`` only if encrypted."""
+    # Here, not at the top (nor below): cryptography costs 40-60 ms at every
+    # start, and a client without a key never needs it.
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import load_ssh_private_key
+
     try:
         mode = os.stat(path).st_mode
         data = path.read_bytes()
@@ -140,6 +141,14 @@ def check_free(path: Path) -> None:
 
 def generate(path: Path, passphrase: str = "", comment: str = "") -> Identity:
     """Make a new key pair: ``path`` (mode 0600) and ``path.pub``; never replaces a file."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import (
+        BestAvailableEncryption,
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+    )
+
     check_free(path)
     public = _pub_path(path)
     key = Ed25519PrivateKey.generate()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import subprocess
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -59,6 +58,8 @@ class LocalCommands:
 
     def _run(self, command: str | list[str], what: str) -> int:
         """Run a local program; in ``--json`` mode its output becomes ``text`` records."""
+        import subprocess  # here, not at the top: only local programs need it
+
         if not self.out.json_mode:
             return subprocess.call(command, shell=isinstance(command, str))
         done = subprocess.run(
@@ -111,6 +112,8 @@ class LocalCommands:
 
         Example: !sha256sum report.pdf"""
         if not arg.strip():
+            import subprocess
+
             subprocess.call([os.environ.get("SHELL") or "/bin/sh"])
             return
         status = self._run(arg, "sh")

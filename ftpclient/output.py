@@ -13,7 +13,6 @@ second.  A closed stdout (``ftpclient -c 'ls' | head -1``) raises
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import time
@@ -131,6 +130,8 @@ class Output:
     def record(self, event: str, fields: dict[str, Any]) -> None:
         """One JSON object ``{"event": event, ...fields}`` on its own line (``--json`` only)."""
         if self.json_mode:
+            import json  # here, not at the top: only --json needs it
+
             self._write(json.dumps({"event": event, **fields}, ensure_ascii=False))
 
     def result(self, event: str, fields: dict[str, Any], text: str | None = None) -> None:

@@ -26,14 +26,14 @@ used.  A bare word that is neither a bookmark nor a host gets
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
+if TYPE_CHECKING:
+    import yaml
 
 __all__ = [
     "ConfigError",
@@ -110,6 +110,8 @@ def _target(data: Any, where: str) -> Target:
 
 def _key_lines(node: yaml.Node | None) -> dict[tuple[str, ...], int]:
     """The line (from 1) of each key of the top mapping and of the ``bookmarks`` mapping."""
+    import yaml
+
     lines: dict[tuple[str, ...], int] = {}
     if not isinstance(node, yaml.MappingNode):
         return lines
@@ -130,6 +132,8 @@ def _read(path: Path) -> tuple[Any, dict[tuple[str, ...], int]]:
         return None, {}
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
+    import yaml  # here, not at the top: only a config file needs it, and it costs 10-15 ms
+
     try:
         return yaml.safe_load(text), _key_lines(yaml.compose(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as exc:
@@ -214,6 +218,8 @@ def resolve_target(
 
 
 def _closest(name: str, names: dict[str, Target]) -> str | None:
+    import difflib  # here, not at the top: only a mistyped target needs it
+
     found = difflib.get_close_matches(name, list(names), n=1)
     return found[0] if found else None
 

@@ -16,7 +16,6 @@ typed appear in error lines as typed.  The commands on remote files are in
 from __future__ import annotations
 
 import cmd
-import difflib
 import os
 import shlex
 from collections.abc import Callable
@@ -204,6 +203,8 @@ class ClientShell(RemoteCommands, MirrorCommands, ManyCommands, LocalCommands, C
 
     def default(self, line: str) -> None:
         name = line.split()[0]
+        import difflib  # here, not at the top: only a mistyped command needs it
+
         close = difflib.get_close_matches(name, self.command_names(), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else " (type 'help')"
         self.fail(f"unknown command: {name}{hint}")

@@ -30,9 +30,8 @@ class ErrorCode(enum.IntEnum):
     PERMISSION_DENIED = 403  # not allowed (outside the home, a symlink out of it)
     NOT_FOUND = 404  # no such file or folder
     UNKNOWN_COMMAND = 405  # not in the command table
-    TIMED_OUT = (
-        408  # idle too long, a message too slow, a stalled transfer; the connection is closed
-    )
+    # no login in time, idle too long, a message too slow, a stalled transfer; closed
+    TIMED_OUT = 408
     BAD_STATE = 409  # a message that does not fit the session state (a second login)
     EXISTS = 410  # the target exists and may not be replaced
     IS_DIRECTORY = 411  # a file was expected, a folder was found

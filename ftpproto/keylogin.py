@@ -24,12 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 from dataclasses import dataclass
-
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
 
 __all__ = [
     "ALGORITHM",
@@ -90,6 +85,8 @@ def raw_key(blob: bytes) -> bytes:
 
 def fingerprint(blob: bytes) -> str:
     """``SHA256:<base64>`` of a key blob, as ``ssh-keygen -l`` prints it."""
+    import hashlib  # here, not at the top: only keys need it (OpenSSL costs 2 ms at start)
+
     digest = base64.b64encode(hashlib.sha256(blob).digest()).decode("ascii")
     return "SHA256:" + digest.rstrip("=")
 
@@ -130,6 +127,12 @@ def certificate_binding(der: bytes) -> Binding:
     where that is MD5 or SHA-1, and also where the signature has no single
     hash (Ed25519, Ed448: RFC 5929 leaves those open).
     """
+    # Here, not at the top: only a key login over TLS needs them, and they cost
+    # 15-20 ms at every start of the client.
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import hashes
+
     try:
         algorithm = x509.load_der_x509_certificate(der).signature_hash_algorithm
     except UnsupportedAlgorithm:

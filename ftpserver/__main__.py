@@ -24,12 +24,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ftpproto.commands import RIGHTS
-from ftpproto.version import version
+from ftpproto.version import VersionAction
 from ftpserver import admin, userlist
 from ftpserver import users as userfile
 from ftpserver.audit import configure_logging
 from ftpserver.cluster.serving import admin_services, join, leave, open_cluster, print_nodes
 from ftpserver.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
+from ftpserver.limits import fit_warning, nofile_limits, prepare_descriptors
 from ftpserver.server import FileTransferServer
 from ftpserver.signals import SignalCounter
 from ftpserver.workers import serve_workers
@@ -45,7 +46,7 @@ APPLIED = "the running server applies this at the next login"
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ftpserver", description="FileTransfer server daemon")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -232,6 +233,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         raise ValueError(missing)
     for user in store.users.values():
         user.home.mkdir(parents=True, exist_ok=True)
+    prepare_descriptors(settings.max_sessions)
     if settings.workers != 1:
         return serve_workers(settings, store, lambda: _settings(args), _run)
     cluster = open_cluster(settings)  # None: the state stays in this process
@@ -320,6 +322,9 @@ def _check_config(args: argparse.Namespace) -> int:
     if problems:
         print(f"{len(problems)} problem(s) found", file=sys.stderr)
         return 1
+    warning = fit_warning(settings.max_sessions, nofile_limits()[1])  # serve raises soft to hard
+    if warning is not None:
+        print(f"warning: {warning}")
     where = f"bucket {settings.s3_bucket}" if settings.storage == "s3" else settings.home
     print(f"configuration OK: {settings.users}, homes in {where}")
     return 0

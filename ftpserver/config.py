@@ -68,6 +68,7 @@ class Settings:
     home: Path = Path("home")
     listen_backlog: int = 256
     idle_timeout: float = 300.0
+    login_timeout: float = 30.0
     login_failure_delay: float = 1.0
     max_login_attempts: int = 3
     bcrypt_rounds: int = 12
@@ -152,6 +153,7 @@ _LIMITS: dict[str, tuple[type, float | None, float | None]] = {
     "home": (Path, None, None),
     "listen_backlog": (int, 1, 65535),
     "idle_timeout": (float, 1, None),
+    "login_timeout": (float, 1, None),
     "login_failure_delay": (float, 0, 60),
     "max_login_attempts": (int, 1, 100),
     "bcrypt_rounds": (int, 4, 31),

@@ -15,6 +15,7 @@ and closes only this session.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import socket
 import socketserver
@@ -71,6 +72,12 @@ class SessionHandler(socketserver.BaseRequestHandler):
         self.peer = f"{self.ip}:{self.client_address[1]}"
         self.activity = Activity(self.server.admin)
         self.pipeline = Pipeline(self, self.settings.pipeline_files, self.settings.pipeline_bytes)
+        self.connected_at = time.monotonic()
+        self._fileno = self.request.fileno()
+        self._closed = False  # set, under _fd_lock, once the descriptor is closed
+        self._fd_lock = threading.Lock()
+        self._login_by = self.connected_at + self.settings.login_timeout
+        self.evicted = False
 
     def _open(self) -> bool:
         """A session slot and the TLS handshake (if configured); False if the session must end.
@@ -92,14 +99,16 @@ class SessionHandler(socketserver.BaseRequestHandler):
         refused = self.server.limiter.acquire(self.ip)
         self._has_slot = refused is None
         if self.server.tls is not None:
-            sock.settimeout(settings.request_timeout)
+            sock.settimeout(min(settings.request_timeout, settings.login_timeout))
             try:
                 sock = self.server.tls.wrap_socket(sock, server_side=True)
             except (OSError, ValueError) as exc:
+                with self._fd_lock:
+                    self._closed = True  # the failed handshake closed the descriptor
                 log.info("TLS handshake with %s failed: %s", self.peer, exc)
                 return False
             self.request = sock
-        deadlines = Deadlines(
+        self._deadlines = deadlines = Deadlines(
             settings.idle_timeout,
             settings.request_timeout,
             settings.stall_timeout,
@@ -121,7 +130,9 @@ class SessionHandler(socketserver.BaseRequestHandler):
             self.server.shared.user_sessions.release(self._user_slot)
             self._user_slot = None
         if self.request is not None:
-            self.request.close()
+            with self._fd_lock:  # no shutdown by number once the number may be reused
+                self._closed = True
+                self.request.close()
 
     def interrupt(self) -> None:
         """End this session from another thread (server shutdown).
@@ -130,8 +141,34 @@ class SessionHandler(socketserver.BaseRequestHandler):
         out of a bandwidth-limit pause); an upload cleans up after itself.
         """
         self._cancelled.set()
-        with contextlib.suppress(OSError):
-            self.request.shutdown(socket.SHUT_RDWR)
+        self._shutdown(socket.SHUT_RDWR)
+
+    def evict(self) -> None:
+        """Close this session, not logged in yet, to make room (from another thread).
+
+        Its thread wakes from its read, tells the client why (error 421) and ends.
+        """
+        if self.user is not None or self.evicted:
+            return
+        self.evicted = True
+        # Over plain TCP the reply can still be sent; over TLS nothing more is.
+        self._shutdown(socket.SHUT_RD if self.server.tls is None else socket.SHUT_RDWR)
+
+    def _shutdown(self, how: int) -> None:
+        """``shutdown(how)`` on the connection, from another thread.
+
+        By its descriptor number: during a TLS handshake ``self.request`` is
+        the plain socket the handshake detached, and shutting the TLS socket
+        down would also drop its TLS state under the reading thread.
+        """
+        with self._fd_lock, contextlib.suppress(OSError):
+            if self._closed:
+                return
+            view = socket.socket(fileno=self._fileno)
+            try:
+                view.shutdown(how)
+            finally:
+                view.detach()  # the session's thread still owns the descriptor
 
     def _wait(self, seconds: float) -> None:
         if self._cancelled.wait(seconds):
@@ -157,13 +194,13 @@ class SessionHandler(socketserver.BaseRequestHandler):
         return self.user
 
     def handle(self) -> None:
-        if not self._open():
-            return
-        self.server.sessions.add(self)
+        self.server.sessions.add(self)  # from the start: a TLS handshake can be evicted too
         try:
+            if not self._open():
+                return
             while not self.server.stopping:
                 try:
-                    message = self.channel.recv()
+                    message = self._next_message()
                 except MessageError as exc:
                     self.channel.send(error("error", exc))
                     continue
@@ -180,13 +217,44 @@ class SessionHandler(socketserver.BaseRequestHandler):
             self._try_send(error("error", exc))
         except (ConnectionError, TimeoutError) as exc:
             log.debug("session %s ended: %s", self.peer, exc)
-            if isinstance(exc, DeadlineExceeded):  # say why, if the client can still read it
-                self._try_send(error("error", ProtocolError(ErrorCode.TIMED_OUT, str(exc))))
+            why = self._why_closed(exc)
+            if why is not None:  # say why, if the client can still read it
+                self._try_send(error("error", why))
         except Exception:
             log.exception("internal error in session %s; closing it", self.peer)
             self._try_send(error("error", ProtocolError(ErrorCode.INTERNAL, "internal error")))
         finally:
             self.server.sessions.discard(self)
+
+    def _why_closed(self, exc: ConnectionError | TimeoutError) -> ProtocolError | None:
+        """What to tell the client about the end of its session, if anything.
+
+        An evicted connection gets ``421``; one that is out of its
+        ``login_timeout`` (however its last read ended) and any broken
+        deadline get ``408`` with the reason.
+        """
+        if self.user is None and self.evicted:
+            return ProtocolError(ErrorCode.TOO_MANY_SESSIONS, "server full: log in sooner")
+        if self.user is None and time.monotonic() >= self._login_by - 0.05:
+            late = f"no login within {self.settings.login_timeout:g} s"
+            return ProtocolError(ErrorCode.TIMED_OUT, late)
+        if isinstance(exc, DeadlineExceeded):
+            return ProtocolError(ErrorCode.TIMED_OUT, str(exc))
+        return None
+
+    def _next_message(self) -> Message:
+        """The next message; before a login, within what is left of ``login_timeout``."""
+        if self.user is None:
+            left = self._login_by - time.monotonic()
+            if left <= 0:
+                raise DeadlineExceeded(f"no login within {self.settings.login_timeout:g} s")
+            idle, request = self._deadlines.idle, self._deadlines.request
+            self.channel.deadlines = dataclasses.replace(
+                self._deadlines, idle=min(idle, left), request=min(request, left)
+            )
+        elif self.channel.deadlines is not self._deadlines:
+            self.channel.deadlines = self._deadlines
+        return self.channel.recv()
 
     def _try_send(self, message: Message) -> None:
         """Send a last message before closing, if the client can still read it as one."""

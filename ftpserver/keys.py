@@ -11,9 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from ftpproto.keylogin import (
     ALGORITHM,
     SIGNATURE_BYTES,
@@ -125,6 +122,11 @@ def verify(blob: bytes, signature: bytes, data: bytes) -> bool:
     """Whether ``signature`` is the Ed25519 signature of ``data`` by the key ``blob``."""
     if len(signature) != SIGNATURE_BYTES:
         return False
+    # Here, not at the top: only a key login needs them, and cryptography adds
+    # megabytes to every server process.
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         Ed25519PublicKey.from_public_bytes(raw_key(blob)).verify(signature, data)
     except (InvalidSignature, ValueError):

@@ -31,9 +31,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpproto.keylogin import (
     NO_BINDING,
@@ -82,6 +79,9 @@ def server_binding(cert_file: Path | None) -> Binding:
     """
     if cert_file is None:
         return NO_BINDING
+    from cryptography import x509  # here, not at the top: only TLS needs it
+    from cryptography.hazmat.primitives.serialization import Encoding
+
     leaf = x509.load_pem_x509_certificates(cert_file.read_bytes())[0]
     return certificate_binding(leaf.public_bytes(Encoding.DER))
 

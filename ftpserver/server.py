@@ -19,13 +19,12 @@ import logging
 import os
 import socket
 import socketserver
-import ssl
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ftpserver.activity import AdminHooks, ReloadLog
 from ftpserver.audit import Audit, configure_logging
@@ -34,6 +33,7 @@ from ftpserver.config import Settings, keep_restart_only
 from ftpserver.digests import DigestCache
 from ftpserver.guards import PasswordGate
 from ftpserver.handler import SessionHandler
+from ftpserver.limits import AcceptGate, evict_oldest_waiting, refuse_busy
 from ftpserver.login import server_binding
 from ftpserver.state.shared import LocalState, Shared
 from ftpserver.state.wire import StateUnavailable
@@ -42,6 +42,9 @@ from ftpserver.storage.local import LocalStorage
 from ftpserver.storage.temps import UploadOwners
 from ftpserver.users import User, UserStore, load_users
 from ftpserver.userwatch import UsersFileWatch
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = [
     "FileTransferServer",
@@ -61,6 +64,8 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     """The server's TLS context from ``tls_cert``/``tls_key``, or None without TLS."""
     if settings.tls_cert is None or settings.tls_key is None:
         return None
+    import ssl  # here, not at the top: without TLS every process is 4 MiB smaller
+
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(settings.tls_cert, settings.tls_key)
@@ -216,6 +221,7 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         self.tls_binding = server_binding(settings.tls_cert if self.tls else None)  # key logins
         self.sessions = _Sessions()
         self.admin = AdminHooks()  # session ids, metrics, reload outcomes (ftpserver.control)
+        self.gate = AcceptGate(make_room=lambda: evict_oldest_waiting(self.sessions.snapshot()))
         self.stopping = False
         self._stop_sweeping = threading.Event()
         self.request_queue_size = settings.listen_backlog
@@ -330,6 +336,21 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         deadline = time.monotonic() + timeout
         while self.sessions.snapshot() and time.monotonic() < deadline:
             time.sleep(0.02)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        return self.gate.accept(self.socket)  # waits, not spins, when out of descriptors
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request(request, client_address)
+        except RuntimeError as exc:  # "can't start new thread": refuse it, then back off
+            refuse_busy(request, plain=self.tls is None)
+            self.shutdown_request(request)
+            self.gate.no_thread(str(exc))
+
+    def close_request(self, request: Any) -> None:
+        super().close_request(request)
+        self.gate.freed()
 
     def server_close(self) -> None:
         self._stop_sweeping.set()

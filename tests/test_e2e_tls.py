@@ -265,6 +265,24 @@ def test_a_connection_in_its_handshake_holds_a_session_slot(
     assert_tls_serving(running, pki)
 
 
+def test_a_silent_handshake_gives_way_when_out_of_descriptors(
+    make_configured_server: MakeServer, pki: Pki
+) -> None:
+    """Out of descriptors, a connection stuck in its handshake for a second is evicted."""
+    running = make_configured_server(tls_cert=pki.cert, tls_key=pki.key, request_timeout=30)
+    silent = RawSession(running.port)
+    try:
+        assert wait_until(lambda: len(running.server.sessions.snapshot()) == 1)
+        time.sleep(1.2)  # older than a real client takes for its handshake and login
+        make_room = running.server.gate.make_room  # what accept does when out of descriptors
+        assert make_room is not None and make_room(), "nothing was evicted"
+        assert silent.is_closed_by_server(5), "the silent handshake kept its connection"
+    finally:
+        silent.close()
+    assert_no_sessions(running)
+    assert_tls_serving(running, pki)
+
+
 # -- serve with TLS in server.yaml -----------------------------------------------------------
 
 

@@ -17,6 +17,12 @@ memory is back within a small margin of what it was after a short warm-up
 or partial upload file is left anywhere.
 
 ``FTP_LOAD_SECONDS`` shortens (or lengthens) the run, 30 seconds by default.
+
+A crowd (issue 19, the ``crowd`` workload of ``python -m bench`` at a size CI
+affords): ``FTP_LOAD_CROWD`` (1000) logged-in sessions sit idle while 20
+others send requests; those are answered about as fast as without the
+crowd, every idle session still answers afterwards, and the server's
+summed resident memory grows by less than 64 KiB per idle session.
 """
 
 from __future__ import annotations
@@ -42,6 +48,10 @@ QUOTA = 1 << 30
 SECONDS = float(os.environ.get("FTP_LOAD_SECONDS", "30"))
 WARM_UP = min(2.0, SECONDS / 5)
 RSS_MARGIN = 16 * 1024 * 1024  # bytes over the warm baseline that still count as "back"
+CROWD = int(os.environ.get("FTP_LOAD_CROWD", "1000"))
+ACTIVE = 20
+ACTIVE_REQUESTS = 100  # each, pwd and ls in turn
+CROWD_SESSION_RSS = 64 * 1024  # bytes of summed server RSS one idle session may add
 
 pytestmark = pytest.mark.timeout(SECONDS + 120)
 
@@ -286,4 +296,86 @@ def test_two_hundred_sessions_mixing_every_command(
         f"\n{sessions} sessions, {commands} commands in {SECONDS:.0f} s "
         f"({commands / SECONDS:.0f}/s); server at the start: {cold}; "
         f"after the warm-up: {warm}; after the load: {after}"
+    )
+
+
+# -- a crowd of idle sessions (issue 19) ----------------------------------------------
+
+
+def summed_rss(pid: int) -> int:
+    """Resident memory of the server and its worker processes, summed, in bytes."""
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        pids += [int(child) for child in (task / "children").read_text().split()]
+    return sum(resources(member).rss for member in pids)
+
+
+def active_rate(port: int, password: str) -> float:
+    """ACTIVE logged-in clients released together, ACTIVE_REQUESTS each; requests per second."""
+    clients = [FileTransferClient(HOST, port, timeout=60) for _ in range(ACTIVE)]
+    errors: list[str] = []
+    start = threading.Barrier(ACTIVE + 1, timeout=60)
+
+    def chatter(conn: FileTransferClient) -> None:
+        start.wait()
+        try:
+            for i in range(ACTIVE_REQUESTS):
+                if i % 2:
+                    conn.ls("/")
+                else:
+                    assert conn.pwd() == "/"
+            conn.quit()
+        except Exception as exc:
+            errors.append(repr(exc))
+
+    for conn in clients:
+        conn.login("crowd", password)
+    threads = [threading.Thread(target=chatter, args=(c,), daemon=True) for c in clients]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.monotonic()
+    for thread in threads:
+        thread.join(timeout=120)
+    seconds = time.monotonic() - began
+    assert errors == [], f"{len(errors)} active clients failed, e.g. {errors[:3]}"
+    return ACTIVE * ACTIVE_REQUESTS / seconds
+
+
+@pytest.mark.direct  # a thousand sessions, not a thousand proxied ones
+def test_a_crowd_of_idle_sessions_slows_nobody(
+    tmp_path: Path, server_config: Path, server_process: StartServer
+) -> None:
+    homes = tmp_path / "homes"
+    users_file = tmp_path / "users.yaml"
+    password = "crowd pw"
+    add_user(users_file, homes, "crowd", password, rounds=4)
+    server_config.write_text(CONFIG.replace("max_sessions: 1000", f"max_sessions: {CROWD + 100}"))
+    running = server_process(users_file, homes)
+    pid = running.proc.pid
+    alone = active_rate(running.port, password)
+    before = summed_rss(pid)
+    crowd: list[FileTransferClient] = []
+    try:
+        for _ in range(CROWD):
+            conn = FileTransferClient(HOST, running.port, timeout=60)
+            crowd.append(conn)
+            conn.login("crowd", password)
+        time.sleep(1.0)
+        added = summed_rss(pid) - before
+        beside = active_rate(running.port, password)
+        for conn in crowd:
+            assert conn.pwd() == "/"
+    finally:
+        for conn in crowd:
+            conn.close()
+    assert added < CROWD * CROWD_SESSION_RSS, (
+        f"{CROWD} idle sessions added {added / 2**20:.1f} MiB ({added / CROWD / 1024:.1f} KiB each)"
+    )
+    assert beside >= 0.5 * alone, f"{beside:.0f} req/s beside the crowd, {alone:.0f} alone"
+    assert running.proc.poll() is None, "the server died"
+    print(
+        f"\n{CROWD} idle sessions: +{added / 2**20:.1f} MiB summed RSS "
+        f"({added / CROWD / 1024:.1f} KiB each); {ACTIVE} active clients "
+        f"{beside:.0f} req/s beside them, {alone:.0f} alone"
     )

@@ -1,0 +1,88 @@
+"""The client starts quickly: ``ftpclient -c pwd`` imports nothing that pwd does not need.
+
+Each of these modules costs milliseconds at every start (cryptography
+40-60 ms, looking the version up through ``importlib.metadata`` 30-40 ms,
+ssl 5-10 ms, yaml 10-15 ms); scripts that call the client in a loop pay it
+every time (issue 19).  They are imported where they are used: a key, TLS,
+``--version``, the config file, ``--json``, ``!``, a mistyped command.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import ALICE, ALICE_PASSWORD, HOST, RunningServer, run_command
+
+pytestmark = pytest.mark.timeout(60)
+
+NOT_FOR_PWD = (
+    "cryptography",
+    "importlib.metadata",
+    "configparser",
+    "yaml",
+    "ssl",
+    "hashlib",
+    "json",
+    "subprocess",
+    "difflib",
+)
+
+# Runs the command line as ``python -m ftpclient`` does, then prints what it imported.
+RUN_AND_LIST = """\
+import runpy, sys
+sys.argv = ["ftpclient", *sys.argv[1:]]
+try:
+    runpy.run_module("ftpclient", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    print("EXIT", exc.code)
+print("MODULES", " ".join(sorted(sys.modules)))
+"""
+
+
+def imported_by(tmp_path: Path, *args: str) -> tuple[str, set[str]]:
+    """Run the client with ``args``; its output before the list, and the modules it imported."""
+    done = run_command(["-c", RUN_AND_LIST, *args], cwd=tmp_path, password=ALICE_PASSWORD)
+    assert done.returncode == 0, done.stderr
+    out, _, modules = done.stdout.partition("MODULES ")
+    return out, set(modules.split())
+
+
+@pytest.fixture
+def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty ``$XDG_CONFIG_HOME`` for the client: no config file, no default key."""
+    home = tmp_path / "config"
+    home.mkdir()
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home))
+    return home
+
+
+def test_pwd_imports_no_heavy_module(
+    server: RunningServer, tmp_path: Path, config_home: Path
+) -> None:
+    out, modules = imported_by(tmp_path, "--port", str(server.port), f"{ALICE}@{HOST}", "-c", "pwd")
+    assert out.splitlines() == ["/", "EXIT 0"]
+    assert not set(NOT_FOR_PWD) & modules, sorted(set(NOT_FOR_PWD) & modules)
+
+
+def test_what_is_used_is_imported_when_used(
+    server: RunningServer, tmp_path: Path, config_home: Path
+) -> None:
+    """A bookmark in the config file and ``--json``: yaml and json load, and they work."""
+    (config_home / "ftpclient").mkdir()
+    bookmark = f"bookmarks:\n  here: {{host: {HOST}, port: {server.port}, user: {ALICE}}}\n"
+    (config_home / "ftpclient" / "config.yaml").write_text(bookmark)
+    out, modules = imported_by(tmp_path, "--json", "here", "-c", "pwd")
+    record, status = out.splitlines()
+    assert json.loads(record)["path"] == "/", record
+    assert status == "EXIT 0"
+    assert {"yaml", "json"} <= modules
+
+
+def test_server_without_keys_or_tls_loads_no_cryptography(tmp_path: Path) -> None:
+    """cryptography adds about 9 MiB to each server process: only key logins and TLS load it."""
+    probe = "import sys, ftpserver.__main__; print('cryptography' in sys.modules)"
+    done = run_command(["-c", probe], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
