@@ -30,10 +30,10 @@ import pytest
 from conftest import subprocess_env
 
 from ftpserver.activity import ReloadLog
+from ftpserver.adminstate import LocalAdminState
 from ftpserver.changes import changes, problems_of
 from ftpserver.config import Settings
 from ftpserver.control import MAX_REQUEST, ControlError, ControlServer, call
-from ftpserver.adminstate import LocalAdminState
 from ftpserver.guards import BanList
 from ftpserver.live import commands
 from ftpserver.state.shared import LocalState
