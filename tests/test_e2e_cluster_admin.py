@@ -4,7 +4,8 @@ Two real ``ftpserver serve`` nodes (``tests/cluster_nodes.py``) on one
 throwaway PostgreSQL of this module's own (stopping it hurts no other test):
 node ``a`` serving alone (``workers: 1``) and node ``b`` with two workers,
 each with a control socket and ``metrics_listen``.  ``status`` lists the
-nodes, ``sessions`` and ``kick`` are each node's own, ``bans`` shows the
+nodes, ``sessions`` and ``kick`` are each node's own, ``ftpserver nodes``
+counts running transfers, ``bans`` shows the
 cluster's bans and an ``unban`` through ``a`` lifts a ban on ``b``; a scrape
 shows the shared-state latency histogram, and ``/healthz`` answers 503 while
 PostgreSQL is stopped and 200 again once it is back.
@@ -14,16 +15,27 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from cluster_nodes import Node, Nodes, Session
-from conftest import ALICE, RunFtpserver, wait_until
+from conftest import (
+    ALICE,
+    ALICE_PASSWORD,
+    BOB,
+    BOB_PASSWORD,
+    HOST,
+    RunFtpserver,
+    wait_until,
+)
 from services import Postgres, find_pg_bin, free_port, require
 from test_e2e_admin import admin, admin_ok
-from test_e2e_cluster import base_settings, login_code
+from test_e2e_cluster import RATE, base_settings, login_code
 from test_e2e_metrics import fetch, scrape
+
+from ftpclient.client import FileTransferClient
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
 
@@ -159,6 +171,34 @@ def test_status_sessions_bans_and_unban_across_nodes(
     finally:
         for session in opened:
             session.close()
+
+
+def test_nodes_count_running_transfers(
+    nodes: Nodes, tmp_path: Path, ftpserver_cli: RunFtpserver
+) -> None:
+    a, _ = start_node(nodes, "a", 1)
+    data = b"t" * (3 * RATE)  # bob downloads at RATE: about 2 s
+    (tmp_path / "homes" / BOB / "slow.bin").write_bytes(data)
+    client = FileTransferClient(HOST, a.port, timeout=30)
+    client.login(BOB, BOB_PASSWORD)
+    idle = FileTransferClient(HOST, a.port, timeout=30)  # a session without a transfer
+    idle.login(ALICE, ALICE_PASSWORD)
+    getting = threading.Thread(target=client.get, args=("slow.bin", str(tmp_path / "copy.bin")))
+    getting.start()
+    try:
+
+        def row_of_a() -> list[str]:
+            listed = admin_ok(ftpserver_cli, a.config, "nodes").splitlines()
+            assert listed[0].split() == ["NODE", "ADDRESS", "LEASE", "AGE", "SESSIONS", "TRANSFERS"]
+            return next(line.split() for line in listed[1:] if line.startswith("a "))
+
+        assert wait_until(lambda: row_of_a()[-2:] == ["2", "1"], timeout=10), row_of_a()
+    finally:
+        getting.join(timeout=30)
+        client.close()
+        idle.close()
+    assert (tmp_path / "copy.bin").read_bytes() == data
+    assert wait_until(lambda: row_of_a()[-2:] == ["0", "0"], timeout=10), row_of_a()
 
 
 def test_healthz_follows_the_database(

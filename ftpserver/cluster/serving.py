@@ -111,8 +111,8 @@ def print_nodes(settings: Settings) -> int:
         raise ValueError(f"shared_state needs psycopg: {need} ({exc})") from None
     except Exception as exc:  # psycopg.Error, without importing psycopg here
         raise ValueError(f"shared state unavailable: {str(exc).strip().splitlines()[0]}") from None
-    print(f"{'NODE':<24} {'ADDRESS':<24} {'LEASE AGE':>9} {'SESSIONS':>8} {'BUSY':>6}")
+    print(f"{'NODE':<24} {'ADDRESS':<24} {'LEASE AGE':>9} {'SESSIONS':>8} {'TRANSFERS':>9}")
     for row in rows:
         age = f"{row.lease_age:.1f}s" + ("" if row.alive else " (expired)")
-        print(f"{row.name:<24} {row.address:<24} {age:>9} {row.sessions:>8} {row.transfers:>6}")
+        print(f"{row.name:<24} {row.address:<24} {age:>9} {row.sessions:>8} {row.transfers:>9}")
     return 0
