@@ -104,7 +104,10 @@ def _status(path: Path, args: argparse.Namespace) -> list[str]:
     lines.append(f"sessions: {state['sessions']}")
     lines.append(f"transfers: {len(state['transfers'])}")
     lines += [f"  {row['id']} {row['user']} {_transfer(row)}" for row in state["transfers"]]
-    lines.append(f"bans: {state['bans']}")
+    if state.get("shared_state"):
+        lines.append(f"bans: unknown ({state['shared_state']})")
+    else:
+        lines.append(f"bans: {state['bans']}")
     nodes: list[Row] = state.get("nodes", [])
     if nodes:
         lines.append(f"nodes: {len(nodes)}")

@@ -11,7 +11,8 @@ that does not answer in time is left out and named.  Either way bans and
 nodes come from an :class:`~ftpserver.adminstate.AdminState`: the in-process
 :class:`~ftpserver.state.shared.LocalState`, or the tables in PostgreSQL
 with ``shared_state`` (an unban there lifts the ban on every node; ``status``
-lists the nodes).  Sessions and kicks are this node's.
+lists the nodes, or says the shared state is unavailable and shows the
+rest).  Sessions and kicks are this node's.
 
 :func:`commands` turns a view into the control socket's command table:
 ``status``, ``sessions``, ``kick``, ``bans``, ``unban`` and ``reload``.
@@ -160,6 +161,11 @@ def commands(view: View, on_reload: Callable[[], None] | None = None) -> dict[st
 
     def status(args: dict[str, Any]) -> Row:
         rows = view.sessions()
+        shared: Row = {"bans": None, "nodes": [], "shared_state": None}
+        try:
+            shared.update(bans=len(view.state.banned()), nodes=view.state.nodes())
+        except TimeoutError as exc:  # the cluster's database is away: the rest is still known
+            shared["shared_state"] = str(exc)
         return {
             "pid": os.getpid(),
             "uptime": round(time.time() - view.started, 1),
@@ -167,8 +173,7 @@ def commands(view: View, on_reload: Callable[[], None] | None = None) -> dict[st
             "silent_workers": silent(),
             "sessions": len(rows),
             "transfers": [row for row in rows if row["transfer"]],
-            "bans": len(view.state.banned()),
-            "nodes": view.state.nodes(),
+            **shared,
         }
 
     def silent() -> list[int]:

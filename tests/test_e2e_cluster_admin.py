@@ -205,7 +205,7 @@ def test_healthz_follows_the_database(
     nodes: Nodes, pg: Postgres, ftpserver_cli: RunFtpserver
 ) -> None:
     a, a_metrics = start_node(nodes, "a", 1)
-    _, b_metrics = start_node(nodes, "b", 2)
+    b, b_metrics = start_node(nodes, "b", 2)
     for base in (a_metrics, b_metrics):
         assert fetch(f"{base}/healthz") == (200, "ok\n")
     pg.run_ctl("stop")
@@ -215,6 +215,8 @@ def test_healthz_follows_the_database(
             assert status == 503 and body.startswith("shared state unavailable: "), body
         away = admin(ftpserver_cli, a.config, "bans")
         assert away.returncode == 1 and "shared state unavailable" in away.stderr, away
+        status = admin_ok(ftpserver_cli, b.config, "status")  # what the node knows itself
+        assert "sessions: 0\n" in status and "bans: unknown (shared state unavailable" in status
         assert scrape(b_metrics)  # the counters are still served
     finally:
         pg.run_ctl("start")
