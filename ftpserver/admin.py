@@ -39,7 +39,7 @@ def register(sub: Any) -> None:
         p.set_defaults(users=None, home=None)
         return p
 
-    add("status", "uptime, workers, sessions, running transfers and bans of the running server")
+    add("status", "uptime, workers (nodes in a cluster), sessions, transfers and bans")
     add("sessions", "one line per session of the running server").add_argument(
         "--json", action="store_true", help="print a JSON list instead"
     )
@@ -104,7 +104,19 @@ def _status(path: Path, args: argparse.Namespace) -> list[str]:
     lines.append(f"sessions: {state['sessions']}")
     lines.append(f"transfers: {len(state['transfers'])}")
     lines += [f"  {row['id']} {row['user']} {_transfer(row)}" for row in state["transfers"]]
-    lines.append(f"bans: {state['bans']}")
+    if state.get("shared_state"):
+        lines.append(f"bans: unknown ({state['shared_state']})")
+    else:
+        lines.append(f"bans: {state['bans']}")
+    nodes: list[Row] = state.get("nodes", [])
+    if nodes:
+        lines.append(f"nodes: {len(nodes)}")
+        for node in nodes:
+            age = f"{node['lease_age']:.1f}s" + ("" if node["alive"] else " (expired)")
+            lines.append(
+                f"  {node['name']} {node['address']} lease {age} ago,"
+                f" {node['sessions']} sessions, {node['transfers']} transfers"
+            )
     return lines
 
 

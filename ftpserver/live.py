@@ -7,10 +7,12 @@ A :class:`View` is the running server as the commands see it.  Serving alone
 and asks every worker for its sessions through
 :class:`~ftpserver.adminpipe.WorkerLinks`, one more pipe per worker on which
 the worker answers (:func:`~ftpserver.adminpipe.answer_requests`).  A worker
-that does not answer in time is left out and named.  Either way the bans are
-the in-process :class:`~ftpserver.guards.BanList` of the
-:class:`~ftpserver.state.shared.LocalState` (``unban`` is the owner's, not
-part of the :class:`~ftpserver.state.protocols.Bans` that sessions use).
+that does not answer in time is left out and named.  Either way bans and
+nodes come from an :class:`~ftpserver.adminstate.AdminState`: the in-process
+:class:`~ftpserver.state.shared.LocalState`, or the tables in PostgreSQL
+with ``shared_state`` (an unban there lifts the ban on every node; ``status``
+lists the nodes, or says the shared state is unavailable and shows the
+rest).  Sessions and kicks are this node's.
 
 :func:`commands` turns a view into the control socket's command table:
 ``status``, ``sessions``, ``kick``, ``bans``, ``unban`` and ``reload``.
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ftpserver.activity import ReloadLog, SessionInfo
 from ftpserver.adminpipe import Selector, WorkerLinks
-from ftpserver.guards import BanList
+from ftpserver.adminstate import AdminState
 
 if TYPE_CHECKING:
     from ftpserver.server import FileTransferServer
@@ -84,7 +86,7 @@ class View(Protocol):
     """The running server, as the commands see it."""
 
     started: float  # time.time() at the start
-    bans: BanList
+    state: AdminState
     reloads: ReloadLog
 
     def workers(self) -> list[Row]: ...
@@ -95,10 +97,10 @@ class View(Protocol):
 class LocalView:
     """One server process serving alone."""
 
-    def __init__(self, server: FileTransferServer, bans: BanList) -> None:
+    def __init__(self, server: FileTransferServer, state: AdminState) -> None:
         self.server = server
         self.started = time.time()
-        self.bans = bans
+        self.state = state
         self.reloads = server.admin.reloads
 
     def workers(self) -> list[Row]:
@@ -114,9 +116,9 @@ class LocalView:
 class SupervisorView:
     """The supervisor of several workers: shared state here, sessions in the workers."""
 
-    def __init__(self, bans: BanList, links: WorkerLinks, reloads: ReloadLog) -> None:
+    def __init__(self, state: AdminState, links: WorkerLinks, reloads: ReloadLog) -> None:
         self.started = time.time()
-        self.bans = bans
+        self.state = state
         self.links = links
         self.reloads = reloads
         self.silent: list[int] = []  # workers that did not answer the last question
@@ -159,6 +161,11 @@ def commands(view: View, on_reload: Callable[[], None] | None = None) -> dict[st
 
     def status(args: dict[str, Any]) -> Row:
         rows = view.sessions()
+        shared: Row = {"bans": None, "nodes": [], "shared_state": None}
+        try:
+            shared.update(bans=len(view.state.banned()), nodes=view.state.nodes())
+        except TimeoutError as exc:  # the cluster's database is away: the rest is still known
+            shared["shared_state"] = str(exc)
         return {
             "pid": os.getpid(),
             "uptime": round(time.time() - view.started, 1),
@@ -166,7 +173,7 @@ def commands(view: View, on_reload: Callable[[], None] | None = None) -> dict[st
             "silent_workers": silent(),
             "sessions": len(rows),
             "transfers": [row for row in rows if row["transfer"]],
-            "bans": len(view.bans.banned()),
+            **shared,
         }
 
     def silent() -> list[int]:
@@ -181,11 +188,11 @@ def commands(view: View, on_reload: Callable[[], None] | None = None) -> dict[st
         return {"kicked": kicked, "silent_workers": silent()}
 
     def bans(args: dict[str, Any]) -> list[Row]:
-        return [{"ip": ip, "seconds_left": round(left)} for ip, left in view.bans.banned()]
+        return [{"ip": ip, "seconds_left": round(left)} for ip, left in view.state.banned()]
 
     def unban(args: dict[str, Any]) -> Row:
         ip = _address(args.get("ip"))
-        if not view.bans.unban(ip):
+        if not view.state.unban(ip):
             raise LookupError(f"{ip} is not banned")
         log.info("unbanned %s at the administrator's request", ip)
         return {"unbanned": ip}

@@ -6,12 +6,15 @@ counts live in prometheus-client's multiprocess files, in a private folder
 that the main process makes before it forks the workers
 (:func:`enable_multiprocess`; ``PROMETHEUS_MULTIPROC_DIR``) and removes at
 exit, so a scrape adds up every worker's figures, also those of workers
-that have ended.  What only the main process knows (sessions open, bans in
-force, workers, quota used per user when ``metrics_user_quota`` is set) is
-read at each scrape from the supervisor's
-:class:`~ftpserver.state.shared.LocalState` (:class:`StateCollector`); a
-user's quota figure is shown once the ledger has it (a session measured the
-home since the start or the last reload).
+that have ended.  With ``shared_state`` in PostgreSQL every call to it is
+timed, by operation (``ftpserver_shared_state_seconds``).  What only the
+main process knows (sessions open, bans in force, workers, quota used per
+user when ``metrics_user_quota`` is set) is read at each scrape from its
+:class:`~ftpserver.adminstate.AdminState` (:class:`StateCollector`): this
+server's sessions, and in a cluster the cluster's bans; a user's quota
+figure is shown once the ledger has it (a session measured the home since
+the start or the last reload).  While the shared state cannot be reached
+those gauges are left out of the scrape.
 
 :class:`MetricsServer` answers ``GET /metrics`` and ``GET /healthz`` (200
 ``ok``, or 503 and the reason) on its own thread.  prometheus-client is
@@ -31,12 +34,11 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ftpserver.config import split_address
-from ftpserver.state.ledger import Unmeasured
 
 if TYPE_CHECKING:
     from prometheus_client.core import GaugeMetricFamily
 
-    from ftpserver.state.shared import LocalState
+    from ftpserver.adminstate import AdminState
     from ftpserver.users import UserStore
 
 __all__ = ["Metrics", "MetricsServer", "StateCollector", "enable_multiprocess"]
@@ -44,6 +46,7 @@ __all__ = ["Metrics", "MetricsServer", "StateCollector", "enable_multiprocess"]
 log = logging.getLogger("ftpserver")
 
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 Health = Callable[[], "str | None"]
 
 
@@ -89,6 +92,13 @@ class Metrics:
         self.errors = Counter(
             "ftpserver_errors", "Error replies by protocol error code", ["code"], registry=None
         )
+        self.shared_state = Histogram(
+            "ftpserver_shared_state_seconds",
+            "Duration of calls to the shared state in PostgreSQL, by operation",
+            ["operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=None,
+        )
 
     def login(self, outcome: str) -> None:
         self.logins.labels(outcome).inc()
@@ -102,13 +112,16 @@ class Metrics:
             self.files.labels(direction).inc()
             self.durations.labels(direction).observe(seconds)
 
+    def shared_state_call(self, operation: str, seconds: float) -> None:
+        self.shared_state.labels(operation).observe(seconds)
+
 
 class StateCollector:
     """Gauges read from the shared state at each scrape."""
 
     def __init__(
         self,
-        state: LocalState,
+        state: AdminState,
         users: Callable[[], UserStore],
         user_quota: int,
         workers: Callable[[], int] | None = None,
@@ -121,16 +134,23 @@ class StateCollector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
-        yield GaugeMetricFamily(
-            "ftpserver_sessions", "Sessions open now", value=self.state.limiter.count
-        )
-        yield GaugeMetricFamily(
-            "ftpserver_bans", "Client addresses banned now", value=len(self.state.bans.banned())
-        )
         if self.workers is not None:
             yield GaugeMetricFamily("ftpserver_workers", "Worker processes", value=self.workers())
-        if self.user_quota:
-            yield self._quota_used()
+        try:
+            gauges = [
+                GaugeMetricFamily(
+                    "ftpserver_sessions", "Sessions open now", value=self.state.session_count()
+                ),
+                GaugeMetricFamily(
+                    "ftpserver_bans", "Client addresses banned now", value=len(self.state.banned())
+                ),
+            ]
+            if self.user_quota:
+                gauges.append(self._quota_used())
+        except TimeoutError as exc:  # the shared state is away: /healthz says so
+            log.debug("metrics: no gauges from the shared state: %s", exc)
+            return
+        yield from gauges
 
     def _quota_used(self) -> GaugeMetricFamily:
         """Bytes used by the first ``user_quota`` users by name whose home has been measured."""
@@ -141,13 +161,9 @@ class StateCollector:
             f"Bytes used by each user (the first {self.user_quota} by name, once measured)",
             labels=["user"],
         )
-        store = self.users()
-        for name in sorted(store.users)[: self.user_quota]:
-            try:
-                usage = self.state.quotas.usage(name, store.users[name].quota, 0)
-            except Unmeasured:  # no session has needed the figure yet (or a reload forgot it)
-                continue
-            used.add_metric([name], usage.used)
+        names = sorted(self.users().users)[: self.user_quota]
+        for name, figure in sorted(self.state.quota_used(names).items()):
+            used.add_metric([name], figure)
         return used
 
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from ftpserver.activity import ReloadLog
 from ftpserver.adminpipe import AnsweringEnd, WorkerLinks, answer_requests
+from ftpserver.adminstate import AdminState, LocalAdminState
 from ftpserver.config import Settings
 from ftpserver.control import ControlServer
 from ftpserver.live import LocalView, SupervisorView, View, commands, kick_sessions, session_infos
@@ -36,7 +37,6 @@ from ftpserver.metrics import Metrics, MetricsServer, StateCollector, enable_mul
 
 if TYPE_CHECKING:
     from ftpserver.server import FileTransferServer
-    from ftpserver.state.shared import LocalState
     from ftpserver.users import UserStore
 
 __all__ = ["AdminServices", "set_title"]
@@ -67,7 +67,7 @@ class AdminServices:
         self,
         settings: Settings,
         view: View,
-        state: LocalState,
+        state: AdminState,
         users: Callable[[], UserStore],
         health: Callable[[], str | None],
         workers: Callable[[], int] | None = None,
@@ -79,44 +79,48 @@ class AdminServices:
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
         self._pid_written = False
+        self.state = state
         self._state = StateCollector(state, users, settings.metrics_user_quota, workers)
         self._health = health
         self.stopping = False  # set when a stop was asked for: /healthz says so
 
     @classmethod
-    def alone(cls, server: FileTransferServer) -> AdminServices:
-        """The services of a server serving alone (``workers: 1``), which keeps its own state."""
-        state = server.local_state
-        assert state is not None, "a server serving alone keeps its own shared state"
+    def alone(cls, server: FileTransferServer, state: AdminState | None = None) -> AdminServices:
+        """The services of a server serving alone (``workers: 1``).
+
+        ``state`` is its shared state (a cluster's); by default the state it keeps itself.
+        """
+        if state is None:
+            assert server.local_state is not None, "a server without shared_state keeps its own"
+            state = LocalAdminState(server.local_state)
+        shared = state
 
         def health() -> str | None:
             if server.stopping or server.socket.fileno() < 0:
                 return "not accepting connections: stopping"
-            state.limiter.count  # noqa: B018 (the shared state answers)
-            return None
+            return shared.problem()
 
-        view = LocalView(server, state.bans)
+        view = LocalView(server, state)
         return cls(server.settings, view, state, lambda: server.users, health)
 
     @classmethod
     def supervisor(
         cls,
         settings: Settings,
-        state: LocalState,
+        state: AdminState,
         users: Callable[[], UserStore],
         listener: socket.socket,
     ) -> AdminServices:
         """The services of a supervisor of workers; its view asks them through ``links``."""
         links = WorkerLinks()
-        view = SupervisorView(state.bans, links, ReloadLog())
+        view = SupervisorView(state, links, ReloadLog())
 
         def health() -> str | None:
             if listener.fileno() < 0:
                 return "not accepting connections: stopping"
             if not links.pids():
                 return "not accepting connections: no worker running"
-            state.limiter.count  # noqa: B018 (the shared state answers)
-            return None
+            return state.problem()
 
         return cls(settings, view, state, users, health, lambda: len(links.pids()), "supervisor")
 
@@ -208,6 +212,7 @@ class AdminServices:
             self.control.close()
         if self.metrics is not None:
             self.metrics.close()
+        self.state.close()
         pid_file = self.settings.pid_file
         if self._pid_written and pid_file is not None:
             with contextlib.suppress(OSError, ValueError):

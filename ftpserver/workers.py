@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from ftpserver.activity import ReloadLog
 from ftpserver.adminpipe import admin_pipe
 from ftpserver.audit import set_process_label
-from ftpserver.cluster.serving import join, leave, open_cluster
+from ftpserver.cluster.serving import admin_state, join, leave, open_cluster
 from ftpserver.config import Settings
 from ftpserver.server import FileTransferServer, reload_config, report_reload
 from ftpserver.services import AdminServices
@@ -142,7 +142,8 @@ def serve_workers(
     current = _Config(settings, users)
     signals = SignalCounter((signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD))
     supervisor = os.getpid()
-    admin = AdminServices.supervisor(settings, state, lambda: current.users, listener)
+    shown = admin_state(settings, state, listener.getsockname()[1])  # bans, nodes, health
+    admin = AdminServices.supervisor(settings, shown, lambda: current.users, listener)
     admin.start()
 
     def spawn(index: int) -> None:

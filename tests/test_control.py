@@ -30,11 +30,13 @@ import pytest
 from conftest import subprocess_env
 
 from ftpserver.activity import ReloadLog
+from ftpserver.adminstate import LocalAdminState
 from ftpserver.changes import changes, problems_of
 from ftpserver.config import Settings
 from ftpserver.control import MAX_REQUEST, ControlError, ControlServer, call
 from ftpserver.guards import BanList
 from ftpserver.live import commands
+from ftpserver.state.shared import LocalState
 from ftpserver.users import User, UserStore
 from ftpserver.yamlfile import ConfigError
 
@@ -178,11 +180,16 @@ def test_another_user_is_refused() -> None:
 
 
 class FakeView:
-    """A view with a real BanList and ReloadLog and fixed sessions."""
+    """A view with a real BanList (in its admin state) and ReloadLog and fixed sessions."""
 
     def __init__(self) -> None:
         self.started = 0.0
         self.bans = BanList(1, 60, 900)
+        settings = Settings()
+        local = LocalState.create(settings)
+        self.state = LocalAdminState(
+            LocalState(local.quotas, local.limiter, self.bans, local.bandwidth)
+        )
         self.reloads = ReloadLog()
         self.kicked: list[dict[str, Any]] = []
 
@@ -202,7 +209,7 @@ def test_command_table() -> None:
     view.bans.failure("192.0.2.7")
     table = commands(view, on_reload=lambda: view.reloads.record(True, ["x: 1 -> 2"]))
     state = table["status"]({})
-    assert state["sessions"] == 2 and state["bans"] == 1
+    assert state["sessions"] == 2 and state["bans"] == 1 and state["nodes"] == []
     assert [row["id"] for row in state["transfers"]] == ["1.2"]
     assert table["bans"]({}) == [{"ip": "192.0.2.7", "seconds_left": 900}]
     assert table["kick"]({"ip": "::ffff:192.0.2.7"}) == {"kicked": ["1.1"], "silent_workers": []}

@@ -4,7 +4,9 @@
 connections; a unit of work that needs a transaction opens one).  A
 connection or pool failure is retried on another connection, then raised as
 :class:`SharedStateUnavailable`, a ``421`` reply ("shared state
-unavailable") wherever a session meets it.
+unavailable") wherever a session meets it.  Each call can be timed
+(:attr:`Database.observe`, the metrics' shared-state latency), named by the
+function that made it (``PgBans.is_banned``, ``ClusterState.renew`` ...).
 
 :func:`migrate` brings the schema to :data:`SCHEMA_VERSION`, one numbered
 step at a time, under a PostgreSQL advisory lock, so several nodes starting
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -185,6 +188,7 @@ class Database:
         self.timeout = timeout
         self.max_size = max_size
         self.pool = self._new_pool()
+        self.observe: Callable[[str, float], None] | None = None  # (operation, seconds)
 
     def _new_pool(self) -> ConnectionPool[psycopg.Connection[tuple[object, ...]]]:
         return ConnectionPool(
@@ -216,6 +220,15 @@ class Database:
 
         Raises :class:`SharedStateUnavailable` when the database cannot be reached.
         """
+        if self.observe is None:
+            return self._run(work)
+        started = time.perf_counter()
+        try:
+            return self._run(work)
+        finally:
+            self.observe(operation_of(work), time.perf_counter() - started)
+
+    def _run(self, work: Callable[[psycopg.Connection[tuple[object, ...]]], T]) -> T:
         failure: Exception | None = None
         for _attempt in range(3):
             try:
@@ -232,6 +245,11 @@ class Database:
 
     def close(self) -> None:
         self.pool.close(timeout=2.0)
+
+
+def operation_of(work: Callable[..., object]) -> str:
+    """The function that made ``work`` (``PgBans.is_banned`` for its nested ``work``)."""
+    return getattr(work, "__qualname__", "work").split(".<locals>", 1)[0]
 
 
 def migrate(db: Database) -> int:

@@ -8,7 +8,7 @@ of the PostgreSQL classes (:mod:`ftpserver.cluster.pgstate`,
 its lease thread, which every third of ``node_lease``:
 
 * renews this node's row (``lease_until = now() + node_lease``, with its
-  address and its counts of sessions and busy sessions);
+  address and its counts of sessions and transfers running);
 * writes its session slots (per address and per user) back whole when its
   row had gone or a write had failed (an outage);
 * deletes the rows of nodes whose lease ran out (their session slots go
@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import psycopg
 
@@ -40,10 +41,10 @@ from ftpserver.cluster.pgstate import PgBandwidth, PgBans, PgSessionSlots, PgUse
 from ftpserver.config import Settings
 from ftpserver.state.shared import Shared
 
-__all__ = ["ClusterState", "NodeRow", "default_node_name", "list_nodes"]
+__all__ = ["ClusterState", "NodeRow", "default_node_name", "list_nodes", "read_nodes"]
 
 log = logging.getLogger("ftpserver.cluster")
-Stats = Callable[[], tuple[int, int]]  # (sessions, busy sessions)
+Stats = Callable[[], tuple[int, int]]  # (sessions, transfers running)
 FAILURE_MEMORY = 86400.0  # seconds failed logins are kept at most
 
 
@@ -198,13 +199,18 @@ class NodeRow:
 def list_nodes(url: str) -> list[NodeRow]:
     """The nodes in the shared state at ``url``, by name (raises psycopg.Error)."""
     with psycopg.connect(url, connect_timeout=5) as conn:
-        exists = conn.execute("select to_regclass('ft_nodes') is not null").fetchone()
-        if not exists or not exists[0]:
-            return []
-        rows = conn.execute(
-            "select name, address, extract(epoch from now() - renewed)::float8,"
-            " lease_until > now(), sessions, transfers, started from ft_nodes order by name"
-        ).fetchall()
+        return read_nodes(conn)
+
+
+def read_nodes(conn: psycopg.Connection[Any]) -> list[NodeRow]:
+    """The nodes in the shared state on ``conn``, by name ([] before the tables exist)."""
+    exists = conn.execute("select to_regclass('ft_nodes') is not null").fetchone()
+    if not exists or not exists[0]:
+        return []
+    rows = conn.execute(
+        "select name, address, extract(epoch from now() - renewed)::float8,"
+        " lease_until > now(), sessions, transfers, started from ft_nodes order by name"
+    ).fetchall()
     return [
         NodeRow(str(n), str(a), float(age), bool(alive), int(s), int(t), started)
         for n, a, age, alive, s, t, started in rows
