@@ -233,9 +233,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         raise ValueError(missing)
     for user in store.users.values():
         user.home.mkdir(parents=True, exist_ok=True)
-    prepare_descriptors(settings.max_sessions)
+    report_limits = prepare_descriptors(settings.max_sessions)
     if settings.workers != 1:
-        return serve_workers(settings, store, lambda: _settings(args), _run)
+        return serve_workers(settings, store, lambda: _settings(args), _run, report_limits)
     cluster = open_cluster(settings)  # None: the state stays in this process
     shared = None if cluster is None else cluster.shared
     server = FileTransferServer(settings, store, lambda: _settings(args), shared=shared)
@@ -249,6 +249,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, signal.SIGTERM, signal.SIGINT})
             print(f"listening on {host}:{port}", flush=True)
             log.info("serving %d users from %s", len(store.users), settings.home)
+            report_limits()
             return _run(server)
     finally:
         leave(cluster)

@@ -81,19 +81,16 @@ def nofile_limits() -> tuple[int, int]:
     return finite(soft), finite(hard)
 
 
-def raise_nofile_limit() -> int:
-    """Raise the soft descriptor limit to the hard one (logged); the soft limit now in force."""
+def raise_nofile_limit() -> tuple[int, str]:
+    """Raise the soft descriptor limit to the hard one; ``(soft limit now, what to log)``."""
     soft, hard = nofile_limits()
     if resource is not None and soft < hard:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         except (OSError, ValueError) as exc:  # macOS refuses above OPEN_MAX
-            log.warning("could not raise the descriptor limit from %d to %d: %s", soft, hard, exc)
-            return soft
-        log.info("raised the open file limit from %d to %d", soft, hard)
-        return hard
-    log.info("open file limit: %d", soft)
-    return soft
+            return soft, f"could not raise the open file limit from {soft} to {hard}: {exc}"
+        return hard, f"raised the open file limit from {soft} to {hard}"
+    return soft, f"open file limit: {soft}"
 
 
 def descriptors_needed(max_sessions: int) -> int:
@@ -118,11 +115,22 @@ def fit_warning(max_sessions: int, limit: int) -> str | None:
     )
 
 
-def prepare_descriptors(max_sessions: int) -> None:
-    """At start: raise the soft limit, log it, and warn if ``max_sessions`` may not fit."""
-    warning = fit_warning(max_sessions, raise_nofile_limit())
-    if warning is not None:
-        log.warning("%s", warning)
+def prepare_descriptors(max_sessions: int) -> Callable[[], None]:
+    """At start: raise the soft limit; returns what logs it, once the server is up.
+
+    The figure (and a warning if ``max_sessions`` may not fit) is logged
+    after the "listening" line, so that a server refusing to start says
+    only why.
+    """
+    limit, figure = raise_nofile_limit()
+    warning = fit_warning(max_sessions, limit)
+
+    def report() -> None:
+        log.info("%s", figure)
+        if warning is not None:
+            log.warning("%s", warning)
+
+    return report
 
 
 def _sessions_under(limit: int) -> int:

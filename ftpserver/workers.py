@@ -130,8 +130,12 @@ def serve_workers(
     users: UserStore,
     reload_settings: Callable[[], Settings],
     run: Runner,
+    on_started: Callable[[], None] = lambda: None,
 ) -> int:
-    """Run the supervisor until SIGTERM/SIGINT; ``run`` serves one worker's server."""
+    """Run the supervisor until SIGTERM/SIGINT; ``run`` serves one worker's server.
+
+    ``on_started`` is called once the workers are up (it logs the start-up figures).
+    """
     listener = _listen(settings)
     set_process_label("supervisor")
     state = LocalState.create(settings)
@@ -196,6 +200,7 @@ def serve_workers(
     host, port = listener.getsockname()[:2]
     print(f"listening on {host}:{port}", flush=True)
     log.info("serving %d users from %s with %d workers", len(users.users), settings.home, len(cpus))
+    on_started()
     forwarded = reloads = 0
     try:
         while workers:
