@@ -62,9 +62,11 @@ class S3Storage:
         bucket: str,
         prefix: str = "",
         part_size: int = 8 * 1024 * 1024,
+        stage: bool = False,
     ) -> None:
         self.user = user
         self.part_size = part_size
+        self.stage = stage  # multipart uploads at a private key: resumable by any process
         base = home_prefix(prefix, user.name)
         self.home = Home(client, bucket, base, ledger, user.name, user.quota, self.measure)
         self.client = client
@@ -372,7 +374,12 @@ class S3Storage:
         if kind != "dir":
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no such folder: {parent}")
         return S3Upload(
-            self.home, self.key(virtual), self._record_key(virtual), self.part_size, virtual
+            self.home,
+            self.key(virtual),
+            self._record_key(virtual),
+            self.part_size,
+            virtual,
+            self.stage,
         )
 
     def partial_size(self, virtual: str) -> int:
