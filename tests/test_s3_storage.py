@@ -21,7 +21,7 @@ from ftpproto.digest import new_hasher
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpserver.config import Settings
 from ftpserver.state.ledger import QuotaBook
-from ftpserver.storage import s3upload
+from ftpserver.storage import s3partial
 from ftpserver.storage.s3 import S3Storage
 from ftpserver.storage.s3client import check_bucket, make_client
 from ftpserver.users import User
@@ -229,7 +229,7 @@ def test_a_staged_upload_resumes_in_another_process_verified_by_reading_back(
             for start in range(0, 7 * MIB, MIB):  # one 5 MiB part finished
                 hasher.update(data[start : start + MIB])
                 handle.sink.write(data[start : start + MIB])
-        s3upload._checkpoints.clear()  # what another process knows of it: nothing
+        s3partial.checkpoints.clear()  # what another process knows of it: nothing
 
     def resume(rest: bytes) -> tuple[int, str]:
         with make_storage(settings, stage=True).open_upload("/f.bin") as handle:

@@ -32,8 +32,9 @@ from ftpserver.storage.base import Entry
 from ftpserver.storage.paths import PARTIAL_DIR, is_reserved, virtual_path
 from ftpserver.storage.s3client import StoreError, store_error
 from ftpserver.storage.s3files import COPY_LIMIT, Home, S3ReadHandle, object_mtime
+from ftpserver.storage.s3partial import read_record
 from ftpserver.storage.s3sweep import measure_home, sweep_partials
-from ftpserver.storage.s3upload import S3Upload, read_record
+from ftpserver.storage.s3upload import S3Upload
 from ftpserver.users import User
 
 __all__ = ["S3Storage", "home_prefix"]

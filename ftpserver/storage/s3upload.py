@@ -36,106 +36,27 @@ import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, NamedTuple
 
 from ftpproto.digest import READ_PIECE, Hasher, new_hasher
 from ftpproto.handshake import Resume, upload_start
 from ftpserver.state.ledger import Reservation
 from ftpserver.storage.s3client import StoreError, store_error
 from ftpserver.storage.s3files import COPY_LIMIT, DIGEST_KEY, Home, digest_tags
+from ftpserver.storage.s3partial import (
+    STAGE_SUFFIX,
+    Checkpoint,
+    CountingHasher,
+    KnownDigest,
+    PartialRecord,
+    checkpoints,
+    checkpoints_lock,
+    drop_partial,
+    read_record,
+)
 
-__all__ = ["PartialRecord", "S3Upload", "drop_partial", "read_record"]
+__all__ = ["S3Upload"]
 
 _IN_FLIGHT = 4  # parts uploading at once: the store is faster with a few requests in flight
-
-
-class PartialRecord(NamedTuple):
-    """A kept multipart upload: key, id, finished parts ``(number, etag)``, size, prefix digest."""
-
-    key: str
-    upload_id: str
-    parts: list[tuple[int, str]]
-    size: int
-    digest: str
-    stage: str = ""  # the private key the multipart upload is at, if not ``key``
-
-
-class _Checkpoint(NamedTuple):
-    upload_id: str
-    size: int
-    hasher: Any  # the BLAKE3 state after ``size`` bytes
-
-
-_checkpoints: dict[str, _Checkpoint] = {}  # record key -> state, for resuming in this process
-_checkpoints_lock = threading.Lock()
-
-
-STAGE_SUFFIX = ".upload"  # a staged upload's key: the record's key, an id, this suffix
-
-
-def read_record(home: Home, record_key: str) -> PartialRecord | None:
-    """The partial upload recorded at ``record_key``, or None (also for a staged object)."""
-    if record_key.endswith(STAGE_SUFFIX):
-        return None
-    try:
-        body = home.client.get_object(Bucket=home.bucket, Key=record_key)["Body"].read()
-        data = json.loads(body)
-        parts = [(int(n), str(etag)) for n, etag in data["parts"]]
-        return PartialRecord(
-            str(data["key"]),
-            str(data["upload_id"]),
-            parts,
-            int(data["size"]),
-            str(data["digest"]),
-            str(data.get("stage", "")),
-        )
-    except (*StoreError, ValueError, KeyError, TypeError):
-        return None
-
-
-def drop_partial(home: Home, record_key: str) -> int:
-    """Abort a kept partial upload and remove its record; the bytes it held (uncounted here).
-
-    A staged object left by a crash between its completion and its copy is removed too.
-    """
-    record = read_record(home, record_key)
-    if record is None:
-        if record_key.endswith(STAGE_SUFFIX):
-            home.client.delete_object(Bucket=home.bucket, Key=record_key)
-        return 0
-    with contextlib.suppress(*StoreError):
-        home.client.abort_multipart_upload(
-            Bucket=home.bucket, Key=record.stage or record.key, UploadId=record.upload_id
-        )
-    home.client.delete_object(Bucket=home.bucket, Key=record_key)
-    with _checkpoints_lock:
-        _checkpoints.pop(record_key, None)
-    return record.size
-
-
-class _Known:
-    """A prefix digest known from a record (no state to continue from)."""
-
-    def __init__(self, hexdigest: str) -> None:
-        self.digest = hexdigest
-
-    def hexdigest(self) -> str:
-        return self.digest
-
-
-class _CountingHasher:
-    """The transfer's BLAKE3 hasher, counting the bytes it has seen (for part checkpoints)."""
-
-    def __init__(self, inner: Any, count: int = 0) -> None:
-        self.inner = inner
-        self.count = count
-
-    def update(self, data: bytes | bytearray | memoryview, /) -> object:
-        self.count += len(data)
-        return self.inner.update(data)
-
-    def hexdigest(self) -> str:
-        return str(self.inner.hexdigest())
 
 
 class _ReadBack:
@@ -185,7 +106,7 @@ class S3Upload:
         self.keep_partial = False
         self.reservation: Reservation | None = None
         self.error: BaseException | None = None
-        self._hasher = _CountingHasher(new_hasher())
+        self._hasher = CountingHasher(new_hasher())
         self._buffer = bytearray()
         self._received = 0  # bytes of the file held: finished parts, in flight, buffered
         self._upload_id: str | None = None
@@ -194,7 +115,7 @@ class S3Upload:
         self._futures: list[Future[None]] = []
         self._slots = threading.BoundedSemaphore(_IN_FLIGHT)
         self._pool: ThreadPoolExecutor | None = None
-        self._checkpoint: _Checkpoint | None = None
+        self._checkpoint: Checkpoint | None = None
         self._checkpoint_parts = 0
         self._claimed = False
         self._done = False
@@ -222,11 +143,12 @@ class S3Upload:
         """Continue the kept partial upload if it holds exactly the client's prefix.
 
         The rule is :func:`~ftpproto.handshake.upload_start`'s; the prefix's
-        digest is the BLAKE3 state this process kept at the end of the parts.
+        digest is the BLAKE3 state this process kept at the end of the parts,
+        or for a staged upload without one here, the digest recorded.
         """
         record = read_record(self.home, self.record_key)
-        with _checkpoints_lock:
-            state = _checkpoints.get(self.record_key)
+        with checkpoints_lock:
+            state = checkpoints.get(self.record_key)
         if record is None:
             return 0
         if state is None or (state.upload_id, state.size) != (record.upload_id, record.size):
@@ -234,11 +156,11 @@ class S3Upload:
         offset, hasher = upload_start(resume, size, record.size, lambda _: state.hasher.copy())
         if offset == 0:
             return 0
-        with _checkpoints_lock:
-            if _checkpoints.get(self.record_key) is not state:
+        with checkpoints_lock:
+            if checkpoints.get(self.record_key) is not state:
                 return 0  # another session took it over meanwhile
-            del _checkpoints[self.record_key]  # one session takes it over
-        self._claim(record, _CountingHasher(hasher, record.size), state)
+            del checkpoints[self.record_key]  # one session takes it over
+        self._claim(record, CountingHasher(hasher, record.size), state)
         return record.size
 
     def _take_over_staged(self, resume: Resume, size: int, record: PartialRecord) -> int:
@@ -249,12 +171,12 @@ class S3Upload:
         """
         if not record.stage or resume != (record.size, record.digest) or record.size > size:
             return 0
-        checkpoint = _Checkpoint(record.upload_id, record.size, _Known(record.digest))
-        self._claim(record, _CountingHasher(_ReadBack(self), record.size), checkpoint)
+        checkpoint = Checkpoint(record.upload_id, record.size, KnownDigest(record.digest))
+        self._claim(record, CountingHasher(_ReadBack(self), record.size), checkpoint)
         self._read_back = True
         return record.size
 
-    def _claim(self, record: PartialRecord, hasher: _CountingHasher, state: _Checkpoint) -> None:
+    def _claim(self, record: PartialRecord, hasher: CountingHasher, state: Checkpoint) -> None:
         """Take the kept upload over: its record is removed, its bytes now this upload's."""
         home = self.home
         with home.locked():
@@ -296,7 +218,7 @@ class S3Upload:
             return
         if not self._read_back and self._hasher.count == self._received:  # state after the part
             hasher = self._hasher.inner.copy()
-            self._checkpoint = _Checkpoint(self._upload_id, self._received, hasher)
+            self._checkpoint = Checkpoint(self._upload_id, self._received, hasher)
             self._checkpoint_parts = number
         if self._pool is None:
             self._pool = ThreadPoolExecutor(_IN_FLIGHT, thread_name_prefix="s3-part")
@@ -473,8 +395,8 @@ class S3Upload:
             )
             home.settle(checkpoint.size - old)
         if not self._read_back:  # a known digest only: nothing to continue from in memory
-            with _checkpoints_lock:
-                _checkpoints[self.record_key] = checkpoint
+            with checkpoints_lock:
+                checkpoints[self.record_key] = checkpoint
 
     def __enter__(self) -> S3Upload:
         return self
