@@ -256,6 +256,11 @@ def test_a_staged_upload_resumes_in_another_process_verified_by_reading_back(
     assert keys(seaweed, base) == ["f.bin"], "a staged object or record was left"
     assert uploads_open(seaweed, base) == []
     assert first.measure() == len(data)
+    crashed = f"{base}.ftp-partial/{'0' * 64}.{'1' * 32}.upload"  # completed, never copied
+    seaweed.client().put_object(Bucket=BUCKET, Key=crashed, Body=b"staged")
+    assert first.measure() == len(data)  # a staged object is not counted
+    assert first.remove_stale_partials(0.0) == 1
+    assert keys(seaweed, base) == ["f.bin"]
 
 
 def uploads_open(seaweed: SeaweedS3, prefix: str) -> list[str]:
