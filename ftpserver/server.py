@@ -153,6 +153,7 @@ def s3_storage(server: FileTransferServer, user: User) -> Storage:
         settings.s3_bucket,
         settings.s3_prefix,
         settings.s3_part_size,
+        stage=settings.shared_state is not None,  # a cluster: a resume may come to any node
     )
 
 

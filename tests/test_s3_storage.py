@@ -21,6 +21,7 @@ from ftpproto.digest import new_hasher
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpserver.config import Settings
 from ftpserver.state.ledger import QuotaBook
+from ftpserver.storage import s3partial
 from ftpserver.storage.s3 import S3Storage
 from ftpserver.storage.s3client import check_bucket, make_client
 from ftpserver.users import User
@@ -40,7 +41,9 @@ def settings(s3_settings: dict[str, object]) -> Settings:
     return Settings().replace(**s3_settings)
 
 
-def make_storage(settings: Settings, quota: int | None = None, name: str = "alice") -> S3Storage:
+def make_storage(
+    settings: Settings, quota: int | None = None, name: str = "alice", stage: bool = False
+) -> S3Storage:
     user = User(name, b"", Path("/nonexistent"), quota)
     return S3Storage(
         user,
@@ -49,6 +52,7 @@ def make_storage(settings: Settings, quota: int | None = None, name: str = "alic
         settings.s3_bucket,
         settings.s3_prefix,
         settings.s3_part_size,
+        stage,
     )
 
 
@@ -205,6 +209,63 @@ def test_a_resume_with_a_wrong_prefix_starts_over(storage: S3Storage) -> None:
     assert stale == 1
     assert storage.partial_size("/g.bin") == 0
     assert storage.measure() == 0
+
+
+def test_a_staged_upload_resumes_in_another_process_verified_by_reading_back(
+    settings: Settings, seaweed: SeaweedS3
+) -> None:
+    """``stage`` (a cluster): a second storage with no state of the first resumes its upload.
+
+    The prefix digest must match the record; the digest of the whole file is
+    that of the staged object read back, and only a match is copied into place.
+    """
+    first = make_storage(settings, stage=True)
+    upload(first, "/f.bin", b"old version")
+    data = os.urandom(12 * MIB)
+
+    def interrupt() -> None:
+        with first.open_upload("/f.bin") as handle:
+            _, hasher = handle.start(len(data), None)
+            for start in range(0, 7 * MIB, MIB):  # one 5 MiB part finished
+                hasher.update(data[start : start + MIB])
+                handle.sink.write(data[start : start + MIB])
+        s3partial.checkpoints.clear()  # what another process knows of it: nothing
+
+    def resume(rest: bytes) -> tuple[int, str]:
+        with make_storage(settings, stage=True).open_upload("/f.bin") as handle:
+            offset, hasher = handle.start(len(data), (5 * MIB, digest_of(data[: 5 * MIB])))
+            hasher.update(rest)
+            handle.sink.write(rest)
+            handle.keep_partial = False
+            found = hasher.hexdigest()
+            if found == digest_of(data):  # what the handshake checks
+                handle.commit(found)
+        return offset, found
+
+    base = first.home.base
+    interrupt()
+    assert first.partial_size("/f.bin") == 5 * MIB
+    assert any(k.endswith(".upload") for k in uploads_open(seaweed, base)), "not staged"
+    offset, found = resume(os.urandom(7 * MIB))  # the wrong rest: refused after reading back
+    assert (offset, found != digest_of(data)) == (5 * MIB, True)
+    assert read_all(first, "/f.bin") == b"old version"
+    interrupt()
+    assert resume(data[5 * MIB :]) == (5 * MIB, digest_of(data))
+    assert read_all(first, "/f.bin") == data
+    assert first.open_read("/f.bin").stored_digest() == digest_of(data)
+    assert keys(seaweed, base) == ["f.bin"], "a staged object or record was left"
+    assert uploads_open(seaweed, base) == []
+    assert first.measure() == len(data)
+    crashed = f"{base}.ftp-partial/{'0' * 64}.{'1' * 32}.upload"  # completed, never copied
+    seaweed.client().put_object(Bucket=BUCKET, Key=crashed, Body=b"staged")
+    assert first.measure() == len(data)  # a staged object is not counted
+    assert first.remove_stale_partials(0.0) == 1
+    assert keys(seaweed, base) == ["f.bin"]
+
+
+def uploads_open(seaweed: SeaweedS3, prefix: str) -> list[str]:
+    answer = seaweed.client().list_multipart_uploads(Bucket=BUCKET, Prefix=prefix)
+    return [item["Key"] for item in answer.get("Uploads", [])]
 
 
 def test_rename_copies_then_deletes_and_never_replaces(

@@ -32,8 +32,9 @@ from ftpserver.storage.base import Entry
 from ftpserver.storage.paths import PARTIAL_DIR, is_reserved, virtual_path
 from ftpserver.storage.s3client import StoreError, store_error
 from ftpserver.storage.s3files import COPY_LIMIT, Home, S3ReadHandle, object_mtime
+from ftpserver.storage.s3partial import read_record
 from ftpserver.storage.s3sweep import measure_home, sweep_partials
-from ftpserver.storage.s3upload import S3Upload, read_record
+from ftpserver.storage.s3upload import S3Upload
 from ftpserver.users import User
 
 __all__ = ["S3Storage", "home_prefix"]
@@ -62,9 +63,11 @@ class S3Storage:
         bucket: str,
         prefix: str = "",
         part_size: int = 8 * 1024 * 1024,
+        stage: bool = False,
     ) -> None:
         self.user = user
         self.part_size = part_size
+        self.stage = stage  # multipart uploads at a private key: resumable by any process
         base = home_prefix(prefix, user.name)
         self.home = Home(client, bucket, base, ledger, user.name, user.quota, self.measure)
         self.client = client
@@ -372,7 +375,12 @@ class S3Storage:
         if kind != "dir":
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no such folder: {parent}")
         return S3Upload(
-            self.home, self.key(virtual), self._record_key(virtual), self.part_size, virtual
+            self.home,
+            self.key(virtual),
+            self._record_key(virtual),
+            self.part_size,
+            virtual,
+            self.stage,
         )
 
     def partial_size(self, virtual: str) -> int:

@@ -16,7 +16,7 @@ import time
 from ftpserver.storage.paths import PARTIAL_DIR
 from ftpserver.storage.s3client import StoreError, store_error
 from ftpserver.storage.s3files import Home
-from ftpserver.storage.s3upload import drop_partial, read_record
+from ftpserver.storage.s3partial import drop_partial, read_record
 
 __all__ = ["measure_home", "sweep_partials"]
 

@@ -15,9 +15,15 @@ A connection lost mid-upload keeps the multipart upload open with its
 finished parts as the *partial upload* of the target: a small record object
 under the home's ``.ftp-partial/`` (upload id, parts, size, prefix digest)
 that ``partial`` reports.  A resuming ``put`` with that offset and prefix
-digest continues it - when this process still holds the BLAKE3 state at the
-end of those parts (kept in memory: the store cannot give back the bytes of
-an unfinished upload to hash again).  Otherwise the upload starts at 0.
+digest continues it.  In this process the BLAKE3 state at the end of those
+parts is kept in memory, and the resume goes on from it.  Another process
+or node cannot have that state (the store cannot give back the bytes of an
+unfinished upload to hash again), so in a cluster (``stage``) a multipart
+upload is made at a private key under ``.ftp-partial/`` and copied into
+place once verified: a resume elsewhere whose prefix digest matches the
+record continues it, and the digest of the whole file is then that of the
+completed staged object, read back (:class:`_ReadBack`) before the copy.
+Otherwise the upload starts at 0.
 Abandoned multipart uploads are aborted by the sweeper after
 ``partial_upload_ttl`` (:meth:`S3Storage.remove_stale_partials`).
 """
@@ -27,97 +33,80 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, NamedTuple
 
-from ftpproto.digest import Hasher, new_hasher
+from ftpproto.digest import READ_PIECE, Hasher, new_hasher
 from ftpproto.handshake import Resume, upload_start
 from ftpserver.state.ledger import Reservation
 from ftpserver.storage.s3client import StoreError, store_error
-from ftpserver.storage.s3files import DIGEST_KEY, Home, digest_tags
+from ftpserver.storage.s3files import COPY_LIMIT, DIGEST_KEY, Home, digest_tags
+from ftpserver.storage.s3partial import (
+    STAGE_SUFFIX,
+    Checkpoint,
+    CountingHasher,
+    KnownDigest,
+    PartialRecord,
+    checkpoints,
+    checkpoints_lock,
+    drop_partial,
+    read_record,
+)
 
-__all__ = ["PartialRecord", "S3Upload", "drop_partial", "read_record"]
+__all__ = ["S3Upload"]
 
 _IN_FLIGHT = 4  # parts uploading at once: the store is faster with a few requests in flight
 
 
-class PartialRecord(NamedTuple):
-    """A kept multipart upload: key, id, finished parts ``(number, etag)``, size, prefix digest."""
+class _ReadBack:
+    """The digest of a resume taken over from another process: the staged object's, read back.
 
-    key: str
-    upload_id: str
-    parts: list[tuple[int, str]]
-    size: int
-    digest: str
+    The bytes received go to the store only; :meth:`hexdigest` completes the
+    staged multipart upload and hashes the object as stored (a streaming GET).
+    """
 
-
-class _Checkpoint(NamedTuple):
-    upload_id: str
-    size: int
-    hasher: Any  # the BLAKE3 state after ``size`` bytes
-
-
-_checkpoints: dict[str, _Checkpoint] = {}  # record key -> state, for resuming in this process
-_checkpoints_lock = threading.Lock()
-
-
-def read_record(home: Home, record_key: str) -> PartialRecord | None:
-    """The partial upload recorded at ``record_key``, or None."""
-    try:
-        body = home.client.get_object(Bucket=home.bucket, Key=record_key)["Body"].read()
-        data = json.loads(body)
-        parts = [(int(n), str(etag)) for n, etag in data["parts"]]
-        return PartialRecord(
-            str(data["key"]), str(data["upload_id"]), parts, int(data["size"]), str(data["digest"])
-        )
-    except (*StoreError, ValueError, KeyError, TypeError):
-        return None
-
-
-def drop_partial(home: Home, record_key: str) -> int:
-    """Abort a kept partial upload and remove its record; the bytes it held (uncounted here)."""
-    record = read_record(home, record_key)
-    if record is None:
-        return 0
-    with contextlib.suppress(*StoreError):
-        home.client.abort_multipart_upload(
-            Bucket=home.bucket, Key=record.key, UploadId=record.upload_id
-        )
-    home.client.delete_object(Bucket=home.bucket, Key=record_key)
-    with _checkpoints_lock:
-        _checkpoints.pop(record_key, None)
-    return record.size
-
-
-class _CountingHasher:
-    """The transfer's BLAKE3 hasher, counting the bytes it has seen (for part checkpoints)."""
-
-    def __init__(self, inner: Any, count: int = 0) -> None:
-        self.inner = inner
-        self.count = count
+    def __init__(self, upload: S3Upload) -> None:
+        self.upload = upload
+        self.digest = ""
 
     def update(self, data: bytes | bytearray | memoryview, /) -> object:
-        self.count += len(data)
-        return self.inner.update(data)
+        return None
 
     def hexdigest(self) -> str:
-        return str(self.inner.hexdigest())
+        if not self.digest:
+            self.digest = self.upload.read_back()
+        return self.digest
 
 
 class S3Upload:
-    """An upload to ``key`` (see :class:`~ftpserver.storage.base.UploadHandle`)."""
+    """An upload to ``key`` (see :class:`~ftpserver.storage.base.UploadHandle`).
 
-    def __init__(self, home: Home, key: str, record_key: str, part_size: int, subject: str) -> None:
+    With ``stage`` a multipart upload is made at a private key (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        home: Home,
+        key: str,
+        record_key: str,
+        part_size: int,
+        subject: str,
+        stage: bool = False,
+    ) -> None:
         self.home = home
         self.key = key
+        # Where a multipart upload goes: the key itself, or a private one of this upload's own.
+        self.target = f"{record_key}.{uuid.uuid4().hex}{STAGE_SUFFIX}" if stage else key
+        self._staged = False  # the staged multipart upload was completed (an object at target)
+        self._read_back = False
         self.record_key = record_key
         self.part_size = part_size
         self.subject = subject
         self.keep_partial = False
         self.reservation: Reservation | None = None
         self.error: BaseException | None = None
-        self._hasher = _CountingHasher(new_hasher())
+        self._hasher = CountingHasher(new_hasher())
         self._buffer = bytearray()
         self._received = 0  # bytes of the file held: finished parts, in flight, buffered
         self._upload_id: str | None = None
@@ -126,7 +115,7 @@ class S3Upload:
         self._futures: list[Future[None]] = []
         self._slots = threading.BoundedSemaphore(_IN_FLIGHT)
         self._pool: ThreadPoolExecutor | None = None
-        self._checkpoint: _Checkpoint | None = None
+        self._checkpoint: Checkpoint | None = None
         self._checkpoint_parts = 0
         self._claimed = False
         self._done = False
@@ -154,35 +143,54 @@ class S3Upload:
         """Continue the kept partial upload if it holds exactly the client's prefix.
 
         The rule is :func:`~ftpproto.handshake.upload_start`'s; the prefix's
-        digest is the BLAKE3 state this process kept at the end of the parts.
+        digest is the BLAKE3 state this process kept at the end of the parts,
+        or for a staged upload without one here, the digest recorded.
         """
         record = read_record(self.home, self.record_key)
-        with _checkpoints_lock:
-            state = _checkpoints.get(self.record_key)
-        if record is None or state is None:
+        with checkpoints_lock:
+            state = checkpoints.get(self.record_key)
+        if record is None:
             return 0
-        same = (state.upload_id, state.size) == (record.upload_id, record.size)
-        kept = record.size if same else 0
-        offset, hasher = upload_start(resume, size, kept, lambda _: state.hasher.copy())
+        if state is None or (state.upload_id, state.size) != (record.upload_id, record.size):
+            return self._take_over_staged(resume, size, record)
+        offset, hasher = upload_start(resume, size, record.size, lambda _: state.hasher.copy())
         if offset == 0:
             return 0
-        with _checkpoints_lock:
-            if _checkpoints.get(self.record_key) is not state:
+        with checkpoints_lock:
+            if checkpoints.get(self.record_key) is not state:
                 return 0  # another session took it over meanwhile
-            del _checkpoints[self.record_key]  # one session takes it over
+            del checkpoints[self.record_key]  # one session takes it over
+        self._claim(record, CountingHasher(hasher, record.size), state)
+        return record.size
+
+    def _take_over_staged(self, resume: Resume, size: int, record: PartialRecord) -> int:
+        """Continue a staged upload kept by another process if its recorded prefix digest matches.
+
+        Two sessions taking one over at once write the same parts: the read-back
+        digest of the whole file then fails, and nothing unverified is published.
+        """
+        if not record.stage or resume != (record.size, record.digest) or record.size > size:
+            return 0
+        checkpoint = Checkpoint(record.upload_id, record.size, KnownDigest(record.digest))
+        self._claim(record, CountingHasher(_ReadBack(self), record.size), checkpoint)
+        self._read_back = True
+        return record.size
+
+    def _claim(self, record: PartialRecord, hasher: CountingHasher, state: Checkpoint) -> None:
+        """Take the kept upload over: its record is removed, its bytes now this upload's."""
         home = self.home
         with home.locked():
             home.client.delete_object(Bucket=home.bucket, Key=self.record_key)
             home.settle(-record.size)
         self._claimed = True
+        self.target = record.stage or record.key
         self._upload_id = record.upload_id
         self._parts = dict(record.parts)
         self._next_part = max(self._parts, default=0) + 1
         self._received = record.size
-        self._hasher = _CountingHasher(hasher, record.size)
+        self._hasher = hasher
         self._checkpoint = state
         self._checkpoint_parts = len(self._parts)
-        return record.size
 
     # -- receiving ---------------------------------------------------------------
 
@@ -202,15 +210,15 @@ class S3Upload:
         try:
             if self._upload_id is None:
                 answer = self.home.client.create_multipart_upload(
-                    Bucket=self.home.bucket, Key=self.key
+                    Bucket=self.home.bucket, Key=self.target
                 )
                 self._upload_id = str(answer["UploadId"])
         except StoreError as exc:
             self.error = store_error(exc, self.subject)
             return
-        if self._hasher.count == self._received:  # the state right after this part's last byte
+        if not self._read_back and self._hasher.count == self._received:  # state after the part
             hasher = self._hasher.inner.copy()
-            self._checkpoint = _Checkpoint(self._upload_id, self._received, hasher)
+            self._checkpoint = Checkpoint(self._upload_id, self._received, hasher)
             self._checkpoint_parts = number
         if self._pool is None:
             self._pool = ThreadPoolExecutor(_IN_FLIGHT, thread_name_prefix="s3-part")
@@ -224,7 +232,7 @@ class S3Upload:
         try:
             answer = home.client.upload_part(
                 Bucket=home.bucket,
-                Key=self.key,
+                Key=self.target,
                 UploadId=self._upload_id,
                 PartNumber=number,
                 Body=body,
@@ -244,15 +252,46 @@ class S3Upload:
 
     # -- finishing ---------------------------------------------------------------
 
-    def commit(self, hexdigest: str) -> None:
-        """Make the upload the object (verified by the caller); raise a store error seen."""
+    def _all_parts(self) -> None:
+        """Send the last part (it may be smaller than the others) and wait for every part."""
         if self._upload_id is not None and self._buffer:
-            self._send_part()  # the last part may be smaller than the others
+            self._send_part()
         self._wait_parts()
         if self.error is not None:
             self.keep_partial = False
             raise self.error
+
+    def commit(self, hexdigest: str) -> None:
+        """Make the upload the object (verified by the caller); raise a store error seen."""
+        self._all_parts()
         self._finish(commit=True, hexdigest=hexdigest)
+
+    def _complete(self) -> str:
+        """Complete the multipart upload at :attr:`target`; its ETag."""
+        parts = [{"PartNumber": n, "ETag": e} for n, e in sorted(self._parts.items())]
+        answer = self.home.client.complete_multipart_upload(
+            Bucket=self.home.bucket,
+            Key=self.target,
+            UploadId=self._upload_id,
+            MultipartUpload={"Parts": parts},
+        )
+        self._upload_id = None
+        self._staged = self.target != self.key
+        return str(answer["ETag"])
+
+    def read_back(self) -> str:
+        """Complete the staged upload and hash it as stored: the digest of the whole file."""
+        self._all_parts()
+        home = self.home
+        try:
+            etag = self._complete()
+            body = home.client.get_object(Bucket=home.bucket, Key=self.target, IfMatch=etag)
+            hasher = new_hasher()
+            for piece in body["Body"].iter_chunks(READ_PIECE):
+                hasher.update(piece)
+        except StoreError as exc:
+            raise store_error(exc, self.subject) from exc
+        return hasher.hexdigest()
 
     def abort(self) -> None:
         self._finish(commit=False)
@@ -281,8 +320,11 @@ class S3Upload:
             if self._upload_id is not None:
                 with contextlib.suppress(*StoreError):
                     home.client.abort_multipart_upload(
-                        Bucket=home.bucket, Key=self.key, UploadId=self._upload_id
+                        Bucket=home.bucket, Key=self.target, UploadId=self._upload_id
                     )
+            if self._staged:  # completed at its private key, then refused or copied
+                with contextlib.suppress(*StoreError):
+                    home.client.delete_object(Bucket=home.bucket, Key=self.target)
             if reservation is not None:
                 home.ledger.release(reservation)
 
@@ -294,7 +336,7 @@ class S3Upload:
             growth = self._received - home.size_of(self.key)
             home.settle(growth, home.quota, held)
             try:
-                if self._upload_id is None:
+                if self._upload_id is None and not self._staged:
                     client.put_object(
                         Bucket=bucket,
                         Key=self.key,
@@ -302,20 +344,33 @@ class S3Upload:
                         Metadata={DIGEST_KEY: hexdigest},
                     )
                     return
-                parts = [{"PartNumber": n, "ETag": e} for n, e in sorted(self._parts.items())]
-                answer = client.complete_multipart_upload(
-                    Bucket=bucket,
-                    Key=self.key,
-                    UploadId=self._upload_id,
-                    MultipartUpload={"Parts": parts},
-                )
+                etag = self._complete() if self._upload_id is not None else ""
+                if self._staged:
+                    etag = self._copy_into_place(hexdigest)
             except BaseException:
                 home.settle(-growth)
                 raise
         with contextlib.suppress(*StoreError):
-            client.put_object_tagging(
-                Bucket=bucket, Key=self.key, Tagging=digest_tags(hexdigest, answer["ETag"])
+            if etag:
+                client.put_object_tagging(
+                    Bucket=bucket, Key=self.key, Tagging=digest_tags(hexdigest, etag)
+                )
+
+    def _copy_into_place(self, hexdigest: str) -> str:
+        """Copy the completed staged object to the key; the new ETag if the digest needs a tag."""
+        home = self.home
+        source = {"Bucket": home.bucket, "Key": self.target}
+        if self._received <= COPY_LIMIT:
+            home.client.copy_object(
+                Bucket=home.bucket,
+                Key=self.key,
+                CopySource=source,
+                Metadata={DIGEST_KEY: hexdigest},
+                MetadataDirective="REPLACE",
             )
+            return ""
+        home.client.copy(source, home.bucket, self.key)
+        return str(home.client.head_object(Bucket=home.bucket, Key=self.key)["ETag"])
 
     def _keep(self) -> None:
         """Record the finished parts up to the last checkpoint as the target's partial upload."""
@@ -331,6 +386,7 @@ class S3Upload:
             "parts": parts,
             "size": checkpoint.size,
             "digest": checkpoint.hasher.hexdigest(),
+            "stage": self.target if self.target != self.key else "",
         }
         with home.locked():
             old = drop_partial(home, self.record_key) if not self._claimed else 0
@@ -338,8 +394,9 @@ class S3Upload:
                 Bucket=home.bucket, Key=self.record_key, Body=json.dumps(record).encode()
             )
             home.settle(checkpoint.size - old)
-        with _checkpoints_lock:
-            _checkpoints[self.record_key] = checkpoint
+        if not self._read_back:  # a known digest only: nothing to continue from in memory
+            with checkpoints_lock:
+                checkpoints[self.record_key] = checkpoint
 
     def __enter__(self) -> S3Upload:
         return self
