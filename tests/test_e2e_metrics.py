@@ -111,7 +111,8 @@ def test_scraped_values_move_after_transfers(
     assert not any(key.startswith("ftpserver_quota_used_bytes{") for key in first)
     assert "ftpserver_logins_total" not in str(first)
     assert ("ftpserver_workers" in first) == (workers == 2)
-    assert len(metrics_folders() - before_start) == 1
+    ours = metrics_folders() - before_start  # other servers on this machine may come and go
+    assert len(ours) == 1
 
     data = os.urandom(300_000)
     (local / "up.bin").write_bytes(data)
@@ -145,7 +146,7 @@ def test_scraped_values_move_after_transfers(
 
     assert wait_until(lambda: catches_sigterm(running.proc.pid), 10)
     sigterm_and_wait(running, 20)
-    assert metrics_folders() - before_start == set()
+    assert not ours & metrics_folders(), "the metrics folder was left behind"
 
 
 @pytest.mark.parametrize("workers", WORKER_MODES)
