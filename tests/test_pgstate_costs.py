@@ -3,8 +3,9 @@
 A real server (in this process, ``workers: 1``) whose shared state is a
 :class:`ClusterState` on a throwaway PostgreSQL (``services.py``), driven by
 the real client: the round trips to the database are counted per step
-(session start, login, commands, quit), so that a change that makes
-``pwd``/``ls``/``stat`` touch the database, or a login cost more, shows.
+(session start, login, commands, quit, upload, download), so that a change
+that makes ``pwd``/``ls``/``stat`` or a download touch the database, or a
+login or an upload cost more, shows (docs/CLUSTER.md has the table).
 Then many threads take and give back slots while the node writes its
 counts back whole (:meth:`resync`), and the table must end as the node's
 own counts.
@@ -113,6 +114,24 @@ def test_a_command_costs_no_round_trip_and_a_session_five(counted: Counted, tmp_
         assert wait_until(lambda: counted.calls >= 2), "the slots were not given back"
         assert counted.take() == 2  # the user's slot and the session slot back
         assert counted.state.slots.counts() == {} and counted.state.user_slots.counts() == {}
+
+
+def test_a_download_costs_no_round_trip_and_an_upload_two(counted: Counted, tmp_path: Path) -> None:
+    source = tmp_path / "up.bin"
+    source.write_bytes(b"y" * 300_000)
+    client = FileTransferClient(HOST, counted.server.address[1], timeout=CLIENT_TIMEOUT)
+    assert client.login(ALICE, ALICE_PASSWORD) == ALICE
+    client.put(str(source), "first.bin")  # the home is measured and recorded here
+    for name in ("second.bin", "third.bin"):
+        counted.take()
+        client.put(str(source), name)
+        assert counted.take() == 2  # reserve, settle
+        client.get(name, str(tmp_path / name))
+        assert counted.take() == 0
+        assert (tmp_path / name).read_bytes() == source.read_bytes()
+        assert (tmp_path / "homes" / ALICE / name).read_bytes() == source.read_bytes()
+    client.quit()
+    client.close()
 
 
 def rows(url: str, table: str, column: str) -> dict[str, int]:

@@ -39,10 +39,6 @@ __all__ = [
 
 log = logging.getLogger("ftpserver.cluster")
 T = TypeVar("T")
-# Connections kept open even when idle: a burst of sessions starting at once
-# would otherwise wait for new connections (a PostgreSQL backend each) while
-# the pool grows.
-MIN_CONNECTIONS = 4
 
 # Advisory lock keys (one application-wide namespace: "FT" in ASCII, then a number).
 LOCK_MIGRATE = 0x4654_0001
@@ -193,7 +189,7 @@ class Database:
     def _new_pool(self) -> ConnectionPool[psycopg.Connection[tuple[object, ...]]]:
         return ConnectionPool(
             self.url,
-            min_size=min(MIN_CONNECTIONS, self.max_size),
+            min_size=1,
             max_size=self.max_size,
             open=False,
             timeout=self.timeout,
