@@ -138,6 +138,7 @@ class _NodeCounts:
         """Write this node's counts over its rows (after an outage, or a fresh start)."""
         table, column = sql.Identifier(self.table), sql.Identifier(self.column)
         with self._lock:
+            self._lock.wait_for(lambda: not self._resyncing)  # one resync at a time
             self._resyncing = True
             self._lock.wait_for(lambda: not self._writing)
             rows = [(self.node(), key, count) for key, count in self._mine.items()]
