@@ -4,7 +4,11 @@ The issue-13 workload.  In one run, on 127.0.0.1, it starts a throwaway
 PostgreSQL (``bench/services.py``), one node with its state in its own
 process (*single*), and three nodes with ``shared_state`` in PostgreSQL and
 ``proxy_protocol: true`` behind HAProxy running ``deploy/haproxy.cfg``
-(*cluster*); then, alternating the two, ``--reps`` times each:
+(*cluster*).  For a fair comparison the single node runs as many worker
+processes as the three nodes together (``--single-workers``, by default
+3 x ``--workers``), and both have every worker's password check cached
+before anything is timed (:func:`_warm`).  Then, alternating the two,
+``--reps`` times each:
 
 * ``small``: the 100-client small-commands workload (connect, log in, 50
   ``pwd``/``ls``, quit) of ``python -m bench``, in requests per second;
@@ -22,16 +26,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import shutil
 import statistics
 import sys
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.clients import open_session
 from bench.environment import REPO_ROOT, make_file, raise_open_files_limit
 from bench.measure import MIB
 from bench.servers import USER, Kind, Running, ServerInfo, our_config, ours_command, running
@@ -51,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--commands", type=int, default=50, help="commands per client (50)")
     parser.add_argument("--latency-runs", type=int, default=200, help="logins in a row (200)")
     parser.add_argument("--workers", type=int, default=1, help="workers per node (1)")
+    parser.add_argument(
+        "--single-workers",
+        type=int,
+        default=0,
+        help="workers of the single node (0: 3 x --workers)",
+    )
     parser.add_argument("--size-mib", type=int, default=1024, help="big file, 0: none (1024)")
     parser.add_argument("--bcrypt-rounds", type=int, default=10, help="bcrypt cost (10)")
     parser.add_argument(
@@ -90,6 +103,16 @@ def _cluster(base: Path, url: str, home: Path, password: str, logs: Path) -> Ite
         )
         stack.callback(front.stop)
         yield front
+
+
+def _warm(server: Running, sessions: int) -> None:
+    """Log in ``sessions`` clients at once, so that every worker of every node has the
+    password check cached (a node's first login runs bcrypt; HAProxy's leastconn and the
+    kernel spread concurrent connections over the nodes and their workers)."""
+    with ThreadPoolExecutor(max_workers=sessions) as pool:
+        opened = list(pool.map(lambda _: open_session(server.info), range(sessions)))
+    for session in opened:
+        session.quit()
 
 
 def _setup(args: argparse.Namespace, tmp: Path, home: Path, digest: str) -> Setup:
@@ -137,13 +160,20 @@ def main(argv: list[str] | None = None) -> int:
         userfile.add_user(users, home_root, USER, password, args.bcrypt_rounds)
         base = our_config(tmp / "base.yaml", users, home_root, args.bcrypt_rounds,
                           workers=args.workers)  # fmt: skip
+        single_workers = args.single_workers or NODES * args.workers
+        alone_config = our_config(tmp / "single.yaml", users, home_root, args.bcrypt_rounds,
+                                  workers=single_workers)  # fmt: skip
         digest = make_file(home / BIG, args.size_mib * MIB) if args.size_mib else ""
         setup = _setup(args, tmp, home, digest)
         print("starting PostgreSQL ...", flush=True)
         postgres.start()
         url = postgres.create_database()
-        single = Kind("ours", ours_command(base), home, password)
+        single = Kind("ours", ours_command(alone_config), home, password)
         with running(single, logs) as alone, _cluster(base, url, home, password, logs) as front:
+            print(f"single: 1 node x {single_workers} workers; cluster: {NODES} nodes x "
+                  f"{args.workers} workers behind HAProxy", flush=True)  # fmt: skip
+            for server in (alone, front):
+                _warm(server, 4 * single_workers)
             for rep in range(args.reps):
                 for name, server in (("single", alone), ("cluster", front)):
                     small = small_commands(server, setup).metrics["small"]
@@ -171,7 +201,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.size_mib} MiB download: direct {medians['single']['big_down']:.0f} MiB/s, "
               f"through HAProxy {medians['cluster']['big_down']:.0f} MiB/s: {big:.2f}x "
               f"(target >= 0.8x: {'met' if big >= 0.8 else 'NOT met'})")  # fmt: skip
-    document: dict[str, Any] = {"medians": medians, "runs": results, "args": vars(args)}
+    load = [round(x, 2) for x in os.getloadavg()]
+    print(f"load average at the end: {load[0]} {load[1]} {load[2]} (1, 5, 15 min)")
+    document: dict[str, Any] = {
+        "medians": medians,
+        "runs": results,
+        "args": vars(args),
+        "load_at_end": load,
+    }
     args.json.write_text(json.dumps(document, indent=2, default=str) + "\n")
     print(f"wrote {args.json}")
     return 0

@@ -30,7 +30,8 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import psycopg
 from psycopg import sql
@@ -66,6 +67,10 @@ class _NodeCounts:
     The copy is written back whole (:meth:`resync`) after a write failed
     (an outage) or when the node's row had gone (the others took it for
     dead), so the table always comes back to what the node really holds.
+    Takes and give-backs run at once, each on a connection of its own (no
+    lock held over a round trip); a resync waits for the writes in flight
+    and holds new ones back, so that the copy it writes is what the table
+    would hold.
     """
 
     table = ""
@@ -75,13 +80,29 @@ class _NodeCounts:
         self.db = db
         self.node = node  # this node's name
         self.healthy = healthy  # whether this node's lease is current
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()  # guards _mine, _writing and _resyncing
         self._mine: Counter[str] = Counter()
+        self._writing = 0  # takes and give-backs between their change and _mine's
+        self._resyncing = False
         self.dirty = True  # the database's rows for this node may differ from _mine
 
-    def _take(self, key: str, work: Callable[[Connection], bool]) -> bool | None:
-        """``work`` (True: taken) under this node's lock; None if the database is away."""
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """A take or give-back in flight: a resync waits for it to finish."""
         with self._lock:
+            self._lock.wait_for(lambda: not self._resyncing)
+            self._writing += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._writing -= 1
+                if not self._writing:
+                    self._lock.notify_all()
+
+    def _take(self, key: str, work: Callable[[Connection], bool]) -> bool | None:
+        """``work`` (True: taken), then counted here; None if the database is away."""
+        with self._write():
             try:
                 taken = self.db.run(work)
             except (SharedStateUnavailable, psycopg.errors.ForeignKeyViolation) as exc:
@@ -89,15 +110,17 @@ class _NodeCounts:
                 self.dirty = True
                 return None
             if taken:
-                self._mine[key] += 1
+                with self._lock:
+                    self._mine[key] += 1
             return taken
 
     def _give_back(self, key: str, function: str) -> None:
         """Count one ``key`` less, in the database through ``function(node, key)``."""
-        with self._lock:
-            self._mine[key] -= 1
-            if self._mine[key] <= 0:
-                del self._mine[key]
+        with self._write():
+            with self._lock:
+                self._mine[key] -= 1
+                if self._mine[key] <= 0:
+                    del self._mine[key]
             if not self.healthy():  # no waiting on a database known to be away
                 self.dirty = True
                 return
@@ -114,18 +137,29 @@ class _NodeCounts:
     def resync(self, conn: Connection) -> None:
         """Write this node's counts over its rows (after an outage, or a fresh start)."""
         table, column = sql.Identifier(self.table), sql.Identifier(self.column)
-        with self._lock, conn.transaction():
-            conn.execute(sql.SQL("delete from {} where node = %s").format(table), (self.node(),))
+        with self._lock:
+            self._lock.wait_for(lambda: not self._resyncing)  # one resync at a time
+            self._resyncing = True
+            self._lock.wait_for(lambda: not self._writing)
             rows = [(self.node(), key, count) for key, count in self._mine.items()]
-            if rows:
-                with conn.cursor() as cur:
-                    cur.executemany(
-                        sql.SQL("insert into {} (node, {}, count) values (%s, %s, %s)").format(
-                            table, column
-                        ),
-                        rows,
-                    )
+        try:
+            with conn.transaction():
+                conn.execute(
+                    sql.SQL("delete from {} where node = %s").format(table), (self.node(),)
+                )
+                if rows:
+                    with conn.cursor() as cur:
+                        cur.executemany(
+                            sql.SQL("insert into {} (node, {}, count) values (%s, %s, %s)").format(
+                                table, column
+                            ),
+                            rows,
+                        )
             self.dirty = False
+        finally:
+            with self._lock:
+                self._resyncing = False
+                self._lock.notify_all()
 
     def counts(self) -> dict[str, int]:
         """What this node holds, per key."""
