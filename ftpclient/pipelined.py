@@ -30,14 +30,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
-from ftpclient.client import (
-    PART_SUFFIX,
-    LocalError,
-    Monitor,
-    TransferResult,
-    _local_error,
-    _open_part,
-)
+from ftpclient.datatypes import LocalError, Monitor, TransferResult
+from ftpclient.partfiles import PART_SUFFIX, local_error, open_part
 from ftpfiles.files import GuardedWriter
 from ftpproto.errors import ErrorCode, ProtocolError, RemoteError
 from ftpproto.messages import Message
@@ -182,12 +176,12 @@ def _receive(
     count = handshake.count
     part = local + PART_SUFFIX
     try:
-        fd = _open_part(part, 0)
+        fd = open_part(part, 0)
     except OSError as exc:
         channel.recv_file(_Discard(), count, handshake.hasher)
         with contextlib.suppress(RemoteError):
             handshake.check(channel.recv())
-        return FileOutcome(remote, local, None, _local_error(exc, part))
+        return FileOutcome(remote, local, None, local_error(exc, part))
     keep_part = True  # until every byte arrived: an interrupted file is kept for reget
     try:
         writer = GuardedWriter(fd)
@@ -200,11 +194,11 @@ def _receive(
         except RemoteError as exc:
             return FileOutcome(remote, local, None, exc)
         if writer.error is not None:
-            return FileOutcome(remote, local, None, _local_error(writer.error, part))
+            return FileOutcome(remote, local, None, local_error(writer.error, part))
         try:
             os.replace(part, local)  # still locked: no other download can open it meanwhile
         except OSError as exc:
-            return FileOutcome(remote, local, None, _local_error(exc, local))
+            return FileOutcome(remote, local, None, local_error(exc, local))
         part = ""
     finally:
         os.close(fd)
@@ -252,7 +246,7 @@ def _open_local(local: str) -> tuple[BinaryIO, int]:
     try:
         source = open(local, "rb", buffering=0)  # noqa: SIM115 - closed by the caller
     except OSError as exc:
-        raise _local_error(exc, local) from exc
+        raise local_error(exc, local) from exc
     st = os.fstat(source.fileno())
     if not stat.S_ISREG(st.st_mode):
         source.close()
