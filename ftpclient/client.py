@@ -219,9 +219,9 @@ class FileTransferClient(Transfers):
     ) -> Iterator[FileOutcome]:
         """Upload many ``(remote, local)`` pairs pipelined; one outcome per file, in order.
 
-        See :func:`ftpclient.pipelined.put_many`.
+        See :func:`ftpclient.pipelinedput.put_many`.
         """
-        from ftpclient.pipelined import put_many
+        from ftpclient.pipelinedput import put_many
 
         return put_many(self, pairs, monitor_for, stop_at_failure)
 
