@@ -8,20 +8,17 @@ medians with min and max, the targets of issue 6 as ratios from this run,
 and writes the figures and every single run to a JSON file.  Temporary files live in one temporary
 folder, removed at the end; every server and load worker is stopped in a
 ``finally`` block.  The tree workloads of issue 15 (``--only t``, not run by
-default) are in :mod:`bench.treebench`.  See docs/PERFORMANCE.md.
+default) are in :mod:`bench.treebench`; the options are :mod:`bench.options`',
+the test files, users and server configs :mod:`bench.prepare`'s.  See docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,202 +29,19 @@ from typing import Any
 
 from bench import report, treebench, treereport
 from bench.environment import (
-    REPO_ROOT,
     bench_python,
     bench_versions,
-    make_certificate,
-    make_file,
     raise_open_files_limit,
 )
-from bench.measure import MIB, machine_busy_seconds, time_wait_sockets
+from bench.measure import MIB, machine_busy_seconds, rotated, time_wait_sockets
+from bench.options import parser, reps, scale, selected
+from bench.prepare import machine, prepare
 from bench.servers import (
-    USER,
     Kind,
     is_alive,
-    our_config,
-    ours_command,
-    plain_command,
-    pyftpd_command,
     running,
 )
-from bench.workloads import BIG, GROUPS, METRICS, MULTI, SMALL_DIR, WORKLOADS, Outcome, Setup
-
-DEFAULT_JSON = REPO_ROOT / "bench" / "results.json"
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench",
-        description="Benchmark ours against the plain-socket limit and pyftpdlib on 127.0.0.1.",
-    )
-    parser.add_argument("--reps", type=int, default=3, help="repetitions of each run (3)")
-    parser.add_argument(
-        "--big-reps",
-        type=int,
-        default=5,
-        help="repetitions of the one-file runs, about a second each (5)",
-    )
-    parser.add_argument("--size-mib", type=int, default=1024, help="the big file, MiB (1024)")
-    parser.add_argument("--clients", type=int, default=100, help="concurrent clients (100)")
-    parser.add_argument("--small-mib", type=int, default=10, help="each client's file, MiB (10)")
-    parser.add_argument("--idle", type=int, default=500, help="idle sessions for memory (500)")
-    parser.add_argument(
-        "--crowd", type=int, default=10000, help="idle sessions beside the active ones (10000)"
-    )
-    parser.add_argument("--commands", type=int, default=50, help="small commands per client (50)")
-    parser.add_argument("--latency-runs", type=int, default=50, help="logins in a row (50)")
-    parser.add_argument(
-        "--client-procs", type=int, default=2, help="client processes sharing the clients (2)"
-    )
-    parser.add_argument("--bcrypt-rounds", type=int, default=12, help="bcrypt cost (12)")
-    parser.add_argument(
-        "--only",
-        help="comma-separated workloads: a b c d e f t, or "
-        + ", ".join([*WORKLOADS, *treebench.TREE_WORKLOADS])
-        + " (default: a-f; t = tree, tree-big: see the --tree options)",
-    )
-    treebench.add_options(parser)
-    parser.add_argument(
-        "--workers", type=int, help="our server's worker processes (default: its own default)"
-    )
-    parser.add_argument("--no-tls", action="store_true", help="skip ours over TLS")
-    parser.add_argument(
-        "--fsync", action="store_true", help="also run uploads with fsync_uploads: true"
-    )
-    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"({DEFAULT_JSON})")
-    parser.add_argument("--tmpdir", type=Path, help="where the temporary folder goes")
-    return parser
-
-
-def _selected(only: str | None) -> list[str]:
-    if not only:
-        return list(WORKLOADS)
-    chosen: list[str] = []
-    for word in (w.strip() for w in only.split(",") if w.strip()):
-        known = (*WORKLOADS, *treebench.TREE_WORKLOADS)
-        names = {**GROUPS, "t": treebench.TREE_WORKLOADS}.get(
-            word, (word,) if word in known else None
-        )
-        if names is None:
-            raise SystemExit(f"unknown workload {word!r}: use a-f, {', '.join(known)}")
-        chosen += [n for n in names if n not in chosen]
-    return [n for n in (*WORKLOADS, *treebench.TREE_WORKLOADS) if n in chosen]
-
-
-def _machine() -> dict[str, Any]:
-    model = ""
-    with open("/proc/cpuinfo") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as meminfo:
-        total_kib = int(meminfo.readline().split()[1])
-    commit = subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "memory_gib": round(total_kib / 1024 / 1024, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "commit": commit,
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-    }
-
-
-def _link(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
-
-
-def _prepare(args: argparse.Namespace, tmp: Path, names: list[str]) -> tuple[Setup, list[Kind]]:
-    """Test files, homes, the users file, configs and certificate; the server kinds to run."""
-    from ftpserver import users as userfile  # this work tree's server, for add_user
-
-    if Path(userfile.__file__).resolve().parents[1] != REPO_ROOT:
-        print(f"warning: ftpserver imported from {userfile.__file__}, not {REPO_ROOT}")
-    src, out, logs = tmp / "src", tmp / "out", tmp / "logs"
-    for folder in (src, out, logs):
-        folder.mkdir()
-    big_size, multi_size = args.size_mib * MIB, args.small_mib * MIB
-    big_sha = multi_sha = ""
-    if any(n.startswith("big") for n in names):
-        print(f"writing the {args.size_mib} MiB test file ...", flush=True)
-        big_sha = make_file(src / BIG, big_size)
-    if any(n.startswith("multi") for n in names):
-        multi_sha = make_file(src / MULTI, multi_size)
-    password = secrets.token_urlsafe(16)
-    homes = {
-        "ours": tmp / "ours" / "home" / USER,
-        "pyftpdlib": tmp / "pyftpdlib" / "home",
-        "plain": tmp / "plain" / "home",
-    }
-    for home in homes.values():
-        home.mkdir(parents=True)
-        for name in (BIG, MULTI):
-            if (src / name).exists():
-                _link(src / name, home / name)
-        (home / SMALL_DIR).mkdir()
-        for i in range(10):
-            (home / SMALL_DIR / f"file{i}.txt").write_bytes(b"x" * (100 * (i + 1)))
-    ours_dir = tmp / "ours"
-    users = ours_dir / "users.yaml"
-    userfile.add_user(users, ours_dir / "home", USER, password, args.bcrypt_rounds)
-    rounds = args.bcrypt_rounds
-    kinds = [
-        Kind("ours", ours_command(our_config(ours_dir / "server.yaml", users, ours_dir / "home",
-                                             rounds, workers=args.workers)),
-             homes["ours"], password),
-        Kind("pyftpdlib", pyftpd_command(bench_python(), homes["pyftpdlib"], password),
-             homes["pyftpdlib"], password),
-        Kind("plain", plain_command(homes["plain"]), homes["plain"]),
-    ]  # fmt: skip
-    if not args.no_tls:
-        cert, key = make_certificate(tmp)
-        config = our_config(
-            ours_dir / "tls.yaml",
-            users,
-            ours_dir / "home",
-            rounds,
-            tls=(cert, key),
-            workers=args.workers,
-        )
-        kinds.insert(1, Kind("ours-tls", ours_command(config), homes["ours"], password, str(cert)))
-    if args.fsync:
-        config = our_config(
-            ours_dir / "fsync.yaml",
-            users,
-            ours_dir / "home",
-            rounds,
-            fsync=True,
-            workers=args.workers,
-        )
-        kinds.insert(1, Kind("ours-fsync", ours_command(config), homes["ours"], password))
-    homes["ours-tls"] = homes["ours-fsync"] = homes["ours"]
-    setup = Setup(
-        tmp=tmp,
-        src=src,
-        out=out,
-        homes=homes,
-        big_size=big_size,
-        big_digest=big_sha,
-        multi_size=multi_size,
-        multi_digest=multi_sha,
-        clients=args.clients,
-        client_procs=args.client_procs,
-        idle=args.idle,
-        commands=args.commands,
-        crowd=args.crowd,
-        latency_runs=args.latency_runs,
-    )
-    return setup, kinds
+from bench.workloads import METRICS, WORKLOADS, Outcome, Setup
 
 
 def _show(outcome: Outcome) -> str:
@@ -243,24 +57,6 @@ def _show(outcome: Outcome) -> str:
         text += f"  (CPU: server {server:.0f}%, clients {client:.0f}%, other {other:.0f}%;"
         text += f" {seconds:.2f} s)"
     return text
-
-
-def _scale(args: argparse.Namespace, names: list[str]) -> str:
-    """The sizes that apply to the selected workloads, for the table's title."""
-    parts = []
-    if any(n.startswith("big") for n in names):
-        parts.append(f"1 file of {args.size_mib} MiB")
-    if any(n.startswith("multi") for n in names):
-        parts.append(f"{args.clients} clients x {args.small_mib} MiB")
-    if "small" in names:
-        parts.append(f"{args.clients} clients x (login + {args.commands} commands)")
-    if "login" in names:
-        parts.append(f"{args.latency_runs} logins in a row")
-    if "memory" in names:
-        parts.append(f"{args.idle} idle sessions")
-    if "crowd" in names:
-        parts.append(f"{args.crowd} idle sessions beside {args.clients} x {args.commands} requests")
-    return ", ".join(parts)
 
 
 def _wait_for_ports(limit: int = 5000, patience: float = 60.0) -> int:
@@ -279,21 +75,6 @@ def _wait_for_ports(limit: int = 5000, patience: float = 60.0) -> int:
     return count
 
 
-def _reps(name: str, args: argparse.Namespace) -> int:
-    """How many times workload ``name`` runs.
-
-    A one-file run lasts about a second, so one burst of load from another
-    guest decides its figure; more of them keep such a burst out of the median.
-    """
-    return int(args.big_reps if name.startswith("big") else args.reps)
-
-
-def _rotated(order: list[Kind], rep: int) -> list[Kind]:
-    """The servers in the order repetition ``rep`` (from 1) runs them: each goes first in turn."""
-    shift = (rep - 1) % len(order)
-    return order[shift:] + order[:shift]
-
-
 def _run_all(
     names: list[str], kinds: list[Kind], setup: Setup, args: argparse.Namespace, logs: Path
 ) -> tuple[report.Values, list[dict[str, Any]]]:
@@ -303,9 +84,9 @@ def _run_all(
     for name in names:
         workload, applies = WORKLOADS[name]
         order = [k for k in kinds if k.name in applies]
-        reps = _reps(name, args)
-        for rep in range(1, reps + 1):
-            for kind in _rotated(order, rep):
+        count = reps(name, args)
+        for rep in range(1, count + 1):
+            for kind in rotated(order, rep):
                 record: dict[str, Any] = {"workload": name, "rep": rep, "server": kind.name}
                 record["time_wait_before"] = _wait_for_ports()
                 started = time.monotonic()
@@ -323,7 +104,7 @@ def _run_all(
                     traceback.print_exc()
                 record["wall_s"] = round(time.monotonic() - started, 2)
                 runs.append(record)
-                print(f"[{name} {rep}/{reps}] {kind.name:10} {text}", flush=True)
+                print(f"[{name} {rep}/{count}] {kind.name:10} {text}", flush=True)
     left = [pid for pid in pids if is_alive(pid)]
     if left:
         print(f"warning: server processes still alive: {left}")
@@ -350,8 +131,8 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; 0 when every run measured, 1 if some failed."""
-    args = _parser().parse_args(argv)
-    names = _selected(args.only)
+    args = parser().parse_args(argv)
+    names = selected(args.only)
     trees = [n for n in names if n in treebench.TREE_WORKLOADS]
     names = [n for n in names if n not in treebench.TREE_WORKLOADS]
     signal.signal(signal.SIGTERM, _terminate)  # clean up (servers, files) as on Ctrl-C
@@ -374,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         free = shutil.disk_usage(tmp).free
         if free < need:
             print(f"warning: {free // MIB} MiB free in {tmp}, the runs may need {need // MIB}")
-        setup, kinds = _prepare(args, tmp, names)
+        setup, kinds = prepare(args, tmp, names)
         values, runs = _run_all(names, kinds, setup, args, tmp / "logs")
         tree_results = treebench.run(trees, treebench.options(args), tmp) if trees else None
     except KeyboardInterrupt:
@@ -386,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     table = report.summaries(values)
     if names:
         print()
-        counts = sorted({_reps(name, args) for name in names})
-        print(f"Medians of {' or '.join(map(str, counts))} runs [min-max]; {_scale(args, names)};"
+        counts = sorted({reps(name, args) for name in names})
+        print(f"Medians of {' or '.join(map(str, counts))} runs [min-max]; {scale(args, names)};"
               f" {elapsed / 60:.1f} min")  # fmt: skip
         print(report.render_table(table, args.clients, args.idle))
         print()
@@ -407,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     tree_json = treereport.report(tree_results, args.size_mib) if tree_results else None
     failed = [r for r in runs if "error" in r] + (tree_json["failed"] if tree_json else [])
     data = {
-        "machine": _machine(),
+        "machine": machine(),
         "packages": bench_versions(python),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "workloads": [*names, *trees],

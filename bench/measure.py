@@ -6,6 +6,7 @@ CPU time is ``utime + stime`` from ``/proc/PID/stat``, both summed over the
 server process and its worker processes, and the whole
 machine's busy time comes from ``/proc/stat`` (to see CPU used by processes
 outside the benchmark during a run); none of them needs psutil.
+:func:`rotated` gives the order of the servers (or clients) in each repetition.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 import statistics
 from dataclasses import dataclass
+from typing import TypeVar
 
 __all__ = [
     "MIB",
@@ -21,6 +23,7 @@ __all__ = [
     "machine_busy_seconds",
     "process_tree",
     "pss_bytes",
+    "rotated",
     "rss_bytes",
     "summarize",
     "time_wait_sockets",
@@ -28,6 +31,7 @@ __all__ = [
 
 MIB = 1024 * 1024
 _TICKS = os.sysconf("SC_CLK_TCK")
+_T = TypeVar("_T")
 
 
 def process_tree(pid: int) -> list[int]:
@@ -146,3 +150,9 @@ def summarize(values: list[float]) -> Summary | None:
     if not values:
         return None
     return Summary(statistics.median(values), min(values), max(values), len(values))
+
+
+def rotated(order: list[_T], rep: int) -> list[_T]:
+    """``order`` as repetition ``rep`` (from 1) runs it: each item goes first in turn."""
+    shift = (rep - 1) % len(order)
+    return order[shift:] + order[:shift]

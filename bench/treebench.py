@@ -27,7 +27,7 @@ from typing import Any
 
 from bench.environment import make_certificate, make_file
 from bench.links import CLIENT_ADDRESS, SERVER_ADDRESS, Link, ensure_iproute, netem_works, open_link
-from bench.measure import MIB
+from bench.measure import MIB, rotated
 from bench.peers import ensure_tools
 from bench.servers import USER
 from bench.treecolumns import COLUMNS, Column, Endpoint, Shared
@@ -245,11 +245,6 @@ def _method(opts: TreeOptions) -> str:
     return "proxy"
 
 
-def _rotated(columns: list[str], rep: int) -> list[str]:
-    shift = (rep - 1) % len(columns)
-    return columns[shift:] + columns[:shift]
-
-
 def run(names: list[str], opts: TreeOptions, tmp: Path) -> TreeResults:
     """Run the selected tree workloads (``tree``, ``tree-big``); the results."""
     big_rtt = next((r for r in opts.links if r > 0), 0.05)
@@ -271,7 +266,7 @@ def run(names: list[str], opts: TreeOptions, tmp: Path) -> TreeResults:
                 for row in ROWS:
                     results.notes.setdefault((row, link.name), {})[column] = f"n/a ({reason})"
             for rep in range(1, opts.reps + 1):
-                for column in _rotated(columns, rep):
+                for column in rotated(columns, rep):
                     big = "tree-big" in names and rtt == big_rtt and column in BIG_COLUMNS
                     if "tree" not in names and not big:
                         continue

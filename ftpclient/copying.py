@@ -30,12 +30,8 @@ import os
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ftpclient.client import (
-    FileTransferClient,
-    Monitor,
-    TransferResult,
-    _local_target,
-)
+from ftpclient.client import FileTransferClient, Monitor, TransferResult
+from ftpclient.partfiles import local_target
 from ftpclient.pipelined import FileOutcome, one_by_one
 from ftpproto.errors import ErrorCode, ProtocolError, RemoteError
 
@@ -88,7 +84,7 @@ def copy_files(
         raise ValueError(f"direction must be get or put, not {direction!r}")
     getting = direction == "get"
     if getting:  # (remote, local), as the client's transfers take them
-        ends = [(source, _local_target(destination, source)) for source, destination in pairs]
+        ends = [(source, local_target(destination, source)) for source, destination in pairs]
     else:
         ends = [(destination or _basename(source), source) for source, destination in pairs]
     times = _source_times(client, getting, ends, mtimes) if preserve else {}

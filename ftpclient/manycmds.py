@@ -23,25 +23,19 @@ from typing import TYPE_CHECKING
 from ftpclient.client import LocalError
 from ftpclient.copying import CopyResult, FileOutcome, copy_files
 from ftpclient.globbing import expand_local, expand_remote
+from ftpclient.shellparts import ShellParts
 from ftpproto.errors import ProtocolError
 from ftpproto.units import format_size
 
 if TYPE_CHECKING:
-    from ftpclient.client import FileTransferClient, Monitor
-    from ftpclient.output import Output
+    from ftpclient.client import Monitor
 
 __all__ = ["ManyCommands"]
 
-Parsed = tuple[set[str], list[str]]
 
-
-class ManyCommands:
+class ManyCommands(ShellParts):
     """``do_mget``, ``do_mput`` and the pattern copies of ``get``/``put``."""
 
-    client: FileTransferClient
-    out: Output
-    fail: Callable[..., None]
-    _args: Callable[..., Parsed | None]
     _track: Callable[[str, str, str], Monitor]
 
     def do_mget(self, arg: str) -> None:

@@ -23,12 +23,12 @@ from ftpclient.mirror import (
     remote_tree,
     run_plan,
 )
+from ftpclient.shellparts import ShellParts
 from ftpproto.units import format_size
 
 if TYPE_CHECKING:
-    from ftpclient.client import FileTransferClient, TransferResult
+    from ftpclient.client import TransferResult
     from ftpclient.mirror import MirrorPlan
-    from ftpclient.output import Output
 
 __all__ = ["MirrorCommands"]
 
@@ -36,12 +36,9 @@ MIRROR_USAGE = "mirror [-R] [-c] [--delete] [--dry-run] SOURCE [TARGET]"
 MIRROR_FLAGS = {"-R": "R", "-c": "c", "--delete": "delete", "-e": "delete", "--dry-run": "dry"}
 
 
-class MirrorCommands:
+class MirrorCommands(ShellParts):
     """``do_mirror``."""
 
-    client: FileTransferClient
-    out: Output
-    fail: Callable[..., None]
     mtime_warnings: Callable[[CopyResult], None]
 
     def do_mirror(self, arg: str) -> None:

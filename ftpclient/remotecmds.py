@@ -16,26 +16,20 @@ from typing import TYPE_CHECKING
 
 from ftpclient.globbing import expand_remote, pattern_of
 from ftpclient.output import ListStyle
+from ftpclient.shellparts import ShellParts
 from ftpproto.errors import ErrorCode, RemoteError
 from ftpproto.units import format_size
 
 if TYPE_CHECKING:
-    from ftpclient.client import Entry, FileTransferClient
-    from ftpclient.output import Output
+    from ftpclient.client import Entry
 
 __all__ = ["RemoteCommands"]
 
-Parsed = tuple[set[str], list[str]]
 
-
-class RemoteCommands:
+class RemoteCommands(ShellParts):
     """``do_*`` commands that look at or change files on the server."""
 
-    client: FileTransferClient
-    out: Output
     cwd: str
-    fail: Callable[..., None]
-    _args: Callable[..., Parsed | None]
     _update_prompt: Callable[[], None]
 
     def remote_path(self, path: str) -> str:

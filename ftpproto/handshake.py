@@ -52,8 +52,12 @@ __all__ = [
     "Resume",
     "ServerGet",
     "ServerPut",
+    "abort_answered",
     "download_start",
     "parse_resume",
+    "received_digest",
+    "stored_digest",
+    "upload_aborted",
     "upload_start",
 ]
 
@@ -130,11 +134,58 @@ def _unexpected(message: Message, command: str, status: str) -> MessageError:
     return MessageError(f"expected {command}|{status}, got {message.command}|{message.status}")
 
 
+class _Sender(_Machine):
+    """A server's side of a download (``get``, ``fetch``): what ends it when the file changes."""
+
+    path: str
+
+    def file_changed(self) -> ProtocolError:
+        """The error sent instead of the digest when the file changed while it was sent."""
+        self._move("file_changed", "sending", "done")
+        return ProtocolError(ErrorCode.FILE_CHANGED, f"file changed while sent: {self.path}")
+
+
+def upload_aborted(path: str) -> ProtocolError:
+    """``461``: the client aborted (or withdrew) the upload of ``path``."""
+    return ProtocolError(ErrorCode.TRANSFER_ABORTED, f"upload aborted: {path}")
+
+
+def received_digest(message: Message, command: str, hasher: Hasher, path: str) -> str:
+    """The server's check of an upload's ``COMMAND|digest|BLAKE3`` (``put``, ``send``).
+
+    Returns the digest of the bytes received; raises ``461`` for
+    ``COMMAND|abort``, ``460`` for another digest and :class:`MessageError`
+    for anything else.
+    """
+    if message == abort(command):
+        raise upload_aborted(path)
+    if message.command != command or message.status != "digest" or len(message.fields) != 2:
+        raise _unexpected(message, command, "digest")
+    hexdigest = hasher.hexdigest()
+    if parse_digest(message.fields[1]) != hexdigest:
+        raise ProtocolError(ErrorCode.DIGEST_MISMATCH, f"digest mismatch: {path}")
+    return hexdigest
+
+
+def stored_digest(reply: Message, command: str, size: int, hasher: Hasher, path: str) -> str:
+    """The client's check of ``COMMAND|ok|SIZE|BLAKE3``: the server stored what was sent."""
+    stored, claimed = reply.check_reply(command).expect(command, "ok", 2)
+    if parse_size(stored) != size or claimed != hasher.hexdigest():
+        raise RemoteError(ErrorCode.DIGEST_MISMATCH, f"server stored other bytes: {path}")
+    return claimed
+
+
+def abort_answered(reply: Message, command: str) -> None:
+    """Take the answer to an upload's abort: the expected error, or raise what else came."""
+    if reply.status != "error":
+        reply.check_reply(command)
+
+
 def _ready_message(command: str, count: int, resume: Resume | None, offset: int) -> Message:
     return ready(command, count, None if resume is None else offset)
 
 
-class ServerGet(_Machine):
+class ServerGet(_Sender):
     """The server's side of ``get``: ``ready``, then the client's answer, then the digest.
 
     ``prefix`` reads the file's first bytes if the client offers to resume.
@@ -171,11 +222,6 @@ class ServerGet(_Machine):
         self._move("digest", "sending", "done")
         return digest("get", hexdigest)
 
-    def file_changed(self) -> ProtocolError:
-        """The error sent instead of the digest when the file changed while it was sent."""
-        self._move("file_changed", "sending", "done")
-        return ProtocolError(ErrorCode.FILE_CHANGED, f"file changed while sent: {self.path}")
-
 
 class ServerPut(_Machine):
     """The server's side of ``put``: ``ready``, the data, then the client's digest.
@@ -211,14 +257,7 @@ class ServerPut(_Machine):
         every case the upload must be discarded unless this returns.
         """
         self._move("check", "receiving", "done")
-        if message == abort("put"):
-            raise ProtocolError(ErrorCode.TRANSFER_ABORTED, f"upload aborted: {self.path}")
-        if message.command != "put" or message.status != "digest" or len(message.fields) != 2:
-            raise _unexpected(message, "put", "digest")
-        hexdigest = self.hasher.hexdigest()
-        if parse_digest(message.fields[1]) != hexdigest:
-            raise ProtocolError(ErrorCode.DIGEST_MISMATCH, f"digest mismatch: {self.path}")
-        return hexdigest
+        return received_digest(message, "put", self.hasher, self.path)
 
 
 def _ready_reply(reply: Message, command: str, resume: Resume | None) -> tuple[int, int]:
@@ -348,17 +387,12 @@ class ClientPut(_Machine):
         server reports another size or digest.
         """
         self._move("check", "sent", "done")
-        reply.check_reply("put")
-        stored, claimed = reply.expect("put", "ok", 2)
-        if parse_size(stored) != self.size or claimed != self.hasher.hexdigest():
-            raise RemoteError(ErrorCode.DIGEST_MISMATCH, f"server stored other bytes: {self.path}")
-        return claimed
+        return stored_digest(reply, "put", self.size, self.hasher, self.path)
 
     def aborted(self, reply: Message) -> None:
         """Take the server's answer to :meth:`abort` (``put|error|461|...``, expected)."""
         self._move("aborted", "aborting", "done")
-        if reply.status != "error":
-            reply.check_reply("put")
+        abort_answered(reply, "put")
 
 
 def _resume_fields(resume: Resume | None) -> tuple[str, ...]:

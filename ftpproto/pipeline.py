@@ -27,7 +27,15 @@ from dataclasses import dataclass
 
 from ftpproto.digest import Hasher, new_hasher
 from ftpproto.errors import ErrorCode, MessageError, ProtocolError, RemoteError
-from ftpproto.handshake import HandshakeStateError, _Machine
+from ftpproto.handshake import (
+    HandshakeStateError,
+    _Machine,
+    _Sender,
+    abort_answered,
+    received_digest,
+    stored_digest,
+    upload_aborted,
+)
 from ftpproto.messages import Message, abort, digest, ok, parse_digest, parse_size, ready, request
 
 __all__ = [
@@ -102,11 +110,7 @@ def parse_window(reply: Message) -> Window:
     return Window(max(1, parse_size(files)), max(1, parse_size(size)))
 
 
-def _unexpected(message: Message, command: str, status: str) -> MessageError:
-    return MessageError(f"expected {command}|{status}, got {message.command}|{message.status}")
-
-
-class ServerFetch(_Machine):
+class ServerFetch(_Sender):
     """The server's side of one ``fetch``: ``ready``, the data, then the digest.
 
     After :meth:`ready` the caller sends :attr:`count` bytes, feeding
@@ -129,11 +133,6 @@ class ServerFetch(_Machine):
         """``fetch|digest|BLAKE3`` after the data."""
         self._move("digest", "sending", "done")
         return digest("fetch", hexdigest)
-
-    def file_changed(self) -> ProtocolError:
-        """The error sent instead of the digest when the file changed while it was sent."""
-        self._move("file_changed", "sending", "done")
-        return ProtocolError(ErrorCode.FILE_CHANGED, f"file changed while sent: {self.path}")
 
 
 class ClientFetch(_Machine):
@@ -208,7 +207,7 @@ class ServerOffer(_Machine):
 
     def withdrawn(self) -> ProtocolError:
         """The answer to ``send|abort``."""
-        return ProtocolError(ErrorCode.TRANSFER_ABORTED, f"upload aborted: {self.path}")
+        return upload_aborted(self.path)
 
     def check(self, message: Message) -> str:
         """The digest of the file if ``message`` is ``send|digest`` with it.
@@ -218,14 +217,7 @@ class ServerOffer(_Machine):
         unless this returns.
         """
         self._move("check", "receiving", "done")
-        if message == abort("send"):
-            raise self.withdrawn()
-        if message.command != "send" or message.status != "digest" or len(message.fields) != 2:
-            raise _unexpected(message, "send", "digest")
-        hexdigest = self.hasher.hexdigest()
-        if parse_digest(message.fields[1]) != hexdigest:
-            raise ProtocolError(ErrorCode.DIGEST_MISMATCH, f"digest mismatch: {self.path}")
-        return hexdigest
+        return received_digest(message, "send", self.hasher, self.path)
 
 
 class ClientOffer(_Machine):
@@ -281,13 +273,9 @@ class ClientOffer(_Machine):
     def check(self, reply: Message) -> str:
         """The digest, if the server stored exactly the size and bytes sent."""
         self._move("check", "sent", "done")
-        stored, claimed = reply.check_reply("send").expect("send", "ok", 2)
-        if parse_size(stored) != self.size or claimed != self.hasher.hexdigest():
-            raise RemoteError(ErrorCode.DIGEST_MISMATCH, f"server stored other bytes: {self.path}")
-        return claimed
+        return stored_digest(reply, "send", self.size, self.hasher, self.path)
 
     def aborted(self, reply: Message) -> None:
         """Take the server's answer to a withdrawal or abort (``send|error|461``, expected)."""
         self._move("aborted", "aborting", "done")
-        if reply.status != "error":
-            reply.check_reply("send")
+        abort_answered(reply, "send")

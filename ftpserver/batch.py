@@ -32,7 +32,7 @@ from ftpserver.storage.base import ReadHandle, UploadHandle
 from ftpserver.transfers import stream_file
 
 if TYPE_CHECKING:
-    from ftpserver.handler import SessionHandler
+    from ftpserver.session import SessionBase
 
 __all__ = ["SMALL_FILE", "Pipeline"]
 
@@ -52,7 +52,7 @@ class _Queued:
 class Pipeline:
     """One session's pipelined transfers: its window and its queue of offered uploads."""
 
-    def __init__(self, session: SessionHandler, files: int, size: int) -> None:
+    def __init__(self, session: SessionBase, files: int, size: int) -> None:
         self.session = session
         self.window = Window(files, size)
         self.queue: deque[_Queued] = deque()
@@ -78,16 +78,16 @@ class Pipeline:
         started = time.monotonic()
         with session.storage.open_read(virtual) as source:
             rate = session.user_account.download_rate
-            meter = session._meter("download", rate, virtual)
+            meter = session.meter("download", rate, virtual)
             handshake = ServerFetch(virtual, source.size)
             try:
                 hexdigest = self._send_file(
                     source, handshake, meter, 64 * 1024 if rate else 8 << 20
                 )
             except (ProtocolError, OSError) as exc:
-                session._log_failed("get", virtual, meter.moved, started, exc)
+                session.log_failed("get", virtual, meter.moved, started, exc)
                 raise
-        session._log_transfer("get", virtual, handshake.count, started, hexdigest, "ok")
+        session.log_transfer("get", virtual, handshake.count, started, hexdigest, "ok")
 
     def _send_file(
         self,
@@ -160,7 +160,7 @@ class Pipeline:
             if not offer.begin(withdraw=flag is not None):
                 raise offer.withdrawn()
             started = time.monotonic()
-            meter = session._meter("upload", session.user_account.upload_rate, virtual)
+            meter = session.meter("upload", session.user_account.upload_rate, virtual)
             try:
                 session.channel.recv_file(upload.sink, offer.count, offer.hasher, meter)
                 final = session.channel.recv()  # a connection lost before keeps what arrived
@@ -169,14 +169,14 @@ class Pipeline:
                 upload.commit(hexdigest)
             except OSError as exc:
                 failure = exc if isinstance(exc, ConnectionError | TimeoutError) else None
-                session._log_failed("put", virtual, meter.moved, started, exc)
+                session.log_failed("put", virtual, meter.moved, started, exc)
                 if failure is not None:
                     raise
                 raise os_error(exc, virtual) from exc
             except ProtocolError as exc:
-                session._log_failed("put", virtual, meter.moved, started, exc)
+                session.log_failed("put", virtual, meter.moved, started, exc)
                 raise
-        session._log_transfer("put", virtual, offer.count, started, hexdigest, "ok")
+        session.log_transfer("put", virtual, offer.count, started, hexdigest, "ok")
         session.channel.send(ok("send", str(offer.count), hexdigest))
 
 

@@ -22,7 +22,9 @@ locked or expired account), for the audit; sizes, rights and those keys are
 parsed in :mod:`ftpserver.accounts`.  :attr:`UserStore.signature` (see
 :func:`~ftpserver.yamlfile.file_signature`) tells a server that the file
 changed since it was loaded.
-:func:`add_user`, :func:`set_password` and :func:`remove_user` rewrite the
+:func:`add_user`, :func:`set_password` and :func:`remove_user` (written in
+:mod:`ftpserver.useredit`, the rules they share with the reader in
+:mod:`ftpserver.userfields`, all importable from here) rewrite the
 file atomically for the command line, keeping its comments and the way its
 values are written (:mod:`ftpserver.yamledit`); :func:`change_keys`
 manages public keys (parsed in :mod:`ftpserver.keys`).
@@ -30,28 +32,22 @@ manages public keys (parsed in :mod:`ftpserver.keys`).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
-import os
-import posixpath
 import re
 import secrets
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import bcrypt
-from ruamel.yaml.comments import CommentedMap
 
 from ftpproto.commands import RIGHTS
-from ftpserver import yamledit, yamlfile
+from ftpserver import yamlfile
 from ftpserver.accounts import (
     ACCOUNT_KEYS,
     AccountChange,
-    apply_change,
     parse_expires,
     parse_locked,
     parse_max_sessions,
@@ -59,7 +55,24 @@ from ftpserver.accounts import (
     parse_quota,
 )
 from ftpserver.guards import PasswordGate
-from ftpserver.keys import AuthorizedKey, parse_key_line, parse_key_lines, select_keys
+from ftpserver.keys import AuthorizedKey
+from ftpserver.useredit import (
+    add_user,
+    change_keys,
+    modify_user,
+    remove_user,
+    require_user,
+    set_password,
+)
+from ftpserver.userfields import (
+    MAX_PASSWORD_BYTES,
+    check_name,
+    check_password_rules,
+    hash_password,
+    home_path,
+    parse_keys,
+    read_users,
+)
 from ftpserver.yamlfile import ConfigError, FileSignature, file_signature
 
 __all__ = [
@@ -82,15 +95,9 @@ __all__ = [
     "set_password",
 ]
 
-MAX_PASSWORD_BYTES = 72  # bcrypt looks at no more than this
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\Z")
 _HASH = re.compile(r"\$2[aby]\$([0-9]{2})\$[./A-Za-z0-9]{53}\Z")
 _USER_KEYS: tuple[str, ...] = ("password", "home", "quota", "perms", "upload_rate", "download_rate")
 _USER_KEYS += ("keys", *ACCOUNT_KEYS)
-_HEADER = (
-    "# Users of ftpserver, written by 'ftpserver useradd/passwd/userdel'.\n"
-    "# See config/users.example.yaml for the format.\n"
-)
 
 
 @dataclass(frozen=True)
@@ -164,40 +171,6 @@ class UserStore:
         return user if good else None
 
 
-def check_name(name: str) -> None:
-    """Raise ValueError unless ``name`` is a valid user name."""
-    if not _NAME.match(name) or name in (".", ".."):
-        raise ValueError(
-            f"invalid user name {name!r}: use 1-32 letters, digits, '_', '.' or '-', "
-            "not starting with '.' or '-'"
-        )
-
-
-def check_password_rules(password: str) -> None:
-    """Raise ValueError for an empty password or one longer than bcrypt takes."""
-    if not password:
-        raise ValueError("the password must not be empty")
-    if len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
-        raise ValueError(f"the password must be at most {MAX_PASSWORD_BYTES} bytes")
-
-
-def hash_password(password: str, rounds: int) -> str:
-    """A bcrypt hash of ``password`` as text for the YAML file."""
-    check_password_rules(password)
-    return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(rounds)).decode("ascii")
-
-
-def _read(path: Path) -> tuple[yamlfile.Document, dict[str, Any]]:
-    doc = yamlfile.load(path)
-    data = doc.data if doc.data is not None else {"users": {}}
-    if not isinstance(data, dict) or set(data) != {"users"}:
-        raise doc.error((), "expected one top-level key 'users'")
-    users = data["users"] if data["users"] is not None else {}
-    if not isinstance(users, dict):
-        raise doc.error(("users",), "'users' must map user names to their settings")
-    return doc, users
-
-
 def load_users(path: Path, home_root: Path) -> UserStore:
     """Read and validate ``path``.
 
@@ -205,7 +178,7 @@ def load_users(path: Path, home_root: Path) -> UserStore:
     and line is raised whose ``problems`` lists them all.
     """
     signature = file_signature(path)  # before reading: a change meanwhile is seen next time
-    doc, entries = _read(path)
+    doc, entries = read_users(path)
     users: dict[str, User] = {}
     problems: list[ConfigError] = []
     for name, entry in entries.items():
@@ -249,7 +222,7 @@ def _load_user(
         )
     values: dict[str, Any] = {}
     parsers: tuple[tuple[str, Callable[[Any], Any]], ...] = (
-        ("home", lambda v: _home_path(home_root, name if v is None else v)),
+        ("home", lambda v: home_path(home_root, name if v is None else v)),
         ("quota", parse_quota),
         ("perms", lambda v: parse_perms("all" if v is None else v)),
         ("upload_rate", parse_quota),
@@ -271,156 +244,6 @@ def _load_user(
     return User(name, match.group(0).encode("ascii") if match else None, **values)
 
 
-def parse_keys(value: Any) -> tuple[AuthorizedKey, ...]:
-    """A user's ``keys:``: a list of ``ssh-ed25519 AAAA... [comment]`` lines."""
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError("keys must be a list of 'ssh-ed25519 AAAA... comment' lines")
-    keys = []
-    for number, line in enumerate(value, 1):
-        try:
-            keys.append(parse_key_line(line))
-        except ValueError as exc:
-            raise ValueError(f"key {number}: {exc}") from None
-    return tuple(keys)
-
-
 def key_fingerprints(user: User) -> list[str]:
     """The fingerprints (``SHA256:...``) of the user's keys, for listings."""
     return [key.fingerprint for key in user.keys]
-
-
-def _home_path(home_root: Path, home: Any) -> Path:
-    """The real home folder for a relative ``home`` value; it must stay under the root."""
-    if not isinstance(home, str) or not home or "\0" in home:
-        raise ValueError("home must be a folder name under the home root")
-    relative = posixpath.normpath(home)
-    if relative.startswith(("/", "..")) or relative == ".":
-        raise ValueError(f"home {home!r} must be a folder inside the home root")
-    root = Path(os.path.realpath(home_root))
-    real = os.path.realpath(root / relative)
-    if os.path.commonpath([root, real]) != str(root):
-        raise ValueError(f"home {home!r} leads outside the home root (through a symlink)")
-    return root / relative
-
-
-@contextmanager
-def _editing(path: Path) -> Iterator[CommentedMap]:
-    """The users mapping of ``path`` (round trip), written back if the block succeeds."""
-    if path.exists():
-        _read(path)  # the layout the server expects, or a ConfigError with the line
-    with yamledit.edit_mapping(path, "users", _HEADER + "users:\n") as users:
-        yield users
-
-
-def _entry(users: CommentedMap, name: str) -> CommentedMap:
-    entry = users.get(name)
-    if name not in users or not isinstance(entry, CommentedMap):
-        raise ValueError(f"no such user: {name}")
-    return entry
-
-
-def require_user(path: Path, name: str) -> None:
-    """Raise ValueError unless ``name`` is in the users file (before asking for a password)."""
-    _, users = _read(path) if path.exists() else (None, {})
-    if not isinstance(users.get(name), dict):
-        raise ValueError(f"no such user: {name}")
-
-
-def add_user(
-    path: Path,
-    home_root: Path,
-    name: str,
-    password: str,
-    rounds: int,
-    quota: str | None = None,
-    perms: str | None = None,
-) -> Path:
-    """Add ``name`` to the users file (created if missing) and create the home; return it.
-
-    ``quota`` and ``perms`` are as written in users.yaml (``10G``, ``read-only``, ...).
-    """
-    check_name(name)
-    home = _home_path(home_root, name)
-    with _editing(path) as users:
-        if name in users:
-            raise ValueError(f"user {name} already exists")
-        entry = CommentedMap(password=hash_password(password, rounds))
-        apply_change(entry, AccountChange(quota=quota, perms=perms))
-        users[name] = entry
-    home.mkdir(parents=True, exist_ok=True)
-    return home
-
-
-def modify_user(
-    path: Path,
-    name: str,
-    quota: str | None = None,
-    perms: str | None = None,
-    change: AccountChange | None = None,
-) -> None:
-    """Change a user's settings: ``quota`` (``none`` removes it), rights, and ``change``."""
-    change = change or AccountChange()
-    if quota is not None or perms is not None:
-        change = dataclasses.replace(change, quota=quota, perms=perms)
-    with _editing(path) as users:
-        apply_change(_entry(users, name), change)
-
-
-def set_password(path: Path, name: str, password: str, rounds: int) -> None:
-    """Replace the password hash of an existing user."""
-    with _editing(path) as users:
-        entry = _entry(users, name)
-        entry["password"] = hash_password(password, rounds)
-
-
-def remove_user(path: Path, name: str) -> None:
-    """Remove a user from the file; the home folder and its files are kept."""
-    with _editing(path) as users:
-        if name not in users:
-            raise ValueError(f"no such user: {name}")
-        del users[name]
-
-
-def change_keys(
-    path: Path, name: str, add: str = "", remove: Sequence[str] = (), drop_password: bool = False
-) -> tuple[list[AuthorizedKey], list[AuthorizedKey]]:
-    """Change a user's keys in one rewrite; return ``(added, removed)``.
-
-    ``remove`` names keys by fingerprint, key line or comment and goes first;
-    ``add`` is OpenSSH public key lines; ``drop_password`` leaves the keys as
-    the only way in.  A user keeps at least a password or a key.
-    """
-    with _editing(path) as users:
-        entry = _entry(users, name)
-        added, removed = _change_keys(entry, name, add, remove, drop_password)
-    return added, removed
-
-
-def _change_keys(
-    entry: CommentedMap, name: str, add: str, remove: Sequence[str], drop_password: bool
-) -> tuple[list[AuthorizedKey], list[AuthorizedKey]]:
-    parsed = parse_keys(entry.get("keys"))
-    keys = list(zip(entry.get("keys") or [], parsed, strict=True))
-    removed: list[AuthorizedKey] = []
-    for which in remove:
-        chosen = select_keys([key for _, key in keys], which)
-        if not chosen:
-            raise ValueError(f"user {name} has no key {which.strip()!r}")
-        removed += chosen
-        keys = [(line, key) for line, key in keys if key not in chosen]
-    added = parse_key_lines(add) if add else []
-    for key in added:
-        if any(key.blob == have.blob for _, have in keys):
-            raise ValueError(f"user {name} already has the key {key.fingerprint}")
-        keys.append((key.text, key))
-    if drop_password:
-        entry.pop("password", None)
-    if not keys and entry.get("password") is None:
-        raise ValueError(f"user {name} would have neither a password nor a key")
-    if keys:
-        entry["keys"] = [line for line, _ in keys]
-    else:
-        entry.pop("keys", None)
-    return added, removed

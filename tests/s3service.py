@@ -29,24 +29,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from required import require
 
 __all__ = ["BUCKET", "ENVIRONMENT", "SeaweedS3", "find_weed", "require", "s3_settings", "seaweed"]
 
-REQUIRED = os.environ.get("FT_REQUIRE_SERVICES", "").strip().lower() in ("1", "true", "yes")
 BUCKET = "ftp-tests"
 ACCESS_KEY = "ftp-test-key"
 SECRET_KEY = "ftp-test-secret"  # a throwaway identity of a throwaway server
 REGION = "us-east-1"
 START_TIMEOUT = 90.0
-
-
-def require(found: object, reason: str) -> None:
-    """Skip (by hand) or fail (``FT_REQUIRE_SERVICES=1``) unless ``found``."""
-    if found:
-        return
-    if REQUIRED:
-        pytest.fail(f"{reason} (FT_REQUIRE_SERVICES=1: a missing service is a failure)")
-    pytest.skip(reason)
 
 
 def _free_ports(count: int) -> list[int]:

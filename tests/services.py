@@ -9,11 +9,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 
 import pytest
+from required import require
 
 from bench.services import Postgres, find_haproxy, find_pg_bin, free_port, start_haproxy
 
@@ -26,23 +26,15 @@ __all__ = [
     "postgres",
     "require",
     "start_haproxy",
+    "started_postgres",
 ]
 
-REQUIRED = os.environ.get("FT_REQUIRE_SERVICES", "").strip().lower() in ("1", "true", "yes")
 
+def started_postgres() -> Iterator[Postgres]:
+    """A throwaway PostgreSQL cluster, stopped after use (skips or fails when there is none).
 
-def require(found: object, reason: str) -> None:
-    """Skip (by hand) or fail (``FT_REQUIRE_SERVICES=1``) unless ``found``."""
-    if found:
-        return
-    if REQUIRED:
-        pytest.fail(f"{reason} (FT_REQUIRE_SERVICES=1: a missing service is a failure)")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Postgres]:
-    """A PostgreSQL cluster for the test session (skips or fails when there is none)."""
+    The body of the ``postgres`` fixture, and of a module's own one.
+    """
     bin_dir = find_pg_bin()
     require(bin_dir, "PostgreSQL is not installed (no initdb/pg_ctl; apt-get install postgresql)")
     try:
@@ -60,6 +52,12 @@ def postgres() -> Iterator[Postgres]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A PostgreSQL cluster for the test session (skips or fails when there is none)."""
+    yield from started_postgres()
 
 
 @pytest.fixture

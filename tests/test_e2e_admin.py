@@ -21,6 +21,7 @@ import json
 import os
 import signal
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,21 @@ def start(
     running = server_process(users, homes)
     assert (config.parent / "ctl.sock").is_socket()
     return running
+
+
+Launch = Callable[..., ServerProcess]
+
+
+@pytest.fixture
+def launch(
+    server_process: StartServer, server_config: Path, users_file: Path, homes: Path
+) -> Launch:
+    """``launch(workers, **settings)``: :func:`start` with this test's users and homes."""
+
+    def go(workers: int, **more: object) -> ServerProcess:
+        return start(server_process, server_config, users_file, homes, workers, **more)
+
+    return go
 
 
 # -- seeing and ending sessions -------------------------------------------------------------
@@ -172,13 +188,11 @@ def test_status_sessions_and_kick_keep_the_upload_for_reput(
 @pytest.mark.parametrize("workers", WORKER_MODES)
 def test_kick_by_address(
     workers: int,
-    users_file: Path,
-    homes: Path,
+    launch: Launch,
     server_config: Path,
-    server_process: StartServer,
     ftpserver_cli: RunFtpserver,
 ) -> None:
-    running = start(server_process, server_config, users_file, homes, workers)
+    running = launch(workers)
     clients = [connect(running.port) for _ in range(3)]
     for client in clients:
         client.login(ALICE, ALICE_PASSWORD)
@@ -202,13 +216,11 @@ def test_kick_by_address(
 @pytest.mark.parametrize("workers", WORKER_MODES)
 def test_bans_and_unban(
     workers: int,
-    users_file: Path,
-    homes: Path,
+    launch: Launch,
     server_config: Path,
-    server_process: StartServer,
     ftpserver_cli: RunFtpserver,
 ) -> None:
-    running = start(server_process, server_config, users_file, homes, workers, ban_failures=2)
+    running = launch(workers, ban_failures=2)
     assert admin_ok(ftpserver_cli, server_config, "bans") == "no bans\n"
     for _ in range(2):
         assert not login_result(running.port, ALICE, "wrong password")
@@ -237,10 +249,10 @@ def test_reload_says_what_changed_or_why_not(
     users_file: Path,
     homes: Path,
     server_config: Path,
-    server_process: StartServer,
+    launch: Launch,
     ftpserver_cli: RunFtpserver,
 ) -> None:
-    running = start(server_process, server_config, users_file, homes, workers)
+    running = launch(workers)
     assert admin_ok(ftpserver_cli, server_config, "reload") == "reloaded\n  nothing changed\n"
     add_user(users_file, homes, "carol", "carol pw", rounds=4)
     configure(server_config, idle_timeout=60)
@@ -277,14 +289,10 @@ def cmdline(pid: int) -> str:
 @pytest.mark.parametrize("workers", WORKER_MODES)
 def test_pid_file_titles_and_socket_mode_then_cleanup(
     workers: int,
-    users_file: Path,
-    homes: Path,
+    launch: Launch,
     server_config: Path,
-    server_process: StartServer,
 ) -> None:
-    running = start(
-        server_process, server_config, users_file, homes, workers, pid_file="run/server.pid"
-    )
+    running = launch(workers, pid_file="run/server.pid")
     pid_file = server_config.parent / "run" / "server.pid"
     assert pid_file.read_text() == f"{running.proc.pid}\n"
     sock = server_config.parent / "ctl.sock"
@@ -372,13 +380,11 @@ def test_check_config_checks_the_admin_settings(
 
 
 def test_a_stopped_worker_is_named_and_its_late_answer_skipped(
-    users_file: Path,
-    homes: Path,
+    launch: Launch,
     server_config: Path,
-    server_process: StartServer,
     ftpserver_cli: RunFtpserver,
 ) -> None:
-    running = start(server_process, server_config, users_file, homes, 2)
+    running = launch(2)
     status = admin_ok(ftpserver_cli, server_config, "status")
     line = next(line for line in status.splitlines() if line.startswith("workers: 2 ("))
     pids = dict(

@@ -61,20 +61,36 @@ def spawn_raw(
 # -- logging in --------------------------------------------------------------------
 
 
+def wrong_then_right(child: pexpect.spawn) -> None:
+    """A wrong password is asked for again; the right one then logs in and ``pwd`` works."""
+    child.expect_exact(f"Password for {ALICE}@{HOST}: ")
+    child.sendline("not the password")
+    child.expect_exact("login failed: login incorrect; try again")
+    child.expect_exact(f"Password for {ALICE}@{HOST}: ")
+    child.sendline(ALICE_PASSWORD)
+    child.expect(PROMPT)
+    child.sendline("pwd")
+    child.expect(PROMPT)
+    assert "/" in plain(str(child.before)).splitlines()[1:]
+
+
+def give_up_after(child: pexpect.spawn, tries: int) -> None:
+    """``tries`` wrong passwords end the client with status 2 (too many failed logins)."""
+    for _ in range(tries):
+        child.expect_exact(f"Password for {ALICE}@{HOST}: ")
+        child.sendline("still wrong")
+    child.expect_exact("ftpclient: login failed: too many failed logins")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 2
+
+
 def test_wrong_password_is_asked_for_again(
     server: RunningServer, client_env: ClientEnv, local: Path
 ) -> None:
     child = spawn_raw(client_env, local, server.port, None)
     try:
-        child.expect_exact(f"Password for {ALICE}@{HOST}: ")
-        child.sendline("not the password")
-        child.expect_exact("login failed: login incorrect; try again")
-        child.expect_exact(f"Password for {ALICE}@{HOST}: ")
-        child.sendline(ALICE_PASSWORD)
-        child.expect(PROMPT)
-        child.sendline("pwd")
-        child.expect(PROMPT)
-        assert "/" in plain(str(child.before)).splitlines()[1:]
+        wrong_then_right(child)
     finally:
         child.close(force=True)
 
@@ -83,13 +99,7 @@ def test_three_wrong_passwords_end_with_status_2(
     server: RunningServer, client_env: ClientEnv, local: Path
 ) -> None:
     child = spawn_raw(client_env, local, server.port, None)
-    for _ in range(3):
-        child.expect_exact(f"Password for {ALICE}@{HOST}: ")
-        child.sendline("still wrong")
-    child.expect_exact("ftpclient: login failed: too many failed logins")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 2
+    give_up_after(child, 3)
 
 
 def test_refused_key_then_a_wrong_password_is_asked_for_again(
@@ -100,15 +110,7 @@ def test_refused_key_then_a_wrong_password_is_asked_for_again(
     generate(key)  # the server does not know it: refused, one failed login
     child = spawn_raw(client_env, local, server.port, None, "--identity", str(key))
     try:
-        child.expect_exact(f"Password for {ALICE}@{HOST}: ")
-        child.sendline("not the password")
-        child.expect_exact("login failed: login incorrect; try again")
-        child.expect_exact(f"Password for {ALICE}@{HOST}: ")
-        child.sendline(ALICE_PASSWORD)  # the third try: the server still allows it
-        child.expect(PROMPT)
-        child.sendline("pwd")
-        child.expect(PROMPT)
-        assert "/" in plain(str(child.before)).splitlines()[1:]
+        wrong_then_right(child)  # the right one is the third try: the server still allows it
     finally:
         child.close(force=True)
 
@@ -119,13 +121,7 @@ def test_refused_key_leaves_two_password_tries(
     key = local / "not-registered"
     generate(key)
     child = spawn_raw(client_env, local, server.port, None, "--identity", str(key))
-    for _ in range(2):
-        child.expect_exact(f"Password for {ALICE}@{HOST}: ")
-        child.sendline("still wrong")
-    child.expect_exact("ftpclient: login failed: too many failed logins")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 2
+    give_up_after(child, 2)
     assert "Password for" not in plain(str(child.before))
 
 

@@ -14,7 +14,6 @@ PostgreSQL is stopped and 200 again once it is back.
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +29,7 @@ from conftest import (
     RunFtpserver,
     wait_until,
 )
-from services import Postgres, find_pg_bin, free_port, require
+from services import Postgres, free_port, started_postgres
 from test_e2e_admin import admin, admin_ok
 from test_e2e_cluster import RATE, base_settings, login_code
 from test_e2e_metrics import fetch, scrape
@@ -45,23 +44,7 @@ BANNED = "127.0.0.5"
 @pytest.fixture(scope="module")
 def pg() -> Iterator[Postgres]:
     """This module's own PostgreSQL (one for all its tests)."""
-    bin_dir = find_pg_bin()
-    require(bin_dir, "PostgreSQL is not installed (no initdb/pg_ctl; apt-get install postgresql)")
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        require(False, "psycopg is not installed (pip install '.[cluster]')")
-    assert bin_dir is not None
-    server = Postgres(bin_dir)
-    try:
-        server.start()
-    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-        server.close()
-        require(False, f"the test PostgreSQL did not start: {exc}")
-    try:
-        yield server
-    finally:
-        server.close()
+    yield from started_postgres()
 
 
 @pytest.fixture

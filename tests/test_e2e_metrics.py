@@ -33,7 +33,7 @@ from conftest import (
     wait_until,
     write_users_file,
 )
-from test_e2e_admin import catches_sigterm
+from test_e2e_admin import WORKER_MODES, catches_sigterm
 from test_e2e_lifecycle import (
     StartServer,
     configure,
@@ -46,7 +46,6 @@ from test_e2e_lifecycle import (
 
 pytestmark = pytest.mark.timeout(90)
 
-WORKER_MODES = [pytest.param(2, id="workers-2"), pytest.param(1, id="workers-1")]
 Samples = dict[str, float]
 
 

@@ -96,10 +96,7 @@ class StateOwner:
 
         def release(held: _Held, args: Args) -> None:
             ip = arg(args, 0, str)
-            if held.slots[ip] <= 0:
-                raise ValueError(f"no session slot held for {ip}")
-            state.limiter.release(ip)
-            held.slots[ip] -= 1
+            _give_back(held.slots, ip, state.limiter.release, ip)
 
         def take(held: _Held, args: Args) -> float:
             user, direction = arg(args, 0, str), arg(args, 1, str)
@@ -114,10 +111,7 @@ class StateOwner:
 
         def user_release(held: _Held, args: Args) -> None:
             name = arg(args, 0, str)
-            if held.user_slots[name] <= 0:
-                raise ValueError(f"no session slot held for user {name}")
-            state.user_sessions.release(name)
-            held.user_slots[name] -= 1
+            _give_back(held.user_slots, name, state.user_sessions.release, f"user {name}")
 
         table: dict[tuple[str, str], Method] = {
             ("limiter", "acquire"): (1, acquire),
@@ -218,3 +212,11 @@ def _with_quota_holds(
     call: Callable[[QuotaHolds, Args], object],
 ) -> Callable[[_Held, Args], object]:
     return lambda held, args: call(held.quotas, args)
+
+
+def _give_back(held: Counter[str], key: str, release: Callable[[str], None], what: str) -> None:
+    """Release one slot a worker holds under ``key``; a worker that holds none is refused."""
+    if held[key] <= 0:
+        raise ValueError(f"no session slot held for {what}")
+    release(key)
+    held[key] -= 1

@@ -140,6 +140,15 @@ class HomeAccount:
                         self.ledger.record(self.user, self._measure())
         raise AssertionError("unreachable")
 
+    def reserve(self, size: int, replaced: int, free: int, temp: str) -> Reservation:
+        """Reserve ``size`` bytes for an upload over ``replaced`` ones (quota and ``free`` space).
+
+        ``temp`` names the upload's temporary file (``""`` for none) for the ledger.
+        """
+        return self.ask(
+            lambda: self.ledger.reserve(self.user, self.quota, size, replaced, free, temp)
+        )
+
     def settle(
         self, growth: int, limit: int | None = None, release: Reservation | None = None
     ) -> None:
@@ -320,14 +329,9 @@ class LocalUpload:
             os.ftruncate(fd, offset)
         os.lseek(fd, offset, os.SEEK_SET)
         self.keep_partial = offset > 0
-        account = self.account
         replaced = file_size(self.target)
         free = disk_free(os.path.dirname(self.temp))
-        self.reservation = account.ask(
-            lambda: account.ledger.reserve(
-                account.user, account.quota, size, replaced, free, self.temp
-            )
-        )
+        self.reservation = self.account.reserve(size, replaced, free, self.temp)
         self.keep_partial = True
         return offset, hasher
 

@@ -133,9 +133,7 @@ class S3Upload:
         self.keep_partial = offset > 0  # a refused reservation keeps what was taken over
         home = self.home
         replaced = home.size_of(self.key)
-        self.reservation = home.ask(
-            lambda: home.ledger.reserve(home.user, home.quota, size, replaced, 2**62, "")
-        )
+        self.reservation = home.reserve(size, replaced, 2**62, "")
         self.keep_partial = True
         return offset, self._hasher
 
