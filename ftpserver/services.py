@@ -33,9 +33,9 @@ from ftpserver.adminstate import AdminState, LocalAdminState
 from ftpserver.config import Settings
 from ftpserver.control import ControlServer
 from ftpserver.live import LocalView, SupervisorView, View, commands, kick_sessions, session_infos
-from ftpserver.metrics import Metrics, MetricsServer, StateCollector, enable_multiprocess
 
 if TYPE_CHECKING:
+    from ftpserver.metrics import Metrics, MetricsServer
     from ftpserver.server import FileTransferServer
     from ftpserver.users import UserStore
 
@@ -80,7 +80,8 @@ class AdminServices:
         self.metrics: MetricsServer | None = None
         self._pid_written = False
         self.state = state
-        self._state = StateCollector(state, users, settings.metrics_user_quota, workers)
+        self._users = users
+        self._workers = workers
         self._health = health
         self.stopping = False  # set when a stop was asked for: /healthz says so
 
@@ -155,16 +156,23 @@ class AdminServices:
             _write_pid(settings.pid_file)
             self._pid_written = True
         if settings.metrics_listen is not None:
+            # Imported only when turned on: prometheus-client and http.server
+            # (which brings ssl) cost every process memory.
+            from ftpserver.metrics import MetricsServer, StateCollector, enable_multiprocess
+
+            collector = StateCollector(
+                self.state, self._users, settings.metrics_user_quota, self._workers
+            )
             address, folder = settings.metrics_listen, enable_multiprocess()
             try:
-                self.metrics = MetricsServer(address, folder, self._state, self.health)
+                self.metrics = MetricsServer(address, folder, collector, self.health)
             except OSError as exc:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise OSError(f"metrics_listen {address}: {exc.strerror or exc}") from None
             self.metrics.start()
             print(f"metrics on {self.metrics.url}/metrics", flush=True)
             if isinstance(self.view, LocalView):
-                self.view.server.admin.metrics = Metrics()
+                self.view.server.admin.metrics = self.process_metrics()
         if settings.control_socket is not None:
             try:
                 self.control = ControlServer(settings.control_socket, commands(self.view))
@@ -182,7 +190,11 @@ class AdminServices:
 
     def process_metrics(self) -> Metrics | None:
         """The counters for this process (each worker makes its own after the fork)."""
-        return Metrics() if self.metrics is not None else None
+        if self.metrics is None:
+            return None
+        from ftpserver.metrics import Metrics  # only when metrics are on
+
+        return Metrics()
 
     def prepare_worker(
         self, index: int, server: FileTransferServer, requests: AnsweringEnd

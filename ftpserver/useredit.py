@@ -12,8 +12,7 @@ import dataclasses
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-
-from ruamel.yaml.comments import CommentedMap
+from typing import TYPE_CHECKING
 
 from ftpserver import yamledit
 from ftpserver.accounts import AccountChange, apply_change
@@ -26,6 +25,9 @@ from ftpserver.userfields import (
     parse_keys,
     read_users,
 )
+
+if TYPE_CHECKING:
+    from ruamel.yaml.comments import CommentedMap
 
 __all__ = [
     "add_user",
@@ -47,6 +49,8 @@ def _editing(path: Path) -> Iterator[CommentedMap]:
 
 
 def _entry(users: CommentedMap, name: str) -> CommentedMap:
+    from ruamel.yaml.comments import CommentedMap  # only the user commands edit the file
+
     entry = users.get(name)
     if name not in users or not isinstance(entry, CommentedMap):
         raise ValueError(f"no such user: {name}")
@@ -78,7 +82,7 @@ def add_user(
     with _editing(path) as users:
         if name in users:
             raise ValueError(f"user {name} already exists")
-        entry = CommentedMap(password=hash_password(password, rounds))
+        entry = type(users)(password=hash_password(password, rounds))  # a CommentedMap
         apply_change(entry, AccountChange(quota=quota, perms=perms))
         users[name] = entry
     home.mkdir(parents=True, exist_ok=True)

@@ -15,18 +15,22 @@ import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.error import YAMLError
+from typing import TYPE_CHECKING, Any
 
 from ftpserver import yamlfile
+
+if TYPE_CHECKING:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
 
 __all__ = ["edit_mapping"]
 
 
 def _round_trip() -> YAML:
+    # Imported here: only the user commands edit the file, and a running
+    # server need not carry ruamel.yaml in every process.
+    from ruamel.yaml import YAML
+
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.indent(mapping=2, sequence=4, offset=2)
@@ -42,6 +46,9 @@ def edit_mapping(path: Path, key: str, new_file: str) -> Iterator[CommentedMap]:
     (mode 0600); on an error nothing is written.  A missing file starts as
     ``new_file`` (a comment header and ``KEY:``).
     """
+    from ruamel.yaml.comments import CommentedMap
+    from ruamel.yaml.error import YAMLError
+
     yaml = _round_trip()
     text = path.read_text(encoding="utf-8") if path.exists() else new_file
     try:
