@@ -163,7 +163,8 @@ class SessionHandler(FileCommands):
         except (TooManyFailures, TooManySessions) as failure:
             self.channel.send(error(command, failure))
             raise _CloseSession from None
-        self._user_slot = user.name  # the login took one of the user's max_sessions slots
+        if user.max_sessions > 0:
+            self._user_slot = user.name  # the login took one of the user's max_sessions slots
         storage = self.server.open_storage(user)
         storage.prepare()
         self.user = user

@@ -11,9 +11,9 @@ never a password or key material.  A locked or expired account
 (:meth:`~ftpserver.users.User.refusal`) fails the same way, whichever the
 credentials; the audit line gives the reason.  A user already at their
 ``max_sessions`` gets :class:`TooManySessions` (421, the session ends); a
-successful login holds one of the user's session slots
-(:class:`~ftpserver.state.protocols.UserSessionSlots`), which the session
-gives back when it ends.  Each attempt first reads the users file again if
+successful login of a user with a limit holds one of the user's session
+slots (:class:`~ftpserver.state.protocols.UserSessionSlots`), which the
+session gives back when it ends.  Each attempt first reads the users file again if
 it changed (:meth:`~ftpserver.server.FileTransferServer.current_users`).
 
 A key login (``docs/PROTOCOL.md`` section 4.1.1) signs a challenge of 32
@@ -139,7 +139,10 @@ class Login:
         refusal = user.refusal()
         if refusal is not None:
             self._fail(user.name, False, **fields, reason=refusal)
-        if not self.server.shared.user_sessions.acquire(user.name, user.max_sessions):
+        # Counted only for a user with a limit: the slot costs a round trip to
+        # the shared state at login and logout.
+        limited = user.max_sessions > 0
+        if limited and not self.server.shared.user_sessions.acquire(user.name, user.max_sessions):
             self._audit(user.name, "refused (user's max_sessions)", **fields)
             raise TooManySessions(user)
         self._audit(user.name, "ok", **fields)
