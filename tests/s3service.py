@@ -143,7 +143,7 @@ class SeaweedS3:
         if process is not None and process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
             try:
-                process.wait(timeout=5)  # a throwaway store: no need to wait for a clean stop
+                process.wait(timeout=1)  # a throwaway store: no need to wait for a clean stop
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=15)
