@@ -95,7 +95,7 @@ def counted(tmp_path: Path, pg_url: str) -> Iterator[Counted]:  # noqa: F811
         leave(state)
 
 
-def test_a_command_costs_no_round_trip_and_a_session_three(counted: Counted, tmp_path: Path) -> None:
+def test_a_command_costs_no_round_trip_a_session_three(counted: Counted, tmp_path: Path) -> None:
     (tmp_path / "homes" / ALICE / "a.txt").write_bytes(b"x" * 10)
     for _ in range(3):  # the first session also fills the password cache
         counted.take()
