@@ -19,12 +19,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 
 from ftpfiles.files import GuardedWriter
 from ftpproto.digest import Hasher
 from ftpserver.server import FileTransferServer, local_storage
-from ftpserver.storage.base import Resume, Storage
+from ftpserver.storage.base import AbortedOnExit, Resume, Storage
 from ftpserver.storage.local import LocalStorage
 from ftpserver.storage.localfiles import LocalUpload
 from ftpserver.users import User
@@ -119,7 +118,7 @@ class FailingWriter(GuardedWriter):
         return moved
 
 
-class FaultyUpload:
+class FaultyUpload(AbortedOnExit):
     """A :class:`LocalUpload` whose creation, writes and fsync may fail."""
 
     def __init__(self, inner: LocalUpload, faults: Faults, virtual: str) -> None:
@@ -152,17 +151,6 @@ class FaultyUpload:
 
     def abort(self) -> None:
         self.inner.abort()
-
-    def __enter__(self) -> FaultyUpload:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.abort()
 
 
 class FaultyStorage(LocalStorage):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from types import TracebackType
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, TypeVar
 
 from ftpproto.digest import Hasher
 from ftpproto.handshake import Resume
@@ -35,6 +35,45 @@ class Entry(NamedTuple):
     kind: str
     size: int  # bytes for a file, 0 otherwise
     mtime: int  # seconds since the epoch
+
+
+_Handle = TypeVar("_Handle")
+
+
+class ClosedOnExit:
+    """A handle that ``with`` closes at the end of the block (``close()``)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _Handle) -> _Handle:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AbortedOnExit:
+    """An upload that ``with`` gives up at the end of the block unless committed (``abort()``)."""
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _Handle) -> _Handle:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.abort()
 
 
 class Sink(Protocol):

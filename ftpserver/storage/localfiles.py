@@ -27,7 +27,6 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
-from types import TracebackType
 from typing import TypeVar
 
 from ftpfiles.files import GuardedWriter, file_digest
@@ -36,6 +35,7 @@ from ftpproto.handshake import Resume, upload_start
 from ftpserver.digests import DigestCache, version
 from ftpserver.fsops import file_size
 from ftpserver.state.ledger import QuotaLedger, Reservation, Unmeasured
+from ftpserver.storage.base import AbortedOnExit, ClosedOnExit
 from ftpserver.storage.paths import is_temporary
 from ftpserver.storage.temps import temp_name
 
@@ -220,7 +220,7 @@ class HomeAccount:
         return freed
 
 
-class LocalReadHandle:
+class LocalReadHandle(ClosedOnExit):
     """A regular file open for reading (see :class:`~ftpserver.storage.base.ReadHandle`)."""
 
     def __init__(self, fd: int, digests: DigestCache) -> None:
@@ -263,19 +263,8 @@ class LocalReadHandle:
             fd, self._fd = self._fd, -1
             os.close(fd)
 
-    def __enter__(self) -> LocalReadHandle:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class LocalUpload:
+class LocalUpload(AbortedOnExit):
     """A temporary file next to ``target`` that becomes ``target`` on :meth:`commit`.
 
     Use as a context manager.  Leaving the block without a commit removes the
@@ -334,17 +323,6 @@ class LocalUpload:
         self.reservation = self.account.reserve(size, replaced, free, self.temp)
         self.keep_partial = True
         return offset, hasher
-
-    def __enter__(self) -> LocalUpload:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.abort()
 
     def abort(self) -> None:
         self._finish(commit=False)

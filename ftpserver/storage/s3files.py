@@ -28,12 +28,12 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from types import TracebackType
 from typing import Any
 
 from ftpproto.digest import is_hexdigest
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpserver.state.ledger import QuotaLedger
+from ftpserver.storage.base import ClosedOnExit
 from ftpserver.storage.localfiles import HomeAccount
 from ftpserver.storage.s3client import StoreError, error_code, store_error
 
@@ -163,7 +163,7 @@ class Home(HomeAccount):
             raise store_error(exc, subject) from exc
 
 
-class S3ReadHandle:
+class S3ReadHandle(ClosedOnExit):
     """One version of an object, open for reading (a ReadHandle)."""
 
     def __init__(self, home: Home, key: str, head: dict[str, Any], subject: str) -> None:
@@ -263,14 +263,3 @@ class S3ReadHandle:
 
     def close(self) -> None:
         self._drop_body()
-
-    def __enter__(self) -> S3ReadHandle:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

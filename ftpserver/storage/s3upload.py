@@ -35,11 +35,11 @@ import json
 import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from types import TracebackType
 
 from ftpproto.digest import READ_PIECE, Hasher, new_hasher
 from ftpproto.handshake import Resume, upload_start
 from ftpserver.state.ledger import Reservation
+from ftpserver.storage.base import AbortedOnExit
 from ftpserver.storage.s3client import StoreError, store_error
 from ftpserver.storage.s3files import COPY_LIMIT, DIGEST_KEY, Home, digest_tags
 from ftpserver.storage.s3partial import (
@@ -79,7 +79,7 @@ class _ReadBack:
         return self.digest
 
 
-class S3Upload:
+class S3Upload(AbortedOnExit):
     """An upload to ``key`` (see :class:`~ftpserver.storage.base.UploadHandle`).
 
     With ``stage`` a multipart upload is made at a private key (see the module docstring).
@@ -395,14 +395,3 @@ class S3Upload:
         if not self._read_back:  # a known digest only: nothing to continue from in memory
             with checkpoints_lock:
                 checkpoints[self.record_key] = checkpoint
-
-    def __enter__(self) -> S3Upload:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.abort()
