@@ -109,6 +109,16 @@ def launch(
 # -- seeing and ending sessions -------------------------------------------------------------
 
 
+def rated_users(tmp_path: Path, rate: str) -> tuple[Path, Path]:
+    """``(users file, homes)``: alice limited to ``rate`` both ways, so transfers last; bob free."""
+    homes = tmp_path / "rated-homes"
+    rates = {"upload_rate": rate, "download_rate": rate}
+    users = write_users_file(
+        tmp_path / "rated.yaml", homes, {ALICE: (ALICE_PASSWORD, rates), BOB: (BOB_PASSWORD, {})}
+    )
+    return users, homes
+
+
 @pytest.mark.parametrize("workers", WORKER_MODES)
 def test_status_sessions_and_kick_keep_the_upload_for_reput(
     workers: int,
@@ -118,11 +128,7 @@ def test_status_sessions_and_kick_keep_the_upload_for_reput(
     server_process: StartServer,
     ftpserver_cli: RunFtpserver,
 ) -> None:
-    homes = tmp_path / "rated-homes"
-    rates = {"upload_rate": "256K", "download_rate": "256K"}
-    users = write_users_file(
-        tmp_path / "rated.yaml", homes, {ALICE: (ALICE_PASSWORD, rates), BOB: (BOB_PASSWORD, {})}
-    )
+    users, homes = rated_users(tmp_path, "256K")
     running = start(server_process, server_config, users, homes, workers)
     with connect(running.port) as idle:
         idle.login(BOB, BOB_PASSWORD)

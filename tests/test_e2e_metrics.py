@@ -27,13 +27,11 @@ from conftest import (
     ALICE,
     ALICE_PASSWORD,
     BOB,
-    BOB_PASSWORD,
     RunFtpserver,
     ServerProcess,
     wait_until,
-    write_users_file,
 )
-from test_e2e_admin import WORKER_MODES, catches_sigterm
+from test_e2e_admin import WORKER_MODES, catches_sigterm, rated_users
 from test_e2e_lifecycle import (
     StartServer,
     configure,
@@ -156,11 +154,7 @@ def test_healthz_says_stopping_while_transfers_finish(
     server_config: Path,
     server_process: StartServer,
 ) -> None:
-    homes = tmp_path / "rated-homes"
-    rates = {"upload_rate": "128K", "download_rate": "128K"}
-    users = write_users_file(
-        tmp_path / "rated.yaml", homes, {ALICE: (ALICE_PASSWORD, rates), BOB: (BOB_PASSWORD, {})}
-    )
+    users, homes = rated_users(tmp_path, "128K")
     configure(server_config, workers=workers, metrics_listen="127.0.0.1:0", shutdown_grace=20)
     running = server_process(users, homes)
     base = metrics_base(running)
