@@ -131,6 +131,7 @@ def _setup(args: argparse.Namespace, tmp: Path, home: Path, digest: str) -> Setu
         clients=args.clients,
         client_procs=args.client_procs,
         idle=0,
+        crowd=0,
         commands=args.commands,
         latency_runs=args.latency_runs,
     )
