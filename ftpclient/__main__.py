@@ -23,7 +23,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from ftpclient import keygen
 from ftpclient.client import FileTransferClient, tls_context
 from ftpclient.identity import PASSPHRASE_ENV, Credentials, IdentityError, choose_identity
 from ftpclient.output import Output, OutputClosed
@@ -340,6 +339,8 @@ def _session(args: argparse.Namespace, out: Output) -> tuple[ClientShell, Iterab
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["keygen"]:
+        from ftpclient import keygen  # here, not at the top: argparse of its own, getpass
+
         return keygen.main(argv[1:])
     args = _parser().parse_args(argv)
     out = Output(sys.stdout, sys.stderr, json_mode=args.json, quiet=args.quiet)

@@ -19,9 +19,8 @@ import getpass
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ftpclient.client import FileTransferClient
 from ftpclient.settings import config_path
@@ -51,8 +50,7 @@ class IdentityError(Exception):
     """A key that cannot be made or used; the text is one line for the user."""
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(NamedTuple):
     """A loaded private key (a :class:`~ftpclient.client.Signer`)."""
 
     path: Path

@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     import yaml
 
 __all__ = [
@@ -54,8 +55,7 @@ class ConfigError(Exception):
     """A problem with the config file or a target; shown as one line, exit status 2."""
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     """A place to connect to; ``None`` fields are not decided yet."""
 
     host: str | None = None
@@ -73,14 +73,13 @@ class Target:
         )
 
 
-@dataclass(frozen=True)
-class ClientConfig:
+class ClientConfig(NamedTuple):
     """The config file's defaults and bookmarks, and the problems found in it."""
 
     defaults: Target
     bookmarks: dict[str, Target]
-    problems: list[str] = field(default_factory=list)  # "FILE:LINE: text", one each
-    broken: dict[str, str] = field(default_factory=dict)  # bookmark name -> its problem
+    problems: Sequence[str] = ()  # "FILE:LINE: text", one each
+    broken: Mapping[str, str] = {}  # bookmark name -> its problem (read only)
 
 
 def config_path() -> Path:
@@ -203,7 +202,7 @@ def resolve_target(
 ) -> tuple[str, int, str | None, str | None]:
     """``(host, port, user, identity)`` from flags, the target (bookmark or address), defaults."""
     chosen = Target()
-    if target in config.broken:
+    if target is not None and target in config.broken:
         raise ConfigError(config.broken[target])
     if target:
         chosen = config.bookmarks.get(target) or parse_target(target)
@@ -212,7 +211,7 @@ def resolve_target(
             if close and not _is_known_host(target):
                 raise ConfigError(unknown_target(config, target))
     merged = flags.over(chosen).over(config.defaults)
-    merged = replace(merged, host=merged.host or DEFAULT_HOST, port=merged.port or DEFAULT_PORT)
+    merged = merged._replace(host=merged.host or DEFAULT_HOST, port=merged.port or DEFAULT_PORT)
     assert merged.host is not None and merged.port is not None
     return merged.host, merged.port, merged.user, merged.identity
 

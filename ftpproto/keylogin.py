@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "ALGORITHM",
@@ -49,8 +49,7 @@ SIGNATURE_BYTES = 64
 _KEY_BYTES = 32
 
 
-@dataclass(frozen=True)
-class Binding:
+class Binding(NamedTuple):
     """What ties a signature to the channel it was made for."""
 
     kind: str
