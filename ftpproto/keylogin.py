@@ -22,7 +22,6 @@ TLS 1.3 and, without a check for the extended master secret, for TLS 1.2.
 
 from __future__ import annotations
 
-import base64
 import binascii
 from typing import NamedTuple
 
@@ -84,6 +83,7 @@ def raw_key(blob: bytes) -> bytes:
 
 def fingerprint(blob: bytes) -> str:
     """``SHA256:<base64>`` of a key blob, as ``ssh-keygen -l`` prints it."""
+    import base64  # here, not at the top: only keys need it
     import hashlib  # here, not at the top: only keys need it (OpenSSL costs 2 ms at start)
 
     digest = base64.b64encode(hashlib.sha256(blob).digest()).decode("ascii")
@@ -92,11 +92,15 @@ def fingerprint(blob: bytes) -> str:
 
 def encode_field(data: bytes) -> str:
     """Bytes as a message field: standard base64 with padding."""
+    import base64  # see fingerprint
+
     return base64.b64encode(data).decode("ascii")
 
 
 def decode_field(text: str, what: str) -> bytes:
     """The bytes of a base64 message field; ValueError naming ``what`` if it is not base64."""
+    import base64  # see fingerprint
+
     try:
         return base64.b64decode(text.encode("ascii"), validate=True)
     except (UnicodeEncodeError, binascii.Error):

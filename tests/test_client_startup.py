@@ -27,6 +27,10 @@ NOT_FOR_PWD = (
     "json",
     "subprocess",
     "difflib",
+    "dataclasses",
+    "inspect",
+    "shutil",
+    "blake3",
 )
 
 # Runs the command line as ``python -m ftpclient`` does, then prints what it imported.
