@@ -47,9 +47,9 @@ def parser() -> argparse.ArgumentParser:
     options.add_argument("--bcrypt-rounds", type=int, default=12, help="bcrypt cost (12)")
     options.add_argument(
         "--only",
-        help="comma-separated workloads: a b c d e f t, or "
+        help="comma-separated workloads: a b c d e f g t, or "
         + ", ".join([*WORKLOADS, *treebench.TREE_WORKLOADS])
-        + " (default: a-f; t = tree, tree-big: see the --tree options)",
+        + " (default: a-g; t = tree, tree-big: see the --tree options)",
     )
     treebench.add_options(options)
     options.add_argument(
@@ -65,7 +65,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def selected(only: str | None) -> list[str]:
-    """The workloads ``--only`` names (groups a-f, t or single names), in the run order."""
+    """The workloads ``--only`` names (groups a-g, t or single names), in the run order."""
     if not only:
         return list(WORKLOADS)
     chosen: list[str] = []
@@ -75,7 +75,7 @@ def selected(only: str | None) -> list[str]:
             word, (word,) if word in known else None
         )
         if names is None:
-            raise SystemExit(f"unknown workload {word!r}: use a-f, {', '.join(known)}")
+            raise SystemExit(f"unknown workload {word!r}: use a-g, {', '.join(known)}")
         chosen += [n for n in names if n not in chosen]
     return [n for n in (*WORKLOADS, *treebench.TREE_WORKLOADS) if n in chosen]
 
@@ -95,6 +95,8 @@ def scale(args: argparse.Namespace, names: list[str]) -> str:
         parts.append(f"{args.idle} idle sessions")
     if "crowd" in names:
         parts.append(f"{args.crowd} idle sessions beside {args.clients} x {args.commands} requests")
+    if "start" in names:
+        parts.append(f"{args.latency_runs} client commands in a row")
     return ", ".join(parts)
 
 

@@ -19,6 +19,7 @@ MEMORY_LIMIT_MB = 100  # issue 6: "under 100 MB resident" (decimal megabytes)
 CROWD_LIMIT_MIB = 500  # issue 19: summed RSS with 10,000 idle sessions
 CROWD_SPEED = 0.9  # issue 19: the active clients "as fast" beside the crowd (noise allowed)
 LOGIN_LIMIT_MS = 5.0
+START_LIMIT_MS = 50.0  # issue 19: ftpclient -c pwd against a local server
 
 Values = dict[str, dict[str, list[float]]]  # metric -> kind -> one value per repetition
 Summaries = dict[str, dict[str, Summary]]
@@ -129,6 +130,13 @@ def targets(table: Summaries, clients: int, idle: int) -> list[Target]:
         if first is not None:
             text += f"; first login (bcrypt) {first:.0f} ms"
         found.append(Target("repeated login < 5 ms", text, login < LOGIN_LIMIT_MS))
+    start = _median(table, "start_ms", "ours")
+    if start is not None:
+        text = f"{start:.1f} ms (needs <= {START_LIMIT_MS:g})"
+        lftp = _median(table, "start_ms", "pyftpdlib")
+        if lftp is not None:
+            text += f"; lftp against pyftpdlib {lftp:.1f} ms"
+        found.append(Target("ftpclient -c pwd <= 50 ms", text, start <= START_LIMIT_MS))
     return [t for t in found if t is not None]
 
 

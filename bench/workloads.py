@@ -20,6 +20,7 @@ from typing import Any
 from bench.clients import open_session, tls_for
 from bench.measure import MIB, cpu_seconds, machine_busy_seconds, pss_bytes, rss_bytes
 from bench.servers import Running
+from bench.startup import START_KINDS, client_start_ms
 from bench.swarm import MULTI, SMALL_DIR, swarm
 from ftpproto.digest import new_hasher
 
@@ -69,6 +70,7 @@ METRICS: dict[str, Metric] = {
         Metric("crowd_busy", "{clients} clients' requests, crowd idle", "req/s"),
         Metric("crowd_rss", "RSS with the idle crowd", "MiB", False, 1),
         Metric("crowd_pss", "PSS with the idle crowd", "MiB", False, 1),
+        Metric("start_ms", "client start: connect, log in, pwd", "ms", False, 1),
     )
 }
 
@@ -353,6 +355,15 @@ def crowd(server: Running, setup: Setup, settle: float = 2.0) -> Outcome:
     return Outcome(metrics, extra)
 
 
+# -- g. a new client process per command ----------------------------------------------
+
+
+def client_start(server: Running, setup: Setup) -> Outcome:
+    """``latency_runs`` client commands (connect, log in, pwd, quit) in a row: bench/startup.py."""
+    median, every = client_start_ms(server, setup.latency_runs, setup.tmp)
+    return Outcome({"start_ms": median}, {"start_ms_all": every})
+
+
 # -- the table of workloads ---------------------------------------------------------------
 
 TRANSFER_KINDS = ("ours", "ours-tls", "pyftpdlib", "plain")
@@ -367,6 +378,7 @@ WORKLOADS: dict[str, tuple[Workload, tuple[str, ...]]] = {
     "login": (login_latency, SESSION_KINDS),
     "memory": (idle_memory, SESSION_KINDS),
     "crowd": (crowd, ("ours",)),
+    "start": (client_start, START_KINDS),
 }
 GROUPS: dict[str, tuple[str, ...]] = {
     "a": ("big-down", "big-up"),
@@ -375,4 +387,5 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "d": ("login",),
     "e": ("memory",),
     "f": ("crowd",),
+    "g": ("start",),
 }
