@@ -21,7 +21,7 @@ from ftpproto.digest import new_hasher
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpserver.config import Settings
 from ftpserver.state.ledger import QuotaBook
-from ftpserver.storage import s3partial
+from ftpserver.storage import s3moves, s3partial
 from ftpserver.storage.s3 import S3Storage
 from ftpserver.storage.s3client import check_bucket, make_client
 from ftpserver.users import User
@@ -607,17 +607,17 @@ def test_an_interrupted_folder_mv_leaves_each_file_in_one_place(
     names = [f"f{i}.txt" for i in range(4)]
     for name in names:
         upload(storage, f"/src/{name}", name.encode())
-    real_call = storage._call
+    real_call = s3moves.call
     copies = []
 
-    def failing_call(subject: str, method: str, **kwargs: Any) -> Any:
+    def failing_call(home: Any, subject: str, method: str, **kwargs: Any) -> Any:
         if method == "copy_object":
             copies.append(kwargs["Key"])
             if len(copies) == 3:
                 raise ProtocolError(ErrorCode.IO_ERROR, "object store error (InternalError): /dst")
-        return real_call(subject, method, **kwargs)
+        return real_call(home, subject, method, **kwargs)
 
-    monkeypatch.setattr(storage, "_call", failing_call)
+    monkeypatch.setattr(s3moves, "call", failing_call)
     with pytest.raises(ProtocolError):
         storage.rename("/src", "/dst")
     monkeypatch.undo()
