@@ -12,7 +12,7 @@ CPU's SIMD units and release the GIL).
 
 The library is ``libblake3.so``: the file named by ``FT_LIBBLAKE3``, the
 system's, or ``/usr/local/lib/libblake3.so`` (built from BLAKE3's C sources
-by ``ftpserver/storage/b3build.py``).  Without it :func:`saveable_hasher`
+by ``ftpserver/storage/b3build.py``); ``FT_LIBBLAKE3=none`` turns it off.  Without it :func:`saveable_hasher`
 returns None and uploads use the ``blake3`` package.  A saved state is only
 restored by a library of the same version and struct size (:data:`TAG`).
 """
@@ -36,7 +36,10 @@ _ROOM = 2048  # the buffer each hasher lives in (more than the struct needs)
 @functools.cache
 def library() -> ctypes.CDLL | None:
     """The loaded ``libblake3``, or None when there is none."""
-    candidates = [os.environ.get(LIBRARY_ENV), ctypes.util.find_library("blake3"), str(BUILT)]
+    named = os.environ.get(LIBRARY_ENV)
+    if named == "none":
+        return None
+    candidates = [named, ctypes.util.find_library("blake3"), str(BUILT)]
     for candidate in filter(None, candidates):
         try:
             lib = ctypes.CDLL(candidate)  # a CDLL call releases the GIL

@@ -154,9 +154,9 @@ class S3Upload(AbortedOnExit):
     ) -> int:
         """Continue an upload kept by another process (or before a restart) from its saved state.
 
-        Two sessions taking one over at once both upload the next parts: the
-        one completing last fails (its parts' ETags were replaced, or the
-        upload is gone), and nothing unverified is published.
+        Two sessions taking one over at once both upload the next parts; a
+        completion names its parts by ETag (a stale one is refused), so only
+        verified parts make the object, and the later session fails.
         """
         offset, hasher = upload_start(resume, size, record.size, lambda _: saved.copy())
         if offset == 0:
