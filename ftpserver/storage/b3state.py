@@ -12,9 +12,10 @@ CPU's SIMD units and release the GIL).
 
 The library is ``libblake3.so``: the file named by ``FT_LIBBLAKE3``, the
 system's, or ``/usr/local/lib/libblake3.so`` (built from BLAKE3's C sources
-by ``ftpserver/storage/b3build.py``); ``FT_LIBBLAKE3=none`` turns it off.  Without it :func:`saveable_hasher`
-returns None and uploads use the ``blake3`` package.  A saved state is only
-restored by a library of the same version and struct size (:data:`TAG`).
+by ``ftpserver/storage/b3build.py``); ``FT_LIBBLAKE3=none`` turns it off.
+Without it :func:`saveable_hasher` returns None and uploads use the
+``blake3`` package.  A saved state is only restored by a library of the
+same version and struct size (:func:`state_tag`).
 """
 
 from __future__ import annotations
