@@ -313,7 +313,25 @@ def test_a_saved_state_resumes_in_another_process_without_staging(
     assert read_all(first, "/f.bin") == b"old version"
     assert first.measure() == first.usage().used == len(b"old version")
     interrupt()
-    assert resume(data[5 * MIB :]) == (5 * MIB, digest_of(data))
+    # A resume interrupted in its turn keeps its parts and state for the next process.
+    with make_storage(settings, stage=stage, ledger=book).open_upload("/f.bin") as handle:
+        offset, hasher = handle.start(len(data), (5 * MIB, digest_of(data[: 5 * MIB])))
+        assert offset == 5 * MIB
+        for start in range(5 * MIB, 11 * MIB, MIB):  # one more 5 MiB part finished
+            hasher.update(data[start : start + MIB])
+            handle.sink.write(data[start : start + MIB])
+    s3partial.checkpoints.clear()
+    assert first.partial_size("/f.bin") == 10 * MIB
+    assert read_all(first, "/f.bin") == b"old version"
+    assert first.measure() == first.usage().used == len(b"old version") + 10 * MIB
+    with make_storage(settings, stage=stage, ledger=book).open_upload("/f.bin") as handle:
+        offset, hasher = handle.start(len(data), (10 * MIB, digest_of(data[: 10 * MIB])))
+        assert offset == 10 * MIB
+        hasher.update(data[offset:])
+        handle.sink.write(data[offset:])
+        handle.keep_partial = False
+        assert hasher.hexdigest() == digest_of(data)
+        handle.commit(hasher.hexdigest())
     assert read_all(first, "/f.bin") == data
     assert first.open_read("/f.bin").stored_digest() == digest_of(data)
     assert keys(seaweed, base) == ["f.bin"], "a record was left"
