@@ -31,6 +31,8 @@ __all__ = ["LIBRARY_ENV", "SavedHasher", "library", "restore", "saveable_hasher"
 LIBRARY_ENV = "FT_LIBBLAKE3"
 BUILT = Path("/usr/local/lib/libblake3.so")
 STATE_SIZE = 1912  # sizeof(blake3_hasher) for BLAKE3_MAX_DEPTH 54 on 64-bit platforms
+# Offsets and limits of the struct's counts: a state read from the store must stay in bounds.
+_LIMITS = ((136, 64), (137, 16), (144, 55))  # chunk.buf_len, chunk.blocks_compressed, cv_stack_len
 _ROOM = 2048  # the buffer each hasher lives in (more than the struct needs)
 
 
@@ -108,4 +110,6 @@ def restore(state: bytes, tag: str) -> SavedHasher | None:
     lib = library()
     if lib is None or len(state) != STATE_SIZE or tag != state_tag():
         return None
+    if any(state[offset] > limit for offset, limit in _LIMITS):
+        return None  # not a state this library wrote: the C code would index out of bounds
     return SavedHasher(lib, state)
