@@ -145,7 +145,8 @@ def _big_transfer(server: Running, setup: Setup, direction: str, result: str) ->
     _settle()
     session = open_session(server.info)
     cpu, mine, busy = cpu_seconds(server.pid), _own_cpu(), machine_busy_seconds()
-    with PeakRss(server.pid) as peak:
+    peak = PeakRss(server.pid)  # sampled during an upload only
+    with peak if direction == "up" else contextlib.nullcontext():
         started = time.perf_counter()
         if direction == "down":
             size = session.download(BIG, result)
