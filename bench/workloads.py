@@ -114,12 +114,6 @@ class Outcome:
 Workload = Callable[[Running, Setup], Outcome]
 
 
-def _remove(paths: list[Path]) -> None:
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
 def _own_cpu() -> float:
     """CPU seconds of this process (the client of the one-file runs)."""
     times = os.times()
@@ -182,7 +176,7 @@ def big_download(server: Running, setup: Setup) -> Outcome:
     try:
         return _big_transfer(server, setup, "down", str(local))
     finally:
-        _remove([local, Path(str(local) + ".part")])
+        LocalStored(setup.out).remove(local.name)  # and its .part
 
 
 def big_upload(server: Running, setup: Setup) -> Outcome:
@@ -216,7 +210,7 @@ def multi_download(server: Running, setup: Setup) -> Outcome:
             raise RuntimeError("the downloaded files are not all there or differ")
         return Outcome({"multi_down": facts["bytes"] / MIB / facts["seconds"]}, facts)
     finally:
-        _remove(list(setup.out.glob("dl-*")))
+        LocalStored(setup.out).remove("dl-")
 
 
 def multi_upload(server: Running, setup: Setup) -> Outcome:
