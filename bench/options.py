@@ -57,6 +57,9 @@ def parser() -> argparse.ArgumentParser:
     )
     options.add_argument("--no-tls", action="store_true", help="skip ours over TLS")
     options.add_argument(
+        "--no-s3", action="store_true", help="skip ours-s3 and boto3 on a throwaway SeaweedFS"
+    )
+    options.add_argument(
         "--fsync", action="store_true", help="also run uploads with fsync_uploads: true"
     )
     options.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"({DEFAULT_JSON})")
