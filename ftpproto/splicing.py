@@ -16,13 +16,15 @@ the kernel refuses that once the user's pipes hold their limit
 (``/proc/sys/fs/pipe-user-pages-soft``), and the caller then receives the
 usual way.
 
-With more than one CPU, the windows of a transfer of two windows or more
-are hashed in a helper thread while this one goes on splicing (BLAKE3
-releases the GIL), 8 MiB at a time: the receiving thread then costs about
-0.38 CPU-seconds per GiB instead of 0.6, and the digest runs on the other
-core.  The helper widens its own CPU affinity when the process is pinned to
-one CPU (a server worker), so an upload's digest leaves the worker's core
-too.  With one CPU the windows are hashed inline, 32 MiB at a time.
+When this thread may run on more than one CPU, the windows of a transfer
+of two windows or more are hashed in a helper thread while this one goes
+on splicing (BLAKE3 releases the GIL), 8 MiB at a time: the receiving
+thread then costs about 0.4 CPU-seconds per GiB instead of 0.6-0.7, and the
+digest runs on the other core (a 1 GiB download went from about 1300 to
+1650 MiB/s, see docs/PERFORMANCE.md).  Pinned to one CPU (a server worker)
+the windows are hashed inline, 32 MiB at a time: a helper there could only
+take turns with this thread, and one that unpinned itself made uploads no
+faster.
 
 The map is only read over bytes this process has just written.  A process
 that truncated the file at that moment would make the read fault (SIGBUS),
@@ -36,7 +38,6 @@ fallback here when mapping fails, and ``ftpfiles`` for whole-file digests.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import mmap
 import os
@@ -63,7 +64,7 @@ __all__ = [
 
 PIPE_SIZE = 1024 * 1024  # measured: a 256 KiB pipe was 30% slower
 HASH_WINDOW = 32 * 1024 * 1024  # inline; measured: 2-8 MiB windows cost more in mapping
-HELPER_WINDOW = 8 * 1024 * 1024  # in the helper: the same CPU as 32 MiB, the digest keeps closer
+HELPER_WINDOW = 8 * 1024 * 1024  # in a helper: the same CPU as 32 MiB; the digest keeps closer
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -146,7 +147,9 @@ def _hash_written(hasher: Hasher, fd: int, start: int, end: int) -> None:
 
 
 def _spare_cpu() -> bool:
-    """Whether a helper thread could run on another CPU than this one."""
+    """Whether this thread may run on more than one CPU (a server worker is pinned to one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) > 1
     return (os.cpu_count() or 1) > 1
 
 
@@ -198,20 +201,12 @@ class _Windows:
             self._thread = None
 
     def _run(self) -> None:
-        _unpin()
         while (window := self._queue.get()) is not None:
             if self._error is None and not self._dropped:
                 try:
                     _hash_written(self.hasher, self.fd, *window)
                 except BaseException as exc:  # raised in the receiving thread by finish()
                     self._error = exc
-
-
-def _unpin() -> None:
-    """Let this thread run on every CPU (a server worker is pinned to one)."""
-    if hasattr(os, "sched_setaffinity"):
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(0, range(os.cpu_count() or 1))
 
 
 class _Reader:
