@@ -19,9 +19,9 @@ usual way.
 When this thread may run on more than one CPU, the windows of a transfer
 of two windows or more are hashed in a helper thread while this one goes
 on splicing (BLAKE3 releases the GIL), 8 MiB at a time: the receiving
-thread then costs about 0.4 CPU-seconds per GiB instead of 0.6-0.7, and the
-digest runs on the other core (a 1 GiB download went from about 1300 to
-1650 MiB/s, see docs/PERFORMANCE.md).  Pinned to one CPU (a server worker)
+thread then costs about 0.53 CPU-seconds per GiB instead of 0.7, and the
+digest (0.27) runs on the other core; a 1 GiB download went from about
+1200-1400 to 1650 MiB/s (see docs/PERFORMANCE.md, issue 19).  Pinned to one CPU (a server worker)
 the windows are hashed inline, 32 MiB at a time: a helper there could only
 take turns with this thread, and one that unpinned itself made uploads no
 faster.
