@@ -32,7 +32,7 @@ from ftpproto.digest import Hasher, new_hasher
 from ftpproto.errors import ConnectionClosed
 from ftpproto.framing import encode_frame
 from ftpproto.messages import ready, request
-from ftpproto.splicing import HASH_WINDOW, PIPE_SIZE, can_splice
+from ftpproto.splicing import HASH_WINDOW, HELPER_WINDOW, PIPE_SIZE, can_splice
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -105,6 +105,89 @@ def receive(
         os.close(fd)
     thread.join(10)
     return writer, hasher
+
+
+@pytest.fixture
+def helpers(monkeypatch: pytest.MonkeyPatch) -> list[threading.Thread]:
+    """The hashing helper threads :func:`splice_file` starts."""
+    started: list[threading.Thread] = []
+    real_thread = ftpproto.splicing.threading.Thread
+
+    def recording(*args: Any, **kwargs: Any) -> threading.Thread:
+        thread = real_thread(*args, **kwargs)
+        if kwargs.get("name") == "hash-windows":
+            started.append(thread)
+        return thread
+
+    monkeypatch.setattr(ftpproto.splicing.threading, "Thread", recording)
+    return started
+
+
+@pytest.mark.parametrize("spare_cpu", [True, False], ids=["helper-hashes", "one-cpu-inline"])
+def test_windows_hashed_in_a_helper_or_inline_give_the_digest(
+    tcp: tuple[socket.socket, Channel],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    spliced: list[int],
+    helpers: list[threading.Thread],
+    spare_cpu: bool,
+) -> None:
+    """Four helper windows and a bit: a helper thread (with one CPU, this one) hashes them."""
+    monkeypatch.setattr(ftpproto.splicing, "_spare_cpu", lambda: spare_cpu)
+    data = os.urandom(4 * HELPER_WINDOW + 54_321)
+    path = tmp_path / "file.part"
+    writer, hasher = receive(tcp, path, data, len(data))
+    assert writer.error is None and spliced == [len(data)]
+    assert hasher.hexdigest() == digest_of(data)
+    assert path.read_bytes() == data
+    assert len(helpers) == (1 if spare_cpu else 0)
+    assert not any(thread.is_alive() for thread in helpers)
+
+
+def test_a_transfer_under_two_windows_is_hashed_inline(
+    tcp: tuple[socket.socket, Channel],
+    tmp_path: Path,
+    spliced: list[int],
+    helpers: list[threading.Thread],
+) -> None:
+    data = os.urandom(2 * HELPER_WINDOW - 1)
+    _, hasher = receive(tcp, tmp_path / "small", data, len(data))
+    assert hasher.hexdigest() == digest_of(data) and spliced == [len(data)]
+    assert helpers == []
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs two CPUs to pin to one",
+)
+def test_a_receiver_pinned_to_one_cpu_hashes_inline(
+    tcp: tuple[socket.socket, Channel], tmp_path: Path, helpers: list[threading.Thread]
+) -> None:
+    """A server worker is pinned to one CPU: a helper there would only take turns with it."""
+    data = os.urandom(3 * HELPER_WINDOW)
+    everywhere = os.sched_getaffinity(0)
+    outcome: list[tuple[GuardedWriter, Hasher]] = []
+
+    def pinned_receive() -> None:
+        os.sched_setaffinity(0, {min(everywhere)})  # this thread only, as a worker process
+        outcome.append(receive(tcp, tmp_path / "pinned", data, len(data)))
+
+    thread = threading.Thread(target=pinned_receive)
+    thread.start()
+    thread.join(30)
+    assert outcome and outcome[0][1].hexdigest() == digest_of(data)
+    assert helpers == []
+
+
+def test_a_sender_that_leaves_mid_transfer_stops_the_helper(
+    tcp: tuple[socket.socket, Channel], tmp_path: Path, helpers: list[threading.Thread]
+) -> None:
+    """The error comes out and no helper is left reading the file afterwards."""
+    with pytest.raises(ConnectionClosed):
+        receive(
+            tcp, tmp_path / "left", os.urandom(3 * HELPER_WINDOW), 5 * HELPER_WINDOW, close=True
+        )
+    assert len(helpers) == 1 and not helpers[0].is_alive()
 
 
 @pytest.mark.parametrize("size", [SPLICE_MIN + 65536, BIG])
