@@ -7,7 +7,9 @@ n/a and why).  In one run, on 127.0.0.1, it starts a throwaway PostgreSQL
 (*single*: our server as the other workloads run it, ``--workers`` or its
 default of one worker per CPU), and three nodes with ``shared_state`` in
 PostgreSQL and ``proxy_protocol: true`` (``--node-workers`` each, 1 by
-default) behind HAProxy running ``deploy/haproxy.cfg`` (*cluster*).  Before
+default) behind HAProxy running ``deploy/haproxy.cfg`` with
+``--haproxy-threads`` threads (1 by default: on one machine it shares the
+cores with the nodes and the clients) (*cluster*).  Before
 anything is timed every worker of both has the password check cached
 (:func:`_warm`).  Then, alternating the two and rotating which goes first:
 
@@ -55,6 +57,12 @@ def add_options(options: argparse.ArgumentParser) -> None:
     options.add_argument(
         "--node-workers", type=int, default=1, help="cluster: worker processes per node (1)"
     )
+    options.add_argument(
+        "--haproxy-threads",
+        type=int,
+        default=1,
+        help="cluster: HAProxy's threads (1: it shares the cores with the nodes; 0: one per CPU)",
+    )
 
 
 def unavailable() -> str | None:
@@ -91,7 +99,7 @@ def _node_config(base: Path, name: str, url: str) -> Path:
 
 @contextmanager
 def _cluster(
-    base: Path, url: str, home: Path, password: str, logs: Path
+    base: Path, url: str, home: Path, password: str, logs: Path, threads: int
 ) -> Iterator[tuple[Running, list[Running]]]:
     """Three nodes and HAProxy; yields HAProxy as a ``Running`` server of our protocol."""
     haproxy = find_haproxy()
@@ -104,7 +112,8 @@ def _cluster(
             nodes.append(stack.enter_context(running(kind, logs)))
         port = free_port()
         log = logs / "haproxy.log"
-        proc = start_haproxy(haproxy, port, [n.info.port for n in nodes], log)
+        settings = {"FT_NBTHREAD": str(threads)} if threads else {}
+        proc = start_haproxy(haproxy, port, [n.info.port for n in nodes], log, **settings)
         front = Running(
             Kind("cluster", ("haproxy",), home, password),
             proc,  # type: ignore[arg-type]
@@ -203,10 +212,12 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     single_workers = args.workers or "default"
     results = ClusterResults({
         "description": f"1 node x {single_workers} workers (in-process state) against "
-                       f"{NODES} nodes x {args.node_workers} behind HAProxy, PostgreSQL state",
+                       f"{NODES} nodes x {args.node_workers} behind HAProxy "
+                       f"({args.haproxy_threads or 'one per CPU'} threads), PostgreSQL state",
         "size_mib": args.size_mib,
         "workers": args.workers,
         "node_workers": args.node_workers,
+        "haproxy_threads": args.haproxy_threads or "one per CPU",
     })  # fmt: skip
     bin_dir = find_pg_bin()
     assert bin_dir is not None, "checked by unavailable()"
@@ -219,7 +230,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         single = Kind("ours", ours_command(alone), home, password)
         with (
             running(single, logs) as server,
-            _cluster(base, url, home, password, logs) as (front, nodes),
+            _cluster(base, url, home, password, logs, args.haproxy_threads) as (front, nodes),
         ):
             for each in (server, front):
                 _warm(each, 4 * NODES * args.node_workers)
