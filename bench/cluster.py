@@ -29,6 +29,7 @@ blocks.  ``python -m bench.cluster [OPTIONS]`` is short for
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import sys
 from collections.abc import Iterator
@@ -232,8 +233,9 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             running(single, logs) as server,
             _cluster(base, url, home, password, logs, args.haproxy_threads) as (front, nodes),
         ):
+            processes = max(NODES * args.node_workers, args.workers or os.cpu_count() or 1)
             for each in (server, front):
-                _warm(each, 4 * NODES * args.node_workers)
+                _warm(each, 4 * processes)
             results.note_load("at the start")
             _measure(_Sides(server, front, nodes, postmaster), setup, args, results)
             results.note_load("at the end")
