@@ -23,6 +23,7 @@ GROUPS = ("nodes", "haproxy", "postgres", "clients", "other")
 SMALL_RATIO = 0.8  # cluster req/s >= 0.8 x the single node's
 LOGIN_MS = 2.0  # repeated login through HAProxy
 BIG_RATIO = 0.8  # the big download through HAProxy >= 0.8 x the direct one
+BUSY_PCT = 25  # "other" CPU (% of one core) above which a run shared the machine
 
 
 class CpuProbe:
@@ -116,6 +117,11 @@ class ClusterResults:
             targets.append(("cluster big download >= 0.8x direct", big, big >= BIG_RATIO))
         for name, measured, passed in targets:
             print(f"  {'PASS' if passed else 'FAIL'} {name} (measured {measured:.2f})")
+        busy = [r for rows in self.cpu.values() for r in rows if r.get("other", 0) > BUSY_PCT]
+        if busy:
+            total = sum(len(rows) for rows in self.cpu.values())
+            print(f"  busy machine: in {len(busy)} of {total} small-commands runs other processes"
+                  f" used more than {BUSY_PCT}% of a core")  # fmt: skip
         for when, load in self.loads:
             print(f"  load average {when}: {load[0]} {load[1]} {load[2]} (1, 5, 15 min)")
         return {
