@@ -11,7 +11,8 @@ folder, removed at the end; every server and load worker is stopped in a
 default) are in :mod:`bench.treebench`, the cluster workload of issue 13
 (``--only cluster``, not run by default) in :mod:`bench.cluster`; the
 options are :mod:`bench.options`', the test files, users and server configs
-:mod:`bench.prepare`'s.  See docs/PERFORMANCE.md.
+:mod:`bench.prepare`'s, the ``ours-s3`` and ``boto3`` columns (workloads a
+and b on a throwaway SeaweedFS) :mod:`bench.s3columns`'.  See docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from bench.environment import (
 from bench.measure import MIB, machine_busy_seconds, rotated, time_wait_sockets
 from bench.options import parser, reps, scale, selected
 from bench.prepare import machine, prepare
+from bench.s3columns import BOTO3_RUNS, S3Stored
 from bench.servers import (
     Kind,
     is_alive,
@@ -93,9 +95,12 @@ def _run_all(
                 record["time_wait_before"] = _wait_for_ports()
                 started = time.monotonic()
                 try:
-                    with running(kind, logs) as server:
-                        pids.append(server.pid)
-                        outcome = workload(server, setup)
+                    if kind.name == "boto3":  # no server of ours: boto3 alone on the store
+                        outcome = BOTO3_RUNS[name](setup)
+                    else:
+                        with running(kind, logs) as server:
+                            pids.append(server.pid)
+                            outcome = workload(server, setup)
                     record.update(metrics=outcome.metrics, extra=outcome.extra)
                     for key, value in outcome.metrics.items():
                         values.setdefault(key, {}).setdefault(kind.name, []).append(value)
@@ -164,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
               " will be skewed (see 'other' CPU in each run)")  # fmt: skip
     tmp = Path(tempfile.mkdtemp(prefix="ftbench-", dir=args.tmpdir))
     began = time.monotonic()
+    setup: Setup | None = None
     try:
         need = (3 * args.size_mib + 3 * args.clients * args.small_mib) * MIB
         free = shutil.disk_usage(tmp).free
@@ -177,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: servers stopped, temporary files removed", file=sys.stderr)
         return 130
     finally:
+        if setup is not None and isinstance(setup.s3, S3Stored):
+            setup.s3.close()
         shutil.rmtree(tmp, ignore_errors=True)
+    assert setup is not None
     elapsed = time.monotonic() - began
     table = report.summaries(values)
     if names:
@@ -185,11 +194,13 @@ def main(argv: list[str] | None = None) -> int:
         counts = sorted({reps(name, args) for name in names})
         print(f"Medians of {' or '.join(map(str, counts))} runs [min-max]; {scale(args, names)};"
               f" {elapsed / 60:.1f} min")  # fmt: skip
-        print(report.render_table(table, args.clients, args.idle))
+        print(report.render_table(table, args.clients, args.idle, setup.missing))
         print()
     found = report.targets(table, args.clients, args.idle)
     for target in found:
         print(target.line())
+    for line in report.missing_lines(setup.missing, names):
+        print(line)
     for line in report.tls_lines(table, args.clients, args.idle):
         print(line)
     disturbed = _disturbed(runs)

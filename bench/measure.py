@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import os
 import statistics
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
+from types import TracebackType
 from typing import TypeVar
 
 __all__ = [
     "MIB",
+    "PeakRss",
     "Summary",
     "cpu_seconds",
     "machine_busy_seconds",
@@ -68,6 +71,39 @@ def rss_bytes(pid: int) -> int:
             if member == pid:
                 raise
     return total
+
+
+@dataclass
+class PeakRss:
+    """The highest :func:`rss_bytes` of ``pid``, read every ``every`` s during a ``with`` block."""
+
+    pid: int
+    every: float = 0.05
+    peak: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        while True:
+            try:
+                self.peak = max(self.peak, rss_bytes(self.pid))
+            except (OSError, RuntimeError):
+                return
+            if self._stop.wait(self.every):
+                return
+
+    def __enter__(self) -> PeakRss:
+        self.peak = rss_bytes(self.pid)
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 def pss_bytes(pid: int) -> int:

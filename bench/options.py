@@ -47,9 +47,9 @@ def parser() -> argparse.ArgumentParser:
     options.add_argument("--bcrypt-rounds", type=int, default=12, help="bcrypt cost (12)")
     options.add_argument(
         "--only",
-        help="comma-separated workloads: a b c d e f t, or "
+        help="comma-separated workloads: a b c d e f g t, or "
         + ", ".join([*WORKLOADS, *treebench.TREE_WORKLOADS, *cluster.CLUSTER_WORKLOADS])
-        + " (default: a-f; t = tree, tree-big: see the --tree options;"
+        + " (default: a-g; t = tree, tree-big: see the --tree options;"
         + " cluster: needs PostgreSQL and HAProxy)",
     )
     treebench.add_options(options)
@@ -59,6 +59,9 @@ def parser() -> argparse.ArgumentParser:
     )
     options.add_argument("--no-tls", action="store_true", help="skip ours over TLS")
     options.add_argument(
+        "--no-s3", action="store_true", help="skip ours-s3 and boto3 on a throwaway SeaweedFS"
+    )
+    options.add_argument(
         "--fsync", action="store_true", help="also run uploads with fsync_uploads: true"
     )
     options.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"({DEFAULT_JSON})")
@@ -67,7 +70,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def selected(only: str | None) -> list[str]:
-    """The workloads ``--only`` names (groups a-f, t or single names), in the run order."""
+    """The workloads ``--only`` names (groups a-g, t or single names), in the run order."""
     if not only:
         return list(WORKLOADS)
     chosen: list[str] = []
@@ -77,7 +80,7 @@ def selected(only: str | None) -> list[str]:
             word, (word,) if word in known else None
         )
         if names is None:
-            raise SystemExit(f"unknown workload {word!r}: use a-f, {', '.join(known)}")
+            raise SystemExit(f"unknown workload {word!r}: use a-g, {', '.join(known)}")
         chosen += [n for n in names if n not in chosen]
     order = (*WORKLOADS, *treebench.TREE_WORKLOADS, *cluster.CLUSTER_WORKLOADS)
     return [n for n in order if n in chosen]
@@ -98,6 +101,8 @@ def scale(args: argparse.Namespace, names: list[str]) -> str:
         parts.append(f"{args.idle} idle sessions")
     if "crowd" in names:
         parts.append(f"{args.crowd} idle sessions beside {args.clients} x {args.commands} requests")
+    if "start" in names:
+        parts.append(f"{args.latency_runs} client commands in a row")
     return ", ".join(parts)
 
 

@@ -20,8 +20,9 @@ from typing import Any
 
 from bench.environment import REPO_ROOT, bench_python, make_certificate, make_file
 from bench.measure import MIB
+from bench.s3columns import prepare_s3
 from bench.servers import USER, Kind, our_config, ours_command, plain_command, pyftpd_command
-from bench.workloads import BIG, MULTI, SMALL_DIR, Setup
+from bench.workloads import BIG, MULTI, S3_KINDS, SMALL_DIR, WORKLOADS, Setup
 
 __all__ = ["machine", "prepare"]
 
@@ -124,6 +125,13 @@ def prepare(args: argparse.Namespace, tmp: Path, names: list[str]) -> tuple[Setu
         )
         kinds.insert(1, Kind("ours-fsync", ours_command(config), homes["ours"], password))
     homes["ours-tls"] = homes["ours-fsync"] = homes["ours"]
+    s3_home, missing = None, {}
+    if not args.no_s3 and any(set(S3_KINDS) & set(WORKLOADS[n][1]) for n in names):
+        s3_home, s3_kinds, reason = prepare_s3(args, tmp, users, password, src)
+        kinds += s3_kinds
+        missing = dict.fromkeys(S3_KINDS, reason) if reason else {}
+        if reason:
+            print(f"ours-s3 and boto3: n/a, {reason}")
     setup = Setup(
         tmp=tmp,
         src=src,
@@ -139,5 +147,7 @@ def prepare(args: argparse.Namespace, tmp: Path, names: list[str]) -> tuple[Setu
         commands=args.commands,
         crowd=args.crowd,
         latency_runs=args.latency_runs,
+        s3=s3_home,
+        missing=missing,
     )
     return setup, kinds

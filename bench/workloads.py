@@ -18,15 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from bench.clients import open_session, tls_for
-from bench.measure import MIB, cpu_seconds, machine_busy_seconds, pss_bytes, rss_bytes
+from bench.measure import MIB, PeakRss, cpu_seconds, machine_busy_seconds, pss_bytes, rss_bytes
 from bench.servers import Running
+from bench.startup import START_KINDS, client_start_ms
+from bench.stored import LocalStored, Stored, digest_file
 from bench.swarm import MULTI, SMALL_DIR, swarm
-from ftpproto.digest import new_hasher
 
 __all__ = [
     "BIG",
     "METRICS",
     "MULTI",
+    "S3_KINDS",
     "SMALL_DIR",
     "WORKLOADS",
     "Metric",
@@ -54,6 +56,7 @@ METRICS: dict[str, Metric] = {
     for m in (
         Metric("big_down", "1 file download", "MiB/s"),
         Metric("big_up", "1 file upload", "MiB/s"),
+        Metric("big_up_rss", "server peak RSS, 1 file upload", "MiB", False, 1),
         Metric("multi_down", "{clients} clients download", "MiB/s"),
         Metric("multi_up", "{clients} clients upload", "MiB/s"),
         Metric("small", "{clients} clients small commands", "req/s"),
@@ -69,6 +72,7 @@ METRICS: dict[str, Metric] = {
         Metric("crowd_busy", "{clients} clients' requests, crowd idle", "req/s"),
         Metric("crowd_rss", "RSS with the idle crowd", "MiB", False, 1),
         Metric("crowd_pss", "PSS with the idle crowd", "MiB", False, 1),
+        Metric("start_ms", "client start: connect, log in, pwd", "ms", False, 1),
     )
 }
 
@@ -91,6 +95,14 @@ class Setup:
     commands: int
     crowd: int  # idle logged-in sessions of the crowd workload
     latency_runs: int
+    s3: Stored | None = None  # ours-s3's home in the bucket (bench.s3columns), if it runs
+    missing: dict[str, str] = field(default_factory=dict)  # column -> why it cannot run
+
+    def stored(self, kind: str) -> Stored:
+        """Where server ``kind`` keeps the benchmark user's files."""
+        if kind == "ours-s3" and self.s3 is not None:
+            return self.s3
+        return LocalStored(self.homes[kind])
 
 
 @dataclass
@@ -102,20 +114,6 @@ class Outcome:
 
 
 Workload = Callable[[Running, Setup], Outcome]
-
-
-def _digest_file(path: Path) -> str:
-    hasher = new_hasher()
-    with open(path, "rb") as source:
-        while chunk := source.read(4 * MIB):
-            hasher.update(chunk)
-    return hasher.hexdigest()
-
-
-def _remove(paths: list[Path]) -> None:
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
 
 
 def _own_cpu() -> float:
@@ -132,53 +130,64 @@ def _settle() -> None:
 # -- a. one big file ------------------------------------------------------------
 
 
-def _big_transfer(server: Running, setup: Setup, direction: str, result: Path) -> Outcome:
+def _big_transfer(server: Running, setup: Setup, direction: str, result: str) -> Outcome:
     """Move the big file once (``down`` or ``up``) and check ``result``, where it lands.
 
     Timed from the request until the client holds the verified file (down) or
     the server confirmed it stored it (up); CPU of the server, this process
-    and the rest of the machine meanwhile go into the extra figures.
+    and the rest of the machine meanwhile go into the extra figures, and for
+    an upload the server's peak RSS.
     """
     _settle()
     session = open_session(server.info)
     cpu, mine, busy = cpu_seconds(server.pid), _own_cpu(), machine_busy_seconds()
-    started = time.perf_counter()
-    if direction == "down":
-        size = session.download(BIG, str(result))
-    else:
-        size = session.upload(str(setup.src / BIG), result.name)
-    seconds = time.perf_counter() - started
+    peak = PeakRss(server.pid)  # sampled during an upload only
+    with peak if direction == "up" else contextlib.nullcontext():
+        started = time.perf_counter()
+        if direction == "down":
+            size = session.download(BIG, result)
+        else:
+            size = session.upload(str(setup.src / BIG), result)
+        seconds = time.perf_counter() - started
     cpu, mine = cpu_seconds(server.pid) - cpu, _own_cpu() - mine
     other = machine_busy_seconds() - busy - cpu - mine
     session.quit()
-    if size != setup.big_size or result.stat().st_size != setup.big_size:
+    stored = setup.stored(server.info.kind)
+    landed = Path(result).stat().st_size if direction == "down" else stored.size(result)
+    if size != setup.big_size or landed != setup.big_size:
         raise RuntimeError(f"moved {size} bytes {direction}, expected {setup.big_size}")
-    checked = session.last_digest or _digest_file(result)
+    if session.last_digest:
+        checked = session.last_digest
+    else:
+        checked = digest_file(Path(result)) if direction == "down" else stored.digest(result)
     if checked != setup.big_digest:
         raise RuntimeError(f"the file moved {direction} differs from the original")
     extra: dict[str, Any] = {"seconds": seconds, "server_cpu_s": cpu, "client_cpu_s": mine}
     extra.update(other_cpu_s=other, blake3=checked)
     verifier = "verified_by_client" if direction == "down" else "verified_by_server"
     extra[verifier] = bool(session.last_digest)
-    return Outcome({f"big_{direction}": size / MIB / seconds}, extra)
+    metrics = {f"big_{direction}": size / MIB / seconds}
+    if direction == "up":
+        metrics["big_up_rss"] = peak.peak / MIB
+    return Outcome(metrics, extra)
 
 
 def big_download(server: Running, setup: Setup) -> Outcome:
     """Download the big file once; MiB/s from the request to the verified file on disk."""
     local = setup.out / f"{server.info.kind}-{BIG}"
     try:
-        return _big_transfer(server, setup, "down", local)
+        return _big_transfer(server, setup, "down", str(local))
     finally:
-        _remove([local, Path(str(local) + ".part")])
+        LocalStored(setup.out).remove(local.name)  # and its .part
 
 
 def big_upload(server: Running, setup: Setup) -> Outcome:
     """Upload the big file once; MiB/s until the server confirmed it was stored."""
-    remote = setup.homes[server.info.kind] / f"up-{BIG}"
+    stored = setup.stored(server.info.kind)
     try:
-        return _big_transfer(server, setup, "up", remote)
+        return _big_transfer(server, setup, "up", f"up-{BIG}")
     finally:
-        _remove([remote])
+        stored.remove(f"up-{BIG}")
 
 
 # -- b. and c. many clients at once ----------------------------------------------
@@ -199,29 +208,29 @@ def multi_download(server: Running, setup: Setup) -> Outcome:
         if facts["bytes"] != expected:
             raise RuntimeError(f"moved {facts['bytes']} bytes, expected {expected}")
         received = sorted(setup.out.glob("dl-*.bin"))
-        if len(received) != setup.clients or _digest_file(received[0]) != setup.multi_digest:
+        if len(received) != setup.clients or digest_file(received[0]) != setup.multi_digest:
             raise RuntimeError("the downloaded files are not all there or differ")
         return Outcome({"multi_down": facts["bytes"] / MIB / facts["seconds"]}, facts)
     finally:
-        _remove(list(setup.out.glob("dl-*")))
+        LocalStored(setup.out).remove("dl-")
 
 
 def multi_upload(server: Running, setup: Setup) -> Outcome:
     """N clients (connected and logged in) each upload the 10 MiB file at once."""
-    home = setup.homes[server.info.kind]
+    stored = setup.stored(server.info.kind)
     try:
         _warm_login(server)
         _settle()
         facts = swarm(server, setup, "upload")
         expected = setup.clients * setup.multi_size
-        stored = sorted(home.glob("up-*.bin"))
-        if facts["bytes"] != expected or len(stored) != setup.clients:
-            raise RuntimeError(f"stored {len(stored)} files, expected {setup.clients}")
-        if _digest_file(stored[-1]) != setup.multi_digest:
+        names = [name for name in stored.names("up-") if name.endswith(".bin")]
+        if facts["bytes"] != expected or len(names) != setup.clients:
+            raise RuntimeError(f"stored {len(names)} files, expected {setup.clients}")
+        if stored.digest(names[-1]) != setup.multi_digest:
             raise RuntimeError("an uploaded file differs from the original")
         return Outcome({"multi_up": facts["bytes"] / MIB / facts["seconds"]}, facts)
     finally:
-        _remove(list(home.glob("up-*")))
+        stored.remove("up-")
 
 
 def small_commands(server: Running, setup: Setup) -> Outcome:
@@ -353,9 +362,19 @@ def crowd(server: Running, setup: Setup, settle: float = 2.0) -> Outcome:
     return Outcome(metrics, extra)
 
 
+# -- g. a new client process per command ----------------------------------------------
+
+
+def client_start(server: Running, setup: Setup) -> Outcome:
+    """``latency_runs`` client commands (connect, log in, pwd, quit) in a row: bench/startup.py."""
+    median, every = client_start_ms(server, setup.latency_runs, setup.tmp)
+    return Outcome({"start_ms": median}, {"start_ms_all": every})
+
+
 # -- the table of workloads ---------------------------------------------------------------
 
-TRANSFER_KINDS = ("ours", "ours-tls", "pyftpdlib", "plain")
+S3_KINDS = ("ours-s3", "boto3")  # bench.s3columns
+TRANSFER_KINDS = ("ours", "ours-tls", "pyftpdlib", "plain", *S3_KINDS)
 SESSION_KINDS = ("ours", "ours-tls", "pyftpdlib")
 
 WORKLOADS: dict[str, tuple[Workload, tuple[str, ...]]] = {
@@ -367,6 +386,7 @@ WORKLOADS: dict[str, tuple[Workload, tuple[str, ...]]] = {
     "login": (login_latency, SESSION_KINDS),
     "memory": (idle_memory, SESSION_KINDS),
     "crowd": (crowd, ("ours",)),
+    "start": (client_start, START_KINDS),
 }
 GROUPS: dict[str, tuple[str, ...]] = {
     "a": ("big-down", "big-up"),
@@ -375,4 +395,5 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "d": ("login",),
     "e": ("memory",),
     "f": ("crowd",),
+    "g": ("start",),
 }

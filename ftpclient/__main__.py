@@ -12,20 +12,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import getpass
 import importlib
 import os
 import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from ftpclient import keygen
 from ftpclient.client import FileTransferClient, tls_context
-from ftpclient.identity import PASSPHRASE_ENV, Credentials, IdentityError, choose_identity
+from ftpclient.identity import (
+    PASSPHRASE_ENV,
+    Credentials,
+    IdentityError,
+    ask_secret,
+    choose_identity,
+)
 from ftpclient.output import Output, OutputClosed
 from ftpclient.settings import (
     ConfigError,
@@ -50,7 +53,7 @@ EXIT_USAGE = 2
 EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader went away
 LOGIN_TRIES = 3  # the server closes the connection after the third failed login
 PASSWORD_ENV = "FTPCLIENT_PASSWORD"
-HISTORY_FILE = Path.home() / ".ftpclient_history"
+HISTORY_FILE = os.path.join(os.path.expanduser("~"), ".ftpclient_history")
 
 EPILOG = f"""\
 TARGET is a bookmark from ~/.config/ftpclient/config.yaml or [user@]host[:port];
@@ -77,6 +80,21 @@ exit status:
 """
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's formatter without ``import shutil`` (and its bz2, lzma) at every start.
+
+    argparse makes a formatter for each ``add_argument``; it asks
+    ``shutil.get_terminal_size`` for the width, which this does the same way.
+    """
+
+    def __init__(self, prog: str) -> None:
+        try:
+            columns = int(os.environ.get("COLUMNS", "0")) or os.get_terminal_size().columns
+        except (ValueError, OSError):
+            columns = 80
+        super().__init__(prog, width=columns - 2)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
@@ -88,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="ftpclient",
         description="Client for the FileTransfer server: an interactive shell, or batches.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Formatter,
     )
     parser.add_argument("--version", action=VersionAction)
     parser.add_argument("target", nargs="?", metavar="TARGET", help="bookmark or user@host:port")
@@ -255,7 +273,7 @@ def _log_in(client: FileTransferClient, credentials: Credentials, ask: bool, out
             out.error(f"login failed: {last}; try again")
             try:
                 credentials.use_password(
-                    getpass.getpass(f"Password for {credentials.user}@{client.host}: ")
+                    ask_secret(f"Password for {credentials.user}@{client.host}: ")
                 )
             except (EOFError, KeyboardInterrupt):
                 raise _Fail("cancelled") from None
@@ -296,9 +314,7 @@ def _session(args: argparse.Namespace, out: Output) -> tuple[ClientShell, Iterab
 
         def ask_password() -> str:
             password = os.environ.get(PASSWORD_ENV)
-            return (
-                getpass.getpass(f"Password for {user}@{host}: ") if password is None else password
-            )
+            return ask_secret(f"Password for {user}@{host}: ") if password is None else password
 
         credentials = Credentials(user, identity, ask_password)
         if identity is None:
@@ -340,6 +356,8 @@ def _session(args: argparse.Namespace, out: Output) -> tuple[ClientShell, Iterab
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["keygen"]:
+        from ftpclient import keygen  # here, not at the top: argparse of its own, getpass
+
         return keygen.main(argv[1:])
     args = _parser().parse_args(argv)
     out = Output(sys.stdout, sys.stderr, json_mode=args.json, quiet=args.quiet)

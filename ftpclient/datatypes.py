@@ -9,8 +9,7 @@ formatting, the shell) need not know the protocol.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 __all__ = [
     "Entry",
@@ -52,8 +51,7 @@ class LocalError(Exception):
     """A problem with a local file (the remote side is fine)."""
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """One line of a remote listing."""
 
     name: str
@@ -62,8 +60,7 @@ class Entry:
     mtime: int  # seconds since the epoch
 
 
-@dataclass(frozen=True)
-class TreeEntry:
+class TreeEntry(NamedTuple):
     """One entry of a remote tree (``tree``): ``path`` relative to its root, ``/``-separated."""
 
     type: str  # file, dir, link or other
@@ -73,8 +70,7 @@ class TreeEntry:
     blake3: str | None  # with digests=True, for a file whose digest the server knew or made
 
 
-@dataclass(frozen=True)
-class TransferResult:
+class TransferResult(NamedTuple):
     """What a finished, verified transfer moved."""
 
     remote: str
@@ -85,8 +81,7 @@ class TransferResult:
     offset: int = 0  # where a resumed transfer started
 
 
-@dataclass(frozen=True)
-class Stat:
+class Stat(NamedTuple):
     """Facts about one remote path."""
 
     path: str
@@ -96,8 +91,7 @@ class Stat:
     blake3: str | None = None
 
 
-@dataclass(frozen=True)
-class Quota:
+class Quota(NamedTuple):
     """A user's space on the server."""
 
     used: int

@@ -20,8 +20,6 @@ do not match a leading dot.  A pattern that matches nothing is an error
 
 from __future__ import annotations
 
-import fnmatch
-import glob
 import posixpath
 
 from ftpclient.client import Entry, FileTransferClient
@@ -41,6 +39,8 @@ def _word(chars: list[tuple[str, bool]]) -> Word:
     """A :class:`Word` of ``(character, quoted)`` pairs."""
     word = Word("".join(c for c, _ in chars))
     if any(c in WILDCARDS and not quoted for c, quoted in chars):
+        import glob  # here, not at the top: only a pattern needs it (a millisecond at start)
+
         word.pattern = "".join(glob.escape(c) if quoted else c for c, quoted in chars)
     return word
 
@@ -100,6 +100,8 @@ def pattern_of(word: str) -> str | None:
 
 def _last_name_only(word: str, pattern: str) -> tuple[str, str]:
     """``(folder as typed, pattern of the last name)``; wildcards in a folder are refused."""
+    import glob  # see _word
+
     folder, _, _ = word.rpartition("/")
     folder_pattern, slash, name_pattern = pattern.rpartition("/")
     if slash and folder_pattern != glob.escape(folder):
@@ -108,6 +110,8 @@ def _last_name_only(word: str, pattern: str) -> tuple[str, str]:
 
 
 def _matches(name: str, pattern: str) -> bool:
+    import fnmatch  # see _word
+
     if name.startswith(".") and not pattern.startswith("."):
         return False
     return fnmatch.fnmatchcase(name, pattern)
@@ -135,6 +139,8 @@ def expand_local(word: str) -> list[str]:
     whole = pattern_of(word)
     if whole is None:
         return [str(word)]
+    import glob  # see _word
+
     _last_name_only(word, whole)
     found = sorted(glob.glob(whole))
     if not found:

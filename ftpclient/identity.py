@@ -15,13 +15,10 @@ only when needed).
 from __future__ import annotations
 
 import contextlib
-import getpass
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ftpclient.client import FileTransferClient
 from ftpclient.settings import config_path
@@ -29,6 +26,8 @@ from ftpproto.errors import ErrorCode, RemoteError
 from ftpproto.keylogin import encode_field, fingerprint, key_blob
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 __all__ = [
@@ -37,6 +36,7 @@ __all__ = [
     "Identity",
     "IdentityError",
     "ask_passphrase",
+    "ask_secret",
     "check_free",
     "choose_identity",
     "default_identity",
@@ -51,8 +51,7 @@ class IdentityError(Exception):
     """A key that cannot be made or used; the text is one line for the user."""
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(NamedTuple):
     """A loaded private key (a :class:`~ftpclient.client.Signer`)."""
 
     path: Path
@@ -83,7 +82,20 @@ class Identity:
 
 def default_identity() -> Path:
     """``id_ed25519`` beside the client's config file."""
-    return config_path().parent / "id_ed25519"
+    from pathlib import Path  # here, not at the top: see choose_identity
+
+    return Path(_default_identity_file())
+
+
+def _default_identity_file() -> str:
+    return os.path.join(os.path.dirname(config_path()), "id_ed25519")
+
+
+def ask_secret(prompt: str) -> str:
+    """Read a password or passphrase from the terminal without echo."""
+    import getpass  # here, not at the top: only a prompt needs it
+
+    return getpass.getpass(prompt)
 
 
 def ask_passphrase(path: Path) -> str:
@@ -94,7 +106,7 @@ def ask_passphrase(path: Path) -> str:
     if not sys.stdin.isatty():
         raise IdentityError(f"{path} needs its passphrase: set {PASSPHRASE_ENV}")
     try:
-        return getpass.getpass(f"Passphrase for {path}: ")
+        return ask_secret(f"Passphrase for {path}: ")
     except (EOFError, KeyboardInterrupt):
         raise IdentityError("cancelled") from None
 
@@ -235,11 +247,13 @@ def choose_identity(named: str | None, warn: Callable[[str], None]) -> Identity 
     A named key that cannot be used is an error (IdentityError); the default
     key is skipped with a warning, and the password is used.
     """
+    if not (named is not None or os.path.lexists(_default_identity_file())):
+        return None  # no key: no pathlib either (milliseconds at every start)
+    from pathlib import Path
+
+    path = Path(named).expanduser() if named is not None else default_identity()
     if named is not None:
-        return load_identity(Path(named).expanduser())
-    path = default_identity()
-    if not os.path.lexists(path):
-        return None
+        return load_identity(path)
     try:
         return load_identity(path)
     except IdentityError as exc:

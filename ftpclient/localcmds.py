@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -78,6 +77,8 @@ class LocalCommands:
 
         The flags go to the local ls as they are.  Example: lls -lh ~/Downloads"""
         words = [os.path.expanduser(w) for w in shlex.split(arg)]
+        import shutil  # here, not at the top: see ftpclient.progress
+
         if shutil.which("ls"):
             if self._run(["ls", *words], "ls") != 0 and not self.failed:
                 self.failed = True

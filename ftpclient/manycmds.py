@@ -21,7 +21,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ftpclient.client import LocalError
-from ftpclient.copying import CopyResult, FileOutcome, copy_files
 from ftpclient.globbing import expand_local, expand_remote
 from ftpclient.shellparts import ShellParts
 from ftpproto.errors import ProtocolError
@@ -29,6 +28,7 @@ from ftpproto.units import format_size
 
 if TYPE_CHECKING:
     from ftpclient.client import Monitor
+    from ftpclient.copying import CopyResult, FileOutcome
 
 __all__ = ["ManyCommands"]
 
@@ -109,6 +109,8 @@ class ManyCommands(ShellParts):
         else:
             base = target.rstrip("/") + "/" if target else ""
             pairs = [(path, base + os.path.basename(path)) for path in sources]
+        from ftpclient.copying import copy_files  # here: only a transfer needs it
+
         result = copy_files(
             self.client,
             direction,

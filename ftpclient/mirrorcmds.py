@@ -13,22 +13,14 @@ import posixpath
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ftpclient.copying import CopyResult
 from ftpclient.globbing import split_words
-from ftpclient.mirror import (
-    MirrorEnds,
-    local_digest,
-    local_tree,
-    plan_mirror,
-    remote_tree,
-    run_plan,
-)
 from ftpclient.shellparts import ShellParts
 from ftpproto.units import format_size
 
 if TYPE_CHECKING:
     from ftpclient.client import TransferResult
-    from ftpclient.mirror import MirrorPlan
+    from ftpclient.copying import CopyResult
+    from ftpclient.mirror import MirrorEnds, MirrorPlan
 
 __all__ = ["MirrorCommands"]
 
@@ -70,12 +62,16 @@ class MirrorCommands(ShellParts):
             else posixpath.basename(source.rstrip("/"))
         )
         target = words[1] if len(words) == 2 else (name if name not in ("", ".", "..") else ".")
+        from ftpclient.mirror import MirrorEnds  # here, not at the top: only mirror needs it
+
         ends = MirrorEnds("put", target, source) if upload else MirrorEnds("get", source, target)
         self._mirror(
             ends, by_digest="c" in options, delete="delete" in options, dry="dry" in options
         )
 
     def _mirror(self, ends: MirrorEnds, by_digest: bool, delete: bool, dry: bool) -> None:
+        from ftpclient.mirror import local_digest, local_tree, plan_mirror, remote_tree, run_plan
+
         remote = remote_tree(self.client, ends.remote, by_digest)
         local = local_tree(ends.local)
         if ends.direction == "get":

@@ -12,12 +12,10 @@ second.  A closed stdout (``ftpclient -c 'ls' | head -1``) raises
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import shutil
 import time
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from ftpclient.client import Entry, Stat, TransferResult
 from ftpclient.progress import ProgressBar
@@ -33,8 +31,7 @@ class OutputClosed(Exception):
     """Standard output was closed by its reader (a pipe into ``head``)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class ListStyle:
+class ListStyle(NamedTuple):
     """How ``ls`` shows a listing: its flags ``-l -a -h -t -S -r``."""
 
     long: bool = False
@@ -168,11 +165,13 @@ class Output:
         shown = style.arrange(entries)
         if self.json_mode:
             for entry in shown:
-                self.record("entry", {"folder": folder, **dataclasses.asdict(entry)})
+                self.record("entry", {"folder": folder, **entry._asdict()})
         elif style.long:
             for entry in shown:
                 self._write(format_entry(entry, style.human))
         elif self.terminal:
+            import shutil  # here, not at the top: it brings bz2 and lzma, and -c pwd draws nothing
+
             width = shutil.get_terminal_size((80, 24)).columns
             for text in format_columns([_name(e) for e in shown], width):
                 self._write(text)
@@ -183,7 +182,7 @@ class Output:
     def stat(self, info: Stat) -> None:
         """The facts of one path."""
         if self.json_mode:
-            self.record("stat", dataclasses.asdict(info))
+            self.record("stat", info._asdict())
             return
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.mtime))
         self._write(f"path:     {info.path}")
@@ -196,7 +195,7 @@ class Output:
     def transfer(self, direction: str, result: TransferResult) -> None:
         """The summary of one verified transfer: size, time, average rate, "verified"."""
         if self.json_mode:
-            fields = dataclasses.asdict(result)
+            fields = result._asdict()
             fields["seconds"] = round(result.seconds, 3)
             self.record(direction, {**fields, "verified": True})
             return

@@ -9,7 +9,6 @@ place and nothing half-drawn stays on screen.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from typing import TextIO
@@ -77,6 +76,8 @@ class ProgressBar:
     def _draw(self, now: float) -> None:
         elapsed = now - self.started
         rate = (self.done - self.first) / elapsed if elapsed > 0 else 0.0
+        import shutil  # here, not at the top: it brings bz2 and lzma, and -c pwd draws nothing
+
         width = shutil.get_terminal_size((80, 24)).columns
         self._write(CLEAR + format_bar(self.name, self.done, self.total, rate, width))
         self.shown = True

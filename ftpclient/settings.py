@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from os import PathLike
+
     import yaml
 
 __all__ = [
@@ -54,8 +55,7 @@ class ConfigError(Exception):
     """A problem with the config file or a target; shown as one line, exit status 2."""
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     """A place to connect to; ``None`` fields are not decided yet."""
 
     host: str | None = None
@@ -73,20 +73,22 @@ class Target:
         )
 
 
-@dataclass(frozen=True)
-class ClientConfig:
+class ClientConfig(NamedTuple):
     """The config file's defaults and bookmarks, and the problems found in it."""
 
     defaults: Target
     bookmarks: dict[str, Target]
-    problems: list[str] = field(default_factory=list)  # "FILE:LINE: text", one each
-    broken: dict[str, str] = field(default_factory=dict)  # bookmark name -> its problem
+    problems: Sequence[str] = ()  # "FILE:LINE: text", one each
+    broken: Mapping[str, str] = {}  # bookmark name -> its problem (read only)
 
 
-def config_path() -> Path:
-    """``$XDG_CONFIG_HOME/ftpclient/config.yaml``, or ``~/.config/ftpclient/config.yaml``."""
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(Path.home(), ".config")
-    return Path(base) / "ftpclient" / "config.yaml"
+def config_path() -> str:
+    """``$XDG_CONFIG_HOME/ftpclient/config.yaml``, or ``~/.config/ftpclient/config.yaml``.
+
+    A string, not a ``pathlib.Path``: pathlib costs milliseconds at every start.
+    """
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "ftpclient", "config.yaml")
 
 
 def _port(value: Any, where: str) -> int:
@@ -124,10 +126,11 @@ def _key_lines(node: yaml.Node | None) -> dict[tuple[str, ...], int]:
     return lines
 
 
-def _read(path: Path) -> tuple[Any, dict[tuple[str, ...], int]]:
+def _read(path: str | PathLike[str]) -> tuple[Any, dict[tuple[str, ...], int]]:
     """The file's data and key lines; ``(None, {})`` if there is no file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
     except FileNotFoundError:
         return None, {}
     except (OSError, UnicodeDecodeError) as exc:
@@ -143,7 +146,7 @@ def _read(path: Path) -> tuple[Any, dict[tuple[str, ...], int]]:
         raise ConfigError(f"{where}: {problem}") from None
 
 
-def load_config(path: Path | None = None) -> ClientConfig:
+def load_config(path: str | PathLike[str] | None = None) -> ClientConfig:
     """Read the config file; a missing file means no defaults and no bookmarks.
 
     Nothing here raises: an unreadable or malformed file, a bad default or a
@@ -203,7 +206,7 @@ def resolve_target(
 ) -> tuple[str, int, str | None, str | None]:
     """``(host, port, user, identity)`` from flags, the target (bookmark or address), defaults."""
     chosen = Target()
-    if target in config.broken:
+    if target is not None and target in config.broken:
         raise ConfigError(config.broken[target])
     if target:
         chosen = config.bookmarks.get(target) or parse_target(target)
@@ -212,7 +215,7 @@ def resolve_target(
             if close and not _is_known_host(target):
                 raise ConfigError(unknown_target(config, target))
     merged = flags.over(chosen).over(config.defaults)
-    merged = replace(merged, host=merged.host or DEFAULT_HOST, port=merged.port or DEFAULT_PORT)
+    merged = merged._replace(host=merged.host or DEFAULT_HOST, port=merged.port or DEFAULT_PORT)
     assert merged.host is not None and merged.port is not None
     return merged.host, merged.port, merged.user, merged.identity
 

@@ -19,20 +19,22 @@ import cmd
 import os
 import shlex
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ftpclient.client import FileTransferClient, LocalError, Monitor
 from ftpclient.completion import Completion
-from ftpclient.copying import copy_files
 from ftpclient.globbing import pattern_of, split_words
 from ftpclient.localcmds import LocalCommands
 from ftpclient.manycmds import ManyCommands
 from ftpclient.mirrorcmds import MirrorCommands
 from ftpclient.output import Output
 from ftpclient.remotecmds import RemoteCommands
-from ftpclient.trees import TreeResult, get_tree, put_tree
 from ftpclient.wording import TransferTrack, connect_problem, lost_problem
 from ftpproto.errors import ErrorCode, ProtocolError, RemoteError
 from ftpproto.units import format_size
+
+if TYPE_CHECKING:
+    from ftpclient.trees import TreeResult
 
 __all__ = ["ClientShell", "split_commands"]
 
@@ -300,6 +302,8 @@ class ClientShell(RemoteCommands, MirrorCommands, ManyCommands, LocalCommands, C
             return
         if "r" in options:
             again = f"{direction} -r -a {shlex.join(words)}"
+            from ftpclient.trees import get_tree, put_tree  # here: only -r needs them
+
             copy_tree = get_tree if direction == "get" else put_tree
             result = copy_tree(
                 self.client,
@@ -315,6 +319,8 @@ class ClientShell(RemoteCommands, MirrorCommands, ManyCommands, LocalCommands, C
             raise LocalError(f"is a folder: {words[0]} (put -r copies a folder)")
         monitor = self._track(direction, words[0], f"re{direction} {shlex.join(words)}")
         try:
+            from ftpclient.copying import copy_files  # here: only a transfer needs it
+
             copied = copy_files(
                 self.client,
                 direction,

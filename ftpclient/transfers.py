@@ -17,7 +17,6 @@ from typing import BinaryIO
 
 from ftpclient.datatypes import LocalError, Monitor, TransferResult
 from ftpclient.partfiles import PART_SUFFIX, local_error, local_target, open_part
-from ftpfiles.files import BackgroundDigest, GuardedWriter, file_digest
 from ftpproto.channel import SENDFILE_MIN, Channel
 from ftpproto.digest import Hasher
 from ftpproto.errors import ConnectionClosed, MessageError, ProtocolError, ServerClosed
@@ -60,13 +59,15 @@ class Transfers:
         Ctrl-C) keeps the ``.part`` file; with ``resume=True`` it is continued
         if the server's file starts with the same bytes, else started over.
         """
+        from ftpfiles import files  # here, not at the top: only a transfer needs it (blake3, mmap)
+
         target = local_target(local, remote)
         part = target + PART_SUFFIX
         started = time.monotonic()
         offer: tuple[int, Hasher] | None = None
         if resume and os.path.isfile(part):
             with open(part, "rb") as existing:
-                prefix, have = file_digest(existing, 0, os.fstat(existing.fileno()).st_size)
+                prefix, have = files.file_digest(existing, 0, os.fstat(existing.fileno()).st_size)
             offer = (have, prefix)
         handshake = ClientGet(remote, offer)
         self.channel.send(handshake.request())
@@ -84,7 +85,7 @@ class Transfers:
             raise local_error(exc, part) from exc
         keep_part = True
         try:
-            writer = GuardedWriter(fd)
+            writer = files.GuardedWriter(fd)
             self.channel.send(handshake.recv_ready())
             if monitor:
                 monitor.start(offset + count, offset)
@@ -122,6 +123,8 @@ class Transfers:
         continued if it matches the start of the local file, else started over.
         """
         target = remote if remote else os.path.basename(local.rstrip(os.sep))
+        from ftpfiles import files  # here, not at the top: only a transfer needs it (blake3, mmap)
+
         started = time.monotonic()
         try:
             source = open(local, "rb", buffering=0)  # noqa: SIM115 - closed below
@@ -135,7 +138,7 @@ class Transfers:
             if resume:
                 have = self.partial(target)
                 if 0 < have <= st.st_size:
-                    offer = (have, file_digest(source, 0, have)[0])
+                    offer = (have, files.file_digest(source, 0, have)[0])
             handshake = ClientPut(target, st.st_size, offer)
             self.channel.send(handshake.request())
             reply = self.channel.recv()
@@ -176,12 +179,14 @@ class Transfers:
         self, source: BinaryIO, offset: int, count: int, hasher: Hasher, monitor: Monitor | None
     ) -> int:
         """Send an upload's data, hashing it; the bytes read (fewer: the file shrank)."""
+        from ftpfiles import files  # see get
+
         update = monitor.update if monitor else None
         try:
             if count < SENDFILE_MIN:
                 return self.channel.send_stream(source, count, hasher, update)
             # sendfile in this thread, the digest of the same bytes in a helper
-            background = BackgroundDigest(source, offset, count, hasher)
+            background = files.BackgroundDigest(source, offset, count, hasher)
             sent = 0
             try:
                 sent = self.channel.send_file(source, offset, count, update, 1 << 20)

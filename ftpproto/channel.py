@@ -26,8 +26,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, NamedTuple, Protocol
 
 from ftpproto.digest import READ_PIECE, Hasher
 from ftpproto.errors import ConnectionClosed, DeadlineExceeded, ProtocolError
@@ -56,8 +55,7 @@ class _Sink(Protocol):
     def write(self, data: bytes | memoryview, /) -> object: ...
 
 
-@dataclass(frozen=True)
-class Deadlines:
+class Deadlines(NamedTuple):
     """How long a peer may take; see the module docstring."""
 
     idle: float

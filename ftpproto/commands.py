@@ -8,7 +8,7 @@ before one, and the argument count must fit.  Only then does it call
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["COMMANDS", "READ_ONLY", "RIGHTS", "CommandSpec", "lookup"]
 
@@ -17,8 +17,7 @@ RIGHTS = ("list", "read", "write", "mkdir", "delete", "rename")
 READ_ONLY = ("list", "read")
 
 
-@dataclass(frozen=True)
-class CommandSpec:
+class CommandSpec(NamedTuple):
     """What a wire command takes and whether it needs a login."""
 
     name: str

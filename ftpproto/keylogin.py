@@ -22,9 +22,8 @@ TLS 1.3 and, without a check for the extended master secret, for TLS 1.2.
 
 from __future__ import annotations
 
-import base64
 import binascii
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "ALGORITHM",
@@ -49,8 +48,7 @@ SIGNATURE_BYTES = 64
 _KEY_BYTES = 32
 
 
-@dataclass(frozen=True)
-class Binding:
+class Binding(NamedTuple):
     """What ties a signature to the channel it was made for."""
 
     kind: str
@@ -85,6 +83,7 @@ def raw_key(blob: bytes) -> bytes:
 
 def fingerprint(blob: bytes) -> str:
     """``SHA256:<base64>`` of a key blob, as ``ssh-keygen -l`` prints it."""
+    import base64  # here, not at the top: only keys need it
     import hashlib  # here, not at the top: only keys need it (OpenSSL costs 2 ms at start)
 
     digest = base64.b64encode(hashlib.sha256(blob).digest()).decode("ascii")
@@ -93,11 +92,15 @@ def fingerprint(blob: bytes) -> str:
 
 def encode_field(data: bytes) -> str:
     """Bytes as a message field: standard base64 with padding."""
+    import base64  # see fingerprint
+
     return base64.b64encode(data).decode("ascii")
 
 
 def decode_field(text: str, what: str) -> bytes:
     """The bytes of a base64 message field; ValueError naming ``what`` if it is not base64."""
+    import base64  # see fingerprint
+
     try:
         return base64.b64decode(text.encode("ascii"), validate=True)
     except (UnicodeEncodeError, binascii.Error):

@@ -1,4 +1,4 @@
-"""Control messages: ``FileTransfer|<command>|<field>|...`` as frozen dataclasses.
+"""Control messages: ``FileTransfer|<command>|<field>|...`` as named tuples.
 
 A message is the UTF-8 text ``FileTransfer`` followed by ``|``-separated
 fields: the command name, then the command's fields.  Inside a field, ``%``
@@ -13,7 +13,7 @@ with ``recv_ready`` (or ``abort``).  The helpers below build each of them.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ftpproto.digest import is_hexdigest
 from ftpproto.errors import ErrorCode, MessageError, ProtocolError, RemoteError, ServerClosed
@@ -58,8 +58,7 @@ def _unquote(field: str) -> str:
         raise MessageError("%-escapes that are not UTF-8 in message field") from exc
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
     """One control message: a command name and its (decoded) fields."""
 
     command: str

@@ -8,7 +8,7 @@ distributions), so the command lines look it up only when asked
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import os
 
 __all__ = ["DISTRIBUTION", "VersionAction", "version"]
 
@@ -24,7 +24,8 @@ def version() -> str:
         return metadata.version(DISTRIBUTION)
     except metadata.PackageNotFoundError:
         setup = configparser.ConfigParser()
-        setup.read(Path(__file__).resolve().parent.parent / "setup.cfg", encoding="utf-8")
+        root = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+        setup.read(os.path.join(root, "setup.cfg"), encoding="utf-8")
         return setup.get("metadata", "version", fallback="unknown")
 
 

@@ -17,7 +17,6 @@ and closes only this session.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -103,8 +102,8 @@ class SessionHandler(FileCommands):
             if left <= 0:
                 raise DeadlineExceeded(f"no login within {self.settings.login_timeout:g} s")
             idle, request = self._deadlines.idle, self._deadlines.request
-            self.channel.deadlines = dataclasses.replace(
-                self._deadlines, idle=min(idle, left), request=min(request, left)
+            self.channel.deadlines = self._deadlines._replace(
+                idle=min(idle, left), request=min(request, left)
             )
         elif self.channel.deadlines is not self._deadlines:
             self.channel.deadlines = self._deadlines

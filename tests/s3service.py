@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,9 +67,13 @@ def find_weed() -> str | None:
 class SeaweedS3:
     """``weed server -s3`` on 127.0.0.1 with its S3 gateway at :attr:`endpoint`."""
 
-    def __init__(self, weed: str) -> None:
+    def __init__(
+        self, weed: str, parent: Path | None = None, volume_mb: int = 64, volumes: int = 50
+    ) -> None:
+        """``volume_mb`` and ``volumes`` (0: as many as the free disk holds) size its store."""
         self.weed = weed
-        self.root = Path(tempfile.mkdtemp(prefix="ft-seaweed-"))
+        self.volume_mb, self.volumes = volume_mb, volumes
+        self.root = Path(tempfile.mkdtemp(prefix="ft-seaweed-", dir=parent))
         (self.root / "data").mkdir()
         names = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3")
         names += ("s3_grpc",)
@@ -93,9 +99,9 @@ class SeaweedS3:
             self.weed, "server", f"-dir={self.root / 'data'}",
             "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}",
-            "-master.telemetry=false", "-master.volumeSizeLimitMB=64",
+            "-master.telemetry=false", f"-master.volumeSizeLimitMB={self.volume_mb}",
             f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume_grpc']}",
-            "-volume.max=50", "-volume.preStopSeconds=0",
+            f"-volume.max={self.volumes}", "-volume.preStopSeconds=0",
             "-filer", f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer_grpc']}",
             "-s3", f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3_grpc']}",
             "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={config}",
@@ -120,12 +126,18 @@ class SeaweedS3:
                     raise RuntimeError(f"no answer: {exc}; {self.log_tail()}") from exc
                 time.sleep(0.3)
 
+    def vacuum(self) -> None:
+        """Ask the master to compact the volumes now, reclaiming deleted objects' space."""
+        url = f"http://127.0.0.1:{self.ports['master']}/vol/vacuum?garbageThreshold=0.01"
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=300) as answer:
+            answer.read()
+
     def log_tail(self) -> str:
         text = (self.root / "weed.log").read_text(errors="replace")
         return text[-2000:]
 
-    def client(self) -> Any:
-        """A boto3 client for the test identity (fast retries for tests)."""
+    def client(self, connections: int = 10) -> Any:
+        """A boto3 client for the test identity (fast retries), ``connections`` at once."""
         import boto3
         from botocore.config import Config
 
@@ -135,7 +147,11 @@ class SeaweedS3:
             aws_access_key_id=ACCESS_KEY,
             aws_secret_access_key=SECRET_KEY,
             region_name=REGION,
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+            config=Config(
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 2},
+                max_pool_connections=connections,
+            ),
         )
 
     def close(self) -> None:

@@ -36,7 +36,7 @@ def test_the_cluster_workload_measures_both_sides(tmp_path: Path) -> None:
         assert all(value > 0 and math.isfinite(value) for value in medians.values()), medians
         (cpu,) = document["cpu_pct_small"][side]
         assert set(cpu) == {"nodes", "haproxy", "postgres", "clients", "other"}
-        assert cpu["nodes"] > 0 and cpu["clients"] > 0
+        assert all(math.isfinite(value) for value in cpu.values()), cpu  # ticks: may be 0 here
     assert document["cpu_pct_small"]["single"][0]["haproxy"] == 0
     names = [target["name"] for target in document["targets"]]
     assert names == [

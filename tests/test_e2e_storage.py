@@ -44,6 +44,7 @@ from s3service import BUCKET
 from ftpclient.client import FileTransferClient
 from ftpclient.trees import get_tree, put_tree
 from ftpproto.errors import ErrorCode, RemoteError
+from ftpserver.storage import b3state
 from ftpserver.storage.base import Storage
 
 pytestmark = pytest.mark.timeout(120)
@@ -450,9 +451,10 @@ def test_two_nodes_on_one_bucket(
 ) -> None:
     """Two server processes on one prefix: a put through one, a get and a resume through the other.
 
-    The BLAKE3 state of a kept upload lives in the process that received it,
-    so a resume through the other node starts over (docs/S3.md) - and still
-    ends with the right file, the kept parts given up.
+    With libblake3 the BLAKE3 state of a kept upload is saved in its record,
+    so the other node continues it; without, the state lives only in the
+    process that received it and the resume starts over (docs/S3.md) - and
+    still ends with the right file, the kept parts given up.
     """
     with server_config.open("a") as config:
         config.write("workers: 1\n")
@@ -478,7 +480,8 @@ def test_two_nodes_on_one_bucket(
         )  # fmt: skip
         assert line == f"SENT {7 * MIB}"
         assert wait_until(lambda: two.partial("g.bin") >= 5 * MIB, timeout=20)
-        assert two.put(str(source), "g.bin", resume=True).offset == 0
+        kept = two.partial("g.bin") if b3state.library() else 0
+        assert two.put(str(source), "g.bin", resume=True).offset == kept
         assert two.get("g.bin", str(tmp_path / "g.bin")).blake3 == digest_of(data)
         assert one.partial("g.bin") == 0
         # Without the cluster's shared state each node keeps its own quota figures.

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from s3service import BUCKET, SeaweedS3
+from s3service import BUCKET, SeaweedS3, require
 
 from ftpproto.digest import new_hasher
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpserver.config import Settings
 from ftpserver.state.ledger import QuotaBook
-from ftpserver.storage import s3partial
+from ftpserver.storage import b3state, s3moves, s3partial, s3upload
 from ftpserver.storage.s3 import S3Storage
 from ftpserver.storage.s3client import check_bucket, make_client
 from ftpserver.users import User
@@ -42,12 +42,16 @@ def settings(s3_settings: dict[str, object]) -> Settings:
 
 
 def make_storage(
-    settings: Settings, quota: int | None = None, name: str = "alice", stage: bool = False
+    settings: Settings,
+    quota: int | None = None,
+    name: str = "alice",
+    stage: bool = False,
+    ledger: QuotaBook | None = None,
 ) -> S3Storage:
     user = User(name, b"", Path("/nonexistent"), quota)
     return S3Storage(
         user,
-        QuotaBook(),
+        ledger or QuotaBook(),
         make_client(settings),
         settings.s3_bucket,
         settings.s3_prefix,
@@ -212,13 +216,14 @@ def test_a_resume_with_a_wrong_prefix_starts_over(storage: S3Storage) -> None:
 
 
 def test_a_staged_upload_resumes_in_another_process_verified_by_reading_back(
-    settings: Settings, seaweed: SeaweedS3
+    settings: Settings, seaweed: SeaweedS3, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``stage`` (a cluster): a second storage with no state of the first resumes its upload.
+    """``stage`` (a cluster) without libblake3: a second storage with no state of the first resumes.
 
     The prefix digest must match the record; the digest of the whole file is
     that of the staged object read back, and only a match is copied into place.
     """
+    monkeypatch.setattr(s3upload, "saveable_hasher", lambda: None)  # no libblake3
     first = make_storage(settings, stage=True)
     upload(first, "/f.bin", b"old version")
     data = os.urandom(12 * MIB)
@@ -261,6 +266,87 @@ def test_a_staged_upload_resumes_in_another_process_verified_by_reading_back(
     assert first.measure() == len(data)  # a staged object is not counted
     assert first.remove_stale_partials(0.0) == 1
     assert keys(seaweed, base) == ["f.bin"]
+
+
+@pytest.mark.parametrize("stage", [False, True])
+def test_a_saved_state_resumes_in_another_process_without_staging(
+    settings: Settings, seaweed: SeaweedS3, stage: bool
+) -> None:
+    """With libblake3 the record holds the BLAKE3 state: any process goes on from it.
+
+    Nothing is staged (no copy), even in a cluster; a wrong rest is refused
+    with the old object intact; a state this library cannot take starts over.
+    """
+    require(b3state.library(), "libblake3 is not there (python3 ftpserver/storage/b3build.py)")
+    book = QuotaBook()  # the figures the worker processes of one server share
+    first = make_storage(settings, stage=stage, ledger=book)
+    upload(first, "/f.bin", b"old version")
+    data = os.urandom(12 * MIB)
+    base = first.home.base
+
+    def interrupt() -> None:
+        with first.open_upload("/f.bin") as handle:
+            _, hasher = handle.start(len(data), None)
+            for start in range(0, 7 * MIB, MIB):  # one 5 MiB part finished
+                hasher.update(data[start : start + MIB])
+                handle.sink.write(data[start : start + MIB])
+        s3partial.checkpoints.clear()  # what another process knows of it: nothing
+        assert uploads_open(seaweed, base) == [f"{base}f.bin"], "staged, or not kept"
+
+    def resume(rest: bytes) -> tuple[int, str]:
+        other = make_storage(settings, stage=stage, ledger=book)
+        with other.open_upload("/f.bin") as handle:
+            offset, hasher = handle.start(len(data), (5 * MIB, digest_of(data[: 5 * MIB])))
+            hasher.update(rest)
+            handle.sink.write(rest)
+            handle.keep_partial = False
+            found = hasher.hexdigest()
+            if found == digest_of(data):  # what the handshake checks
+                handle.commit(found)
+        return offset, found
+
+    interrupt()
+    assert first.partial_size("/f.bin") == 5 * MIB
+    assert first.usage().used == len(b"old version") + 5 * MIB
+    offset, found = resume(os.urandom(7 * MIB))  # the wrong rest: refused
+    assert (offset, found != digest_of(data)) == (5 * MIB, True)
+    assert read_all(first, "/f.bin") == b"old version"
+    assert first.measure() == first.usage().used == len(b"old version")
+    interrupt()
+    # A resume interrupted in its turn keeps its parts and state for the next process.
+    with make_storage(settings, stage=stage, ledger=book).open_upload("/f.bin") as handle:
+        offset, hasher = handle.start(len(data), (5 * MIB, digest_of(data[: 5 * MIB])))
+        assert offset == 5 * MIB
+        for start in range(5 * MIB, 11 * MIB, MIB):  # one more 5 MiB part finished
+            hasher.update(data[start : start + MIB])
+            handle.sink.write(data[start : start + MIB])
+    s3partial.checkpoints.clear()
+    assert first.partial_size("/f.bin") == 10 * MIB
+    assert read_all(first, "/f.bin") == b"old version"
+    assert first.measure() == first.usage().used == len(b"old version") + 10 * MIB
+    with make_storage(settings, stage=stage, ledger=book).open_upload("/f.bin") as handle:
+        offset, hasher = handle.start(len(data), (10 * MIB, digest_of(data[: 10 * MIB])))
+        assert offset == 10 * MIB
+        hasher.update(data[offset:])
+        handle.sink.write(data[offset:])
+        handle.keep_partial = False
+        assert hasher.hexdigest() == digest_of(data)
+        handle.commit(hasher.hexdigest())
+    assert read_all(first, "/f.bin") == data
+    assert first.open_read("/f.bin").stored_digest() == digest_of(data)
+    assert keys(seaweed, base) == ["f.bin"], "a record was left"
+    assert uploads_open(seaweed, base) == []
+    assert first.measure() == first.usage().used == len(data)
+    # A state saved by another build of the library is not taken: the upload starts over.
+    interrupt()
+    record_key = first._record_key("/f.bin")
+    record = s3partial.read_record(first.home, record_key)
+    assert record is not None and len(record.state) == b3state.STATE_SIZE
+    foreign = s3partial.record_body(record._replace(tag="c0.0.0/1912"))
+    seaweed.client().put_object(Bucket=BUCKET, Key=record_key, Body=foreign)
+    with make_storage(settings, stage=stage).open_upload("/f.bin") as handle:
+        assert handle.start(len(data), (5 * MIB, digest_of(data[: 5 * MIB])))[0] == 0
+        handle.abort()
 
 
 def uploads_open(seaweed: SeaweedS3, prefix: str) -> list[str]:
@@ -607,17 +693,17 @@ def test_an_interrupted_folder_mv_leaves_each_file_in_one_place(
     names = [f"f{i}.txt" for i in range(4)]
     for name in names:
         upload(storage, f"/src/{name}", name.encode())
-    real_call = storage._call
+    real_call = s3moves.call
     copies = []
 
-    def failing_call(subject: str, method: str, **kwargs: Any) -> Any:
+    def failing_call(home: Any, subject: str, method: str, **kwargs: Any) -> Any:
         if method == "copy_object":
             copies.append(kwargs["Key"])
             if len(copies) == 3:
                 raise ProtocolError(ErrorCode.IO_ERROR, "object store error (InternalError): /dst")
-        return real_call(subject, method, **kwargs)
+        return real_call(home, subject, method, **kwargs)
 
-    monkeypatch.setattr(storage, "_call", failing_call)
+    monkeypatch.setattr(s3moves, "call", failing_call)
     with pytest.raises(ProtocolError):
         storage.rename("/src", "/dst")
     monkeypatch.undo()

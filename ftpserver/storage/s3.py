@@ -30,8 +30,8 @@ from ftpproto.errors import ErrorCode, ProtocolError
 from ftpserver.state.ledger import QuotaLedger, Usage
 from ftpserver.storage.base import Entry
 from ftpserver.storage.paths import PARTIAL_DIR, is_reserved, virtual_path
-from ftpserver.storage.s3client import StoreError, store_error
-from ftpserver.storage.s3files import COPY_LIMIT, Home, S3ReadHandle, object_mtime
+from ftpserver.storage.s3files import Home, S3ReadHandle, object_mtime
+from ftpserver.storage.s3moves import call, drop_folders, folders_under, move_folder, move_object
 from ftpserver.storage.s3partial import read_record
 from ftpserver.storage.s3sweep import measure_home, sweep_partials
 from ftpserver.storage.s3upload import S3Upload
@@ -113,10 +113,7 @@ class S3Storage:
     # -- looking -----------------------------------------------------------------
 
     def _call(self, subject: str, method: str, **kwargs: Any) -> Any:
-        try:
-            return getattr(self.client, method)(Bucket=self.bucket, **kwargs)
-        except StoreError as exc:
-            raise store_error(exc, subject) from exc
+        return call(self.home, subject, method, **kwargs)
 
     def _is_folder(self, virtual: str) -> bool:
         if virtual == "/":
@@ -219,21 +216,6 @@ class S3Storage:
         self._keep_folder(virtual)
         return size
 
-    def _folders_under(self, prefix: str, key: str) -> set[str]:
-        """The folder keys (``name/``) from ``prefix`` down to the folder holding ``key``."""
-        folders = {prefix}
-        parts = key[len(prefix) :].split("/")[:-1]
-        for depth in range(1, len(parts) + 1):
-            folders.add(prefix + "/".join(parts[:depth]) + "/")
-        return folders
-
-    def _drop_folders(self, folders: set[str], subject: str) -> None:
-        """Delete folder markers deepest first (stores that keep folders drop them only empty)."""
-        ordered = sorted(folders, key=lambda k: (k.count("/"), k), reverse=True)
-        for start in range(0, len(ordered), 1000):
-            batch = [{"Key": k} for k in ordered[start : start + 1000]]
-            self._call(subject, "delete_objects", Delete={"Objects": batch, "Quiet": True})
-
     def remove_tree(self, virtual: str) -> tuple[int, int, int]:
         if virtual == "/":
             raise PermissionError(errno.EPERM, "cannot remove the home folder", virtual)
@@ -243,7 +225,7 @@ class S3Storage:
         for page in self.home.pages(prefix, delimiter=False):
             items = []
             for item in page.get("Contents", []):
-                folders |= self._folders_under(prefix, item["Key"])
+                folders |= folders_under(prefix, item["Key"])
                 if not item["Key"].endswith("/"):
                     items.append(item)
             if not items:
@@ -259,7 +241,7 @@ class S3Storage:
             freed += size
             if failed:
                 raise PermissionError(errno.EACCES, "some objects could not be removed", virtual)
-        self._drop_folders(folders, virtual)
+        drop_folders(self.home, folders, virtual)
         self._keep_folder(virtual)
         return files, freed, len(folders)  # the top folder among them; S3 has no symlinks
 
@@ -285,9 +267,9 @@ class S3Storage:
                 raise ProtocolError(ErrorCode.EXISTS, f"already exists: {new}")
             self._check_replaceable(entry, target, new)
         if entry.kind == "file":
-            self._move_object(self.key(old), self.key(new), new, replace)
+            move_object(self.home, self.key(old), self.key(new), new, replace)
         else:
-            self._move_folder(self.key(old) + "/", self.key(new) + "/", new)
+            move_folder(self.home, self.key(old) + "/", self.key(new) + "/", new)
         self._keep_folder(old)
         return new
 
@@ -316,43 +298,6 @@ class S3Storage:
             )
         else:
             raise _missing(virtual)
-
-    def _move_folder(self, source: str, target: str, subject: str) -> None:
-        """Move every object under ``source`` one by one; then the folders, made first."""
-        folders: set[str] = {source}
-        for page in self.home.pages(source, delimiter=False):
-            for item in page.get("Contents", []):
-                folders |= self._folders_under(source, item["Key"])
-                if not item["Key"].endswith("/"):
-                    self._move_object(item["Key"], target + item["Key"][len(source) :], subject)
-        for folder in sorted(folders):
-            self._call(subject, "put_object", Key=target + folder[len(source) :], Body=b"")
-        self._drop_folders(folders, subject)
-
-    def _move_object(self, source: str, target: str, subject: str, replace: bool = False) -> None:
-        """Copy ``source`` to ``target``, then delete ``source``.
-
-        Never over an object there, unless ``replace``: then the copy
-        replaces it (atomically, as any write of an object) and its bytes
-        stop counting in the same step.
-        """
-        home = self.home
-        size = home.size_of(source)
-        copy_source = {"Bucket": self.bucket, "Key": source}
-        with home.locked():
-            replaced = home.size_of(target) if replace else 0
-            if size <= COPY_LIMIT:
-                guard = {} if replace else {"IfNoneMatch": "*"}
-                self._call(subject, "copy_object", Key=target, CopySource=copy_source, **guard)
-            else:
-                try:
-                    self.client.copy(copy_source, self.bucket, target)
-                except StoreError as exc:
-                    raise store_error(exc, subject) from exc
-            home.settle(size - replaced)
-        with home.locked():
-            self._call(subject, "delete_object", Key=source)
-            home.settle(-size)
 
     # -- transfers ---------------------------------------------------------------
 

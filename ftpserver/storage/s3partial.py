@@ -4,16 +4,20 @@ A kept partial upload is an open multipart upload plus a small JSON record
 object under the home's ``.ftp-partial/`` (:class:`PartialRecord`: the key,
 the upload id, the finished parts, their size, the BLAKE3 digest of those
 bytes, and the private key the upload is staged at, if it is).  The BLAKE3
-state at the end of those bytes cannot be stored: it stays in the memory of
-the process that received them (:data:`checkpoints`), for a resume there;
-a staged upload can be resumed by any process (:mod:`ftpserver.storage.s3upload`).
+state at the end of those bytes is kept in the memory of the process that
+received them (:data:`checkpoints`), for a resume there, and, when it was
+hashed with :mod:`ftpserver.storage.b3state`, saved in the record too, for a
+resume by any process; a staged upload can be resumed by any process as well
+(:mod:`ftpserver.storage.s3upload`).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import threading
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ftpserver.storage.s3client import StoreError
@@ -25,10 +29,12 @@ __all__ = [
     "CountingHasher",
     "KnownDigest",
     "PartialRecord",
+    "ReadBack",
     "checkpoints",
     "checkpoints_lock",
     "drop_partial",
     "read_record",
+    "record_body",
 ]
 
 
@@ -41,6 +47,8 @@ class PartialRecord(NamedTuple):
     size: int
     digest: str
     stage: str = ""  # the private key the multipart upload is at, if not ``key``
+    state: bytes = b""  # the BLAKE3 state after ``size`` bytes (ftpserver.storage.b3state)
+    tag: str = ""  # what ``state`` is valid for (b3state.state_tag)
 
 
 class Checkpoint(NamedTuple):
@@ -58,6 +66,13 @@ checkpoints_lock = threading.Lock()
 STAGE_SUFFIX = ".upload"  # a staged upload's key: the record's key, an id, this suffix
 
 
+def record_body(record: PartialRecord) -> bytes:
+    """The record object's content (what :func:`read_record` reads back)."""
+    data = record._asdict()
+    data["state"] = base64.b64encode(record.state).decode()
+    return json.dumps(data).encode()
+
+
 def read_record(home: Home, record_key: str) -> PartialRecord | None:
     """The partial upload recorded at ``record_key``, or None (also for a staged object)."""
     if record_key.endswith(STAGE_SUFFIX):
@@ -73,8 +88,10 @@ def read_record(home: Home, record_key: str) -> PartialRecord | None:
             int(data["size"]),
             str(data["digest"]),
             str(data.get("stage", "")),
+            base64.b64decode(str(data.get("state", "")), validate=True),
+            str(data.get("tag", "")),
         )
-    except (*StoreError, ValueError, KeyError, TypeError):
+    except (*StoreError, ValueError, KeyError, TypeError):  # binascii.Error is a ValueError
         return None
 
 
@@ -121,3 +138,23 @@ class CountingHasher:
 
     def hexdigest(self) -> str:
         return str(self.inner.hexdigest())
+
+
+class ReadBack:
+    """The digest of a resume taken over without a BLAKE3 state: ``read()``, called once.
+
+    The bytes received go to the store only; ``read`` (the upload's
+    ``read_back``) completes the staged upload and hashes it as stored.
+    """
+
+    def __init__(self, read: Callable[[], str]) -> None:
+        self.read = read
+        self.digest = ""
+
+    def update(self, data: bytes | bytearray | memoryview, /) -> object:
+        return None
+
+    def hexdigest(self) -> str:
+        if not self.digest:
+            self.digest = self.read()
+        return self.digest

@@ -15,15 +15,16 @@ A connection lost mid-upload keeps the multipart upload open with its
 finished parts as the *partial upload* of the target: a small record object
 under the home's ``.ftp-partial/`` (upload id, parts, size, prefix digest)
 that ``partial`` reports.  A resuming ``put`` with that offset and prefix
-digest continues it.  In this process the BLAKE3 state at the end of those
-parts is kept in memory, and the resume goes on from it.  Another process
-or node cannot have that state (the store cannot give back the bytes of an
-unfinished upload to hash again), so in a cluster (``stage``) a multipart
-upload is made at a private key under ``.ftp-partial/`` and copied into
-place once verified: a resume elsewhere whose prefix digest matches the
-record continues it, and the digest of the whole file is then that of the
-completed staged object, read back (:class:`_ReadBack`) before the copy.
-Otherwise the upload starts at 0.
+digest continues it from the BLAKE3 state at the end of those parts: kept in
+this process's memory, and saved in the record when libblake3 is there
+(:mod:`~ftpserver.storage.b3state`), so that any process or node, also after
+a restart, goes on from it.  Without libblake3 another process cannot have
+that state (the store cannot give back the bytes of an unfinished upload),
+so in a cluster (``stage``) a multipart upload is made at a private key
+under ``.ftp-partial/`` and copied into place once verified: a resume
+elsewhere whose prefix digest matches the record continues it, and the
+digest of the whole file is that of the staged object, read back
+(:class:`~ftpserver.storage.s3partial.ReadBack`); otherwise it starts at 0.
 Abandoned multipart uploads are aborted by the sweeper after
 ``partial_upload_ttl`` (:meth:`S3Storage.remove_stale_partials`).
 """
@@ -31,7 +32,6 @@ Abandoned multipart uploads are aborted by the sweeper after
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,6 +39,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from ftpproto.digest import READ_PIECE, Hasher, new_hasher
 from ftpproto.handshake import Resume, upload_start
 from ftpserver.state.ledger import Reservation
+from ftpserver.storage.b3state import SavedHasher, restore, saveable_hasher, state_tag
 from ftpserver.storage.base import AbortedOnExit
 from ftpserver.storage.s3client import StoreError, store_error
 from ftpserver.storage.s3files import COPY_LIMIT, DIGEST_KEY, Home, digest_tags
@@ -48,35 +49,17 @@ from ftpserver.storage.s3partial import (
     CountingHasher,
     KnownDigest,
     PartialRecord,
+    ReadBack,
     checkpoints,
     checkpoints_lock,
     drop_partial,
     read_record,
+    record_body,
 )
 
 __all__ = ["S3Upload"]
 
 _IN_FLIGHT = 4  # parts uploading at once: the store is faster with a few requests in flight
-
-
-class _ReadBack:
-    """The digest of a resume taken over from another process: the staged object's, read back.
-
-    The bytes received go to the store only; :meth:`hexdigest` completes the
-    staged multipart upload and hashes the object as stored (a streaming GET).
-    """
-
-    def __init__(self, upload: S3Upload) -> None:
-        self.upload = upload
-        self.digest = ""
-
-    def update(self, data: bytes | bytearray | memoryview, /) -> object:
-        return None
-
-    def hexdigest(self) -> str:
-        if not self.digest:
-            self.digest = self.upload.read_back()
-        return self.digest
 
 
 class S3Upload(AbortedOnExit):
@@ -96,6 +79,9 @@ class S3Upload(AbortedOnExit):
     ) -> None:
         self.home = home
         self.key = key
+        saveable = saveable_hasher()
+        self._hasher = CountingHasher(saveable or new_hasher())
+        stage = stage and saveable is None  # a saved state lets any process resume: no copy
         # Where a multipart upload goes: the key itself, or a private one of this upload's own.
         self.target = f"{record_key}.{uuid.uuid4().hex}{STAGE_SUFFIX}" if stage else key
         self._staged = False  # the staged multipart upload was completed (an object at target)
@@ -106,7 +92,6 @@ class S3Upload(AbortedOnExit):
         self.keep_partial = False
         self.reservation: Reservation | None = None
         self.error: BaseException | None = None
-        self._hasher = CountingHasher(new_hasher())
         self._buffer = bytearray()
         self._received = 0  # bytes of the file held: finished parts, in flight, buffered
         self._upload_id: str | None = None
@@ -150,7 +135,10 @@ class S3Upload(AbortedOnExit):
         if record is None:
             return 0
         if state is None or (state.upload_id, state.size) != (record.upload_id, record.size):
-            return self._take_over_staged(resume, size, record)
+            saved = None if record.stage else restore(record.state, record.tag)
+            if saved is None or saved.hexdigest() != record.digest:
+                return self._take_over_staged(resume, size, record)
+            return self._take_over_saved(resume, size, record, saved)
         offset, hasher = upload_start(resume, size, record.size, lambda _: state.hasher.copy())
         if offset == 0:
             return 0
@@ -159,6 +147,22 @@ class S3Upload(AbortedOnExit):
                 return 0  # another session took it over meanwhile
             del checkpoints[self.record_key]  # one session takes it over
         self._claim(record, CountingHasher(hasher, record.size), state)
+        return record.size
+
+    def _take_over_saved(
+        self, resume: Resume, size: int, record: PartialRecord, saved: SavedHasher
+    ) -> int:
+        """Continue an upload kept by another process (or before a restart) from its saved state.
+
+        Two sessions taking one over at once both upload the next parts; a
+        completion names its parts by ETag (a stale one is refused), so only
+        verified parts make the object, and the later session fails.
+        """
+        offset, hasher = upload_start(resume, size, record.size, lambda _: saved.copy())
+        if offset == 0:
+            return 0
+        checkpoint = Checkpoint(record.upload_id, record.size, saved)
+        self._claim(record, CountingHasher(hasher, record.size), checkpoint)
         return record.size
 
     def _take_over_staged(self, resume: Resume, size: int, record: PartialRecord) -> int:
@@ -170,7 +174,7 @@ class S3Upload(AbortedOnExit):
         if not record.stage or resume != (record.size, record.digest) or record.size > size:
             return 0
         checkpoint = Checkpoint(record.upload_id, record.size, KnownDigest(record.digest))
-        self._claim(record, CountingHasher(_ReadBack(self), record.size), checkpoint)
+        self._claim(record, CountingHasher(ReadBack(self.read_back), record.size), checkpoint)
         self._read_back = True
         return record.size
 
@@ -378,19 +382,17 @@ class S3Upload(AbortedOnExit):
         parts = sorted((n, e) for n, e in self._parts.items() if n <= self._checkpoint_parts)
         if len(parts) != self._checkpoint_parts:
             return  # a part before the checkpoint did not arrive: nothing to resume
-        record = {
-            "key": self.key,
-            "upload_id": checkpoint.upload_id,
-            "parts": parts,
-            "size": checkpoint.size,
-            "digest": checkpoint.hasher.hexdigest(),
-            "stage": self.target if self.target != self.key else "",
-        }
+        hasher = checkpoint.hasher
+        saved = isinstance(hasher, SavedHasher) and self.target == self.key
+        record = PartialRecord(
+            self.key, checkpoint.upload_id, parts, checkpoint.size, hasher.hexdigest(),
+            self.target if self.target != self.key else "",
+            hasher.state() if saved else b"", state_tag() if saved else "",
+        )  # fmt: skip
         with home.locked():
             old = drop_partial(home, self.record_key) if not self._claimed else 0
-            home.client.put_object(
-                Bucket=home.bucket, Key=self.record_key, Body=json.dumps(record).encode()
-            )
+            body = record_body(record)
+            home.client.put_object(Bucket=home.bucket, Key=self.record_key, Body=body)
             home.settle(checkpoint.size - old)
         if not self._read_back:  # a known digest only: nothing to continue from in memory
             with checkpoints_lock:
