@@ -8,10 +8,11 @@ medians with min and max, the targets of issue 6 as ratios from this run,
 and writes the figures and every single run to a JSON file.  Temporary files live in one temporary
 folder, removed at the end; every server and load worker is stopped in a
 ``finally`` block.  The tree workloads of issue 15 (``--only t``, not run by
-default) are in :mod:`bench.treebench`; the options are :mod:`bench.options`',
-the test files, users and server configs :mod:`bench.prepare`'s, the ``ours-s3`` and
-``boto3`` columns (workloads a and b on a throwaway SeaweedFS) :mod:`bench.s3columns`'.
-See docs/PERFORMANCE.md.
+default) are in :mod:`bench.treebench`, the cluster workload of issue 13
+(``--only cluster``, not run by default) in :mod:`bench.cluster`; the
+options are :mod:`bench.options`', the test files, users and server configs
+:mod:`bench.prepare`'s, the ``ours-s3`` and ``boto3`` columns (workloads a
+and b on a throwaway SeaweedFS) :mod:`bench.s3columns`'.  See docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import report, treebench, treereport
+from bench import cluster, report, treebench, treereport
 from bench.environment import (
     bench_python,
     bench_versions,
@@ -131,6 +132,17 @@ def _disturbed(runs: list[dict[str, Any]], limit: float = 0.25) -> str:
     return ", ".join(f"{name} {busy}/{total}" for name, (busy, total) in counts.items() if busy)
 
 
+def _run_cluster(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """The cluster workload (its own servers); its JSON document, or the error it met."""
+    print()
+    try:
+        return cluster.run(args, tmp)
+    except Exception as exc:
+        traceback.print_exc()
+        print(f"cluster: ERROR {type(exc).__name__}: {exc}")
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -140,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     names = selected(args.only)
     trees = [n for n in names if n in treebench.TREE_WORKLOADS]
-    names = [n for n in names if n not in treebench.TREE_WORKLOADS]
+    clusters = [n for n in names if n in cluster.CLUSTER_WORKLOADS]
+    names = [n for n in names if n not in (*treebench.TREE_WORKLOADS, *clusters)]
     signal.signal(signal.SIGTERM, _terminate)  # clean up (servers, files) as on Ctrl-C
     files = raise_open_files_limit()
     if "crowd" in names and files < args.crowd + 1024:
@@ -165,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         setup, kinds = prepare(args, tmp, names)
         values, runs = _run_all(names, kinds, setup, args, tmp / "logs")
         tree_results = treebench.run(trees, treebench.options(args), tmp) if trees else None
+        cluster_json = _run_cluster(args, tmp) if clusters else None
     except KeyboardInterrupt:
         print("\ninterrupted: servers stopped, temporary files removed", file=sys.stderr)
         return 130
@@ -199,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"1 file BLAKE3 {setup.big_digest} (ours: verified by the client on every download)")
     tree_json = treereport.report(tree_results, args.size_mib) if tree_results else None
     failed = [r for r in runs if "error" in r] + (tree_json["failed"] if tree_json else [])
+    failed += [cluster_json] if cluster_json and "error" in cluster_json else []
     data = {
         "machine": machine(),
         "packages": bench_versions(python),
@@ -217,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         "disturbed_runs": disturbed,
         "big_digest": setup.big_digest,
         "tree": tree_json,
+        "cluster": cluster_json,
         "digests_seen": sorted(d for d in digests if d),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench import treebench
+from bench import cluster, treebench
 from bench.environment import REPO_ROOT
 from bench.workloads import GROUPS, WORKLOADS
 
@@ -48,10 +48,12 @@ def parser() -> argparse.ArgumentParser:
     options.add_argument(
         "--only",
         help="comma-separated workloads: a b c d e f g t, or "
-        + ", ".join([*WORKLOADS, *treebench.TREE_WORKLOADS])
-        + " (default: a-g; t = tree, tree-big: see the --tree options)",
+        + ", ".join([*WORKLOADS, *treebench.TREE_WORKLOADS, *cluster.CLUSTER_WORKLOADS])
+        + " (default: a-g; t = tree, tree-big: see the --tree options;"
+        + " cluster: needs PostgreSQL and HAProxy)",
     )
     treebench.add_options(options)
+    cluster.add_options(options)
     options.add_argument(
         "--workers", type=int, help="our server's worker processes (default: its own default)"
     )
@@ -73,14 +75,15 @@ def selected(only: str | None) -> list[str]:
         return list(WORKLOADS)
     chosen: list[str] = []
     for word in (w.strip() for w in only.split(",") if w.strip()):
-        known = (*WORKLOADS, *treebench.TREE_WORKLOADS)
+        known = (*WORKLOADS, *treebench.TREE_WORKLOADS, *cluster.CLUSTER_WORKLOADS)
         names = {**GROUPS, "t": treebench.TREE_WORKLOADS}.get(
             word, (word,) if word in known else None
         )
         if names is None:
             raise SystemExit(f"unknown workload {word!r}: use a-g, {', '.join(known)}")
         chosen += [n for n in names if n not in chosen]
-    return [n for n in (*WORKLOADS, *treebench.TREE_WORKLOADS) if n in chosen]
+    order = (*WORKLOADS, *treebench.TREE_WORKLOADS, *cluster.CLUSTER_WORKLOADS)
+    return [n for n in order if n in chosen]
 
 
 def scale(args: argparse.Namespace, names: list[str]) -> str:

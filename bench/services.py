@@ -141,6 +141,8 @@ def start_haproxy(
     ``settings`` are more of the file's variables (``FT_BALANCE``, ...).
     Returns once it accepts connections; raises RuntimeError if it exits.
     """
+    if len(nodes) != 3:  # an unset FT_NODEn would send traffic to the example's 10.0.0.x
+        raise ValueError(f"deploy/haproxy.cfg has three servers: {len(nodes)} node ports given")
     env = dict(os.environ)
     env.update(FT_LISTEN=f"127.0.0.1:{port}", FT_MAXCONN="1000", **settings)
     env.update({f"FT_NODE{i + 1}": f"127.0.0.1:{node}" for i, node in enumerate(nodes)})

@@ -143,8 +143,8 @@ def test_status_sessions_bans_and_unban_across_nodes(
         # metrics: the latency of each node's calls to PostgreSQL, by operation
         for base in (a_metrics, b_metrics):
             samples = scrape(base)
-            logins = 'ftpserver_shared_state_seconds_count{operation="PgBans.is_banned"}'
-            assert samples.get(logins, 0) >= 1, sorted(samples)
+            starts = 'ftpserver_shared_state_seconds_count{operation="PgSessionSlots.acquire"}'
+            assert samples.get(starts, 0) >= 1, sorted(samples)
             renewals = 'ftpserver_shared_state_seconds_count{operation="ClusterState.renew"}'
             assert samples.get(renewals, 0) >= 1, sorted(samples)
             assert samples["ftpserver_bans"] == 0

@@ -25,6 +25,8 @@ from conftest import ALICE, ALICE_PASSWORD, CLIENT_TIMEOUT, HOST, wait_until, wr
 from services import Postgres, find_pg_bin, free_port, pg_url, postgres  # noqa: F401
 
 from ftpclient.client import FileTransferClient
+from ftpproto.errors import ErrorCode, RemoteError
+from ftpserver.cluster import pgstate
 from ftpserver.cluster.node import ClusterState
 from ftpserver.cluster.serving import join, leave
 from ftpserver.config import Settings
@@ -95,15 +97,15 @@ def counted(tmp_path: Path, pg_url: str) -> Iterator[Counted]:  # noqa: F811
         leave(state)
 
 
-def test_a_command_costs_no_round_trip_a_session_three(counted: Counted, tmp_path: Path) -> None:
+def test_a_command_costs_no_round_trip_a_session_two(counted: Counted, tmp_path: Path) -> None:
     (tmp_path / "homes" / ALICE / "a.txt").write_bytes(b"x" * 10)
     for _ in range(3):  # the first session also fills the password cache
         counted.take()
         client = FileTransferClient(HOST, counted.server.address[1], timeout=CLIENT_TIMEOUT)
         assert wait_until(lambda: counted.calls >= 1), "the session start took no slot"
-        assert counted.take() == 1  # the session slot (ft_acquire)
+        assert counted.take() == 1  # the session slot and the ban check (ft_open)
         assert client.login(ALICE, ALICE_PASSWORD) == ALICE
-        assert counted.take() == 1  # the ban check (alice has no max_sessions: no user slot)
+        assert counted.take() == 0  # banned or not: from ft_open (no max_sessions: no user slot)
         for _ in range(10):
             assert client.pwd() == "/"
             assert [e.name for e in client.ls("/")] == ["a.txt"]
@@ -114,6 +116,29 @@ def test_a_command_costs_no_round_trip_a_session_three(counted: Counted, tmp_pat
         assert wait_until(lambda: counted.calls >= 1), "the slot was not given back"
         assert counted.take() == 1  # the session slot back
         assert counted.state.slots.counts() == {} and counted.state.user_slots.counts() == {}
+
+
+def test_a_late_login_asks_again_and_sees_a_ban_made_meanwhile(
+    counted: Counted,
+    pg_url: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The session start's "not banned" stands only for BAN_FRESH seconds: a later login
+    asks the database again, and a ban another node made meanwhile refuses it."""
+    monkeypatch.setattr(pgstate, "BAN_FRESH", 0.3)
+    counted.take()
+    client = FileTransferClient(HOST, counted.server.address[1], timeout=CLIENT_TIMEOUT)
+    assert wait_until(lambda: counted.calls >= 1), "the session start took no slot"
+    assert counted.take() == 1
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # as if another node banned it
+        conn.execute("insert into ft_bans (ip, until) values (%s, now() + interval '1 hour')",
+                     (HOST,))  # fmt: skip
+    time.sleep(0.4)
+    with pytest.raises(RemoteError) as refused:
+        client.login(ALICE, ALICE_PASSWORD)
+    assert refused.value.code == ErrorCode.LOGIN_FAILED
+    assert counted.take() == 1  # the ban check, asked again
+    client.close()
 
 
 def test_a_download_costs_no_round_trip_and_an_upload_two(counted: Counted, tmp_path: Path) -> None:

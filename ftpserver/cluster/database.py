@@ -168,6 +168,16 @@ MIGRATIONS: list[tuple[str, ...]] = [
             update ft_user_slots set count = count - 1 where node = node_name and user_name = who;
         $$""",
     ),
+    (  # 5: a session's start takes its slot and learns whether its address is banned at once
+        """create or replace function ft_open(
+            lock_key bigint, node_name text, client text, max_total integer, max_per_ip integer,
+            out refused text, out banned boolean)
+        language plpgsql as $$
+        begin
+            refused := ft_acquire(lock_key, node_name, client, max_total, max_per_ip);
+            banned := exists (select 1 from ft_bans b where b.ip = client and b.until > now());
+        end $$""",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

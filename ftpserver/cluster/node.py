@@ -71,8 +71,10 @@ class ClusterState:
         self._healthy = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.slots = PgSessionSlots(self.db, lambda: self.name, self._limits, self.healthy)
         self.bans = PgBans(self.db, self._limits, self.healthy)
+        self.slots = PgSessionSlots(
+            self.db, lambda: self.name, self._limits, self.healthy, self.bans
+        )
         self.bandwidth = PgBandwidth(self.db)
         self.quotas = PgQuotaLedger(self.db, lambda: self.name)
         self.user_slots = PgUserSessions(self.db, lambda: self.name, self.healthy)

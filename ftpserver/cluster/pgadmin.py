@@ -7,7 +7,8 @@ sessions' calls:
 
 * bans are the cluster's (``ft_bans``): ``unban`` deletes the row and the
   address's failed logins, which lifts the ban on every node at once (each
-  node asks the table at every login);
+  node asks the table at every session start, and at a login that comes
+  later than ``BAN_FRESH`` after one);
 * sessions are this node's: its rows in ``ft_slots``, those of its worker
   processes (``NAME/0``, ``NAME/1`` ...) included;
 * ``nodes`` is what ``ftpserver nodes`` prints;

@@ -4,17 +4,21 @@ One class per protocol of :mod:`ftpserver.state.protocols`, giving the same
 answers as the in-process classes of :mod:`ftpserver.guards`:
 
 * :class:`PgSessionSlots`: a row per (node, client address) with its count
-  of open sessions; a slot is taken (``ft_acquire``, one round trip like
+  of open sessions; a slot is taken (``ft_open``, one round trip like
   every call here) under one cluster-wide advisory lock,
   counting only nodes whose lease is running, so the limits hold across
   nodes and a dead node's slots stop counting when its lease runs out.  The
+  same round trip tells whether the address is banned (for the login that
+  follows, see :class:`PgBans`).  The
   node also keeps its own counts, which it writes back whole after a
   database outage or when it finds its row gone (:meth:`resync`).
 * :class:`PgUserSessions`: the same per user (``ft_user_slots``), for each
   user's ``max_sessions`` (``ft_user_acquire``, a lock per user);
 * :class:`PgBans`: failed logins (address, time) and bans (address, until),
   in database time; one address's failures are counted under a lock of its
-  own (``ft_failure``).
+  own (``ft_failure``).  A login asks whether its address is banned; the
+  answer a session start got for that address less than :data:`BAN_FRESH`
+  seconds ago stands for it, so a login costs no round trip of its own.
 * :class:`PgBandwidth`: a token bucket per user and direction, refilled and
   spent in one statement; while the database cannot be reached a node paces
   with its own buckets (asking the database again each second), so running
@@ -52,6 +56,8 @@ log = logging.getLogger("ftpserver.cluster")
 
 UNAVAILABLE = "shared state unavailable"
 RETRY_PAUSE = 1.0  # seconds a node paces alone before it asks the database again
+BAN_FRESH = 1.0  # seconds a session start's answer "banned or not" stands for a login
+BAN_ENTRIES = 4096  # addresses remembered before the stale ones are dropped
 Connection = psycopg.Connection[tuple[object, ...]]
 Limits = Callable[[], Settings]
 
@@ -173,10 +179,16 @@ class PgSessionSlots(_NodeCounts):
     table, column = "ft_slots", "ip"
 
     def __init__(
-        self, db: Database, node: Callable[[], str], limits: Limits, healthy: Callable[[], bool]
+        self,
+        db: Database,
+        node: Callable[[], str],
+        limits: Limits,
+        healthy: Callable[[], bool],
+        bans: PgBans,
     ) -> None:
         super().__init__(db, node, healthy)
         self.limits = limits
+        self.bans = bans  # told whether each address that starts a session is banned
 
     def acquire(self, ip: str) -> str | None:
         """Take a slot for ``ip``: None, or why it was refused."""
@@ -187,10 +199,12 @@ class PgSessionSlots(_NodeCounts):
 
         def work(conn: Connection) -> bool:
             row = conn.execute(
-                "select ft_acquire(%s, %s, %s, %s, %s)",
+                "select refused, banned from ft_open(%s, %s, %s, %s, %s)",
                 (LOCK_SLOTS, self.node(), ip, settings.max_sessions, settings.max_sessions_per_ip),
             ).fetchone()
-            if row is not None and row[0] is not None:
+            assert row is not None
+            self.bans.seen(ip, bool(row[1]))
+            if row[0] is not None:
                 refused.append(str(row[0]))
                 return False
             return True
@@ -241,11 +255,35 @@ class PgBans:
         self.db = db
         self.limits = limits
         self.healthy = healthy  # whether this node's lease is current
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[float, bool]] = {}  # ip -> (time.monotonic(), banned)
+
+    def seen(self, ip: str, banned: bool) -> None:
+        """What the database just answered about ``ip`` (at a session start or a failure)."""
+        now = time.monotonic()
+        with self._lock:
+            if len(self._seen) >= BAN_ENTRIES:
+                self._seen = {k: v for k, v in self._seen.items() if now - v[0] < BAN_FRESH}
+            self._seen[ip] = (now, banned)
+
+    def _recent(self, ip: str) -> bool | None:
+        with self._lock:
+            entry = self._seen.get(ip)
+        if entry is None or time.monotonic() - entry[0] >= BAN_FRESH:
+            return None
+        return entry[1]
 
     def is_banned(self, ip: str) -> bool:
-        """Whether ``ip`` is banned now; :class:`SharedStateUnavailable` if unknown."""
+        """Whether ``ip`` is banned now; :class:`SharedStateUnavailable` if unknown.
+
+        Answered without a round trip when a session start from ``ip`` asked
+        less than :data:`BAN_FRESH` seconds ago (the login right after it).
+        """
         if not self.healthy():
             raise SharedStateUnavailable("this node's lease is not current")
+        recent = self._recent(ip)
+        if recent is not None:
+            return recent
 
         def work(conn: Connection) -> bool:
             row = conn.execute(
@@ -253,7 +291,9 @@ class PgBans:
             ).fetchone()
             return bool(row and row[0])
 
-        return self.db.run(work)
+        banned = self.db.run(work)
+        self.seen(ip, banned)
+        return banned
 
     def failure(self, ip: str) -> bool:
         """Count a failed login from ``ip``; True if that bans it."""
@@ -268,7 +308,10 @@ class PgBans:
             ).fetchone()
             return bool(row and row[0])
 
-        return self.db.run(work)
+        banned = self.db.run(work)
+        if banned:
+            self.seen(ip, True)
+        return banned
 
 
 class PgBandwidth:
