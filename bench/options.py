@@ -40,7 +40,9 @@ def parser() -> argparse.ArgumentParser:
         "--crowd", type=int, default=10000, help="idle sessions beside the active ones (10000)"
     )
     options.add_argument("--commands", type=int, default=50, help="small commands per client (50)")
-    options.add_argument("--latency-runs", type=int, default=50, help="logins in a row (50)")
+    options.add_argument(
+        "--latency-runs", type=int, default=50, help="logins, and client commands, in a row (50)"
+    )
     options.add_argument(
         "--client-procs", type=int, default=2, help="client processes sharing the clients (2)"
     )
