@@ -1,7 +1,8 @@
 """The supervisor's side of the shared state: answers the workers' calls, one thread per pipe.
 
 Only the methods listed in :meth:`StateOwner._table` may be called, each
-with its arguments checked; limits change only through the supervisor's
+with its arguments checked (a posted call, :data:`~ftpserver.state.wire.POST`,
+is answered with nothing, and logged if it failed); limits change only through the supervisor's
 reload.  When a worker's pipe closes (the worker stopped or was killed),
 the owner gives back the session slots and upload reservations it still
 held.  :meth:`StateOwner.fork` forks while no call is being answered, so a
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from ftpserver.state.quotas import TARGET as QUOTAS
 from ftpserver.state.quotas import QuotaHolds, quota_methods
 from ftpserver.state.shared import LocalState
-from ftpserver.state.wire import Args, OwnerEnd, Reply, arg, expect, fields
+from ftpserver.state.wire import POST, Args, OwnerEnd, Reply, arg, expect, fields
 
 __all__ = ["StateOwner"]
 
@@ -162,9 +163,15 @@ class StateOwner:
                     request: object = conn.recv()
                 except (EOFError, OSError):
                     return
+                posted = isinstance(request, tuple) and len(request) == 4 and request[3] == POST
+                if posted:
+                    request = expect(request, tuple)[:3]
                 with self._gate.passing():
                     reply = self.answer(held, request)
-                conn.send(reply)
+                if not posted:
+                    conn.send(reply)
+                elif not reply[0]:
+                    log.warning("worker %d: a posted %s failed: %s", worker, request, reply[1])
         except OSError:
             return
         finally:

@@ -34,8 +34,9 @@ from ftpproto.digest import Hasher
 from ftpproto.handshake import Resume, upload_start
 from ftpserver.digests import DigestCache, version
 from ftpserver.fsops import file_size
-from ftpserver.state.ledger import QuotaLedger, Reservation, Unmeasured
+from ftpserver.state.ledger import LaterLedger, QuotaLedger, Reservation, Unmeasured
 from ftpserver.storage.base import AbortedOnExit, ClosedOnExit
+from ftpserver.storage.deferred import collector
 from ftpserver.storage.paths import is_temporary
 from ftpserver.storage.temps import temp_name
 
@@ -144,10 +145,34 @@ class HomeAccount:
         """Reserve ``size`` bytes for an upload over ``replaced`` ones (quota and ``free`` space).
 
         ``temp`` names the upload's temporary file (``""`` for none) for the ledger.
+        Inside :func:`~ftpserver.storage.deferred.collecting`, with a ledger
+        far away, the ledger's answer is checked by the confirmation collected.
         """
-        return self.ask(
-            lambda: self.ledger.reserve(self.user, self.quota, size, replaced, free, temp)
-        )
+
+        def now() -> Reservation:
+            return self.ask(
+                lambda: self.ledger.reserve(self.user, self.quota, size, replaced, free, temp)
+            )
+
+        confirms = collector()
+        if confirms is None or not isinstance(self.ledger, LaterLedger):
+            return now()
+        # collecting (ftpserver.storage.deferred): asked now, the answer checked later
+        answer = self.ledger.reserve_later(self.user, self.quota, size, replaced, free, temp)
+        reservation = Reservation.asked(self.user, size, replaced, temp)
+
+        def confirm() -> None:
+            try:
+                try:
+                    answer()
+                except Unmeasured:  # the home is measured now, and the ledger asked again
+                    now()
+            except BaseException:
+                reservation.quota_bytes = reservation.disk_bytes = 0  # nothing is held
+                raise
+
+        confirms.append(confirm)
+        return reservation
 
     def settle(
         self, growth: int, limit: int | None = None, release: Reservation | None = None
@@ -167,7 +192,9 @@ class HomeAccount:
         with self.locked():
             old = file_size(target)
             growth = file_size(source) - old
-            self.settle(growth, self.quota if enforce else None, release)
+            # A growth within the reservation was counted against the quota at ready.
+            covered = release is not None and growth <= release.quota_bytes
+            self.settle(growth, self.quota if enforce and not covered else None, release)
             try:
                 os.replace(source, target)
             except OSError:
