@@ -1,7 +1,8 @@
 """The tree workloads of issue 15: ``tree`` and ``tree-big``, with their own setup.
 
 ``tree``: a tree of ``--tree-files`` files (1-64 KiB, ``--tree-folders``
-folders) copied up and down, then an unchanged second ``mirror``, by every
+folders) copied up and down, then an unchanged second ``mirror`` (by size and
+time; ours also with ``-c``, by digest), by every
 column (ours, ours-tls, rsync, sftp, lftp) on every link of ``--tree-links``.
 ``tree-big``: one file of ``--size-mib`` down and up over the delayed link,
 ours against lftp/vsftpd.  Every client is a separate command (ours:
@@ -37,7 +38,7 @@ __all__ = ["ROWS", "TREE_WORKLOADS", "TreeOptions", "TreeResults", "run"]
 TREE_WORKLOADS = ("tree", "tree-big")
 BIG_COLUMNS = ("ours", "ours-tls", "lftp")
 NO_MIRROR = "n/a (no mirror in this client)"
-ROWS = ("tree up", "tree down", "mirror, unchanged", "big down", "big up")
+ROWS = ("tree up", "tree down", "mirror, unchanged", "mirror -c, unchanged", "big down", "big up")
 
 
 class NotAvailable(Exception):
@@ -160,18 +161,21 @@ class Runner:
             self._record("tree down", link, rep, end.column, down)
             self._record("mirror, unchanged", link, rep, end.column,
                          lambda: self._mirror(end, link, local))  # fmt: skip
+            self._record("mirror -c, unchanged", link, rep, end.column,
+                         lambda: self._mirror(end, link, local, by_digest=True))  # fmt: skip
         finally:
             self._discard(local)
 
-    def _mirror(self, end: Endpoint, link: Link, local: Path) -> float:
+    def _mirror(self, end: Endpoint, link: Link, local: Path, by_digest: bool = False) -> float:
         if not local.is_dir():
             raise RuntimeError("no downloaded copy to mirror onto")
-        argv = end.mirror_tree("tree", local)
+        argv = end.mirror_tree("tree", local, by_digest)
         if argv is None:
-            raise NotAvailable("n/a (no mirror command)")
+            raise NotAvailable("n/a (compares by content only: ours -c)" if by_digest
+                               else "n/a (no mirror command)")  # fmt: skip
         seconds = _execute(argv, end.env, self.opts.timeout)
         check_copy(self.digests, local)
-        if end.column.startswith("ours"):
+        if by_digest and end.column.startswith("ours"):
             session = min(_execute(end.session(), end.env, 60) for _ in range(3))
             hashing = hash_seconds(local)
             budget = session + 3 * link.rtt + hashing
