@@ -160,18 +160,15 @@ class StateOwner:
         try:
             while True:
                 try:
-                    request: object = conn.recv()
+                    message: object = conn.recv()
                 except (EOFError, OSError):
                     return
-                posted = isinstance(request, tuple) and len(request) == 4 and request[3] == POST
-                if posted:
-                    request = expect(request, tuple)[:3]
+                requests = message if isinstance(message, list) else [message]
                 with self._gate.passing():
-                    reply = self.answer(held, request)
-                if not posted:
-                    conn.send(reply)
-                elif not reply[0]:
-                    log.warning("worker %d: a posted %s failed: %s", worker, request, reply[1])
+                    replies = [self._answer_one(held, worker, request) for request in requests]
+                for reply in replies:
+                    if reply is not None:
+                        conn.send(reply)
         except OSError:
             return
         finally:
@@ -180,6 +177,15 @@ class StateOwner:
                 self._conns.remove(conn)
             with self._gate.passing():
                 self._give_back(held, worker)
+
+    def _answer_one(self, held: _Held, worker: int, request: object) -> Reply | None:
+        """The reply to one request, or None for a posted one (logged if it failed)."""
+        if not (isinstance(request, tuple) and len(request) == 4 and request[3] == POST):
+            return self.answer(held, request)
+        reply = self.answer(held, request[:3])
+        if not reply[0]:
+            log.warning("worker %d: a posted %s failed: %s", worker, request[:3], reply[1])
+        return None
 
     def answer(self, held: _Held, request: object) -> Reply:
         """The reply to one request of a worker holding ``held``."""

@@ -6,6 +6,7 @@ plain picklable values; the supervisor answers ``(True, result)`` or
 ``(False, exception)`` (:data:`Reply`), in the order the requests came.
 A request with a fourth item, :data:`POST`, gets no reply: the worker
 needs no answer (a change that cannot be refused), so it does not wait.
+Several requests may cross as one message, a list of them (:data:`Outgoing`).
 :class:`PipeClient` is the one call primitive the worker's proxies are
 written over; :func:`expect` and :func:`arg` check the types of what
 crosses, so each side stays typed.
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "POST",
     "Args",
+    "Outgoing",
     "OwnerEnd",
     "PipeClient",
     "Reply",
@@ -46,10 +48,11 @@ T = TypeVar("T")
 Args = tuple[object, ...]
 Request = tuple[str, str, Args] | tuple[str, str, Args, str]
 POST = "post"  # the fourth item of a request that gets no reply
+Outgoing = Request | list[Request]  # what a worker sends: one request, or several in order
 Reply = tuple[bool, object]
 # The two ends of a worker's pipe, by what each sends; what each receives is
 # checked before use, so it is ``object``.
-WorkerEnd: TypeAlias = "Connection[Request, object]"
+WorkerEnd: TypeAlias = "Connection[Outgoing, object]"
 OwnerEnd: TypeAlias = "Connection[Reply, object]"
 
 
@@ -88,34 +91,47 @@ class PipeClient:
         self._lost = False
         self._on_lost = on_lost or _stop_this_process
         self._waiting: deque[_Slot] = deque()  # submitted, reply not read yet, oldest first
+        self._outbox: list[Request] = []  # submitted, not sent yet
 
     def call(self, target: str, method: str, *args: object) -> object:
         """Run ``target.method(*args)`` in the supervisor; its result, or its exception raised."""
         return self.submit(target, method, *args)()
 
     def submit(self, target: str, method: str, *args: object) -> Callable[[], object]:
-        """Send ``target.method(*args)``; a function that waits for its result (or raises)."""
+        """Ask ``target.method(*args)``; a function that waits for its result (or raises).
+
+        The request goes out with the next one posted, or when a result is
+        waited for, so requests asked in a row cross the pipe together.
+        """
         slot = _Slot()
         with self._lock:
-            self._send((target, method, args))
+            self._check()
+            self._outbox.append((target, method, args))
             self._waiting.append(slot)
         return lambda: self._result(slot, target, method)
 
     def post(self, target: str, method: str, *args: object) -> None:
         """Send ``target.method(*args)`` to be run in turn, without waiting: no reply comes."""
         with self._lock:
-            self._send((target, method, args, POST))
+            self._check()
+            self._outbox.append((target, method, args, POST))
+            self._flush()
 
-    def _send(self, request: Request) -> None:
-        """Send one request (lock held)."""
-        self._check()
+    def _flush(self) -> None:
+        """Send what was asked and not sent yet, as one message (lock held)."""
+        if not self._outbox:
+            return
+        batch, self._outbox = self._outbox, []
         try:
-            self._conn.send(request)
+            self._conn.send(batch[0] if len(batch) == 1 else batch)
         except (EOFError, OSError) as exc:
             raise self._gone(exc) from exc
 
     def _result(self, slot: _Slot, target: str, method: str) -> object:
         with self._lock:
+            if not slot.done:
+                self._check()
+                self._flush()
             while not slot.done:
                 self._check()
                 try:
