@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 from ftpclient.client import FileTransferClient, LocalError
 from ftpclient.copying import CopyResult, OnFile, copy_files
 from ftpfiles.files import file_digest
+from ftpproto.digest import new_hasher
 from ftpproto.errors import ErrorCode, RemoteError
+from ftpproto.splicing import hash_fd
 
 __all__ = [
     "FileInfo",
@@ -108,25 +110,60 @@ def remote_tree(client: FileTransferClient, root: str, digests: bool) -> Tree:
     return tree
 
 
-def local_tree(root: str) -> Tree:
-    """The local tree under ``root`` (links not followed); a missing root is an empty tree."""
+def local_tree(root: str, digests: dict[str, str] | None = None) -> Tree:
+    """The local tree under ``root`` (links not followed); a missing root is an empty tree.
+
+    With ``digests`` every regular file is hashed as it is found (one open
+    per file, its size and time from the open file), its digest stored
+    there by relative path; a file that cannot be read has none.  A folder
+    that cannot be listed is left out, as ``os.walk`` does.
+    """
     if not os.path.isdir(root):
         if os.path.lexists(root):
             raise LocalError(f"not a folder: {root}")
         return Tree(exists=False)
     tree = Tree()
-    for folder, dirs, files in os.walk(root, followlinks=False):
-        relative = os.path.relpath(folder, root)
-        prefix = "" if relative == "." else "/".join(relative.split(os.sep)) + "/"
-        for name in dirs + files:
-            st = os.lstat(os.path.join(folder, name))
-            if stat.S_ISDIR(st.st_mode):
-                tree.folders.add(prefix + name)
-            elif stat.S_ISREG(st.st_mode):
-                tree.files[prefix + name] = FileInfo(st.st_size, int(st.st_mtime))
+    pending = [("", root)]
+    while pending:
+        prefix, folder = pending.pop()
+        try:
+            items = list(os.scandir(folder))
+        except OSError:
+            continue
+        for item in items:
+            relative = prefix + item.name
+            if item.is_dir(follow_symlinks=False):
+                tree.folders.add(relative)
+                pending.append((relative + "/", item.path))
+            elif not item.is_file(follow_symlinks=False):
+                tree.others.add(relative)
+            elif digests is None or (found := _hashed(item.path)) is None:
+                st = item.stat(follow_symlinks=False)
+                tree.files[relative] = FileInfo(st.st_size, int(st.st_mtime))
             else:
-                tree.others.add(prefix + name)
+                st, digests[relative] = found
+                tree.files[relative] = FileInfo(st.st_size, int(st.st_mtime))
     return tree
+
+
+def _hashed(path: str) -> tuple[os.stat_result, str] | None:
+    """The regular file ``path`` (never a link followed): its status and digest, or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        hasher = new_hasher()
+        if hash_fd(hasher, fd, 0, st.st_size) != st.st_size:
+            return None
+        return st, hasher.hexdigest()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def local_digest(root: str) -> Digest:
@@ -160,13 +197,7 @@ def look(
 
     def local_side() -> None:
         try:
-            tree = local_tree(ends.local)
-            local.append(tree)
-            if by_digest:
-                for path in tree.files:
-                    found = digest(path)
-                    if found is not None:
-                        done[path] = found
+            local.append(local_tree(ends.local, done if by_digest else None))
         except BaseException as exc:  # raised in the caller's thread
             failed.append(exc)
 
