@@ -138,7 +138,7 @@ class Channel:
 
     def send(self, *messages: Message) -> None:
         """Send one or more messages in a single write."""
-        data = self._owed_bytes() + b"".join(encode_frame(m.encode()) for m in messages)
+        data = b"".join([self._owed_bytes(), *(encode_frame(m.encode()) for m in messages)])
         self.in_step = False
         self.sock.sendall(data)
         self.in_step = True
@@ -156,10 +156,10 @@ class Channel:
         self.in_step = True
 
     def _send_joined(self, parts: tuple[Message | bytes | memoryview, ...]) -> None:
+        owed = self._owed_bytes()
         self.sock.sendall(
-            self._owed_bytes()
-            + b"".join(
-                encode_frame(p.encode()) if isinstance(p, Message) else bytes(p) for p in parts
+            b"".join(
+                [owed, *(encode_frame(p.encode()) if isinstance(p, Message) else p for p in parts)]
             )
         )
 
