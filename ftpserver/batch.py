@@ -29,7 +29,7 @@ from ftpproto.messages import Message, error, ok, parse_size
 from ftpproto.pipeline import ServerFetch, ServerOffer, Window, window_reply
 from ftpserver.fsops import os_error
 from ftpserver.storage.base import ReadHandle, UploadHandle
-from ftpserver.storage.deferred import Confirm, collecting, holding_posts, release_posts
+from ftpserver.storage.deferred import Confirm, collecting
 from ftpserver.transfers import stream_file
 
 if TYPE_CHECKING:
@@ -63,8 +63,6 @@ class Pipeline:
 
     def close(self) -> None:
         """Discard every queued upload (the session ends); their reservations go back."""
-        with contextlib.suppress(Exception):  # the supervisor may be gone
-            release_posts()
         self.owed.clear()
         while self.queue:
             queued = self.queue.popleft()
@@ -76,7 +74,6 @@ class Pipeline:
 
     def _pay(self) -> list[Message]:
         """The replies owed, in order (the channel writes them): each offer's once confirmed."""
-        release_posts()  # the ledger changes of the commits, before the session may wait
         owed, self.owed = self.owed, []
         return [self._answer(item) if isinstance(item, _Queued) else item for item in owed]
 
@@ -212,8 +209,7 @@ class Pipeline:
                 final = session.channel.recv()  # a connection lost before keeps what arrived
                 upload.keep_partial = False
                 hexdigest = offer.check(final)
-                with holding_posts():  # the settle goes with the next reservation
-                    upload.commit(hexdigest)
+                upload.commit(hexdigest)
             except OSError as exc:
                 failure = exc if isinstance(exc, ConnectionError | TimeoutError) else None
                 session.log_failed("put", virtual, meter.moved, started, exc)

@@ -34,7 +34,6 @@ from ftpserver.state.pipe import RemoteBandwidth, RemoteBans, RemoteSlots, remot
 from ftpserver.state.quotas import RemoteLedger
 from ftpserver.state.shared import LocalState, Shared
 from ftpserver.state.wire import PipeClient, StateUnavailable
-from ftpserver.storage.deferred import holding_posts, release_posts
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -271,7 +270,7 @@ def test_fork_waits_for_a_call_in_progress() -> None:
 def test_asked_requests_cross_together_and_a_post_gets_no_reply(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A post held back goes with the next request; a posted call is not answered."""
+    """``submit`` waits to be sent with the next post or wait; a posted call is not answered."""
     shared = LocalState.create(Settings(max_sessions=0, max_sessions_per_ip=0))
     owner = StateOwner(shared)
     mine, theirs = Pipe()
@@ -279,30 +278,18 @@ def test_asked_requests_cross_together_and_a_post_gets_no_reply(
     client = PipeClient(theirs)
     ledger = RemoteLedger(client)
     ledger.record("a", 0)
-    with holding_posts():
-        ledger.settle("a", 10)  # held back (a pipelined commit)
-    time.sleep(0.2)
-    assert shared.quotas.usage("a", 100, 10**9).used == 0
-    first = ledger.reserve_later("a", 100, 60, 0, 10**9, "")  # the settle goes with it
-    second = ledger.reserve_later("a", 100, 60, 0, 10**9, "")  # 10 + 60 + 60 > 100
+    first = ledger.reserve_later("a", 100, 60, 0, 10**9, "")
+    second = ledger.reserve_later("a", 100, 60, 0, 10**9, "")  # 60 + 60 > 100
+    assert not theirs.poll(0.2) and shared.quotas.usage("a", 100, 10**9).reserved == 0
+    ledger.settle("a", 10)  # posted: the two reservations go first, in one message
     assert first().quota_bytes == 60
     with pytest.raises(ProtocolError) as refused:
         second()
     assert refused.value.code == ErrorCode.QUOTA_EXCEEDED
     assert ledger.usage("a", 100, 10**9) == Usage(10, 60, 100, 30)
-    with holding_posts():
-        ledger.settle("a", 5)
-    release_posts()  # before the session waits for its client
-    assert ledger.usage("a", 100, 10**9) == Usage(15, 60, 100, 25)
-    reservation = first()
-    with holding_posts():  # the reservation given back is the one sent, not the zeroed copy
-        ledger.settle("a", 60, None, reservation)
-    assert reservation.quota_bytes == 0
-    release_posts()
-    assert ledger.usage("a", 100, 10**9) == Usage(75, 0, 100, 25)
     with caplog.at_level(logging.WARNING, logger="ftpserver"):
         client.post("quotas", "settle", "a", "ten", None, None)  # refused, and not answered
-        assert ledger.usage("a", 100, 10**9) == Usage(75, 0, 100, 25)  # still in step
+        assert ledger.usage("a", 100, 10**9) == Usage(10, 60, 100, 30)  # still in step
     assert "a posted" in caplog.text
     theirs.close()
     thread.join(5)

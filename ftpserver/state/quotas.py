@@ -13,12 +13,10 @@ if it dies.  ``forget`` is not shared: only the owner's reload drops figures.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Callable
 
 from ftpserver.state.ledger import QuotaBook, Reservation, Unmeasured, Usage
 from ftpserver.state.wire import Args, PipeClient, StateUnavailable, arg, expect
-from ftpserver.storage.deferred import hold_back
 from ftpserver.storage.localfiles import discard_upload
 
 __all__ = ["QuotaHolds", "QuotaMethod", "RemoteLedger", "quota_methods"]
@@ -64,10 +62,7 @@ class RemoteLedger:
     ) -> None:
         if limit is None:  # nothing to refuse: sent without waiting for the answer
             try:
-                held = hold_back(self._client.flush)  # a pipelined commit: sent with the next
-                # a copy: the request may be pickled after _spent has zeroed ``release``
-                given = None if release is None else dataclasses.replace(release)
-                self._client.post(TARGET, "settle", user, growth, limit, given, now=not held)
+                self._client.post(TARGET, "settle", user, growth, limit, release)
             finally:
                 if release is not None:
                     _spent(release)

@@ -6,8 +6,7 @@ plain picklable values; the supervisor answers ``(True, result)`` or
 ``(False, exception)`` (:data:`Reply`), in the order the requests came.
 A request with a fourth item, :data:`POST`, gets no reply: the worker
 needs no answer (a change that cannot be refused), so it does not wait.
-Several requests may cross as one message, a list of them (:data:`Outgoing`):
-posts held back go with the next request.
+Several requests may cross as one message, a list of them (:data:`Outgoing`).
 :class:`PipeClient` is the one call primitive the worker's proxies are
 written over; :func:`expect` and :func:`arg` check the types of what
 crosses, so each side stays typed.
@@ -99,36 +98,24 @@ class PipeClient:
         return self.submit(target, method, *args)()
 
     def submit(self, target: str, method: str, *args: object) -> Callable[[], object]:
-        """Send ``target.method(*args)``; a function that waits for its result (or raises).
+        """Ask ``target.method(*args)``; a function that waits for its result (or raises).
 
-        Posts held back (:meth:`post` with ``now=False``) go out with it.
+        The request goes out with the next one posted, or when a result is
+        waited for, so requests asked in a row cross the pipe together.
         """
         slot = _Slot()
         with self._lock:
             self._check()
             self._outbox.append((target, method, args))
             self._waiting.append(slot)
-            self._flush()
         return lambda: self._result(slot, target, method)
 
-    def post(self, target: str, method: str, *args: object, now: bool = True) -> None:
-        """Send ``target.method(*args)`` to be run in turn, without waiting: no reply comes.
-
-        With ``now=False`` it is held back until the next request or
-        :meth:`flush`, so that several cross the pipe together.
-        """
+    def post(self, target: str, method: str, *args: object) -> None:
+        """Send ``target.method(*args)`` to be run in turn, without waiting: no reply comes."""
         with self._lock:
             self._check()
             self._outbox.append((target, method, args, POST))
-            if now:
-                self._flush()
-
-    def flush(self) -> None:
-        """Send the posts held back, if any."""
-        with self._lock:
-            if self._outbox:
-                self._check()
-                self._flush()
+            self._flush()
 
     def _flush(self) -> None:
         """Send what was asked and not sent yet, as one message (lock held)."""
