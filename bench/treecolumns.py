@@ -107,10 +107,17 @@ class Endpoint:
             return self._sftp(shlex.join(["get", "-r", remote, str(local)]))
         return self._lftp(shlex.join(["mirror", remote, str(local)]))
 
-    def mirror_tree(self, name: str, local: Path) -> list[str] | None:
-        """Bring ``local`` (already a copy) up to date with ``name``; None: no such command."""
+    def mirror_tree(self, name: str, local: Path, by_digest: bool = False) -> list[str] | None:
+        """Bring ``local`` (already a copy) up to date with ``name``; None: no such command.
+
+        By size and modification time, as the peers' (``rsync -a``, lftp's
+        ``mirror``) do; ``by_digest``: ours with ``-c`` (every file hashed).
+        """
         if self.column.startswith("ours"):
-            return self._ours(shlex.join(["mirror", "-c", self._remote(name), str(local)]))
+            flags = ["-c"] if by_digest else []
+            return self._ours(shlex.join(["mirror", *flags, self._remote(name), str(local)]))
+        if by_digest:
+            return None
         if self.column == "sftp":
             return None
         return self.download_tree(name, local)

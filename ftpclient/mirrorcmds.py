@@ -70,22 +70,21 @@ class MirrorCommands(ShellParts):
         )
 
     def _mirror(self, ends: MirrorEnds, by_digest: bool, delete: bool, dry: bool) -> None:
-        from ftpclient.mirror import local_digest, local_tree, plan_mirror, remote_tree, run_plan
+        from ftpclient.mirror import look, plan_mirror, run_plan  # see do_mirror
 
-        remote = remote_tree(self.client, ends.remote, by_digest)
-        local = local_tree(ends.local)
+        remote, local, digest = look(self.client, ends, by_digest)
         if ends.direction == "get":
             if not remote.exists:
                 self.fail(f"remote: no such folder: {ends.remote}", 404)
                 return
             source, target = remote, local
-            plan = plan_mirror(source, target, by_digest, delete, None, local_digest(ends.local))
+            plan = plan_mirror(source, target, by_digest, delete, None, digest)
         else:
             if not local.exists:
                 self.fail(f"local: no such folder: {ends.local}")
                 return
             source, target = local, remote
-            plan = plan_mirror(source, target, by_digest, delete, local_digest(ends.local), None)
+            plan = plan_mirror(source, target, by_digest, delete, digest, None)
         for skipped in plan.skipped:
             self.out.warning(
                 f"skipped (link, special file or a clash of file and folder): {skipped}"

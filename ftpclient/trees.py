@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -128,9 +129,7 @@ def put_tree(
                 result.skipped.append(os.path.join(folder, sub))
         for file_name in sorted(files):
             path = os.path.join(folder, file_name)
-            real = os.path.realpath(path)
-            inside = os.path.commonpath([top, real]) == top
-            if not inside or not os.path.isfile(real):
+            if not _regular_inside(path, top):
                 result.skipped.append(path)
                 continue
             pairs.append((path, posixpath.join(remote_dir, file_name)))
@@ -138,6 +137,24 @@ def put_tree(
     copied = copy_files(client, "put", pairs, False, on_file, monitor_for, None, resume)
     result.files = copied.files
     return result
+
+
+def _regular_inside(path: str, top: str) -> bool:
+    """Whether ``path`` (found by a walk of ``top`` that follows no link) is a file to send.
+
+    A regular file is (the walk stayed inside); a link only if it leads to
+    a regular file inside ``top``.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False
+    if stat.S_ISREG(mode):
+        return True
+    if not stat.S_ISLNK(mode):
+        return False
+    real = os.path.realpath(path)
+    return os.path.commonpath([top, real]) == top and os.path.isfile(real)
 
 
 def _list_folders(client: FileTransferClient, folders: list[str]) -> list[list[Entry]]:

@@ -13,6 +13,11 @@ dribbling a byte every few seconds is cut off); and during file data at least
 deadline surfaces as :class:`~ftpproto.errors.DeadlineExceeded` (a
 ``TimeoutError``) whose text says which, such as ``idle for 300 s``.
 
+A channel may owe replies (:attr:`Channel.owed`, the server's pipelined
+transfers): they go out in order before anything else is written, and
+before the channel waits for the peer, so they can ride along with the
+next write instead of each taking one.
+
 :attr:`Channel.in_step` tells whether the outgoing stream ends at a frame
 boundary, so a last message (why the connection closes) can still be read
 as one: not after a write that failed half-way, nor in the middle of file
@@ -101,6 +106,23 @@ class Channel:
         self._timeout: float | None = None
         self._decoder = FrameDecoder(max_frame)
         self.in_step = True  # the outgoing stream ends at a frame boundary
+        # Replies not written yet: called before every write and every wait for the peer,
+        # it returns them in order (and owes nothing more until the next one is deferred).
+        self.owed: Callable[[], list[Message]] | None = None
+
+    def _owed_bytes(self) -> bytes:
+        """The frames of the replies owed, now due."""
+        if self.owed is None:
+            return b""
+        return b"".join(encode_frame(m.encode()) for m in self.owed())
+
+    def pay(self) -> None:
+        """Write the replies owed, if any (before waiting for the peer, or other writes)."""
+        data = self._owed_bytes()
+        if data:
+            self.in_step = False
+            self.sock.sendall(data)
+            self.in_step = True
 
     def _set_timeout(self, seconds: float) -> None:
         """``settimeout`` only when the value changes (each call is a system call)."""
@@ -114,8 +136,9 @@ class Channel:
 
     def send(self, *messages: Message) -> None:
         """Send one or more messages in a single write."""
+        data = b"".join([self._owed_bytes(), *(encode_frame(m.encode()) for m in messages)])
         self.in_step = False
-        self.sock.sendall(b"".join(encode_frame(m.encode()) for m in messages))
+        self.sock.sendall(data)
         self.in_step = True
 
     def send_parts(self, *parts: Message | bytes | memoryview) -> None:
@@ -131,9 +154,10 @@ class Channel:
         self.in_step = True
 
     def _send_joined(self, parts: tuple[Message | bytes | memoryview, ...]) -> None:
+        owed = self._owed_bytes()
         self.sock.sendall(
             b"".join(
-                encode_frame(p.encode()) if isinstance(p, Message) else bytes(p) for p in parts
+                [owed, *(encode_frame(p.encode()) if isinstance(p, Message) else p for p in parts)]
             )
         )
 
@@ -175,6 +199,7 @@ class Channel:
                     if left <= 0:
                         raise self._late()
                     self._set_timeout(min(left, self.deadlines.idle))
+            self.pay()
             try:
                 data = self.sock.recv(max(self._decoder.wanted(), 4096))
             except TimeoutError:
@@ -254,6 +279,8 @@ class Channel:
             sink.write(data)
             remaining -= len(data)
             on_piece(len(data))
+        if remaining:
+            self.pay()
         if (
             remaining >= SPLICE_MIN
             and isinstance(sink, SpliceSink)
@@ -288,6 +315,7 @@ class Channel:
         deadlines the file goes in chunks of ``step`` bytes, each reported or
         checked.
         """
+        self.pay()
         self.in_step = False
         with self._stall_watch():
             sent = self._send_data(fileobj, offset, size, progress, step)
@@ -343,6 +371,7 @@ class Channel:
         Returns the bytes actually read; on a short read the rest is padded
         with zeros so the stream stays in step, and the caller must abort.
         """
+        self.pay()
         self.in_step = False
         view = memoryview(bytearray(min(size, CHUNK_SIZE)))
         done = 0

@@ -81,7 +81,9 @@ class Message(NamedTuple):
             raise MessageError(f"message does not start with {PREFIX}|<command>")
         if not _COMMAND.match(parts[1]):
             raise MessageError("malformed command name")
-        return cls(parts[1], tuple(_unquote(p) for p in parts[2:]))
+        if "%" not in text:  # no escapes anywhere: the fields are the parts
+            return cls(parts[1], tuple(parts[2:]))
+        return cls(parts[1], tuple(map(_unquote, parts[2:])))
 
     @property
     def status(self) -> str:

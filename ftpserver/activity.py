@@ -127,6 +127,11 @@ class Activity:
         else:
             self.code = int(code)
 
+    def refused(self, code: int) -> None:
+        """An error reply (``code``) to an earlier request, sent later (a pipelined offer)."""
+        if self.hooks.metrics is not None:
+            self.hooks.metrics.error(int(code))
+
     def end(self, logged_in: bool) -> None:
         """The command is over: count it, and the session is idle from now."""
         metrics = self.hooks.metrics

@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING
 
 from ftpproto.channel import Progress
 from ftpproto.errors import ErrorCode, ProtocolError
-from ftpproto.messages import error, ok, parse_size
+from ftpproto.messages import Message, error, ok, parse_size
 from ftpproto.pipeline import ServerFetch, ServerOffer, Window, window_reply
 from ftpserver.fsops import os_error
 from ftpserver.storage.base import ReadHandle, UploadHandle
+from ftpserver.storage.deferred import Confirm, collecting
 from ftpserver.transfers import stream_file
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ __all__ = ["SMALL_FILE", "Pipeline"]
 SMALL_FILE = 256 * 1024  # up to this size a fetched file goes out in one write with its messages
 
 
-@dataclass
+@dataclass(eq=False)
 class _Queued:
     """An upload offered and reserved, waiting for its data."""
 
@@ -47,23 +48,57 @@ class _Queued:
     upload: UploadHandle
     virtual: str
     size: int
+    confirm: Confirm | None = None  # its reservation, until the ledger's answer is read
+    refusal: ProtocolError | None = None  # the ledger's, once read
 
 
 class Pipeline:
-    """One session's pipelined transfers: its window and its queue of offered uploads."""
+    """One session's pipelined transfers: its window, its queue of offered uploads, its replies."""
 
     def __init__(self, session: SessionBase, files: int, size: int) -> None:
         self.session = session
         self.window = Window(files, size)
         self.queue: deque[_Queued] = deque()
+        self.owed: list[Message | _Queued] = []  # replies not written yet, in request order
 
     def close(self) -> None:
         """Discard every queued upload (the session ends); their reservations go back."""
+        self.owed.clear()
         while self.queue:
             queued = self.queue.popleft()
             self.window.give(queued.size)
+            with contextlib.suppress(Exception):  # a refusal holds nothing to give back
+                self._confirm(queued)
             with contextlib.suppress(OSError):
                 queued.upload.abort()
+
+    def _pay(self) -> list[Message]:
+        """The replies owed, in order (the channel writes them): each offer's once confirmed."""
+        owed, self.owed = self.owed, []
+        return [self._answer(item) if isinstance(item, _Queued) else item for item in owed]
+
+    def _answer(self, queued: _Queued) -> Message:
+        """``offer|ready`` once the ledger agreed to the reservation, or its refusal."""
+        self._confirm(queued)
+        if queued.refusal is not None:
+            return error("offer", queued.refusal)
+        return queued.offer.ready()
+
+    def _confirm(self, queued: _Queued) -> None:
+        """Read the ledger's answer to ``queued``'s reservation; a refusal gives the upload up."""
+        confirm, queued.confirm = queued.confirm, None
+        if confirm is None:
+            return
+        try:
+            confirm()
+        except ProtocolError as exc:
+            queued.refusal = exc
+            if queued in self.queue:
+                self.queue.remove(queued)
+                self.window.give(queued.size)
+            with contextlib.suppress(OSError):
+                queued.upload.abort()
+            self.session.activity.refused(exc.code)
 
     def window_command(self) -> None:
         """``window``: the files and bytes a client may have in flight."""
@@ -131,21 +166,29 @@ class Pipeline:
         storage = self.session.storage
         virtual = storage.virtual(path)
         upload = storage.open_upload(virtual)
-        try:
-            _, hasher = upload.start(size, None)
-        except BaseException:
-            upload.abort()
-            raise
-        offer = ServerOffer(virtual, size, hasher)
-        self.queue.append(_Queued(offer, upload, virtual, size))
+        with collecting() as confirms:
+            try:
+                _, hasher = upload.start(size, None)
+            except BaseException:
+                for confirm in confirms:  # what the ledger holds goes back with the abort
+                    with contextlib.suppress(Exception):
+                        confirm()
+                upload.abort()
+                raise
+        queued = _Queued(ServerOffer(virtual, size, hasher), upload, virtual, size)
+        queued.confirm = confirms[0] if confirms else None
+        self.queue.append(queued)
         self.window.take(size)
-        self.session.channel.send(offer.ready())
+        self.owed.append(queued)  # answered when the replies go out
+        self.session.channel.owed = self._pay
 
     def send(self, flag: str | None) -> None:
         """``send`` (the oldest offer's data follows) or ``send|abort`` (withdraw it)."""
         session = self.session
         if flag is not None and flag != "abort":
             raise ProtocolError(ErrorCode.BAD_REQUEST, "usage: send [abort]")
+        while self.queue and self.queue[0].confirm is not None:  # a client that did not wait
+            self._confirm(self.queue[0])
         if not self.queue:
             refusal = ProtocolError(ErrorCode.BAD_STATE, "send without a ready offer")
             if flag is not None:
@@ -177,7 +220,8 @@ class Pipeline:
                 session.log_failed("put", virtual, meter.moved, started, exc)
                 raise
         session.log_transfer("put", virtual, offer.count, started, hexdigest, "ok")
-        session.channel.send(ok("send", str(offer.count), hexdigest))
+        self.owed.append(ok("send", str(offer.count), hexdigest))
+        session.channel.owed = self._pay
 
 
 def _read_small(source: ReadHandle, count: int) -> bytes | None:

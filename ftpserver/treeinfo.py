@@ -12,7 +12,8 @@ whole tree instead, streamed in batches like ``ls``::
 Symlinks are listed as ``link`` and never followed, so the walk stays
 inside the tree.  With ``blake3`` each regular file's digest comes from the
 storage's digest cache where known and is computed (and remembered)
-otherwise; ``-`` means not asked, not a file, or the file changed while it
+otherwise (a storage with ``files_in``, the local one, opens them by name in
+each folder resolved once); ``-`` means not asked, not a file, or the file changed while it
 was read.  The work per request is bounded: at most :data:`MAX_ENTRIES`
 entries and :data:`MAX_DEPTH` levels, else the answer ends in a ``400``
 error after what was sent (mirror a subfolder instead).  A batch goes out
@@ -23,16 +24,19 @@ between files whether the session is being closed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import functools
 import posixpath
 import time
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from contextlib import AbstractContextManager
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from ftpproto.channel import Channel
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpproto.messages import Message, ok
-from ftpserver.storage.base import Storage
+from ftpserver.storage.base import ReadHandle, Storage
 from ftpserver.transfers import handle_digest
 
 __all__ = ["MAX_DEPTH", "MAX_ENTRIES", "TreeItem", "send_tree", "walk_tree"]
@@ -54,10 +58,10 @@ class TreeItem(NamedTuple):
     blake3: str
 
 
-def _digest(storage: Storage, virtual: str, size: int) -> str:
-    """The digest of the file at ``virtual`` if it still has ``size`` bytes, else ``-``."""
+def _digest(open_file: Callable[[], ReadHandle], size: int) -> str:
+    """The digest of the file ``open_file`` opens if it still has ``size`` bytes, else ``-``."""
     try:
-        with storage.open_read(virtual) as source:
+        with open_file() as source:
             if source.size != size:
                 return NO_DIGEST
             return handle_digest(source)
@@ -67,6 +71,20 @@ def _digest(storage: Storage, virtual: str, size: int) -> str:
         if exc.errno in (errno.ENOENT, errno.ELOOP):
             return NO_DIGEST  # gone meanwhile
         raise
+
+
+@runtime_checkable
+class _OpensByName(Protocol):
+    def files_in(self, virtual: str) -> AbstractContextManager[Callable[[str], ReadHandle]]: ...
+
+
+def _opener(
+    storage: Storage, folder: str, needed: bool
+) -> AbstractContextManager[Callable[[str], ReadHandle]]:
+    """Opens a file of ``folder`` by name: the storage's ``files_in``, or ``open_read``."""
+    if needed and isinstance(storage, _OpensByName):
+        return storage.files_in(folder)
+    return contextlib.nullcontext(lambda name: storage.open_read(posixpath.join(folder, name)))
 
 
 def walk_tree(
@@ -91,26 +109,29 @@ def walk_tree(
         relative, depth = pending.pop()
         folder = posixpath.join(root, relative) if relative else root
         children: list[tuple[str, int]] = []
-        for name, kind, size, mtime in sorted(storage.listdir(folder)):
-            count += 1
-            if count > limit:
-                raise ProtocolError(
-                    ErrorCode.BAD_REQUEST,
-                    f"tree too big: more than {limit} entries under {root} (use a subfolder)",
-                )
-            path = posixpath.join(relative, name) if relative else name
-            digest = NO_DIGEST
-            if kind == "file" and digests:
-                alive()
-                digest = _digest(storage, posixpath.join(root, path), size)
-            elif kind == "dir":
-                if depth + 1 >= MAX_DEPTH:
+        entries = sorted(storage.listdir(folder))
+        hashing = digests and any(e.kind == "file" for e in entries)
+        with _opener(storage, folder, hashing) as by_name:
+            for name, kind, size, mtime in entries:
+                count += 1
+                if count > limit:
                     raise ProtocolError(
                         ErrorCode.BAD_REQUEST,
-                        f"tree too deep: over {MAX_DEPTH} levels under {root}",
+                        f"tree too big: more than {limit} entries under {root} (use a subfolder)",
                     )
-                children.append((path, depth + 1))
-            yield TreeItem(kind, path, size, mtime, digest)
+                path = posixpath.join(relative, name) if relative else name
+                digest = NO_DIGEST
+                if kind == "file" and digests:
+                    alive()
+                    digest = _digest(functools.partial(by_name, name), size)
+                elif kind == "dir":
+                    if depth + 1 >= MAX_DEPTH:
+                        raise ProtocolError(
+                            ErrorCode.BAD_REQUEST,
+                            f"tree too deep: over {MAX_DEPTH} levels under {root}",
+                        )
+                    children.append((path, depth + 1))
+                yield TreeItem(kind, path, size, mtime, digest)
         pending.extend(reversed(children))
 
 

@@ -14,7 +14,8 @@ What every session must share lives once, in the supervisor (a
 reservations by one user's sessions add up wherever they run), the session
 slots, the ban list and the bandwidth buckets.  A worker reaches them
 through typed proxies (:func:`~ftpserver.state.pipe.remote_shared`), one
-call and one answer over a pipe per method call;
+call and one answer over a pipe per method call (pipelined uploads ask ahead
+and post what needs no answer: :class:`~ftpserver.state.wire.PipeClient`);
 :class:`~ftpserver.state.owner.StateOwner` answers each worker in its own
 thread.  A second pipe per worker carries the administrator's questions the
 other way (:mod:`ftpserver.adminpipe`, :mod:`ftpserver.services`): the

@@ -468,3 +468,38 @@ def test_last_message_reads_what_the_peer_said_before_closing(
 def test_last_message_gives_up(pair: tuple[Channel, Channel]) -> None:
     left, _ = pair
     assert left.last_message(0.05) is None
+
+
+def test_owed_replies_go_first_and_before_a_wait(pair: tuple[Channel, Channel]) -> None:
+    """``owed``: written ahead of the next write, or before the channel waits for the peer."""
+    server, client = pair
+    owed: list[Message] = []
+
+    def take() -> list[Message]:
+        taken = owed[:]
+        owed.clear()
+        return taken
+
+    server.owed = take
+    owed += [ready("offer", 3), ready("offer", 4)]
+    server.send(request("pwd"))  # the owed replies first, then this
+    assert [client.recv() for _ in range(3)] == [
+        ready("offer", 3),
+        ready("offer", 4),
+        request("pwd"),
+    ]
+    owed.append(ready("offer", 5))
+    server.send_parts(ready("fetch", 2), b"ab", digest("fetch", "0" * 64))
+    assert client.recv() == ready("offer", 5)
+    assert client.recv() == ready("fetch", 2)
+    sink = io.BytesIO()
+    client.recv_file(sink, 2, new_hasher())
+    assert sink.getvalue() == b"ab"
+    assert client.recv() == digest("fetch", "0" * 64)
+    client.send(request("send"), request("quit"))  # two messages in one write
+    owed.append(ready("offer", 6))
+    assert server.recv() == request("send")  # read from the socket: paid before
+    assert client.recv() == ready("offer", 6)
+    owed.append(ready("offer", 7))
+    assert server.recv() == request("quit")  # already buffered: no wait, nothing paid
+    assert owed == [ready("offer", 7)]

@@ -798,3 +798,66 @@ def test_state_owner_keeps_a_replacement_apart_from_the_worker_it_replaces() -> 
     new_theirs.close()
     new_thread.join(5)
     assert shared.limiter.count == 0, "the replacement's slots were not given back"
+
+
+# -- 5. pipelined uploads: the ledger's answers read later, settles posted ------------------------
+
+
+def test_pipelined_uploads_through_a_worker_keep_the_quota_exact(
+    start_workers: Callable[..., ServerProcess], tmp_path: Path, local: Path
+) -> None:
+    """30 files of 100 KiB offered at once under a 1 MiB quota: the first 10 fit, in order.
+
+    The worker sends each offer's reservation to the supervisor without
+    waiting and reads the answers before it says ``offer|ready``: a refused
+    offer is answered with its error in its turn, nothing of it is stored,
+    and the figures stay exact (every settle, posted without a reply, was
+    counted).
+    """
+    homes = tmp_path / "pipe-homes"
+    users = write_users_file(
+        tmp_path / "pipe-users.yaml", homes, {ALICE: (ALICE_PASSWORD, {"quota": "1M"})}
+    )
+    running = start_workers(users=users, home=homes)
+    names = [f"f{i:02d}.bin" for i in range(30)]
+    for name in names:
+        (local / name).write_bytes(os.urandom(100 * 1024))
+    with logged_in(running) as conn:
+        outcomes = list(conn.put_many([(name, str(local / name)) for name in names]))
+        assert [o.remote for o in outcomes] == names
+        stored = [o.remote for o in outcomes if o.error is None]
+        assert stored == names[:10], stored
+        for outcome in outcomes[10:]:
+            assert isinstance(outcome.error, RemoteError), outcome
+            assert outcome.error.code == ErrorCode.QUOTA_EXCEEDED, outcome
+        assert conn.quota() == Quota(10 * 100 * 1024, MIB, MIB - 10 * 100 * 1024)
+        # the session goes on: a download, and one more upload that fits
+        assert conn.get("f00.bin", str(local / "back.bin")).size == 100 * 1024
+        (local / "small.bin").write_bytes(b"s" * 1000)
+        assert conn.put(str(local / "small.bin"), "small.bin").size == 1000
+        assert conn.quota().used == 10 * 100 * 1024 + 1000
+    home = homes / ALICE
+    assert sorted(p.name for p in home.iterdir()) == sorted([*names[:10], "small.bin"])
+    for name in names[:10]:
+        assert file_digest_of(home / name) == file_digest_of(local / name), name
+    assert temp_files(home) == [], "temporary upload files left"
+
+
+def test_pipelined_uploads_without_a_quota_are_all_counted(
+    start_workers: Callable[..., ServerProcess], homes: Path, local: Path
+) -> None:
+    """200 small files through a worker, then overwritten by smaller ones: used = bytes on disk."""
+    running = start_workers()
+    pairs = []
+    for i in range(200):
+        (local / f"s{i:03d}.bin").write_bytes(os.urandom(1000 + i))
+        pairs.append((f"tree/s{i:03d}.bin", str(local / f"s{i:03d}.bin")))
+    with logged_in(running) as conn:
+        conn.mkdir("tree")
+        assert all(o.error is None for o in conn.put_many(pairs))
+        for i in range(0, 200, 2):
+            (local / f"s{i:03d}.bin").write_bytes(b"x" * 10)
+        assert all(o.error is None for o in conn.put_many(pairs[::2]))
+        used = conn.quota().used
+    assert used == bytes_on_disk(homes / ALICE)
+    assert temp_files(homes / ALICE) == []

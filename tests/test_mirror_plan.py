@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+from pathlib import Path
 
 import pytest
 
 from ftpclient.globbing import split_words
-from ftpclient.mirror import FileInfo, Tree, plan_mirror
+from ftpclient.mirror import FileInfo, Tree, local_tree, plan_mirror
+from ftpproto.digest import new_hasher
 
 
 def tree(
@@ -84,3 +87,28 @@ def test_only_bare_wildcards_make_a_pattern() -> None:
     assert [w.pattern for w in words] == ["*.csv", None, None, "a[*]b*", "[x]"]
     with pytest.raises(ValueError, match="No closing quotation"):
         split_words('get "open')
+
+
+def test_local_tree_hashes_each_regular_file_and_follows_no_link(tmp_path: Path) -> None:
+    """``local_tree`` with digests: the same tree as without, every regular file hashed once."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "top.txt").write_bytes(b"top")
+    (tmp_path / "a" / "b" / "deep.bin").write_bytes(bytes(range(256)) * 300)
+    (tmp_path / "a" / "empty").write_bytes(b"")
+    (tmp_path / "a" / "to-file").symlink_to("../top.txt")
+    (tmp_path / "a" / "to-folder").symlink_to("b")
+    os.mkfifo(tmp_path / "a" / "fifo")
+    digests: dict[str, str] = {}
+    tree = local_tree(str(tmp_path), digests)
+    plain = local_tree(str(tmp_path))
+    assert (tree.files, tree.folders, tree.others) == (plain.files, plain.folders, plain.others)
+    assert set(tree.files) == {"top.txt", "a/b/deep.bin", "a/empty"}
+    assert tree.folders == {"a", "a/b"}
+    assert tree.others == {"a/to-file", "a/to-folder", "a/fifo"}
+    size = tree.files["a/b/deep.bin"].size
+    assert size == 256 * 300
+    for relative in tree.files:
+        expected = new_hasher()
+        expected.update((tmp_path / relative).read_bytes())
+        assert digests[relative] == expected.hexdigest(), relative
+    assert local_tree(str(tmp_path / "missing")).exists is False

@@ -265,3 +265,32 @@ def test_fork_waits_for_a_call_in_progress() -> None:
         call.join(5)
         theirs.close()
         thread.join(5)
+
+
+def test_asked_requests_cross_together_and_a_post_gets_no_reply(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``submit`` waits to be sent with the next post or wait; a posted call is not answered."""
+    shared = LocalState.create(Settings(max_sessions=0, max_sessions_per_ip=0))
+    owner = StateOwner(shared)
+    mine, theirs = Pipe()
+    thread = owner.attach(mine, 0)
+    client = PipeClient(theirs)
+    ledger = RemoteLedger(client)
+    ledger.record("a", 0)
+    first = ledger.reserve_later("a", 100, 60, 0, 10**9, "")
+    second = ledger.reserve_later("a", 100, 60, 0, 10**9, "")  # 60 + 60 > 100
+    assert not theirs.poll(0.2) and shared.quotas.usage("a", 100, 10**9).reserved == 0
+    ledger.settle("a", 10)  # posted: the two reservations go first, in one message
+    assert first().quota_bytes == 60
+    with pytest.raises(ProtocolError) as refused:
+        second()
+    assert refused.value.code == ErrorCode.QUOTA_EXCEEDED
+    assert ledger.usage("a", 100, 10**9) == Usage(10, 60, 100, 30)
+    with caplog.at_level(logging.WARNING, logger="ftpserver"):
+        client.post("quotas", "settle", "a", "ten", None, None)  # refused, and not answered
+        assert ledger.usage("a", 100, 10**9) == Usage(10, 60, 100, 30)  # still in step
+    assert "a posted" in caplog.text
+    theirs.close()
+    thread.join(5)
+    assert shared.quotas.usage("a", 100, 10**9).reserved == 0  # given back with the pipe

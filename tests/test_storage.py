@@ -522,3 +522,25 @@ def test_set_mtime_on_files_folders_and_links_inside_the_jail(
     before = (tmp_path / "secret").stat().st_mtime_ns
     assert code_of(lambda: storage.set_mtime("/out/secret", 5)) == ErrorCode.PERMISSION_DENIED
     assert (tmp_path / "secret").stat().st_mtime_ns == before
+
+
+def test_files_in_opens_names_of_one_folder_and_never_follows_a_link(
+    storage: LocalStorage,
+) -> None:
+    """``files_in`` (a tree's digests): names in the checked folder only, links refused."""
+    with storage.files_in("/") as open_name:
+        with open_name("a.txt") as handle:
+            assert handle.size == 3
+        for link in ("in", "out", "loop"):  # inside, outside and a loop: none is followed
+            with pytest.raises(OSError) as refused:
+                open_name(link)
+            assert refused.value.errno == errno.ELOOP
+        for bad in ("sub/b.txt", "..", "."):
+            with pytest.raises(ProtocolError):
+                open_name(bad)
+        with pytest.raises(ProtocolError) as folder:
+            open_name("sub")
+        assert folder.value.code == ErrorCode.BAD_PATH
+    with pytest.raises(ProtocolError) as outside, storage.files_in("/out"):
+        pass
+    assert outside.value.code == ErrorCode.PERMISSION_DENIED

@@ -21,13 +21,14 @@ the result, and asks again.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpproto.units import format_size
 
-__all__ = ["QuotaBook", "QuotaLedger", "Reservation", "Unmeasured", "Usage"]
+__all__ = ["LaterLedger", "QuotaBook", "QuotaLedger", "Reservation", "Unmeasured", "Usage"]
 
 
 class Unmeasured(Exception):
@@ -52,6 +53,11 @@ class Reservation:
     quota_bytes: int
     disk_bytes: int
     temp: str = ""  # the upload's temporary file, removed if its writer dies
+
+    @classmethod
+    def asked(cls, user: str, size: int, replaced: int, temp: str) -> Reservation:
+        """What :meth:`QuotaLedger.reserve` holds for an upload when it agrees."""
+        return cls(user, max(0, size - replaced), size, temp)
 
 
 class QuotaLedger(Protocol):
@@ -89,6 +95,17 @@ class QuotaLedger(Protocol):
 
     def release(self, reservation: Reservation) -> None:
         """Give back a reservation (after a failure); safe to call twice."""
+        ...
+
+
+@runtime_checkable
+class LaterLedger(Protocol):
+    """A ledger far away (over a worker's pipe) that can be asked now and answer later."""
+
+    def reserve_later(
+        self, user: str, quota: int | None, size: int, replaced: int, free: int, temp: str
+    ) -> Callable[[], Reservation]:
+        """Send :meth:`QuotaLedger.reserve`; a function that waits for its answer (or raises)."""
         ...
 
 
@@ -136,7 +153,8 @@ class QuotaBook:
     def reserve(
         self, user: str, quota: int | None, size: int, replaced: int, free: int, temp: str
     ) -> Reservation:
-        need = max(0, size - replaced)
+        reservation = Reservation.asked(user, size, replaced, temp)
+        need = reservation.quota_bytes
         with self._lock:
             account = self._account(user)
             if quota is not None:
@@ -152,7 +170,7 @@ class QuotaBook:
                 )
             account.reserved += need
             self._disk_reserved += size
-        return Reservation(user, need, size, temp)
+        return reservation
 
     def settle(
         self, user: str, growth: int, limit: int | None = None, release: Reservation | None = None

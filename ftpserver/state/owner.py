@@ -1,7 +1,8 @@
 """The supervisor's side of the shared state: answers the workers' calls, one thread per pipe.
 
 Only the methods listed in :meth:`StateOwner._table` may be called, each
-with its arguments checked; limits change only through the supervisor's
+with its arguments checked (a posted call, :data:`~ftpserver.state.wire.POST`,
+is answered with nothing, and logged if it failed); limits change only through the supervisor's
 reload.  When a worker's pipe closes (the worker stopped or was killed),
 the owner gives back the session slots and upload reservations it still
 held.  :meth:`StateOwner.fork` forks while no call is being answered, so a
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from ftpserver.state.quotas import TARGET as QUOTAS
 from ftpserver.state.quotas import QuotaHolds, quota_methods
 from ftpserver.state.shared import LocalState
-from ftpserver.state.wire import Args, OwnerEnd, Reply, arg, expect, fields
+from ftpserver.state.wire import POST, Args, OwnerEnd, Reply, arg, expect, fields
 
 __all__ = ["StateOwner"]
 
@@ -159,12 +160,15 @@ class StateOwner:
         try:
             while True:
                 try:
-                    request: object = conn.recv()
+                    message: object = conn.recv()
                 except (EOFError, OSError):
                     return
+                requests = message if isinstance(message, list) else [message]
                 with self._gate.passing():
-                    reply = self.answer(held, request)
-                conn.send(reply)
+                    replies = [self._answer_one(held, worker, request) for request in requests]
+                for reply in replies:
+                    if reply is not None:
+                        conn.send(reply)
         except OSError:
             return
         finally:
@@ -173,6 +177,15 @@ class StateOwner:
                 self._conns.remove(conn)
             with self._gate.passing():
                 self._give_back(held, worker)
+
+    def _answer_one(self, held: _Held, worker: int, request: object) -> Reply | None:
+        """The reply to one request, or None for a posted one (logged if it failed)."""
+        if not (isinstance(request, tuple) and len(request) == 4 and request[3] == POST):
+            return self.answer(held, request)
+        reply = self.answer(held, request[:3])
+        if not reply[0]:
+            log.warning("worker %d: a posted %s failed: %s", worker, request[:3], reply[1])
+        return None
 
     def answer(self, held: _Held, request: object) -> Reply:
         """The reply to one request of a worker holding ``held``."""

@@ -2,7 +2,9 @@
 
 The interface is :class:`~ftpserver.state.ledger.QuotaLedger` (numbers
 only: the storage measures homes and changes files).  :class:`RemoteLedger`
-is a worker's proxy for the supervisor's :class:`~ftpserver.state.ledger.QuotaBook`,
+is a worker's proxy for the supervisor's :class:`~ftpserver.state.ledger.QuotaBook`
+(a settle without a limit is posted, not waited for; a reservation can be
+sent ahead and its answer read later, :meth:`RemoteLedger.reserve_later`),
 :func:`quota_methods` what a worker may call on it, and :class:`QuotaHolds`
 the reservations a worker holds, given back (their temporary files removed)
 if it dies.  ``forget`` is not shared: only the owner's reload drops figures.
@@ -46,12 +48,25 @@ class RemoteLedger:
     def reserve(
         self, user: str, quota: int | None, size: int, replaced: int, free: int, temp: str
     ) -> Reservation:
-        value = self._client.call(TARGET, "reserve", user, quota, size, replaced, free, temp)
-        return expect(value, Reservation)
+        return self.reserve_later(user, quota, size, replaced, free, temp)()
+
+    def reserve_later(
+        self, user: str, quota: int | None, size: int, replaced: int, free: int, temp: str
+    ) -> Callable[[], Reservation]:
+        """:meth:`reserve` sent now; a function that waits for the answer (or raises)."""
+        result = self._client.submit(TARGET, "reserve", user, quota, size, replaced, free, temp)
+        return lambda: expect(result(), Reservation)
 
     def settle(
         self, user: str, growth: int, limit: int | None = None, release: Reservation | None = None
     ) -> None:
+        if limit is None:  # nothing to refuse: sent without waiting for the answer
+            try:
+                self._client.post(TARGET, "settle", user, growth, limit, release)
+            finally:
+                if release is not None:
+                    _spent(release)
+            return
         try:
             self._client.call(TARGET, "settle", user, growth, limit, release)
         except Unmeasured:

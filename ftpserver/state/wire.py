@@ -3,9 +3,13 @@
 A worker sends ``(target, method, args)`` (:data:`Request`), with ``target``
 one of the :class:`~ftpserver.state.shared.Shared` fields and ``args``
 plain picklable values; the supervisor answers ``(True, result)`` or
-``(False, exception)`` (:data:`Reply`).  :class:`PipeClient` is the one
-call primitive the worker's proxies are written over; :func:`expect` and
-:func:`arg` check the types of what crosses, so each side stays typed.
+``(False, exception)`` (:data:`Reply`), in the order the requests came.
+A request with a fourth item, :data:`POST`, gets no reply: the worker
+needs no answer (a change that cannot be refused), so it does not wait.
+Several requests may cross as one message, a list of them (:data:`Outgoing`).
+:class:`PipeClient` is the one call primitive the worker's proxies are
+written over; :func:`expect` and :func:`arg` check the types of what
+crosses, so each side stays typed.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import logging
 import os
 import signal
 import threading
+from collections import deque
 from collections.abc import Callable
 from multiprocessing import Pipe
 from typing import TYPE_CHECKING, TypeAlias, TypeVar
@@ -22,7 +27,9 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
 __all__ = [
+    "POST",
     "Args",
+    "Outgoing",
     "OwnerEnd",
     "PipeClient",
     "Reply",
@@ -39,11 +46,13 @@ log = logging.getLogger("ftpserver")
 
 T = TypeVar("T")
 Args = tuple[object, ...]
-Request = tuple[str, str, Args]
+Request = tuple[str, str, Args] | tuple[str, str, Args, str]
+POST = "post"  # the fourth item of a request that gets no reply
+Outgoing = Request | list[Request]  # what a worker sends: one request, or several in order
 Reply = tuple[bool, object]
 # The two ends of a worker's pipe, by what each sends; what each receives is
 # checked before use, so it is ``object``.
-WorkerEnd: TypeAlias = "Connection[Request, object]"
+WorkerEnd: TypeAlias = "Connection[Outgoing, object]"
 OwnerEnd: TypeAlias = "Connection[Reply, object]"
 
 
@@ -51,15 +60,29 @@ class StateUnavailable(ConnectionAbortedError):
     """The shared state cannot be reached (the supervisor is gone): the server is stopping."""
 
 
-class PipeClient:
-    """Calls on the supervisor's state over one pipe, one at a time.
+class _Slot:
+    """Where the reply to one submitted request lands."""
 
-    One lock keeps the calls of the worker's threads apart.  If the pipe is
-    broken the supervisor is gone: the first call to find out logs it and
-    stops the worker (SIGTERM, so running transfers get the usual grace),
-    since without the shared state it cannot keep its limits; that call and
-    every later one raise :class:`StateUnavailable`.  ``on_lost`` replaces
-    the SIGTERM (tests).
+    __slots__ = ("done", "reply")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.reply: object = None
+
+
+class PipeClient:
+    """Calls on the supervisor's state over one pipe.
+
+    One lock keeps the calls of the worker's threads apart.  A call may be
+    split: :meth:`submit` sends the request and returns a function that
+    waits for its reply, so a session can go on meanwhile (the replies come
+    in order, and whichever thread reads one that is not its own keeps it
+    for its owner); :meth:`post` sends one that needs no reply.  If the
+    pipe is broken the supervisor is gone: the first call to find out logs
+    it and stops the worker (SIGTERM, so running transfers get the usual
+    grace), since without the shared state it cannot keep its limits; that
+    call and every later one raise :class:`StateUnavailable`.  ``on_lost``
+    replaces the SIGTERM (tests).
     """
 
     def __init__(self, conn: WorkerEnd, on_lost: Callable[[], None] | None = None) -> None:
@@ -67,26 +90,73 @@ class PipeClient:
         self._lock = threading.Lock()
         self._lost = False
         self._on_lost = on_lost or _stop_this_process
+        self._waiting: deque[_Slot] = deque()  # submitted, reply not read yet, oldest first
+        self._outbox: list[Request] = []  # submitted, not sent yet
 
     def call(self, target: str, method: str, *args: object) -> object:
         """Run ``target.method(*args)`` in the supervisor; its result, or its exception raised."""
-        request: Request = (target, method, args)
+        return self.submit(target, method, *args)()
+
+    def submit(self, target: str, method: str, *args: object) -> Callable[[], object]:
+        """Ask ``target.method(*args)``; a function that waits for its result (or raises).
+
+        The request goes out with the next one posted, or when a result is
+        waited for, so requests asked in a row cross the pipe together.
+        """
+        slot = _Slot()
         with self._lock:
-            if self._lost:
-                raise StateUnavailable("the server is shutting down")
-            try:
-                self._conn.send(request)
-                ok, value = fields(self._conn.recv(), 2, "reply")
-            except (EOFError, OSError) as exc:
-                self._lost = True
-                log.error("the main process is gone (%s); this worker stops", exc or "pipe closed")
-                self._on_lost()
-                raise StateUnavailable("the server is shutting down") from exc
+            self._check()
+            self._outbox.append((target, method, args))
+            self._waiting.append(slot)
+        return lambda: self._result(slot, target, method)
+
+    def post(self, target: str, method: str, *args: object) -> None:
+        """Send ``target.method(*args)`` to be run in turn, without waiting: no reply comes."""
+        with self._lock:
+            self._check()
+            self._outbox.append((target, method, args, POST))
+            self._flush()
+
+    def _flush(self) -> None:
+        """Send what was asked and not sent yet, as one message (lock held)."""
+        if not self._outbox:
+            return
+        batch, self._outbox = self._outbox, []
+        try:
+            self._conn.send(batch[0] if len(batch) == 1 else batch)
+        except (EOFError, OSError) as exc:
+            raise self._gone(exc) from exc
+
+    def _result(self, slot: _Slot, target: str, method: str) -> object:
+        with self._lock:
+            if not slot.done:
+                self._check()
+                self._flush()
+            while not slot.done:
+                self._check()
+                try:
+                    reply = self._conn.recv()
+                except (EOFError, OSError) as exc:
+                    raise self._gone(exc) from exc
+                first = self._waiting.popleft()
+                first.reply, first.done = reply, True
+        ok, value = fields(slot.reply, 2, "reply")
         if ok:
             return value
         if isinstance(value, BaseException):
             raise value
         raise TypeError(f"{target}.{method}: bad error reply {value!r}")
+
+    def _check(self) -> None:
+        if self._lost:
+            raise StateUnavailable("the server is shutting down")
+
+    def _gone(self, exc: BaseException) -> StateUnavailable:
+        """The pipe broke (lock held): stop this worker; the error to raise."""
+        self._lost = True
+        log.error("the main process is gone (%s); this worker stops", exc or "pipe closed")
+        self._on_lost()
+        return StateUnavailable("the server is shutting down")
 
 
 def worker_pipe() -> tuple[OwnerEnd, WorkerEnd]:

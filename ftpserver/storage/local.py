@@ -18,7 +18,7 @@ import os
 import posixpath
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpserver.digests import DigestCache
@@ -204,6 +204,33 @@ class LocalStorage:
                 raise ProtocolError(ErrorCode.IS_DIRECTORY, f"is a folder: {virtual}")
             raise ProtocolError(ErrorCode.BAD_PATH, f"not a regular file: {virtual}")
         return LocalReadHandle(fd, self.digests)
+
+    @contextlib.contextmanager
+    def files_in(self, virtual: str) -> Iterator[Callable[[str], LocalReadHandle]]:
+        """Open regular files of the folder ``virtual`` by name, the folder resolved once.
+
+        For a tree's digests (:mod:`ftpserver.treeinfo`): a name is opened
+        relative to the checked folder and never followed if it is a link
+        (``ELOOP``), so it cannot lead anywhere else; folders and special
+        files are refused as by :meth:`open_read`.
+        """
+        virtual, real = self.jail.resolve(virtual)
+        folder = os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+        def open_name(name: str) -> LocalReadHandle:
+            if "/" in name or name in (".", ".."):
+                raise ProtocolError(ErrorCode.BAD_PATH, f"not a name: {name}")
+            flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
+            fd = os.open(name, flags, dir_fd=folder)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise ProtocolError(ErrorCode.BAD_PATH, f"not a regular file: {name}")
+            return LocalReadHandle(fd, self.digests)
+
+        try:
+            yield open_name
+        finally:
+            os.close(folder)
 
     def open_upload(self, virtual: str) -> LocalUpload:
         virtual, real = self.jail.resolve(virtual)

@@ -30,12 +30,13 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from ftpfiles.files import GuardedWriter, file_digest
-from ftpproto.digest import Hasher
+from ftpproto.digest import Hasher, new_hasher
 from ftpproto.handshake import Resume, upload_start
 from ftpserver.digests import DigestCache, version
 from ftpserver.fsops import file_size
-from ftpserver.state.ledger import QuotaLedger, Reservation, Unmeasured
+from ftpserver.state.ledger import LaterLedger, QuotaLedger, Reservation, Unmeasured
 from ftpserver.storage.base import AbortedOnExit, ClosedOnExit
+from ftpserver.storage.deferred import collector
 from ftpserver.storage.paths import is_temporary
 from ftpserver.storage.temps import temp_name
 
@@ -144,10 +145,34 @@ class HomeAccount:
         """Reserve ``size`` bytes for an upload over ``replaced`` ones (quota and ``free`` space).
 
         ``temp`` names the upload's temporary file (``""`` for none) for the ledger.
+        Inside :func:`~ftpserver.storage.deferred.collecting`, with a ledger
+        far away, the ledger's answer is checked by the confirmation collected.
         """
-        return self.ask(
-            lambda: self.ledger.reserve(self.user, self.quota, size, replaced, free, temp)
-        )
+
+        def now() -> Reservation:
+            return self.ask(
+                lambda: self.ledger.reserve(self.user, self.quota, size, replaced, free, temp)
+            )
+
+        confirms = collector()
+        if confirms is None or not isinstance(self.ledger, LaterLedger):
+            return now()
+        # collecting (ftpserver.storage.deferred): asked now, the answer checked later
+        answer = self.ledger.reserve_later(self.user, self.quota, size, replaced, free, temp)
+        reservation = Reservation.asked(self.user, size, replaced, temp)
+
+        def confirm() -> None:
+            try:
+                try:
+                    answer()
+                except Unmeasured:  # the home is measured now, and the ledger asked again
+                    now()
+            except BaseException:
+                reservation.quota_bytes = reservation.disk_bytes = 0  # nothing is held
+                raise
+
+        confirms.append(confirm)
+        return reservation
 
     def settle(
         self, growth: int, limit: int | None = None, release: Reservation | None = None
@@ -167,7 +192,9 @@ class HomeAccount:
         with self.locked():
             old = file_size(target)
             growth = file_size(source) - old
-            self.settle(growth, self.quota if enforce else None, release)
+            # A growth within the reservation was counted against the quota at ready.
+            covered = release is not None and growth <= release.quota_bytes
+            self.settle(growth, self.quota if enforce and not covered else None, release)
             try:
                 os.replace(source, target)
             except OSError:
@@ -309,14 +336,17 @@ class LocalUpload(AbortedOnExit):
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (0 if claimed else os.O_EXCL)
         fd = os.open(self.temp, flags, self.mode)
         self.writer = GuardedWriter(fd)
-        with open(fd, "rb", buffering=0, closefd=False) as reader:
-            offset, hasher = upload_start(
-                resume, size, claimed, lambda count: file_digest(reader, 0, count)[0]
-            )
-        if os.fstat(fd).st_size != offset:
-            # Only when needed: on ext4, truncating a file makes its close flush it.
-            os.ftruncate(fd, offset)
-        os.lseek(fd, offset, os.SEEK_SET)
+        if claimed:
+            with open(fd, "rb", buffering=0, closefd=False) as reader:
+                offset, hasher = upload_start(
+                    resume, size, claimed, lambda count: file_digest(reader, 0, count)[0]
+                )
+            if os.fstat(fd).st_size != offset:
+                # Only when needed: on ext4, truncating a file makes its close flush it.
+                os.ftruncate(fd, offset)
+            os.lseek(fd, offset, os.SEEK_SET)
+        else:  # a new, empty file (O_EXCL): nothing to take over, truncate or seek
+            offset, hasher = upload_start(resume, size, 0, lambda count: new_hasher())
         self.keep_partial = offset > 0
         replaced = file_size(self.target)
         free = disk_free(os.path.dirname(self.temp))
@@ -352,20 +382,24 @@ class LocalUpload(AbortedOnExit):
         # The reservation goes back in the same ledger step that counts the
         # file (settle(release=...)), or on its own if nothing is kept.
         reservation, self.reservation = self.reservation, None
+        renamed = False  # then the temporary file is gone
         try:
             if commit:
                 held, reservation = reservation, None
                 self.account.replace(self.temp, self.target, enforce=True, release=held)
+                renamed = True
                 if hexdigest:
                     self.digests.put(os.fstat(fd), hexdigest, fd)
             elif self.keep_partial and file_size(self.temp) > 0:
                 os.makedirs(os.path.dirname(self.partial), exist_ok=True)
                 held, reservation = reservation, None
                 self.account.replace(self.temp, self.partial, enforce=False, release=held)
+                renamed = True
         finally:
             if fd >= 0:
                 os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(self.temp)
+            if not renamed:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.temp)
             if reservation is not None:
                 self.account.ledger.release(reservation)
