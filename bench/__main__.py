@@ -45,6 +45,7 @@ from bench.servers import (
     is_alive,
     running,
 )
+from bench.startup import compile_ours
 from bench.workloads import METRICS, WORKLOADS, Outcome, Setup
 
 
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         free = shutil.disk_usage(tmp).free
         if free < need:
             print(f"warning: {free // MIB} MiB free in {tmp}, the runs may need {need // MIB}")
+        compile_ours()  # every client and server process starts as an installed one
         setup, kinds = prepare(args, tmp, names)
         values, runs = _run_all(names, kinds, setup, args, tmp / "logs")
         tree_results = treebench.run(trees, treebench.options(args), tmp) if trees else None
