@@ -92,7 +92,10 @@ def put_many(
             while order and _settled(order[0]):
                 yield _outcome(order.popleft())
             batch = []
-            while not done and request_bytes < REQUEST_BYTES:
+            # Offers go out in batches: once the window is half free (fewer writes and
+            # wake-ups on both sides than one offer per file sent).
+            refill = window.held_files <= window.files // 2
+            while refill and not done and request_bytes < REQUEST_BYTES:
                 if next_up is None:
                     pair = next(todo, None)
                     if pair is None:
@@ -138,16 +141,19 @@ def put_many(
                         done = True
                         failed_at = min(failed_at or upload.index, upload.index)
                     continue
-                if failed_at is not None and upload.index > failed_at:
+                withdrawn = failed_at is not None and upload.index > failed_at
+                if withdrawn:
                     channel.send(upload.handshake.withdraw())
-                    expected.append(("withdrawn", upload))
-                    continue
-                monitor = monitor_for(upload.local) if monitor_for else None
-                _send_data(client, upload, monitor)
-                expected.append(("send", upload))
+                else:
+                    monitor = monitor_for(upload.local) if monitor_for else None
+                    _send_data(client, upload, monitor)
+                # The server frees the offer's place in its window when it reads this send,
+                # before any later offer (one ordered stream): the next offers need not wait
+                # a round trip for its answer.
+                window.give(upload.handshake.size)
+                upload.source.close()
+                expected.append(("withdrawn" if withdrawn else "send", upload))
                 continue
-            window.give(upload.handshake.size)
-            upload.source.close()
             upload.outcome = _answered(upload, channel.recv(), kind == "withdrawn")
             if stop_at_failure and upload.outcome.error is not None and failed_at is None:
                 done, failed_at = True, upload.index
