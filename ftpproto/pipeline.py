@@ -61,9 +61,10 @@ class Window:
 
     A file is admitted while fewer than :attr:`files` are in flight and its
     size fits in :attr:`size` bytes with the others' (a file bigger than
-    the whole window goes alone).  The client counts a file from its
-    request to its final answer; the server from its ``ready`` to the
-    answer it sends last, so the server never counts more than the client.
+    the whole window goes alone).  The server counts an offered upload from
+    its ``ready`` until it reads the file's ``send``; the client from its
+    ``offer`` until it has sent that ``send`` (its data follows), so on one
+    ordered stream the server never counts more than the client.
     """
 
     files: int
