@@ -162,6 +162,32 @@ def test_multipart_upload_ranged_read_and_tagged_digest(storage: S3Storage) -> N
         assert not source.changed()
 
 
+def interrupt_after_7_mib(storage: S3Storage, data: bytes) -> None:
+    """Upload /f.bin's first 7 MiB and stop (one 5 MiB part kept); forget this process's state."""
+    with storage.open_upload("/f.bin") as handle:
+        _, hasher = handle.start(len(data), None)
+        for start in range(0, 7 * MIB, MIB):
+            hasher.update(data[start : start + MIB])
+            handle.sink.write(data[start : start + MIB])
+    s3partial.checkpoints.clear()  # what another process knows of it: nothing
+
+
+def resume_at_5_mib(storage: S3Storage, data: bytes, rest: bytes) -> tuple[int, str]:
+    """Offer /f.bin's first 5 MiB as kept and send ``rest``; commit if the whole digest matches.
+
+    The offset the storage accepted and the digest of what it then received.
+    """
+    with storage.open_upload("/f.bin") as handle:
+        offset, hasher = handle.start(len(data), (5 * MIB, digest_of(data[: 5 * MIB])))
+        hasher.update(rest)
+        handle.sink.write(rest)
+        handle.keep_partial = False
+        found = hasher.hexdigest()
+        if found == digest_of(data):  # what the handshake checks
+            handle.commit(found)
+    return offset, found
+
+
 def test_an_interrupted_upload_leaves_the_old_object_and_keeps_parts(
     storage: S3Storage, seaweed: SeaweedS3
 ) -> None:
@@ -229,23 +255,10 @@ def test_a_staged_upload_resumes_in_another_process_verified_by_reading_back(
     data = os.urandom(12 * MIB)
 
     def interrupt() -> None:
-        with first.open_upload("/f.bin") as handle:
-            _, hasher = handle.start(len(data), None)
-            for start in range(0, 7 * MIB, MIB):  # one 5 MiB part finished
-                hasher.update(data[start : start + MIB])
-                handle.sink.write(data[start : start + MIB])
-        s3partial.checkpoints.clear()  # what another process knows of it: nothing
+        interrupt_after_7_mib(first, data)
 
     def resume(rest: bytes) -> tuple[int, str]:
-        with make_storage(settings, stage=True).open_upload("/f.bin") as handle:
-            offset, hasher = handle.start(len(data), (5 * MIB, digest_of(data[: 5 * MIB])))
-            hasher.update(rest)
-            handle.sink.write(rest)
-            handle.keep_partial = False
-            found = hasher.hexdigest()
-            if found == digest_of(data):  # what the handshake checks
-                handle.commit(found)
-        return offset, found
+        return resume_at_5_mib(make_storage(settings, stage=True), data, rest)
 
     base = first.home.base
     interrupt()
@@ -285,25 +298,11 @@ def test_a_saved_state_resumes_in_another_process_without_staging(
     base = first.home.base
 
     def interrupt() -> None:
-        with first.open_upload("/f.bin") as handle:
-            _, hasher = handle.start(len(data), None)
-            for start in range(0, 7 * MIB, MIB):  # one 5 MiB part finished
-                hasher.update(data[start : start + MIB])
-                handle.sink.write(data[start : start + MIB])
-        s3partial.checkpoints.clear()  # what another process knows of it: nothing
+        interrupt_after_7_mib(first, data)
         assert uploads_open(seaweed, base) == [f"{base}f.bin"], "staged, or not kept"
 
     def resume(rest: bytes) -> tuple[int, str]:
-        other = make_storage(settings, stage=stage, ledger=book)
-        with other.open_upload("/f.bin") as handle:
-            offset, hasher = handle.start(len(data), (5 * MIB, digest_of(data[: 5 * MIB])))
-            hasher.update(rest)
-            handle.sink.write(rest)
-            handle.keep_partial = False
-            found = hasher.hexdigest()
-            if found == digest_of(data):  # what the handshake checks
-                handle.commit(found)
-        return offset, found
+        return resume_at_5_mib(make_storage(settings, stage=stage, ledger=book), data, rest)
 
     interrupt()
     assert first.partial_size("/f.bin") == 5 * MIB
