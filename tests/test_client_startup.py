@@ -38,15 +38,17 @@ NOT_FOR_PWD = (
     "base64",
 )
 
-# Runs the command line as ``python -m ftpclient`` does, then prints what it imported.
+# Runs the command line as ``python -m ftpclient`` does, then prints what it imported
+# (not what the interpreter had loaded before: an editable install's finder loads pathlib).
 RUN_AND_LIST = """\
 import runpy, sys
+before = set(sys.modules)
 sys.argv = ["ftpclient", *sys.argv[1:]]
 try:
     runpy.run_module("ftpclient", run_name="__main__", alter_sys=True)
 except SystemExit as exc:
     print("EXIT", exc.code)
-print("MODULES", " ".join(sorted(sys.modules)))
+print("MODULES", " ".join(sorted(set(sys.modules) - before)))
 """
 
 
