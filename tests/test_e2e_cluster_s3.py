@@ -66,7 +66,7 @@ def test_put_get_and_resume_across_nodes(
     nodes: Nodes, tmp_path: Path, s3_settings: dict[str, object]
 ) -> None:
     one, two = nodes.start("one"), nodes.start("two")
-    data = os.urandom(9 * MIB)
+    data = os.urandom(12 * MIB)  # over two parts: a multipart upload that keeps parts
     source = tmp_path / "f.bin"
     source.write_bytes(data)
     with login(one.port) as first, login(two.port) as second:

@@ -225,7 +225,7 @@ def test_an_interrupted_upload_leaves_the_old_object_and_keeps_parts(
 
 
 def test_a_resume_with_a_wrong_prefix_starts_over(storage: S3Storage) -> None:
-    data = os.urandom(6 * MIB)
+    data = os.urandom(11 * MIB)  # over two parts: a multipart upload (up to two: one PutObject)
     with storage.open_upload("/g.bin") as handle:
         _, hasher = handle.start(len(data), None)
         hasher.update(data[: 6 * MIB - 1])
@@ -571,8 +571,8 @@ def test_credentials_never_reach_the_log_even_at_debug(
 
 
 def test_a_resume_refused_by_the_quota_keeps_the_partial(settings: Settings) -> None:
-    storage = make_storage(settings, quota=8 * MIB)
-    data = os.urandom(7 * MIB)
+    storage = make_storage(settings, quota=12 * MIB)
+    data = os.urandom(11 * MIB)  # over two parts: a multipart upload
     with storage.open_upload("/q.bin") as handle:
         _, hasher = handle.start(len(data), None)
         hasher.update(data[: 6 * MIB])
@@ -581,7 +581,7 @@ def test_a_resume_refused_by_the_quota_keeps_the_partial(settings: Settings) -> 
     assert kept == 6 * MIB
     with storage.open_upload("/q.bin") as handle:
         with pytest.raises(ProtocolError) as caught:
-            handle.start(9 * MIB, (kept, digest_of(data[:kept])))  # more than the quota
+            handle.start(13 * MIB, (kept, digest_of(data[:kept])))  # more than the quota
         assert caught.value.code == ErrorCode.QUOTA_EXCEEDED
     assert storage.partial_size("/q.bin") == kept
     with storage.open_upload("/q.bin") as handle:

@@ -3,9 +3,10 @@
 The bytes go into a buffer; each time it holds ``part_size`` bytes it is sent
 as one part by a helper thread while the next part arrives, with at most four
 parts in flight (so a transfer holds about five parts of memory, whatever
-the file size).  An upload no bigger than one part is sent in one PutObject
-at commit.  Either way the object appears whole or not at all, only after
-the client's digest matched: a reader sees the old object or the new one.
+the file size).  An upload of up to two parts (its size is known at
+:meth:`S3Upload.start`) is held for one PutObject at commit: one request,
+not four or five.  Either way the object appears whole or not at all, only
+after the client's digest matched: a reader sees the old object or the new.
 
 The BLAKE3 digest goes with the object: as ``blake3`` metadata for a
 one-request upload, as a tag bound to the ETag for a multipart one (its
@@ -88,6 +89,7 @@ class S3Upload(AbortedOnExit):
         self._read_back = False
         self.record_key = record_key
         self.part_size = part_size
+        self._one_request = False  # up to two parts: held for one PutObject
         self.subject = subject
         self.keep_partial = False
         self.reservation: Reservation | None = None
@@ -120,6 +122,7 @@ class S3Upload(AbortedOnExit):
         replaced = home.size_of(self.key)
         self.reservation = home.reserve(size, replaced, 2**62, "")
         self.keep_partial = True
+        self._one_request = offset == 0 and size <= 2 * self.part_size
         return offset, self._hasher
 
     def _take_over(self, resume: Resume, size: int) -> int:
@@ -202,7 +205,7 @@ class S3Upload(AbortedOnExit):
             return
         self._buffer += data
         self._received += len(data)
-        if len(self._buffer) >= self.part_size:
+        if len(self._buffer) >= self.part_size and not self._one_request:
             self._send_part()
 
     def _send_part(self) -> None:
