@@ -258,6 +258,35 @@ def run_and_kill(tmp_path: Path, script: str, *args: str) -> str:
     return line
 
 
+def add_settings(config: Path, settings: dict[str, object]) -> None:
+    """Append ``key: value`` lines to a server settings file."""
+    with config.open("a") as handle:
+        handle.writelines(f"{key}: {value}\n" for key, value in settings.items())
+
+
+def across_two_servers(
+    tmp_path: Path, one: FileTransferClient, two: FileTransferClient, one_port: int, data: bytes
+) -> Path:
+    """A put of ``f.bin`` through ``one`` fetched whole through ``two``; then a put of
+    ``g.bin`` through ``one_port`` killed after 7 MiB, until ``two`` sees 5 MiB of it kept.
+
+    The local file holding ``data`` (for the resume the caller makes).
+    """
+    source = tmp_path / "f.bin"
+    source.write_bytes(data)
+    one.put(str(source), "f.bin")
+    assert two.get("f.bin", str(tmp_path / "got.bin")).blake3 == digest_of(data)
+    assert (tmp_path / "got.bin").read_bytes() == data
+    line = run_and_kill(
+        tmp_path, STALLED_PUT, str(one_port), ALICE, ALICE_PASSWORD, str(source), "g.bin",
+        str(7 * 1024 * 1024),
+    )  # fmt: skip
+    assert line == f"SENT {7 * 1024 * 1024}"
+    # The finished part (5 MiB or a little more), kept by the first server, seen by the second.
+    assert wait_until(lambda: two.partial("g.bin") >= 5 * 1024 * 1024, timeout=30)
+    return source
+
+
 def kill_mid_transfer(
     tmp_path: Path, port: int, command: str, remote: str, local: Path, limit: int
 ) -> int:

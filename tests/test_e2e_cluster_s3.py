@@ -20,10 +20,8 @@ from conftest import (
     ALICE,
     ALICE_PASSWORD,
     HOST,
-    STALLED_PUT,
+    across_two_servers,
     digest_of,
-    run_and_kill,
-    wait_until,
     write_users_file,
 )
 from s3service import BUCKET
@@ -67,19 +65,8 @@ def test_put_get_and_resume_across_nodes(
 ) -> None:
     one, two = nodes.start("one"), nodes.start("two")
     data = os.urandom(12 * MIB)  # over two parts: a multipart upload that keeps parts
-    source = tmp_path / "f.bin"
-    source.write_bytes(data)
     with login(one.port) as first, login(two.port) as second:
-        first.put(str(source), "f.bin")
-        assert second.get("f.bin", str(tmp_path / "got.bin")).blake3 == digest_of(data)
-        assert (tmp_path / "got.bin").read_bytes() == data
-        line = run_and_kill(
-            tmp_path, STALLED_PUT, str(one.port), ALICE, ALICE_PASSWORD, str(source), "g.bin",
-            str(7 * MIB),
-        )  # fmt: skip
-        assert line == f"SENT {7 * MIB}"
-        # The finished part (5 MiB or a little more), kept by node one, seen by node two.
-        assert wait_until(lambda: second.partial("g.bin") >= 5 * MIB, timeout=30)
+        source = across_two_servers(tmp_path, first, second, one.port, data)
         kept = second.partial("g.bin")
         assert kept <= 7 * MIB
         assert second.put(str(source), "g.bin", resume=True).offset == kept

@@ -22,6 +22,7 @@ from conftest import (
     HOST,
     STALLED_PUT,
     ServerProcess,
+    add_settings,
     digest_of,
     run_and_kill,
     run_command,
@@ -53,10 +54,7 @@ def test_reput_after_a_restart_continues_from_the_kept_parts(
     tmp_path: Path,
 ) -> None:
     require(b3state.library(), "libblake3 is not there (python3 ftpserver/storage/b3build.py)")
-    with server_config.open("a") as config:
-        config.write("workers: 2\n")
-        for key, value in s3_settings.items():
-            config.write(f"{key}: {value}\n")
+    add_settings(server_config, {"workers": 2, **s3_settings})
     first = server_process(users_file, homes)
     old = b"the old version\n" * 100
     (tmp_path / "old.bin").write_bytes(old)

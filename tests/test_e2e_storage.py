@@ -32,6 +32,8 @@ from conftest import (
     MakeServer,
     RawSession,
     RunningServer,
+    across_two_servers,
+    add_settings,
     digest_of,
     error_of,
     file_digest_of,
@@ -420,10 +422,7 @@ def test_serve_with_s3_and_worker_processes(
     tmp_path: Path,
 ) -> None:
     """``ftpserver serve`` forks workers that each reach the bucket; sessions share one home."""
-    with server_config.open("a") as config:
-        config.write("workers: 2\n")
-        for key, value in s3_settings.items():
-            config.write(f"{key}: {value}\n")
+    add_settings(server_config, {"workers": 2, **s3_settings})
     started = server_process(users_file, homes)
     data = os.urandom(6 * MIB + 3)
     (tmp_path / "up.bin").write_bytes(data)
@@ -456,10 +455,7 @@ def test_two_nodes_on_one_bucket(
     process that received it and the resume starts over (docs/S3.md) - and
     still ends with the right file, the kept parts given up.
     """
-    with server_config.open("a") as config:
-        config.write("workers: 1\n")
-        for key, value in s3_settings.items():
-            config.write(f"{key}: {value}\n")
+    add_settings(server_config, {"workers": 1, **s3_settings})
     first, second = server_process(users_file, homes), server_process(users_file, homes)
 
     def login(port: int) -> FileTransferClient:
@@ -468,18 +464,8 @@ def test_two_nodes_on_one_bucket(
         return conn
 
     data = os.urandom(12 * MIB)  # over two parts: a multipart upload that keeps parts
-    source = tmp_path / "f.bin"
-    source.write_bytes(data)
     with login(first.port) as one, login(second.port) as two:
-        one.put(str(source), "f.bin")
-        assert two.get("f.bin", str(tmp_path / "got.bin")).blake3 == digest_of(data)
-        assert (tmp_path / "got.bin").read_bytes() == data
-        line = run_and_kill(
-            tmp_path, STALLED_PUT, str(first.port), ALICE, ALICE_PASSWORD, str(source), "g.bin",
-            str(7 * MIB),
-        )  # fmt: skip
-        assert line == f"SENT {7 * MIB}"
-        assert wait_until(lambda: two.partial("g.bin") >= 5 * MIB, timeout=20)
+        source = across_two_servers(tmp_path, one, two, first.port, data)
         kept = two.partial("g.bin") if b3state.library() else 0
         assert two.put(str(source), "g.bin", resume=True).offset == kept
         assert two.get("g.bin", str(tmp_path / "g.bin")).blake3 == digest_of(data)
