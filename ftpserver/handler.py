@@ -76,6 +76,15 @@ class SessionHandler(FileCommands):
         except Exception:
             log.exception("internal error in session %s; closing it", self.peer)
             self._try_send(error("error", ProtocolError(ErrorCode.INTERNAL, "internal error")))
+
+    def finish(self) -> None:
+        """Release the session (slots, socket), then leave the server's session set.
+
+        Leaving last matters: a stopping server waits for that set to empty,
+        so the releases (calls to the shared state) are done before it exits.
+        """
+        try:
+            super().finish()
         finally:
             self.server.sessions.discard(self)
 
