@@ -236,6 +236,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     report_limits = prepare_descriptors(settings.max_sessions)
     if settings.workers != 1:
         return serve_workers(settings, store, lambda: _settings(args), _run, report_limits)
+    # Held until _run's handlers are in place: a signal sent on seeing the
+    # "listening" line must not meet the default action (SIGHUP would kill).
+    # Blocked before any thread starts, since threads inherit the mask and a
+    # signal goes to any thread that does not block it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, signal.SIGTERM, signal.SIGINT})
     cluster = open_cluster(settings)  # None: the state stays in this process
     shared = None if cluster is None else cluster.shared
     server = FileTransferServer(settings, store, lambda: _settings(args), shared=shared)
@@ -244,11 +249,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         with admin_services(cluster, server):
             server.start_sweeper()
             host, port = server.address
-            # Held until _run's handlers are in place: a signal sent on seeing the
-            # "listening" line must not meet the default action (SIGHUP would kill).
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, signal.SIGTERM, signal.SIGINT})
-            print(f"listening on {host}:{port}", flush=True)
             log.info("serving %d users from %s", len(store.users), settings.home)
+            print(f"listening on {host}:{port}", flush=True)
             report_limits()
             return _run(server)
     finally:

@@ -404,6 +404,21 @@ def client(server: RunningServer) -> Iterator[ClientFactory]:
 # -- raw protocol sessions ------------------------------------------------------
 
 
+def recv_exactly(sock: socket.socket, count: int) -> bytes:
+    """The next ``count`` bytes of ``sock`` (fewer only at the end of the stream).
+
+    A loop, not ``MSG_WAITALL``: a socket with a timeout is non-blocking
+    underneath, and there ``MSG_WAITALL`` returns what has arrived.
+    """
+    data = b""
+    while len(data) < count:
+        part = sock.recv(count - len(data))
+        if not part:
+            break
+        data += part
+    return data
+
+
 class RawSession:
     """A socket and a Channel for sending what the client library would not."""
 
@@ -432,6 +447,10 @@ class RawSession:
     def recv(self) -> Message:
         """The next message from the server."""
         return self.channel.recv()
+
+    def recv_raw(self, count: int) -> bytes:
+        """The next ``count`` bytes as they are (fewer only at the end of the stream)."""
+        return recv_exactly(self.sock, count)
 
     def call(self, command: str, *args: str) -> Message:
         """Send a request and return the next message."""

@@ -26,6 +26,7 @@ from conftest import (
     RunningServer,
     ServerProcess,
     digest_of,
+    recv_exactly,
     wait_until,
 )
 from rechunk import MAX_CHUNK, RechunkProxy, chunk_size
@@ -90,16 +91,6 @@ def dial(port: int) -> socket.socket:
     sock = socket.create_connection((HOST, port), timeout=10)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
-
-
-def recv_exactly(sock: socket.socket, count: int) -> bytes:
-    data = b""
-    while len(data) < count:
-        part = sock.recv(count - len(data))
-        if not part:
-            break
-        data += part
-    return data
 
 
 def read_to_end(sock: socket.socket) -> tuple[bytes, list[int]]:
