@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import resource
@@ -333,7 +334,6 @@ class Flood:
 
     def __init__(self, port: int) -> None:
         self.port = port
-        self.opened = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -341,11 +341,8 @@ class Flood:
     def _run(self) -> None:
         held: collections.deque[tuple[float, socket.socket]] = collections.deque()
         while not self._stop.is_set():
-            try:
+            with contextlib.suppress(OSError):  # the listen queue is full: try again
                 held.append((time.monotonic(), socket.create_connection((HOST, self.port), 0.5)))
-                self.opened += 1
-            except OSError:
-                pass  # the listen queue is full: try again
             while held and held[0][0] < time.monotonic() - 5:  # the server dropped it by now
                 held.popleft()[1].close()
         for _, sock in held:
@@ -363,10 +360,11 @@ def test_a_flood_of_silent_connections_does_not_lock_out_real_clients(
     served: Served = serve_limited(LIMIT, LIMIT, extra)
     flood = Flood(served.port)
     try:
+        # The server's own line is the proof that the flood outran its descriptors
+        # (how many the flood opened by then depends on the machine's load).
         assert wait_until(lambda: bool(served.log_lines("out of file descriptors")), 15)
         took = transfer_as_alice(served.port, tmp_path, "during.bin")
         assert took < 10, f"the real client needed {took:.1f} s under the flood"
-        assert flood.opened > LIMIT, "the flood did not outrun the descriptor limit"
     finally:
         flood.stop()
     time.sleep(1.5)  # login_timeout: the flood's last connections are closed by now
