@@ -7,6 +7,9 @@ connection or pool failure is retried on another connection, then raised as
 unavailable") wherever a session meets it.  Each call can be timed
 (:attr:`Database.observe`, the metrics' shared-state latency), named by the
 function that made it (``PgBans.is_banned``, ``ClusterState.renew`` ...).
+:class:`Prepared` is the sessions' hot path (a slot taken at each session
+start, given back at each end): a statement prepared once per connection and
+run through libpq directly.
 
 :func:`migrate` brings the schema to :data:`SCHEMA_VERSION`, one numbered
 step at a time, under a PostgreSQL advisory lock, so several nodes starting
@@ -21,10 +24,12 @@ import logging
 import math
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import TypeVar
 
 import psycopg
+from psycopg import pq
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from ftpproto.errors import ErrorCode, ProtocolError
@@ -36,12 +41,14 @@ __all__ = [
     "LOCK_USERS",
     "SCHEMA_VERSION",
     "Database",
+    "Prepared",
     "SharedStateUnavailable",
     "migrate",
 ]
 
 log = logging.getLogger("ftpserver.cluster")
 T = TypeVar("T")
+Connection = psycopg.Connection[tuple[object, ...]]
 
 # Advisory lock keys (one application-wide namespace: "FT" in ASCII, then a number).
 LOCK_MIGRATE = 0x4654_0001
@@ -178,6 +185,70 @@ MIGRATIONS: list[tuple[str, ...]] = [
             banned := exists (select 1 from ft_bans b where b.ip = client and b.until > now());
         end $$""",
     ),
+    (  # 6: the same three functions, cheaper (one function, no nested call) and race-free
+        # ft_open: the counting under the cluster-wide lock only when a limit is set
+        """create or replace function ft_open(
+            lock_key bigint, node_name text, client text, max_total integer, max_per_ip integer,
+            out refused text, out banned boolean)
+        language plpgsql as $$
+        declare
+            total bigint;
+            from_ip bigint;
+        begin
+            banned := exists (select 1 from ft_bans b where b.ip = client and b.until > now());
+            if max_total > 0 or max_per_ip > 0 then
+                perform pg_advisory_xact_lock(lock_key);
+                select coalesce(sum(s.count), 0),
+                        coalesce(sum(s.count) filter (where s.ip = client), 0)
+                    into total, from_ip
+                    from ft_slots s join ft_nodes n on n.name = s.node
+                    where n.lease_until > now();
+                if max_total > 0 and total >= max_total then
+                    refused := 'too many sessions on the server';
+                    return;
+                end if;
+                if max_per_ip > 0 and from_ip >= max_per_ip then
+                    refused := 'too many sessions from your address';
+                    return;
+                end if;
+            end if;
+            update ft_slots set count = count + 1 where node = node_name and ip = client;
+            if not found then
+                insert into ft_slots (node, ip, count) values (node_name, client, 1)
+                    on conflict (node, ip) do update set count = ft_slots.count + 1;
+            end if;
+        end $$""",
+        # The releases lock their row first: two at once from one node for one
+        # key (version 2's delete-then-update) could break the count > 0 check
+        # and leave a slot counted for good.
+        """create or replace function ft_release(node_name text, client text)
+        returns void language plpgsql as $$
+        declare
+            held integer;
+        begin
+            select count into held from ft_slots where node = node_name and ip = client
+                for update;
+            if held > 1 then
+                update ft_slots set count = held - 1 where node = node_name and ip = client;
+            elsif held is not null then
+                delete from ft_slots where node = node_name and ip = client;
+            end if;
+        end $$""",
+        """create or replace function ft_user_release(node_name text, who text)
+        returns void language plpgsql as $$
+        declare
+            held integer;
+        begin
+            select count into held from ft_user_slots where node = node_name and user_name = who
+                for update;
+            if held > 1 then
+                update ft_user_slots set count = held - 1
+                    where node = node_name and user_name = who;
+            elsif held is not null then
+                delete from ft_user_slots where node = node_name and user_name = who;
+            end if;
+        end $$""",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -255,6 +326,70 @@ class Database:
 
     def close(self) -> None:
         self.pool.close(timeout=2.0)
+
+
+# The statements prepared on each connection (:class:`Prepared`).
+_PREPARED: weakref.WeakKeyDictionary[Connection, set[bytes]] = weakref.WeakKeyDictionary()
+_PREPARED_LOCK = threading.Lock()
+
+
+class Prepared:
+    """One statement, prepared once on each connection and run with text parameters.
+
+    The sessions' hot path (a slot taken at each session start and given
+    back at its end): it goes to libpq directly (``conn.pgconn``), without
+    psycopg's adaptation of parameters and rows, which cost a node about a
+    hundred microseconds of CPU per round trip (docs/PERFORMANCE.md).  The
+    parameters go as text (PostgreSQL infers their types from the
+    statement); the first row comes back as text, None for NULL.  Errors
+    are psycopg's: :class:`psycopg.OperationalError` when the connection
+    broke (:meth:`Database.run` tries another), the class of the SQLSTATE
+    otherwise.  Call it inside :meth:`Database.run`.
+    """
+
+    def __init__(self, name: str, query: str) -> None:
+        self.name = name.encode()
+        self.query = query.encode()
+
+    def __call__(self, conn: Connection, *params: str | int) -> tuple[str | None, ...] | None:
+        """The first row of the result (None without one)."""
+        values = [str(p).encode() for p in params]
+        with conn.lock:
+            result = self._execute(conn, values)
+        if not result.ntuples:
+            return None
+        cells = (result.get_value(0, i) for i in range(result.nfields))
+        return tuple(None if cell is None else cell.decode() for cell in cells)
+
+    def _execute(self, conn: Connection, values: list[bytes]) -> pq.abc.PGresult:
+        with _PREPARED_LOCK:
+            done = _PREPARED.setdefault(conn, set())
+        pgconn = conn.pgconn
+        if self.name not in done:
+            _checked(pgconn, pgconn.prepare(self.name, self.query))
+            done.add(self.name)
+        result = pgconn.exec_prepared(self.name, values)
+        if result.error_field(pq.DiagnosticField.SQLSTATE) == b"26000":  # gone (DISCARD ALL)
+            _checked(pgconn, pgconn.prepare(self.name, self.query))
+            result = pgconn.exec_prepared(self.name, values)
+        return _checked(pgconn, result)
+
+
+def _checked(pgconn: pq.abc.PGconn, result: pq.abc.PGresult) -> pq.abc.PGresult:
+    """``result``, or psycopg's exception for its error."""
+    if result.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+        return result
+    primary = result.error_field(pq.DiagnosticField.MESSAGE_PRIMARY)
+    message = (primary or result.error_message or pgconn.error_message).decode(errors="replace")
+    message = message.strip()
+    if pgconn.status == pq.ConnStatus.BAD:
+        raise psycopg.OperationalError(message or "the connection to the database broke")
+    code = (result.error_field(pq.DiagnosticField.SQLSTATE) or b"").decode()
+    try:
+        error = psycopg.errors.lookup(code)
+    except KeyError:
+        error = psycopg.DatabaseError
+    raise error(message)
 
 
 def operation_of(work: Callable[..., object]) -> str:

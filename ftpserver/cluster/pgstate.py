@@ -45,6 +45,7 @@ from ftpserver.cluster.database import (
     LOCK_SLOTS,
     LOCK_USERS,
     Database,
+    Prepared,
     SharedStateUnavailable,
 )
 from ftpserver.config import Settings
@@ -60,6 +61,12 @@ BAN_FRESH = 1.0  # seconds a session start's answer "banned or not" stands for a
 BAN_ENTRIES = 4096  # addresses remembered before the stale ones are dropped
 Connection = psycopg.Connection[tuple[object, ...]]
 Limits = Callable[[], Settings]
+
+# The round trips of every session (docs/CLUSTER.md): prepared on each connection.
+OPEN = Prepared("ft_open", "select refused, banned from ft_open($1, $2, $3, $4, $5)")
+RELEASE = Prepared("ft_release", "select ft_release($1, $2)")
+USER_ACQUIRE = Prepared("ft_user_acquire", "select ft_user_acquire($1, $2, $3, $4)")
+USER_RELEASE = Prepared("ft_user_release", "select ft_user_release($1, $2)")
 
 
 def _number(value: object) -> float:
@@ -120,8 +127,8 @@ class _NodeCounts:
                     self._mine[key] += 1
             return taken
 
-    def _give_back(self, key: str, function: str) -> None:
-        """Count one ``key`` less, in the database through ``function(node, key)``."""
+    def _give_back(self, key: str, statement: Prepared) -> None:
+        """Count one ``key`` less, in the database through ``statement(node, key)``."""
         with self._write():
             with self._lock:
                 self._mine[key] -= 1
@@ -131,12 +138,7 @@ class _NodeCounts:
                 self.dirty = True
                 return
             try:
-                self.db.run(
-                    lambda conn: conn.execute(
-                        sql.SQL("select {}(%s, %s)").format(sql.Identifier(function)),
-                        (self.node(), key),
-                    )
-                )
+                self.db.run(lambda conn: statement(conn, self.node(), key))
             except SharedStateUnavailable:
                 self.dirty = True  # written back whole when the database is back
 
@@ -196,16 +198,14 @@ class PgSessionSlots(_NodeCounts):
         if not self.healthy():
             return UNAVAILABLE
         refused: list[str] = []
+        most, most_per_ip = settings.max_sessions, settings.max_sessions_per_ip
 
         def work(conn: Connection) -> bool:
-            row = conn.execute(
-                "select refused, banned from ft_open(%s, %s, %s, %s, %s)",
-                (LOCK_SLOTS, self.node(), ip, settings.max_sessions, settings.max_sessions_per_ip),
-            ).fetchone()
+            row = OPEN(conn, LOCK_SLOTS, self.node(), ip, most, most_per_ip)
             assert row is not None
-            self.bans.seen(ip, bool(row[1]))
+            self.bans.seen(ip, row[1] == "t")
             if row[0] is not None:
-                refused.append(str(row[0]))
+                refused.append(row[0])
                 return False
             return True
 
@@ -216,7 +216,7 @@ class PgSessionSlots(_NodeCounts):
 
     def release(self, ip: str) -> None:
         """Give back a slot taken by :meth:`acquire`."""
-        self._give_back(ip, "ft_release")
+        self._give_back(ip, RELEASE)
 
 
 class PgUserSessions(_NodeCounts):
@@ -233,10 +233,8 @@ class PgUserSessions(_NodeCounts):
             raise SharedStateUnavailable("this node's lease is not current")
 
         def work(conn: Connection) -> bool:
-            row = conn.execute(
-                "select ft_user_acquire(%s, %s, %s, %s)", (LOCK_USERS, self.node(), name, limit)
-            ).fetchone()
-            return bool(row and row[0])
+            row = USER_ACQUIRE(conn, LOCK_USERS, self.node(), name, limit)
+            return row is not None and row[0] == "t"
 
         taken = self._take(name, work)
         if taken is None:
@@ -245,7 +243,7 @@ class PgUserSessions(_NodeCounts):
 
     def release(self, name: str) -> None:
         """Give back a slot taken by :meth:`acquire`."""
-        self._give_back(name, "ft_user_release")
+        self._give_back(name, USER_RELEASE)
 
 
 class PgBans:
