@@ -49,6 +49,7 @@ __all__ = [
 log = logging.getLogger("ftpserver.cluster")
 T = TypeVar("T")
 Connection = psycopg.Connection[tuple[object, ...]]
+Param = str | int | list[str]
 
 # Advisory lock keys (one application-wide namespace: "FT" in ASCII, then a number).
 LOCK_MIGRATE = 0x4654_0001
@@ -185,69 +186,107 @@ MIGRATIONS: list[tuple[str, ...]] = [
             banned := exists (select 1 from ft_bans b where b.ip = client and b.until > now());
         end $$""",
     ),
-    (  # 6: the same three functions, cheaper (one function, no nested call) and race-free
-        # ft_open: the counting under the cluster-wide lock only when a limit is set
+    (  # 6: the session starts and ends of a node sent together (ftpserver.cluster.batching)
+        # Slots for clients, in this order, under one cluster-wide lock (only with a
+        # limit set); a row per client: why it was refused (null: taken), whether banned.
+        """create or replace function ft_open_many(
+            lock_key bigint, node_name text, clients text[], max_total integer,
+            max_per_ip integer)
+        returns table (refused text, banned boolean)
+        language plpgsql as $$
+        declare
+            total bigint := 0;
+            from_ip bigint;
+            client text;
+        begin
+            if max_total > 0 or max_per_ip > 0 then
+                perform pg_advisory_xact_lock(lock_key);
+                select coalesce(sum(s.count), 0) into total
+                    from ft_slots s join ft_nodes n on n.name = s.node
+                    where n.lease_until > now();
+            end if;
+            foreach client in array clients loop
+                refused := null;
+                banned := exists (select 1 from ft_bans b where b.ip = client and b.until > now());
+                if max_total > 0 and total >= max_total then
+                    refused := 'too many sessions on the server';
+                elsif max_per_ip > 0 then
+                    select coalesce(sum(s.count), 0) into from_ip
+                        from ft_slots s join ft_nodes n on n.name = s.node
+                        where s.ip = client and n.lease_until > now();
+                    if from_ip >= max_per_ip then
+                        refused := 'too many sessions from your address';
+                    end if;
+                end if;
+                if refused is null then
+                    update ft_slots s set count = s.count + 1
+                        where s.node = node_name and s.ip = client;
+                    if not found then
+                        insert into ft_slots as s (node, ip, count) values (node_name, client, 1)
+                            on conflict (node, ip) do update set count = s.count + 1;
+                    end if;
+                    total := total + 1;
+                end if;
+                return next;
+            end loop;
+        end $$""",
+        # Give back one slot per element (an address may repeat).  Each row is
+        # locked before it is counted down or deleted, in the order of the
+        # addresses: version 2's delete-then-update, two at once for one address,
+        # could break the count > 0 check and leave the slot counted for good.
+        """create or replace function ft_release_many(node_name text, clients text[])
+        returns void language plpgsql as $$
+        declare
+            client text;
+            gone bigint;
+            held integer;
+        begin
+            for client, gone in
+                select c, count(*) from unnest(clients) as c group by c order by c
+            loop
+                select s.count into held from ft_slots s
+                    where s.node = node_name and s.ip = client for update;
+                if held > gone then
+                    update ft_slots s set count = held - gone
+                        where s.node = node_name and s.ip = client;
+                elsif held is not null then
+                    delete from ft_slots s where s.node = node_name and s.ip = client;
+                end if;
+            end loop;
+        end $$""",
+        """create or replace function ft_user_release_many(node_name text, names text[])
+        returns void language plpgsql as $$
+        declare
+            who text;
+            gone bigint;
+            held integer;
+        begin
+            for who, gone in
+                select u, count(*) from unnest(names) as u group by u order by u
+            loop
+                select s.count into held from ft_user_slots s
+                    where s.node = node_name and s.user_name = who for update;
+                if held > gone then
+                    update ft_user_slots s set count = held - gone
+                        where s.node = node_name and s.user_name = who;
+                elsif held is not null then
+                    delete from ft_user_slots s where s.node = node_name and s.user_name = who;
+                end if;
+            end loop;
+        end $$""",
+        # The single ones (nodes of version 5) do the same.
         """create or replace function ft_open(
             lock_key bigint, node_name text, client text, max_total integer, max_per_ip integer,
             out refused text, out banned boolean)
         language plpgsql as $$
-        declare
-            total bigint;
-            from_ip bigint;
         begin
-            banned := exists (select 1 from ft_bans b where b.ip = client and b.until > now());
-            if max_total > 0 or max_per_ip > 0 then
-                perform pg_advisory_xact_lock(lock_key);
-                select coalesce(sum(s.count), 0),
-                        coalesce(sum(s.count) filter (where s.ip = client), 0)
-                    into total, from_ip
-                    from ft_slots s join ft_nodes n on n.name = s.node
-                    where n.lease_until > now();
-                if max_total > 0 and total >= max_total then
-                    refused := 'too many sessions on the server';
-                    return;
-                end if;
-                if max_per_ip > 0 and from_ip >= max_per_ip then
-                    refused := 'too many sessions from your address';
-                    return;
-                end if;
-            end if;
-            update ft_slots set count = count + 1 where node = node_name and ip = client;
-            if not found then
-                insert into ft_slots (node, ip, count) values (node_name, client, 1)
-                    on conflict (node, ip) do update set count = ft_slots.count + 1;
-            end if;
+            select o.refused, o.banned into refused, banned
+                from ft_open_many(lock_key, node_name, array[client], max_total, max_per_ip) o;
         end $$""",
-        # The releases lock their row first: two at once from one node for one
-        # key (version 2's delete-then-update) could break the count > 0 check
-        # and leave a slot counted for good.
         """create or replace function ft_release(node_name text, client text)
-        returns void language plpgsql as $$
-        declare
-            held integer;
-        begin
-            select count into held from ft_slots where node = node_name and ip = client
-                for update;
-            if held > 1 then
-                update ft_slots set count = held - 1 where node = node_name and ip = client;
-            elsif held is not null then
-                delete from ft_slots where node = node_name and ip = client;
-            end if;
-        end $$""",
+        returns void language sql as $$ select ft_release_many(node_name, array[client]) $$""",
         """create or replace function ft_user_release(node_name text, who text)
-        returns void language plpgsql as $$
-        declare
-            held integer;
-        begin
-            select count into held from ft_user_slots where node = node_name and user_name = who
-                for update;
-            if held > 1 then
-                update ft_user_slots set count = held - 1
-                    where node = node_name and user_name = who;
-            elsif held is not null then
-                delete from ft_user_slots where node = node_name and user_name = who;
-            end if;
-        end $$""",
+        returns void language sql as $$ select ft_user_release_many(node_name, array[who]) $$""",
     ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -351,15 +390,19 @@ class Prepared:
         self.name = name.encode()
         self.query = query.encode()
 
-    def __call__(self, conn: Connection, *params: str | int) -> tuple[str | None, ...] | None:
+    def __call__(self, conn: Connection, *params: Param) -> tuple[str | None, ...] | None:
         """The first row of the result (None without one)."""
-        values = [str(p).encode() for p in params]
+        rows = self.rows(conn, *params)
+        return rows[0] if rows else None
+
+    def rows(self, conn: Connection, *params: Param) -> list[tuple[str | None, ...]]:
+        """Every row of the result; a list parameter goes as an array of text."""
+        values = [(array(p) if isinstance(p, list) else str(p)).encode() for p in params]
         with conn.lock:
             result = self._execute(conn, values)
-        if not result.ntuples:
-            return None
-        cells = (result.get_value(0, i) for i in range(result.nfields))
-        return tuple(None if cell is None else cell.decode() for cell in cells)
+        fields = range(result.nfields)
+        cells = ([result.get_value(row, i) for i in fields] for row in range(result.ntuples))
+        return [tuple(None if cell is None else cell.decode() for cell in row) for row in cells]
 
     def _execute(self, conn: Connection, values: list[bytes]) -> pq.abc.PGresult:
         with _PREPARED_LOCK:
@@ -373,6 +416,12 @@ class Prepared:
             _checked(pgconn, pgconn.prepare(self.name, self.query))
             result = pgconn.exec_prepared(self.name, values)
         return _checked(pgconn, result)
+
+
+def array(items: list[str]) -> str:
+    """``items`` as a PostgreSQL array literal of text."""
+    quoted = ('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in items)
+    return "{" + ",".join(quoted) + "}"
 
 
 def _checked(pgconn: pq.abc.PGconn, result: pq.abc.PGresult) -> pq.abc.PGresult:
