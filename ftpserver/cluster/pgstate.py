@@ -4,12 +4,14 @@ One class per protocol of :mod:`ftpserver.state.protocols`, giving the same
 answers as the in-process classes of :mod:`ftpserver.guards`:
 
 * :class:`PgSessionSlots`: a row per (node, client address) with its count
-  of open sessions; a slot is taken (``ft_open``, one round trip like
+  of open sessions; a slot is taken (``ft_open_many``, one round trip like
   every call here) under one cluster-wide advisory lock,
   counting only nodes whose lease is running, so the limits hold across
   nodes and a dead node's slots stop counting when its lease runs out.  The
   same round trip tells whether the address is banned (for the login that
-  follows, see :class:`PgBans`).  The
+  follows, see :class:`PgBans`).  The session starts that arrive while one
+  is in flight go together in the next round trip, and so do the
+  give-backs (:mod:`ftpserver.cluster.batching`).  The
   node also keeps its own counts, which it writes back whole after a
   database outage or when it finds its row gone (:meth:`resync`).
 * :class:`PgUserSessions`: the same per user (``ft_user_slots``), for each
