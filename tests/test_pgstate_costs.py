@@ -50,14 +50,17 @@ class Counted:
         self._lock = threading.Lock()
         run = state.db.run
 
-        def counting(work: Callable[[psycopg.Connection[tuple[object, ...]]], T]) -> T:
+        def counting(
+            work: Callable[[psycopg.Connection[tuple[object, ...]]], T],
+            operation: str | None = None,
+        ) -> T:
             if threading.current_thread().name != "node-lease":
                 with self._lock:
                     self.calls += 1
                 time.sleep(self.delay)
                 if self.before is not None:
                     self.before()
-            return run(work)
+            return run(work, operation)
 
         state.db.run = counting  # type: ignore[method-assign]
 

@@ -335,10 +335,16 @@ class Database:
         self.pool.open(wait=False)
         threading.Thread(target=old.close, kwargs={"timeout": 5.0}, daemon=True).start()
 
-    def run(self, work: Callable[[psycopg.Connection[tuple[object, ...]]], T]) -> T:
+    def run(
+        self,
+        work: Callable[[psycopg.Connection[tuple[object, ...]]], T],
+        operation: str | None = None,
+    ) -> T:
         """``work(connection)``; a broken connection is retried on another (three tries).
 
-        Raises :class:`SharedStateUnavailable` when the database cannot be reached.
+        ``operation`` names it in :attr:`observe` (default: the function that
+        made ``work``).  Raises :class:`SharedStateUnavailable` when the
+        database cannot be reached.
         """
         if self.observe is None:
             return self._run(work)
@@ -346,7 +352,7 @@ class Database:
         try:
             return self._run(work)
         finally:
-            self.observe(operation_of(work), time.perf_counter() - started)
+            self.observe(operation or operation_of(work), time.perf_counter() - started)
 
     def _run(self, work: Callable[[psycopg.Connection[tuple[object, ...]]], T]) -> T:
         failure: Exception | None = None

@@ -148,7 +148,10 @@ class _NodeCounts:
                 self.dirty = True  # written back whole when the database is back
 
     def _send_give_backs(self, keys: list[str]) -> list[None]:
-        self.db.run(lambda conn: self.release_many.rows(conn, self.node(), keys))
+        self.db.run(
+            lambda conn: self.release_many.rows(conn, self.node(), keys),
+            f"{type(self).__name__}.release",
+        )
         return [None] * len(keys)
 
     def resync(self, conn: Connection) -> None:
@@ -228,7 +231,8 @@ class PgSessionSlots(_NodeCounts):
         rows = self.db.run(
             lambda conn: OPEN_MANY.rows(
                 conn, LOCK_SLOTS, self.node(), [ips[i] for i in order], most, most_per_ip
-            )
+            ),
+            "PgSessionSlots.acquire",
         )
         answers: list[str | None] = [None] * len(ips)
         for i, (refused, banned) in zip(order, rows, strict=True):
