@@ -189,6 +189,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
     (  # 6: the session starts and ends of a node sent together (ftpserver.cluster.batching)
         # Slots for clients, in this order, under one cluster-wide lock (only with a
         # limit set); a row per client: why it was refused (null: taken), whether banned.
+        # The node sends them sorted by code point, the order (collation "C") in which
+        # the give-backs below lock their rows, so that a batch of each never deadlock.
         """create or replace function ft_open_many(
             lock_key bigint, node_name text, clients text[], max_total integer,
             max_per_ip integer)
@@ -242,7 +244,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
             held integer;
         begin
             for client, gone in
-                select c, count(*) from unnest(clients) as c group by c order by c
+                select c, count(*) from unnest(clients) as c group by c order by c collate "C"
             loop
                 select s.count into held from ft_slots s
                     where s.node = node_name and s.ip = client for update;
@@ -262,7 +264,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
             held integer;
         begin
             for who, gone in
-                select u, count(*) from unnest(names) as u group by u order by u
+                select u, count(*) from unnest(names) as u group by u order by u collate "C"
             loop
                 select s.count into held from ft_user_slots s
                     where s.node = node_name and s.user_name = who for update;

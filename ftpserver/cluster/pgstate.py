@@ -226,7 +226,7 @@ class PgSessionSlots(_NodeCounts):
     def _send_opens(self, ips: list[str]) -> list[str | None]:
         """Slots for ``ips`` in one round trip: why each was refused (None: taken)."""
         settings = self.limits()
-        order = sorted(range(len(ips)), key=ips.__getitem__)  # rows locked in one order
+        order = sorted(range(len(ips)), key=ips.__getitem__)  # as ft_release_many locks rows
         most, most_per_ip = settings.max_sessions, settings.max_sessions_per_ip
         rows = self.db.run(
             lambda conn: OPEN_MANY.rows(
