@@ -48,9 +48,9 @@ from ftpserver.cluster.database import (
     LOCK_SLOTS,
     LOCK_USERS,
     Database,
-    Prepared,
     SharedStateUnavailable,
 )
+from ftpserver.cluster.prepared import Prepared
 from ftpserver.config import Settings
 from ftpserver.guards import Bandwidth
 
