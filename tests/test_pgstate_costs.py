@@ -50,14 +50,17 @@ class Counted:
         self._lock = threading.Lock()
         run = state.db.run
 
-        def counting(work: Callable[[psycopg.Connection[tuple[object, ...]]], T]) -> T:
+        def counting(
+            work: Callable[[psycopg.Connection[tuple[object, ...]]], T],
+            operation: str | None = None,
+        ) -> T:
             if threading.current_thread().name != "node-lease":
                 with self._lock:
                     self.calls += 1
                 time.sleep(self.delay)
                 if self.before is not None:
                     self.before()
-            return run(work)
+            return run(work, operation)
 
         state.db.run = counting  # type: ignore[method-assign]
 
@@ -236,3 +239,41 @@ def test_a_resync_while_a_slot_is_given_back_writes_the_right_count(
         helper.join(timeout=10)
     assert state.slots.counts() == {"10.2.0.1": 1}
     assert rows(pg_url, "ft_slots", "ip") == {"10.2.0.1": 1}
+
+
+def test_give_backs_at_once_for_one_address_keep_the_count_exact(
+    counted: Counted,
+    pg_url: str,  # noqa: F811
+) -> None:
+    """Sessions from one address ending together (a crowd behind one NAT, or the benchmark).
+
+    Version 2's give-back (delete at 1, then count down) could count a row
+    down to 0 when two ran at once, which its check refused: the slot then
+    stayed counted in the database for as long as the node lived.
+    """
+    state = counted.state
+    threads, rounds = 8, 6
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads)
+
+    def give_back() -> None:
+        try:
+            start.wait(timeout=30)
+            state.slots.release("10.3.0.1")
+            state.user_slots.release("crowd")
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    for _ in range(rounds):
+        for _ in range(threads):
+            assert state.slots.acquire("10.3.0.1") is None
+            assert state.user_slots.acquire("crowd", 0)
+        workers = [threading.Thread(target=give_back) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=60)
+        assert not errors, errors
+        assert state.slots.counts() == {} and state.user_slots.counts() == {}
+        assert rows(pg_url, "ft_slots", "ip") == {}
+        assert rows(pg_url, "ft_user_slots", "user_name") == {}

@@ -7,6 +7,7 @@ connection or pool failure is retried on another connection, then raised as
 unavailable") wherever a session meets it.  Each call can be timed
 (:attr:`Database.observe`, the metrics' shared-state latency), named by the
 function that made it (``PgBans.is_banned``, ``ClusterState.renew`` ...).
+The sessions' own round trips go through :mod:`ftpserver.cluster.prepared`.
 
 :func:`migrate` brings the schema to :data:`SCHEMA_VERSION`, one numbered
 step at a time, under a PostgreSQL advisory lock, so several nodes starting
@@ -178,6 +179,110 @@ MIGRATIONS: list[tuple[str, ...]] = [
             banned := exists (select 1 from ft_bans b where b.ip = client and b.until > now());
         end $$""",
     ),
+    (  # 6: the session starts and ends of a node sent together (ftpserver.cluster.batching)
+        # Slots for clients, in this order, under one cluster-wide lock (only with a
+        # limit set); a row per client: why it was refused (null: taken), whether banned.
+        # The node sends them sorted by code point, the order (collation "C") in which
+        # the give-backs below lock their rows, so that a batch of each never deadlock.
+        """create or replace function ft_open_many(
+            lock_key bigint, node_name text, clients text[], max_total integer,
+            max_per_ip integer)
+        returns table (refused text, banned boolean)
+        language plpgsql as $$
+        declare
+            total bigint := 0;
+            from_ip bigint;
+            client text;
+        begin
+            if max_total > 0 or max_per_ip > 0 then
+                perform pg_advisory_xact_lock(lock_key);
+                select coalesce(sum(s.count), 0) into total
+                    from ft_slots s join ft_nodes n on n.name = s.node
+                    where n.lease_until > now();
+            end if;
+            foreach client in array clients loop
+                refused := null;
+                banned := exists (select 1 from ft_bans b where b.ip = client and b.until > now());
+                if max_total > 0 and total >= max_total then
+                    refused := 'too many sessions on the server';
+                elsif max_per_ip > 0 then
+                    select coalesce(sum(s.count), 0) into from_ip
+                        from ft_slots s join ft_nodes n on n.name = s.node
+                        where s.ip = client and n.lease_until > now();
+                    if from_ip >= max_per_ip then
+                        refused := 'too many sessions from your address';
+                    end if;
+                end if;
+                if refused is null then
+                    update ft_slots s set count = s.count + 1
+                        where s.node = node_name and s.ip = client;
+                    if not found then
+                        insert into ft_slots as s (node, ip, count) values (node_name, client, 1)
+                            on conflict (node, ip) do update set count = s.count + 1;
+                    end if;
+                    total := total + 1;
+                end if;
+                return next;
+            end loop;
+        end $$""",
+        # Give back one slot per element (an address may repeat).  Each row is
+        # locked before it is counted down or deleted, in the order of the
+        # addresses: version 2's delete-then-update, two at once for one address,
+        # could break the count > 0 check and leave the slot counted for good.
+        """create or replace function ft_release_many(node_name text, clients text[])
+        returns void language plpgsql as $$
+        declare
+            client text;
+            gone bigint;
+            held integer;
+        begin
+            for client, gone in
+                select c, count(*) from unnest(clients) as c group by c order by c collate "C"
+            loop
+                select s.count into held from ft_slots s
+                    where s.node = node_name and s.ip = client for update;
+                if held > gone then
+                    update ft_slots s set count = held - gone
+                        where s.node = node_name and s.ip = client;
+                elsif held is not null then
+                    delete from ft_slots s where s.node = node_name and s.ip = client;
+                end if;
+            end loop;
+        end $$""",
+        """create or replace function ft_user_release_many(node_name text, names text[])
+        returns void language plpgsql as $$
+        declare
+            who text;
+            gone bigint;
+            held integer;
+        begin
+            for who, gone in
+                select u, count(*) from unnest(names) as u group by u order by u collate "C"
+            loop
+                select s.count into held from ft_user_slots s
+                    where s.node = node_name and s.user_name = who for update;
+                if held > gone then
+                    update ft_user_slots s set count = held - gone
+                        where s.node = node_name and s.user_name = who;
+                elsif held is not null then
+                    delete from ft_user_slots s where s.node = node_name and s.user_name = who;
+                end if;
+            end loop;
+        end $$""",
+        # The single ones (nodes of version 5) do the same.
+        """create or replace function ft_open(
+            lock_key bigint, node_name text, client text, max_total integer, max_per_ip integer,
+            out refused text, out banned boolean)
+        language plpgsql as $$
+        begin
+            select o.refused, o.banned into refused, banned
+                from ft_open_many(lock_key, node_name, array[client], max_total, max_per_ip) o;
+        end $$""",
+        """create or replace function ft_release(node_name text, client text)
+        returns void language sql as $$ select ft_release_many(node_name, array[client]) $$""",
+        """create or replace function ft_user_release(node_name text, who text)
+        returns void language sql as $$ select ft_user_release_many(node_name, array[who]) $$""",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -225,10 +330,16 @@ class Database:
         self.pool.open(wait=False)
         threading.Thread(target=old.close, kwargs={"timeout": 5.0}, daemon=True).start()
 
-    def run(self, work: Callable[[psycopg.Connection[tuple[object, ...]]], T]) -> T:
+    def run(
+        self,
+        work: Callable[[psycopg.Connection[tuple[object, ...]]], T],
+        operation: str | None = None,
+    ) -> T:
         """``work(connection)``; a broken connection is retried on another (three tries).
 
-        Raises :class:`SharedStateUnavailable` when the database cannot be reached.
+        ``operation`` names it in :attr:`observe` (default: the function that
+        made ``work``).  Raises :class:`SharedStateUnavailable` when the
+        database cannot be reached.
         """
         if self.observe is None:
             return self._run(work)
@@ -236,7 +347,7 @@ class Database:
         try:
             return self._run(work)
         finally:
-            self.observe(operation_of(work), time.perf_counter() - started)
+            self.observe(operation or operation_of(work), time.perf_counter() - started)
 
     def _run(self, work: Callable[[psycopg.Connection[tuple[object, ...]]], T]) -> T:
         failure: Exception | None = None

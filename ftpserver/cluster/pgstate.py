@@ -4,12 +4,14 @@ One class per protocol of :mod:`ftpserver.state.protocols`, giving the same
 answers as the in-process classes of :mod:`ftpserver.guards`:
 
 * :class:`PgSessionSlots`: a row per (node, client address) with its count
-  of open sessions; a slot is taken (``ft_open``, one round trip like
+  of open sessions; a slot is taken (``ft_open_many``, one round trip like
   every call here) under one cluster-wide advisory lock,
   counting only nodes whose lease is running, so the limits hold across
   nodes and a dead node's slots stop counting when its lease runs out.  The
   same round trip tells whether the address is banned (for the login that
-  follows, see :class:`PgBans`).  The
+  follows, see :class:`PgBans`).  The session starts that arrive while one
+  is in flight go together in the next round trip, and so do the
+  give-backs (:mod:`ftpserver.cluster.batching`).  The
   node also keeps its own counts, which it writes back whole after a
   database outage or when it finds its row gone (:meth:`resync`).
 * :class:`PgUserSessions`: the same per user (``ft_user_slots``), for each
@@ -40,6 +42,7 @@ from contextlib import contextmanager
 import psycopg
 from psycopg import sql
 
+from ftpserver.cluster.batching import Batcher
 from ftpserver.cluster.database import (
     LOCK_BANS,
     LOCK_SLOTS,
@@ -47,6 +50,7 @@ from ftpserver.cluster.database import (
     Database,
     SharedStateUnavailable,
 )
+from ftpserver.cluster.prepared import Prepared
 from ftpserver.config import Settings
 from ftpserver.guards import Bandwidth
 
@@ -60,6 +64,12 @@ BAN_FRESH = 1.0  # seconds a session start's answer "banned or not" stands for a
 BAN_ENTRIES = 4096  # addresses remembered before the stale ones are dropped
 Connection = psycopg.Connection[tuple[object, ...]]
 Limits = Callable[[], Settings]
+
+# The round trips of every session (docs/CLUSTER.md): prepared on each connection.
+OPEN_MANY = Prepared("ft_open_many", "select refused, banned from ft_open_many($1, $2, $3, $4, $5)")
+RELEASE_MANY = Prepared("ft_release_many", "select ft_release_many($1, $2)")
+USER_ACQUIRE = Prepared("ft_user_acquire", "select ft_user_acquire($1, $2, $3, $4)")
+USER_RELEASE_MANY = Prepared("ft_user_release_many", "select ft_user_release_many($1, $2)")
 
 
 def _number(value: object) -> float:
@@ -81,6 +91,7 @@ class _NodeCounts:
 
     table = ""
     column = ""
+    release_many: Prepared  # (node, keys): one fewer per key
 
     def __init__(self, db: Database, node: Callable[[], str], healthy: Callable[[], bool]) -> None:
         self.db = db
@@ -91,6 +102,7 @@ class _NodeCounts:
         self._writing = 0  # takes and give-backs between their change and _mine's
         self._resyncing = False
         self.dirty = True  # the database's rows for this node may differ from _mine
+        self._give_backs: Batcher[str, None] = Batcher(self._send_give_backs)
 
     @contextmanager
     def _write(self) -> Iterator[None]:
@@ -106,11 +118,11 @@ class _NodeCounts:
                 if not self._writing:
                     self._lock.notify_all()
 
-    def _take(self, key: str, work: Callable[[Connection], bool]) -> bool | None:
-        """``work`` (True: taken), then counted here; None if the database is away."""
+    def _take(self, key: str, take: Callable[[str], bool]) -> bool | None:
+        """``take(key)`` (True: taken), then counted here; None if the database is away."""
         with self._write():
             try:
-                taken = self.db.run(work)
+                taken = take(key)
             except (SharedStateUnavailable, psycopg.errors.ForeignKeyViolation) as exc:
                 log.warning("refusing a session: shared state unavailable (%s)", exc)
                 self.dirty = True
@@ -120,8 +132,8 @@ class _NodeCounts:
                     self._mine[key] += 1
             return taken
 
-    def _give_back(self, key: str, function: str) -> None:
-        """Count one ``key`` less, in the database through ``function(node, key)``."""
+    def _give_back(self, key: str) -> None:
+        """Count one ``key`` less, here and in the database (with others given back meanwhile)."""
         with self._write():
             with self._lock:
                 self._mine[key] -= 1
@@ -131,14 +143,16 @@ class _NodeCounts:
                 self.dirty = True
                 return
             try:
-                self.db.run(
-                    lambda conn: conn.execute(
-                        sql.SQL("select {}(%s, %s)").format(sql.Identifier(function)),
-                        (self.node(), key),
-                    )
-                )
+                self._give_backs(key)
             except SharedStateUnavailable:
                 self.dirty = True  # written back whole when the database is back
+
+    def _send_give_backs(self, keys: list[str]) -> list[None]:
+        self.db.run(
+            lambda conn: self.release_many.rows(conn, self.node(), keys),
+            f"{type(self).__name__}.release",
+        )
+        return [None] * len(keys)
 
     def resync(self, conn: Connection) -> None:
         """Write this node's counts over its rows (after an outage, or a fresh start)."""
@@ -177,6 +191,7 @@ class PgSessionSlots(_NodeCounts):
     """Open sessions in the whole cluster, in total and per client address."""
 
     table, column = "ft_slots", "ip"
+    release_many = RELEASE_MANY
 
     def __init__(
         self,
@@ -189,40 +204,52 @@ class PgSessionSlots(_NodeCounts):
         super().__init__(db, node, healthy)
         self.limits = limits
         self.bans = bans  # told whether each address that starts a session is banned
+        self._opens: Batcher[str, str | None] = Batcher(self._send_opens)
 
     def acquire(self, ip: str) -> str | None:
         """Take a slot for ``ip``: None, or why it was refused."""
-        settings = self.limits()
         if not self.healthy():
             return UNAVAILABLE
         refused: list[str] = []
 
-        def work(conn: Connection) -> bool:
-            row = conn.execute(
-                "select refused, banned from ft_open(%s, %s, %s, %s, %s)",
-                (LOCK_SLOTS, self.node(), ip, settings.max_sessions, settings.max_sessions_per_ip),
-            ).fetchone()
-            assert row is not None
-            self.bans.seen(ip, bool(row[1]))
-            if row[0] is not None:
-                refused.append(str(row[0]))
-                return False
-            return True
+        def take(key: str) -> bool:
+            why = self._opens(key)
+            if why is not None:
+                refused.append(why)
+            return why is None
 
-        taken = self._take(ip, work)
+        taken = self._take(ip, take)
         if taken is None:
             return UNAVAILABLE
         return None if taken else refused[0]
 
+    def _send_opens(self, ips: list[str]) -> list[str | None]:
+        """Slots for ``ips`` in one round trip: why each was refused (None: taken)."""
+        settings = self.limits()
+        order = sorted(range(len(ips)), key=ips.__getitem__)  # as ft_release_many locks rows
+        most, most_per_ip = settings.max_sessions, settings.max_sessions_per_ip
+        rows = self.db.run(
+            lambda conn: OPEN_MANY.rows(
+                conn, LOCK_SLOTS, self.node(), [ips[i] for i in order], most, most_per_ip
+            ),
+            "PgSessionSlots.acquire",
+        )
+        answers: list[str | None] = [None] * len(ips)
+        for i, (refused, banned) in zip(order, rows, strict=True):
+            self.bans.seen(ips[i], banned == "t")
+            answers[i] = refused
+        return answers
+
     def release(self, ip: str) -> None:
         """Give back a slot taken by :meth:`acquire`."""
-        self._give_back(ip, "ft_release")
+        self._give_back(ip)
 
 
 class PgUserSessions(_NodeCounts):
     """Logged-in sessions per user in the whole cluster, for each user's ``max_sessions``."""
 
     table, column = "ft_user_slots", "user_name"
+    release_many = USER_RELEASE_MANY
 
     def acquire(self, name: str, limit: int) -> bool:
         """Take a slot for ``name`` unless ``limit`` (0: none) are taken already.
@@ -232,20 +259,18 @@ class PgUserSessions(_NodeCounts):
         if not self.healthy():
             raise SharedStateUnavailable("this node's lease is not current")
 
-        def work(conn: Connection) -> bool:
-            row = conn.execute(
-                "select ft_user_acquire(%s, %s, %s, %s)", (LOCK_USERS, self.node(), name, limit)
-            ).fetchone()
-            return bool(row and row[0])
+        def take(key: str) -> bool:
+            row = self.db.run(lambda conn: USER_ACQUIRE(conn, LOCK_USERS, self.node(), key, limit))
+            return row is not None and row[0] == "t"
 
-        taken = self._take(name, work)
+        taken = self._take(name, take)
         if taken is None:
             raise SharedStateUnavailable("the shared state cannot be reached")
         return taken
 
     def release(self, name: str) -> None:
         """Give back a slot taken by :meth:`acquire`."""
-        self._give_back(name, "ft_user_release")
+        self._give_back(name)
 
 
 class PgBans:
