@@ -12,6 +12,7 @@ the real name.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
@@ -38,7 +39,7 @@ from ftpproto.keylogin import (
     encode_field,
     signed_data,
 )
-from ftpproto.messages import parse_digest, parse_size, request
+from ftpproto.messages import PREFIX, Message, parse_digest, parse_size, request
 
 if TYPE_CHECKING:
     import ssl
@@ -58,6 +59,12 @@ __all__ = [
     "TreeEntry",
     "tls_context",
 ]
+
+# ``tree|entry|TYPE|PATH|SIZE|MTIME|BLAKE3`` with nothing escaped: what read_tree takes apart fast
+_TREE_ENTRY = re.compile(
+    re.escape(PREFIX)
+    + r"\|tree\|entry\|([a-z]+)\|([^|%]+)\|([0-9]{1,20})\|([0-9]{1,20})\|([0-9a-f]{64}|-)"
+)
 
 
 class FileTransferClient(Transfers):
@@ -167,10 +174,37 @@ class FileTransferClient(Transfers):
         Folders come before what they hold; with ``digests`` each file's
         BLAKE3 digest too (None where the server could not give one).
         """
+        self.send_tree(path, digests)
+        return self.read_tree()
+
+    def send_tree(self, path: str, digests: bool = False) -> None:
+        """Send the request of :meth:`tree` only; :meth:`read_tree` reads its answer."""
         self.channel.send(request("tree", path, *(["blake3"] if digests else [])))
+
+    def read_tree(self) -> list[TreeEntry]:
+        """The answer to a ``tree`` request already sent.
+
+        A tree of thousands of entries is thousands of messages: an entry
+        in its usual form (no ``%``-escape, sizes and digest well formed) is
+        taken apart by one regular expression, about five times faster than
+        the general parse; anything else (an escaped path, the end, an
+        error) goes through :meth:`Message.parse` and its checks as usual.
+        """
         entries: list[TreeEntry] = []
+        recv_frame = self.channel.recv_frame
+        plain_entry = _TREE_ENTRY.fullmatch
         while True:
-            reply = self._reply("tree")
+            payload = recv_frame()
+            try:
+                found = plain_entry(payload.decode("utf-8"))
+            except UnicodeDecodeError:
+                found = None
+            if found is not None:
+                kind, relative, size, mtime, hexdigest = found.groups()
+                known = None if hexdigest == "-" else hexdigest
+                entries.append(TreeEntry(kind, relative, int(size), int(mtime), known))
+                continue
+            reply = Message.parse(payload).check_reply("tree")
             if reply.status != "entry":
                 (count,) = reply.expect("tree", "ok", 1)
                 if parse_size(count) != len(entries):

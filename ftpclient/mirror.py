@@ -4,9 +4,10 @@ Three steps, each its own function:
 
 1. **Look** at both trees (:func:`look`): the remote one with one ``tree``
    request (:meth:`~ftpclient.client.FileTransferClient.tree`, digests
-   included with ``-c``), the local one with ``os.walk`` (:func:`local_tree`)
-   and, with ``-c``, the local files' digests, in a thread while the server
-   answers: an unchanged ``mirror -c`` takes about the longer of the two.
+   included with ``-c``), the local one with ``os.scandir``
+   (:func:`~ftpclient.localtree.local_tree`) and, with ``-c``, the local
+   files' digests (two threads on two cores), while the server answers: an
+   unchanged ``mirror -c`` takes about the longer of the two.
 2. **Plan** (:func:`plan_mirror`, no I/O but the optional local hashing): a
    source file is copied when the destination lacks it or holds another
    size or modification time; with ``by_digest`` (``-c``) another size or
@@ -26,18 +27,13 @@ from __future__ import annotations
 
 import os
 import posixpath
-import shutil
-import stat
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ftpclient.client import FileTransferClient, LocalError
 from ftpclient.copying import CopyResult, OnFile, copy_files
-from ftpfiles.files import file_digest
-from ftpproto.digest import new_hasher
+from ftpclient.localtree import Digest, FileInfo, Tree, local_digest, local_tree
 from ftpproto.errors import ErrorCode, RemoteError
-from ftpproto.splicing import hash_fd
 
 __all__ = [
     "FileInfo",
@@ -52,45 +48,39 @@ __all__ = [
     "run_plan",
 ]
 
-Digest = Callable[[str], str | None]  # relative path -> digest (None: unknown)
 
-
-@dataclass(frozen=True)
-class FileInfo:
-    """A file of a tree: size, modification time (seconds), digest if known."""
-
-    size: int
-    mtime: int
-    blake3: str | None = None
-
-
-@dataclass
-class Tree:
-    """A folder tree by relative ``/``-separated paths; ``exists`` is False for a missing root."""
-
-    files: dict[str, FileInfo] = field(default_factory=dict)
-    folders: set[str] = field(default_factory=set)
-    others: set[str] = field(default_factory=set)  # links and special files
-    exists: bool = True
-
-
-@dataclass
 class MirrorPlan:
     """What a mirror does, by relative path."""
 
-    copy: list[str] = field(default_factory=list)
-    set_time: list[tuple[str, int]] = field(default_factory=list)
-    make_folders: list[str] = field(default_factory=list)  # parents first
-    remove_first: list[str] = field(default_factory=list)  # clashes, removed before copying
-    remove: list[str] = field(default_factory=list)  # gone from the source (deepest first)
-    skipped: list[str] = field(default_factory=list)  # links, special files, clashes
-    unchanged: int = 0
+    __slots__ = (
+        "copy",
+        "make_folders",
+        "remove",
+        "remove_first",
+        "set_time",
+        "skipped",
+        "unchanged",
+    )
+
+    def __init__(self, skipped: list[str] | None = None) -> None:
+        self.copy: list[str] = []
+        self.set_time: list[tuple[str, int]] = []
+        self.make_folders: list[str] = []  # parents first
+        self.remove_first: list[str] = []  # clashes, removed before copying
+        self.remove: list[str] = []  # gone from the source (deepest first)
+        self.skipped: list[str] = (
+            [] if skipped is None else skipped
+        )  # links, special files, clashes
+        self.unchanged = 0
 
 
-def remote_tree(client: FileTransferClient, root: str, digests: bool) -> Tree:
-    """The remote tree under ``root`` in one request; a missing root is an empty tree."""
+def remote_tree(client: FileTransferClient, root: str, digests: bool, sent: bool = False) -> Tree:
+    """The remote tree under ``root`` in one request; a missing root is an empty tree.
+
+    ``sent``: the request went out already (``client.send_tree``), only its answer is read.
+    """
     try:
-        entries = client.tree(root, digests)
+        entries = client.read_tree() if sent else client.tree(root, digests)
     except RemoteError as exc:
         if exc.code == ErrorCode.NOT_FOUND:
             return Tree(exists=False)
@@ -110,83 +100,14 @@ def remote_tree(client: FileTransferClient, root: str, digests: bool) -> Tree:
     return tree
 
 
-def local_tree(root: str, digests: dict[str, str] | None = None) -> Tree:
-    """The local tree under ``root`` (links not followed); a missing root is an empty tree.
-
-    With ``digests`` every regular file is hashed as it is found (one open
-    per file, its size and time from the open file), its digest stored
-    there by relative path; a file that cannot be read has none.  A folder
-    that cannot be listed is left out, as ``os.walk`` does.
-    """
-    if not os.path.isdir(root):
-        if os.path.lexists(root):
-            raise LocalError(f"not a folder: {root}")
-        return Tree(exists=False)
-    tree = Tree()
-    pending = [("", root)]
-    while pending:
-        prefix, folder = pending.pop()
-        try:
-            items = list(os.scandir(folder))
-        except OSError:
-            continue
-        for item in items:
-            relative = prefix + item.name
-            if item.is_dir(follow_symlinks=False):
-                tree.folders.add(relative)
-                pending.append((relative + "/", item.path))
-            elif not item.is_file(follow_symlinks=False):
-                tree.others.add(relative)
-            elif digests is None or (found := _hashed(item.path)) is None:
-                st = item.stat(follow_symlinks=False)
-                tree.files[relative] = FileInfo(st.st_size, int(st.st_mtime))
-            else:
-                st, digests[relative] = found
-                tree.files[relative] = FileInfo(st.st_size, int(st.st_mtime))
-    return tree
-
-
-def _hashed(path: str) -> tuple[os.stat_result, str] | None:
-    """The regular file ``path`` (never a link followed): its status and digest, or None."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        hasher = new_hasher()
-        if hash_fd(hasher, fd, 0, st.st_size) != st.st_size:
-            return None
-        return st, hasher.hexdigest()
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-def local_digest(root: str) -> Digest:
-    """A :data:`Digest` hashing files under the local folder ``root`` when asked."""
-
-    def digest(relative: str) -> str | None:
-        try:
-            with open(os.path.join(root, *relative.split("/")), "rb") as source:
-                hasher, _ = file_digest(source, 0, os.fstat(source.fileno()).st_size)
-        except OSError:
-            return None
-        return hasher.hexdigest()
-
-    return digest
-
-
 def look(
     client: FileTransferClient, ends: MirrorEnds, by_digest: bool
 ) -> tuple[Tree, Tree, Digest]:
     """The remote tree, the local tree and the local files' digests, looked at side by side.
 
-    The local side (with ``by_digest`` every file hashed ahead) is read in a
-    thread while this one waits for the server's ``tree`` answer; the digest
+    The ``tree`` request goes out first; the local side (with ``by_digest``
+    every file hashed ahead, see :func:`local_tree`) is read in threads while
+    the server answers and this thread reads the answer.  The digest
     callback returned gives what was hashed ahead and hashes anything else
     when asked.  The local side's error, if any, is raised after the remote's.
     """
@@ -201,10 +122,11 @@ def look(
         except BaseException as exc:  # raised in the caller's thread
             failed.append(exc)
 
+    client.send_tree(ends.remote, by_digest)
     thread = threading.Thread(target=local_side, name="mirror-local", daemon=True)
     thread.start()
     try:
-        remote = remote_tree(client, ends.remote, by_digest)
+        remote = remote_tree(client, ends.remote, by_digest, sent=True)
     finally:
         thread.join()
     if failed:
@@ -291,8 +213,7 @@ def _extra(source: Tree, target: Tree) -> list[str]:
     return sorted(top, key=lambda p: (-p.count("/"), p))
 
 
-@dataclass
-class MirrorEnds:
+class MirrorEnds(NamedTuple):
     """The two roots of a mirror and its direction (``get``: download, ``put``: upload)."""
 
     direction: str
@@ -364,6 +285,8 @@ def _remove(client: FileTransferClient, ends: MirrorEnds, relative: str) -> None
         return
     try:
         if os.path.isdir(path) and not os.path.islink(path):
+            import shutil  # here, not at the top: only a removal needs it (3 ms at every start)
+
             shutil.rmtree(path)
         else:
             os.unlink(path)
