@@ -12,6 +12,7 @@ the real name.
 
 from __future__ import annotations
 
+import functools
 import re
 import socket
 from collections.abc import Iterable, Iterator
@@ -60,11 +61,17 @@ __all__ = [
     "tls_context",
 ]
 
-# ``tree|entry|TYPE|PATH|SIZE|MTIME|BLAKE3`` with nothing escaped: what read_tree takes apart fast
-_TREE_ENTRY = re.compile(
-    re.escape(PREFIX)
-    + r"\|tree\|entry\|([a-z]+)\|([^|%]+)\|([0-9]{1,20})\|([0-9]{1,20})\|([0-9a-f]{64}|-)"
-)
+
+@functools.cache
+def _tree_entry() -> re.Pattern[str]:
+    """``tree|entry|TYPE|PATH|SIZE|MTIME|BLAKE3`` with nothing escaped: what read_tree takes apart.
+
+    Compiled when first needed, not at every start of the client.
+    """
+    return re.compile(
+        re.escape(PREFIX)
+        + r"\|tree\|entry\|([a-z]+)\|([^|%]+)\|([0-9]{1,20})\|([0-9]{1,20})\|([0-9a-f]{64}|-)"
+    )
 
 
 class FileTransferClient(Transfers):
@@ -192,7 +199,7 @@ class FileTransferClient(Transfers):
         """
         entries: list[TreeEntry] = []
         recv_frame = self.channel.recv_frame
-        plain_entry = _TREE_ENTRY.fullmatch
+        plain_entry = _tree_entry().fullmatch
         while True:
             payload = recv_frame()
             try:

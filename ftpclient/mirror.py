@@ -189,7 +189,7 @@ def plan_mirror(
 
 def _under(path: str, folders: list[str]) -> bool:
     """Whether ``path`` is inside one of ``folders``."""
-    return any(path.startswith(prefix + "/") for prefix in folders)
+    return bool(folders) and any(path.startswith(prefix + "/") for prefix in folders)
 
 
 def _same_content(
