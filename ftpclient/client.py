@@ -61,6 +61,8 @@ __all__ = [
     "tls_context",
 ]
 
+_ENTRY_FRAME = PREFIX.encode() + b"|tree|entry|"
+
 
 @functools.cache
 def _tree_entry() -> re.Pattern[str]:
@@ -189,7 +191,27 @@ class FileTransferClient(Transfers):
         self.channel.send(request("tree", path, *(["blake3"] if digests else [])))
 
     def read_tree(self) -> list[TreeEntry]:
-        """The answer to a ``tree`` request already sent.
+        """The answer to a ``tree`` request already sent: :meth:`parse_tree` of its frames."""
+        return self.parse_tree(self.read_tree_frames())
+
+    def read_tree_frames(self) -> list[bytes]:
+        """The frames of a ``tree`` answer, not parsed: every entry, then the last message.
+
+        Cheap enough for a helper thread to drain the answer while another
+        thread works (``mirror -c`` hashes the local tree meanwhile); parsing
+        them needs the GIL for longer, so it is left to :meth:`parse_tree`.
+        """
+        frames: list[bytes] = []
+        recv_frame = self.channel.recv_frame
+        while True:
+            payload = recv_frame()
+            frames.append(payload)
+            if not payload.startswith(_ENTRY_FRAME):
+                return frames
+
+    @staticmethod
+    def parse_tree(frames: list[bytes]) -> list[TreeEntry]:
+        """The entries of a ``tree`` answer read by :meth:`read_tree_frames`.
 
         A tree of thousands of entries is thousands of messages: an entry
         in its usual form (no ``%``-escape, sizes and digest well formed) is
@@ -198,10 +220,8 @@ class FileTransferClient(Transfers):
         error) goes through :meth:`Message.parse` and its checks as usual.
         """
         entries: list[TreeEntry] = []
-        recv_frame = self.channel.recv_frame
         plain_entry = _tree_entry().fullmatch
-        while True:
-            payload = recv_frame()
+        for payload in frames:
             try:
                 found = plain_entry(payload.decode("utf-8"))
             except UnicodeDecodeError:
@@ -220,6 +240,7 @@ class FileTransferClient(Transfers):
             kind, relative, size, mtime, hexdigest = reply.expect("tree", "entry", 5)
             known = parse_digest(hexdigest) if hexdigest != "-" else None
             entries.append(TreeEntry(kind, relative, parse_size(size), parse_size(mtime), known))
+        raise MessageError("tree answer without its end")
 
     def touch(self, path: str, mtime: int) -> None:
         """Set a remote file's (or folder's) modification time, in seconds since the epoch."""

@@ -2,34 +2,31 @@
 
 :func:`local_tree` walks a folder with ``os.scandir`` (links never
 followed) into a :class:`Tree` of relative ``/``-separated paths.  Asked for
-digests, it hashes every regular file with BLAKE3, several files at once:
-the reads (``os.preadv``) and the digest release the GIL, so on a machine
-with two cores or more two threads hash the tree in about half the time one
-takes (measured in docs/PERFORMANCE.md, "Trees and slow links").  Each file
-is opened once, never through a link, and its size and time are taken from
-the open file, so they describe the bytes that were hashed.
+digests, it hashes every regular file with BLAKE3 as it goes: each file is
+opened once, never through a link, read with ``os.preadv`` into one buffer
+reused for the whole tree, and its size and time are taken from the open
+file, so they describe the bytes that were hashed.
 
-:class:`FileInfo` and :class:`Tree` are plain classes (no ``dataclasses``:
-that import alone costs an unchanged ``mirror`` about 10 ms at every start).
+One thread: hashing small files from several threads was no faster here (each
+file is five system calls, and every one hands the GIL over; see
+docs/PERFORMANCE.md, "Trees and slow links").  :class:`FileInfo` and
+:class:`Tree` are plain classes, not dataclasses: that import alone costs
+an unchanged ``mirror`` about 10 ms at every start.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import NamedTuple
 
 from ftpclient.datatypes import LocalError
 from ftpproto.digest import READ_PIECE, new_hasher
 
-__all__ = ["HASH_THREADS", "FileInfo", "Tree", "hash_threads", "local_digest", "local_tree"]
+__all__ = ["Digest", "FileInfo", "Tree", "local_digest", "local_tree"]
 
 Digest = Callable[[str], str | None]  # relative path -> digest (None: unknown)
-
-HASH_THREADS = 2  # at most; measured: a third thread on two cores gained nothing
-FILES_PER_THREAD = 16  # a smaller tree is hashed by fewer threads (each costs its start)
 
 
 class FileInfo(NamedTuple):
@@ -58,43 +55,19 @@ class Tree:
         self.exists = exists
 
 
-def hash_threads() -> int:
-    """Threads to hash a tree with: the CPUs this process may use, at most :data:`HASH_THREADS`."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(HASH_THREADS, cpus))
-
-
-def local_tree(
-    root: str, digests: dict[str, str] | None = None, threads: int | None = None
-) -> Tree:
+def local_tree(root: str, digests: dict[str, str] | None = None) -> Tree:
     """The local tree under ``root`` (links not followed); a missing root is an empty tree.
 
-    With ``digests`` every regular file is hashed (by ``threads`` threads,
-    default :func:`hash_threads`), its digest stored there by relative path;
-    a file that cannot be read has none.  A folder that cannot be listed is
-    left out, as ``os.walk`` does.
+    With ``digests`` every regular file is hashed as it is found, its digest
+    stored there by relative path; a file that cannot be read has none.  A
+    folder that cannot be listed is left out, as ``os.walk`` does.
     """
     if not os.path.isdir(root):
         if os.path.lexists(root):
             raise LocalError(f"not a folder: {root}")
         return Tree(exists=False)
     tree = Tree()
-    found = list(_walk(root, tree))
-    if digests is None:
-        for relative, item in found:
-            st = item.stat(follow_symlinks=False)
-            tree.files[relative] = FileInfo(st.st_size, int(st.st_mtime))
-    else:
-        count = hash_threads() if threads is None else threads
-        _hash_all(found, tree, digests, max(1, min(count, len(found) // FILES_PER_THREAD)))
-    return tree
-
-
-def _walk(root: str, tree: Tree) -> Iterator[tuple[str, os.DirEntry[str]]]:
-    """Record the folders and others of ``root`` in ``tree``; yield its regular files."""
+    buffer = memoryview(bytearray(READ_PIECE if digests is not None else 0))
     pending = [("", root)]
     while pending:
         prefix, folder = pending.pop()
@@ -107,52 +80,21 @@ def _walk(root: str, tree: Tree) -> Iterator[tuple[str, os.DirEntry[str]]]:
             if item.is_dir(follow_symlinks=False):
                 tree.folders.add(relative)
                 pending.append((relative + "/", item.path))
-            elif item.is_file(follow_symlinks=False):
-                yield relative, item
-            else:
+            elif not item.is_file(follow_symlinks=False):
                 tree.others.add(relative)
-
-
-def _hash_all(
-    found: list[tuple[str, os.DirEntry[str]]], tree: Tree, digests: dict[str, str], threads: int
-) -> None:
-    """Hash every file of ``found`` into ``tree`` and ``digests``, ``threads`` at a time.
-
-    This thread is one of them; the first error of any is raised here once all stopped.
-    """
-    pending = iter(found)  # shared: taking the next item is atomic
-    failed: list[BaseException] = []
-
-    def work() -> None:
-        buffer = memoryview(bytearray(READ_PIECE))
-        try:
-            for relative, item in pending:
-                hashed = _hashed(item.path, buffer)
-                if hashed is None:
-                    st = item.stat(follow_symlinks=False)
-                    tree.files[relative] = FileInfo(st.st_size, int(st.st_mtime))
-                else:
-                    st, digests[relative] = hashed
-                    tree.files[relative] = FileInfo(st.st_size, int(st.st_mtime))
-        except BaseException as exc:  # raised in the caller's thread
-            failed.append(exc)
-
-    helpers = [
-        threading.Thread(target=work, name="mirror-hash", daemon=True) for _ in range(threads - 1)
-    ]
-    for helper in helpers:
-        helper.start()
-    work()
-    for helper in helpers:
-        helper.join()
-    if failed:
-        raise failed[0]
+            elif digests is None or (hashed := _hashed(item.path, buffer)) is None:
+                st = item.stat(follow_symlinks=False)
+                tree.files[relative] = FileInfo(st.st_size, int(st.st_mtime))
+            else:
+                st, digests[relative] = hashed
+                tree.files[relative] = FileInfo(st.st_size, int(st.st_mtime))
+    return tree
 
 
 def _hashed(path: str, buffer: memoryview) -> tuple[os.stat_result, str] | None:
     """The regular file ``path`` (never a link followed): its status and digest, or None.
 
-    Read with ``os.preadv`` into ``buffer`` (this thread's, reused for every file).
+    Read with ``os.preadv`` into ``buffer`` (reused for every file).
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)

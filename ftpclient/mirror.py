@@ -6,8 +6,8 @@ Three steps, each its own function:
    request (:meth:`~ftpclient.client.FileTransferClient.tree`, digests
    included with ``-c``), the local one with ``os.scandir``
    (:func:`~ftpclient.localtree.local_tree`) and, with ``-c``, the local
-   files' digests (two threads on two cores), while the server answers: an
-   unchanged ``mirror -c`` takes about the longer of the two.
+   files' digests, while the server answers: an unchanged ``mirror -c``
+   takes about the longer of the two, and the parse of the answer.
 2. **Plan** (:func:`plan_mirror`, no I/O but the optional local hashing): a
    source file is copied when the destination lacks it or holds another
    size or modification time; with ``by_digest`` (``-c``) another size or
@@ -74,13 +74,15 @@ class MirrorPlan:
         self.unchanged = 0
 
 
-def remote_tree(client: FileTransferClient, root: str, digests: bool, sent: bool = False) -> Tree:
+def remote_tree(
+    client: FileTransferClient, root: str, digests: bool, frames: list[bytes] | None = None
+) -> Tree:
     """The remote tree under ``root`` in one request; a missing root is an empty tree.
 
-    ``sent``: the request went out already (``client.send_tree``), only its answer is read.
+    ``frames``: the answer was read already (``client.read_tree_frames``), only parse it.
     """
     try:
-        entries = client.read_tree() if sent else client.tree(root, digests)
+        entries = client.tree(root, digests) if frames is None else client.parse_tree(frames)
     except RemoteError as exc:
         if exc.code == ErrorCode.NOT_FOUND:
             return Tree(exists=False)
@@ -105,33 +107,41 @@ def look(
 ) -> tuple[Tree, Tree, Digest]:
     """The remote tree, the local tree and the local files' digests, looked at side by side.
 
-    The ``tree`` request goes out first; the local side (with ``by_digest``
-    every file hashed ahead, see :func:`local_tree`) is read in threads while
-    the server answers and this thread reads the answer.  The digest
-    callback returned gives what was hashed ahead and hashes anything else
-    when asked.  The local side's error, if any, is raised after the remote's.
+    The ``tree`` request goes out first; while the server answers, a
+    helper thread reads the answer off the connection (unparsed: it holds the
+    GIL only briefly) and this thread walks the local tree, with
+    ``by_digest`` hashing every file.  Then the answer is parsed.  The
+    digest callback returned gives what was hashed ahead and hashes
+    anything else when asked.  The local side's error, if any, is raised
+    after the remote's.
     """
     digest = local_digest(ends.local)
     done: dict[str, str] = {}
-    local: list[Tree] = []
+    frames: list[bytes] = []
     failed: list[BaseException] = []
 
-    def local_side() -> None:
+    def read_answer() -> None:
         try:
-            local.append(local_tree(ends.local, done if by_digest else None))
+            frames.extend(client.read_tree_frames())
         except BaseException as exc:  # raised in the caller's thread
             failed.append(exc)
 
     client.send_tree(ends.remote, by_digest)
-    thread = threading.Thread(target=local_side, name="mirror-local", daemon=True)
-    thread.start()
+    reader = threading.Thread(target=read_answer, name="mirror-answer", daemon=True)
+    reader.start()
+    local: Tree | BaseException
     try:
-        remote = remote_tree(client, ends.remote, by_digest, sent=True)
+        local = local_tree(ends.local, done if by_digest else None)
+    except Exception as exc:  # raised after the remote side's
+        local = exc
     finally:
-        thread.join()
+        reader.join()
     if failed:
         raise failed[0]
-    return remote, local[0], lambda path: done.get(path) or digest(path)
+    remote = remote_tree(client, ends.remote, by_digest, frames)
+    if isinstance(local, BaseException):
+        raise local
+    return remote, local, lambda path: done.get(path) or digest(path)
 
 
 def plan_mirror(

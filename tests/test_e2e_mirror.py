@@ -196,11 +196,12 @@ def test_client_tree_raises_for_a_malformed_entry_and_an_error_after_entries() -
     from ftpproto.framing import encode_frame
 
     good = Message("tree", ("entry", "file", "a", "1", "2", "-"))
-    cases = [
-        ([Message("tree", ("entry", "file", "a", "1", "2", "ABC"))], MessageError),  # digest
-        ([good, Message("tree", ("entry", "file", "a", "x1", "2", "-"))], MessageError),  # size
+    end = Message("tree", ("ok", "2"))
+    cases = [  # the whole answer is read, then the first fault raised
+        ([Message("tree", ("entry", "file", "a", "1", "2", "ABC")), good, end], MessageError),
+        ([good, Message("tree", ("entry", "file", "a", "x1", "2", "-")), end], MessageError),
         ([good, Message("tree", ("error", "400", "tree too big: ..."))], RemoteError),
-        ([good, Message("tree", ("ok", "2"))], MessageError),  # a count that does not match
+        ([good, end], MessageError),  # a count that does not match
     ]
     for answer, raised in cases:
         listener = socket.create_server(("127.0.0.1", 0))
@@ -222,10 +223,10 @@ def test_client_tree_raises_for_a_malformed_entry_and_an_error_after_entries() -
         listener.close()
 
 
-def test_mirror_c_of_a_tree_hashed_by_several_threads_copies_exactly_what_differs(
+def test_mirror_c_of_a_bigger_tree_copies_exactly_what_differs(
     server: RunningServer, run_cli: RunCli, local: Path
 ) -> None:
-    """``mirror -c --delete`` of 120 files: the local copy is hashed by more than one thread."""
+    """``mirror -c --delete`` of 120 files: an answer of several batches read beside the hashing."""
     site = server.alice_home / "site"
     files = {f"d{i % 4}/f{i:03}.bin": bytes([i]) * (100 + 37 * i) for i in range(120)}
     make_tree(site, files)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 import shlex
-import threading
 from pathlib import Path
 
 import pytest
 
-from ftpclient import localtree
 from ftpclient.globbing import split_words
 from ftpclient.mirror import FileInfo, Tree, local_tree, plan_mirror
 from ftpproto.digest import new_hasher
@@ -116,40 +114,19 @@ def test_local_tree_hashes_each_regular_file_and_follows_no_link(tmp_path: Path)
     assert local_tree(str(tmp_path / "missing")).exists is False
 
 
-def test_local_tree_gives_the_same_with_any_number_of_threads(tmp_path: Path) -> None:
-    """Hashed by one thread or several: the same tree and digests, every file once."""
-    for index in range(100):
-        path = tmp_path / f"d{index % 7}" / f"f{index}.bin"
-        path.parent.mkdir(exist_ok=True)
-        path.write_bytes(bytes([index]) * (index * 131 + 1))
-    (tmp_path / "big.bin").write_bytes(bytes(range(256)) * 5000)  # over one read piece
-    results = []
-    for threads in (1, 3):
-        digests: dict[str, str] = {}
-        tree = local_tree(str(tmp_path), digests, threads=threads)
-        results.append((tree.files, tree.folders, tree.others, digests))
-    assert results[0] == results[1]
-    files, _, _, digests = results[0]
-    assert len(files) == len(digests) == 101
-    expected = new_hasher()
-    expected.update((tmp_path / "big.bin").read_bytes())
-    assert digests["big.bin"] == expected.hexdigest() and files["big.bin"].size == 256 * 5000
-
-
-def test_local_tree_raises_an_error_of_any_hashing_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An unexpected error in a helper thread is raised in the caller, after all stopped."""
-    for index in range(64):
-        (tmp_path / f"f{index:02}").write_bytes(b"x" * index)
-    real = localtree._hashed
-
-    def failing(path: str, buffer: memoryview) -> tuple[os.stat_result, str] | None:
-        if path.endswith("f40"):
-            raise RuntimeError("disk on fire")
-        return real(path, buffer)
-
-    monkeypatch.setattr(localtree, "_hashed", failing)
-    with pytest.raises(RuntimeError, match="disk on fire"):
-        local_tree(str(tmp_path), {}, threads=4)
-    assert not [t for t in threading.enumerate() if t.name == "mirror-hash"]
+def test_local_tree_digests_files_of_every_size_with_one_reused_buffer(tmp_path: Path) -> None:
+    """Big, small and empty files in any order: each digest is of that file's bytes only."""
+    sizes = [3 * 1024 * 1024 + 5, 1, 70_000, 0, 1024 * 1024, 2048, 1024 * 1024 + 1, 17]
+    for index, size in enumerate(sizes):
+        folder = tmp_path / f"d{index % 3}"
+        folder.mkdir(exist_ok=True)
+        (folder / f"f{index}").write_bytes(bytes([index + 1]) * size)
+    digests: dict[str, str] = {}
+    tree = local_tree(str(tmp_path), digests)
+    assert len(tree.files) == len(digests) == len(sizes)
+    for relative, info in tree.files.items():
+        data = (tmp_path / relative).read_bytes()
+        expected = new_hasher()
+        expected.update(data)
+        assert digests[relative] == expected.hexdigest(), relative
+        assert info.size == len(data) and info.blake3 is None
