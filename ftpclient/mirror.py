@@ -129,17 +129,17 @@ def look(
     client.send_tree(ends.remote, by_digest)
     reader = threading.Thread(target=read_answer, name="mirror-answer", daemon=True)
     reader.start()
-    local: Tree | BaseException
+    local: Tree | Exception
     try:
         local = local_tree(ends.local, done if by_digest else None)
     except Exception as exc:  # raised after the remote side's
         local = exc
-    finally:
-        reader.join()
+    # (Ctrl-C goes up at once: the shell then closes the connection, which ends the reader.)
+    reader.join()
     if failed:
         raise failed[0]
     remote = remote_tree(client, ends.remote, by_digest, frames)
-    if isinstance(local, BaseException):
+    if isinstance(local, Exception):
         raise local
     return remote, local, lambda path: done.get(path) or digest(path)
 
