@@ -28,28 +28,32 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ftpclient.client import FileTransferClient, Monitor, TransferResult
 from ftpclient.partfiles import local_target
-from ftpclient.pipelined import FileOutcome, one_by_one
 from ftpproto.errors import ErrorCode, ProtocolError, RemoteError
 
-__all__ = ["CopyResult", "FileOutcome", "copy_files"]
+if TYPE_CHECKING:  # imported when files move: an unchanged mirror needs none of it
+    from ftpclient.pipelined import FileOutcome
+
+__all__ = ["CopyResult", "copy_files"]
 
 Pair = tuple[str, str]  # (source, destination)
 OnFile = Callable[[TransferResult], None]
-OnFailure = Callable[[FileOutcome], None]
+OnFailure = Callable[["FileOutcome"], None]
 MonitorFor = Callable[[str], Monitor | None]
 
 
-@dataclass
 class CopyResult:
     """What :func:`copy_files` moved, what failed, and where a modification time was not kept."""
 
-    files: list[TransferResult] = field(default_factory=list)
-    failures: list[FileOutcome] = field(default_factory=list)  # with ``on_failure`` only
-    mtime_failures: list[str] = field(default_factory=list)  # "PATH: why"
+    __slots__ = ("failures", "files", "mtime_failures")
+
+    def __init__(self) -> None:
+        self.files: list[TransferResult] = []
+        self.failures: list[FileOutcome] = []  # with ``on_failure`` only
+        self.mtime_failures: list[str] = []  # "PATH: why"
 
     @property
     def size(self) -> int:
@@ -137,6 +141,10 @@ def _outcomes(
 
     Closing it closes the transfer under way (what is in flight is finished).
     """
+    if not ends:
+        return
+    from ftpclient.pipelined import one_by_one  # here, not at the top: see FileOutcome's import
+
     if getting:
         if resume or len(ends) <= 1:
             yield from one_by_one(

@@ -28,7 +28,8 @@ from ftpproto.units import format_size
 
 if TYPE_CHECKING:
     from ftpclient.client import Monitor
-    from ftpclient.copying import CopyResult, FileOutcome
+    from ftpclient.copying import CopyResult
+    from ftpclient.pipelined import FileOutcome
 
 __all__ = ["ManyCommands"]
 

@@ -4,9 +4,10 @@ Three steps, each its own function:
 
 1. **Look** at both trees (:func:`look`): the remote one with one ``tree``
    request (:meth:`~ftpclient.client.FileTransferClient.tree`, digests
-   included with ``-c``), the local one with ``os.walk`` (:func:`local_tree`)
-   and, with ``-c``, the local files' digests, in a thread while the server
-   answers: an unchanged ``mirror -c`` takes about the longer of the two.
+   included with ``-c``), the local one with ``os.scandir``
+   (:func:`~ftpclient.localtree.local_tree`) and, with ``-c``, the local
+   files' digests, while the server answers: an unchanged ``mirror -c``
+   takes about the longer of the two, and the parse of the answer.
 2. **Plan** (:func:`plan_mirror`, no I/O but the optional local hashing): a
    source file is copied when the destination lacks it or holds another
    size or modification time; with ``by_digest`` (``-c``) another size or
@@ -26,18 +27,13 @@ from __future__ import annotations
 
 import os
 import posixpath
-import shutil
-import stat
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ftpclient.client import FileTransferClient, LocalError
 from ftpclient.copying import CopyResult, OnFile, copy_files
-from ftpfiles.files import file_digest
-from ftpproto.digest import new_hasher
+from ftpclient.localtree import Digest, FileInfo, Tree, local_digest, local_tree
 from ftpproto.errors import ErrorCode, RemoteError
-from ftpproto.splicing import hash_fd
 
 __all__ = [
     "FileInfo",
@@ -52,45 +48,41 @@ __all__ = [
     "run_plan",
 ]
 
-Digest = Callable[[str], str | None]  # relative path -> digest (None: unknown)
 
-
-@dataclass(frozen=True)
-class FileInfo:
-    """A file of a tree: size, modification time (seconds), digest if known."""
-
-    size: int
-    mtime: int
-    blake3: str | None = None
-
-
-@dataclass
-class Tree:
-    """A folder tree by relative ``/``-separated paths; ``exists`` is False for a missing root."""
-
-    files: dict[str, FileInfo] = field(default_factory=dict)
-    folders: set[str] = field(default_factory=set)
-    others: set[str] = field(default_factory=set)  # links and special files
-    exists: bool = True
-
-
-@dataclass
 class MirrorPlan:
     """What a mirror does, by relative path."""
 
-    copy: list[str] = field(default_factory=list)
-    set_time: list[tuple[str, int]] = field(default_factory=list)
-    make_folders: list[str] = field(default_factory=list)  # parents first
-    remove_first: list[str] = field(default_factory=list)  # clashes, removed before copying
-    remove: list[str] = field(default_factory=list)  # gone from the source (deepest first)
-    skipped: list[str] = field(default_factory=list)  # links, special files, clashes
-    unchanged: int = 0
+    __slots__ = (
+        "copy",
+        "make_folders",
+        "remove",
+        "remove_first",
+        "set_time",
+        "skipped",
+        "unchanged",
+    )
+
+    def __init__(self, skipped: list[str] | None = None) -> None:
+        self.copy: list[str] = []
+        self.set_time: list[tuple[str, int]] = []
+        self.make_folders: list[str] = []  # parents first
+        self.remove_first: list[str] = []  # clashes, removed before copying
+        self.remove: list[str] = []  # gone from the source (deepest first)
+        self.skipped: list[str] = (
+            [] if skipped is None else skipped
+        )  # links, special files, clashes
+        self.unchanged = 0
 
 
-def remote_tree(client: FileTransferClient, root: str, digests: bool) -> Tree:
-    """The remote tree under ``root`` in one request; a missing root is an empty tree."""
+def remote_tree(
+    client: FileTransferClient, root: str, digests: bool, frames: list[bytes] | None = None
+) -> Tree:
+    """The remote tree under ``root`` in one request; a missing root is an empty tree.
+
+    ``frames``: the answer was read already (``client.read_tree_frames``), only parse it.
+    """
     try:
-        entries = client.tree(root, digests)
+        entries = client.tree(root, digests) if frames is None else client.parse_tree(frames)
     except RemoteError as exc:
         if exc.code == ErrorCode.NOT_FOUND:
             return Tree(exists=False)
@@ -110,106 +102,46 @@ def remote_tree(client: FileTransferClient, root: str, digests: bool) -> Tree:
     return tree
 
 
-def local_tree(root: str, digests: dict[str, str] | None = None) -> Tree:
-    """The local tree under ``root`` (links not followed); a missing root is an empty tree.
-
-    With ``digests`` every regular file is hashed as it is found (one open
-    per file, its size and time from the open file), its digest stored
-    there by relative path; a file that cannot be read has none.  A folder
-    that cannot be listed is left out, as ``os.walk`` does.
-    """
-    if not os.path.isdir(root):
-        if os.path.lexists(root):
-            raise LocalError(f"not a folder: {root}")
-        return Tree(exists=False)
-    tree = Tree()
-    pending = [("", root)]
-    while pending:
-        prefix, folder = pending.pop()
-        try:
-            items = list(os.scandir(folder))
-        except OSError:
-            continue
-        for item in items:
-            relative = prefix + item.name
-            if item.is_dir(follow_symlinks=False):
-                tree.folders.add(relative)
-                pending.append((relative + "/", item.path))
-            elif not item.is_file(follow_symlinks=False):
-                tree.others.add(relative)
-            elif digests is None or (found := _hashed(item.path)) is None:
-                st = item.stat(follow_symlinks=False)
-                tree.files[relative] = FileInfo(st.st_size, int(st.st_mtime))
-            else:
-                st, digests[relative] = found
-                tree.files[relative] = FileInfo(st.st_size, int(st.st_mtime))
-    return tree
-
-
-def _hashed(path: str) -> tuple[os.stat_result, str] | None:
-    """The regular file ``path`` (never a link followed): its status and digest, or None."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        hasher = new_hasher()
-        if hash_fd(hasher, fd, 0, st.st_size) != st.st_size:
-            return None
-        return st, hasher.hexdigest()
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-def local_digest(root: str) -> Digest:
-    """A :data:`Digest` hashing files under the local folder ``root`` when asked."""
-
-    def digest(relative: str) -> str | None:
-        try:
-            with open(os.path.join(root, *relative.split("/")), "rb") as source:
-                hasher, _ = file_digest(source, 0, os.fstat(source.fileno()).st_size)
-        except OSError:
-            return None
-        return hasher.hexdigest()
-
-    return digest
-
-
 def look(
     client: FileTransferClient, ends: MirrorEnds, by_digest: bool
 ) -> tuple[Tree, Tree, Digest]:
     """The remote tree, the local tree and the local files' digests, looked at side by side.
 
-    The local side (with ``by_digest`` every file hashed ahead) is read in a
-    thread while this one waits for the server's ``tree`` answer; the digest
-    callback returned gives what was hashed ahead and hashes anything else
-    when asked.  The local side's error, if any, is raised after the remote's.
+    The ``tree`` request goes out first; while the server answers, a
+    helper thread reads the answer off the connection (unparsed: it holds the
+    GIL only briefly) and this thread walks the local tree, with
+    ``by_digest`` hashing every file.  Then the answer is parsed.  The
+    digest callback returned gives what was hashed ahead and hashes
+    anything else when asked.  The local side's error, if any, is raised
+    after the remote's.
     """
     digest = local_digest(ends.local)
     done: dict[str, str] = {}
-    local: list[Tree] = []
+    frames: list[bytes] = []
     failed: list[BaseException] = []
 
-    def local_side() -> None:
+    def read_answer() -> None:
         try:
-            local.append(local_tree(ends.local, done if by_digest else None))
+            frames.extend(client.read_tree_frames())
         except BaseException as exc:  # raised in the caller's thread
             failed.append(exc)
 
-    thread = threading.Thread(target=local_side, name="mirror-local", daemon=True)
-    thread.start()
+    client.send_tree(ends.remote, by_digest)
+    reader = threading.Thread(target=read_answer, name="mirror-answer", daemon=True)
+    reader.start()
+    local: Tree | Exception
     try:
-        remote = remote_tree(client, ends.remote, by_digest)
-    finally:
-        thread.join()
+        local = local_tree(ends.local, done if by_digest else None)
+    except Exception as exc:  # raised after the remote side's
+        local = exc
+    # (Ctrl-C goes up at once: the shell then closes the connection, which ends the reader.)
+    reader.join()
     if failed:
         raise failed[0]
-    return remote, local[0], lambda path: done.get(path) or digest(path)
+    remote = remote_tree(client, ends.remote, by_digest, frames)
+    if isinstance(local, Exception):
+        raise local
+    return remote, local, lambda path: done.get(path) or digest(path)
 
 
 def plan_mirror(
@@ -267,7 +199,7 @@ def plan_mirror(
 
 def _under(path: str, folders: list[str]) -> bool:
     """Whether ``path`` is inside one of ``folders``."""
-    return any(path.startswith(prefix + "/") for prefix in folders)
+    return bool(folders) and any(path.startswith(prefix + "/") for prefix in folders)
 
 
 def _same_content(
@@ -291,8 +223,7 @@ def _extra(source: Tree, target: Tree) -> list[str]:
     return sorted(top, key=lambda p: (-p.count("/"), p))
 
 
-@dataclass
-class MirrorEnds:
+class MirrorEnds(NamedTuple):
     """The two roots of a mirror and its direction (``get``: download, ``put``: upload)."""
 
     direction: str
@@ -364,6 +295,8 @@ def _remove(client: FileTransferClient, ends: MirrorEnds, relative: str) -> None
         return
     try:
         if os.path.isdir(path) and not os.path.islink(path):
+            import shutil  # here, not at the top: only a removal needs it (3 ms at every start)
+
             shutil.rmtree(path)
         else:
             os.unlink(path)

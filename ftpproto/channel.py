@@ -184,11 +184,20 @@ class Channel:
         :class:`~ftpproto.errors.FramingError` on a framing violation and
         :class:`~ftpproto.errors.MessageError` on a frame that is no message.
         """
+        return Message.parse(self.recv_frame())
+
+    def recv_frame(self) -> bytes:
+        """Receive the next frame's payload, not parsed: :meth:`recv` without its last step.
+
+        For a reader with a faster parse of its own for the messages it
+        expects most (the client's ``tree`` answer); anything else it must
+        give to :meth:`Message.parse`.
+        """
         begun: float | None = None
         while True:
             payload = self._decoder.next_frame()
             if payload is not None:
-                return Message.parse(payload)
+                return payload
             if self.deadlines is not None:
                 if not self._decoder.buffered:
                     self._set_timeout(self.deadlines.idle)

@@ -97,3 +97,23 @@ def test_server_without_keys_or_tls_loads_no_cryptography(tmp_path: Path) -> Non
     done = run_command(["-c", probe], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_an_unchanged_mirror_imports_only_what_comparing_needs(
+    server: RunningServer, tmp_path: Path, config_home: Path
+) -> None:
+    """``mirror -c`` of an unchanged tree: blake3 for the local files, but none of the
+    modules that move files, nor dataclasses or shutil (issue 15: its time is a target)."""
+    site = server.alice_home / "site"
+    (site / "sub").mkdir(parents=True)
+    (site / "sub" / "a.txt").write_bytes(b"alpha")
+    target = ["--port", str(server.port), f"{ALICE}@{HOST}", "-c"]
+    out, _ = imported_by(tmp_path, *target, "mirror site copy")
+    assert "1 file copied" in out, out
+    for command in ("mirror -c site copy", "mirror site copy"):
+        out, modules = imported_by(tmp_path, *target, command)
+        assert "0 files copied, 1 unchanged" in out, out
+        moving = {"ftpclient.pipelined", "ftpclient.pipelinedput", "ftpproto.pipeline"}
+        heavy = (set(NOT_FOR_PWD) - {"blake3"}) | moving
+        assert not heavy & modules, sorted(heavy & modules)
+        assert ("blake3" in modules) == ("-c" in command)

@@ -157,6 +157,103 @@ def test_client_tree_reads_answers_of_many_batches(
     assert files["d1/f001"].blake3 == digest_of(b"1") and files["d1/f001"].mtime == OLD
 
 
+def test_client_tree_reads_escaped_and_unusual_names_as_the_server_sent_them(
+    server: RunningServer, client: ClientFactory, raw: Callable[[], RawSession]
+) -> None:
+    """The client's fast parse of plain entries and its general one agree with the raw answer."""
+    names = {
+        "plain.bin": b"p",
+        "with|bar/and%percent": b"escaped",  # escaped on the wire: the general parse
+        "ümlaut ünd space/é.txt": b"utf-8, no escape",  # the fast parse
+        "UPPER/Case.TXT": b"",
+        "100%": b"x" * 3000,
+    }
+    make_tree(server.alice_home / "odd", names)
+    (server.alice_home / "odd" / "to-plain").symlink_to("plain.bin")
+    session = raw()
+    session.login()
+    for digests in (True, False):
+        replies = tree_replies(session, "odd", *(["blake3"] if digests else []))
+        expected = [
+            (f[1], f[2], int(f[3]), int(f[4]), None if f[5] == "-" else f[5])
+            for f in (r.fields for r in replies[:-1])
+        ]
+        entries = client().tree("odd", digests=digests)
+        assert [tuple(e) for e in entries] == expected
+    files = {e.path: e for e in client().tree("odd", digests=True) if e.type == "file"}
+    assert set(files) == set(names)
+    for relative, data in names.items():
+        assert files[relative].blake3 == digest_of(data) and files[relative].size == len(data)
+
+
+def test_client_tree_raises_for_a_malformed_entry_and_an_error_after_entries() -> None:
+    """What the fast parse does not take goes through the general checks (a fake server)."""
+    import socket
+    import threading
+
+    from ftpclient.client import FileTransferClient
+    from ftpproto.errors import MessageError, RemoteError
+    from ftpproto.framing import encode_frame
+
+    good = Message("tree", ("entry", "file", "a", "1", "2", "-"))
+    end = Message("tree", ("ok", "2"))
+    cases = [  # the whole answer is read, then the first fault raised
+        ([Message("tree", ("entry", "file", "a", "1", "2", "ABC")), good, end], MessageError),
+        ([good, Message("tree", ("entry", "file", "a", "x1", "2", "-")), end], MessageError),
+        ([good, Message("tree", ("error", "400", "tree too big: ..."))], RemoteError),
+        ([good, end], MessageError),  # a count that does not match
+    ]
+    for answer, raised in cases:
+        listener = socket.create_server(("127.0.0.1", 0))
+
+        def serve(answer: list[Message] = answer, listener: socket.socket = listener) -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(4096)  # the request
+                conn.sendall(b"".join(encode_frame(m.encode()) for m in answer))
+                conn.recv(4096)  # until the client closes
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        conn = FileTransferClient("127.0.0.1", listener.getsockname()[1], timeout=10)
+        with pytest.raises(raised):
+            conn.tree("t", digests=True)
+        conn.close()
+        thread.join(10)
+        listener.close()
+
+
+def test_mirror_c_of_a_bigger_tree_copies_exactly_what_differs(
+    server: RunningServer, run_cli: RunCli, local: Path
+) -> None:
+    """``mirror -c --delete`` of 120 files: an answer of several batches read beside the hashing."""
+    site = server.alice_home / "site"
+    files = {f"d{i % 4}/f{i:03}.bin": bytes([i]) * (100 + 37 * i) for i in range(120)}
+    make_tree(site, files)
+    copy = local / "copy"
+    make_tree(copy, files)
+    make_tree(copy, {"d1/f001.bin": b"\x00" * len(files["d1/f001.bin"])})  # same size and time
+    make_tree(copy, {"d2/f002.bin": files["d2/f002.bin"]}, mtime=OLD + 5)  # same bytes, new time
+    (copy / "d3" / "f003.bin").unlink()
+    make_tree(copy, {"d0/extra.bin": b"stale", "gone/inner.bin": b"stale"})
+    done = run_cli("--json", "-c", "mirror -c --delete site copy")
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    actions = sorted((e["action"], e["path"]) for e in events if e["event"] == "mirror")
+    assert actions == [
+        ("copy", "d1/f001.bin"),
+        ("copy", "d3/f003.bin"),
+        ("removed", "d0/extra.bin"),
+        ("removed", "gone"),
+        ("time set", "d2/f002.bin"),
+    ]
+    summary = events[-1]
+    assert summary["event"] == "mirror_summary" and summary["unchanged"] == 118
+    assert tree_digests(copy) == tree_digests(site) and mtimes(copy) == mtimes(site)
+    again = run_cli("-c", "mirror -c site copy")
+    assert "mirror: 0 files copied, 120 unchanged" in again.stdout, again.stdout
+
+
 # -- modification times with -p ------------------------------------------------------------
 
 

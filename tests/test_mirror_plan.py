@@ -112,3 +112,21 @@ def test_local_tree_hashes_each_regular_file_and_follows_no_link(tmp_path: Path)
         expected.update((tmp_path / relative).read_bytes())
         assert digests[relative] == expected.hexdigest(), relative
     assert local_tree(str(tmp_path / "missing")).exists is False
+
+
+def test_local_tree_digests_files_of_every_size_with_one_reused_buffer(tmp_path: Path) -> None:
+    """Big, small and empty files in any order: each digest is of that file's bytes only."""
+    sizes = [3 * 1024 * 1024 + 5, 1, 70_000, 0, 1024 * 1024, 2048, 1024 * 1024 + 1, 17]
+    for index, size in enumerate(sizes):
+        folder = tmp_path / f"d{index % 3}"
+        folder.mkdir(exist_ok=True)
+        (folder / f"f{index}").write_bytes(bytes([index + 1]) * size)
+    digests: dict[str, str] = {}
+    tree = local_tree(str(tmp_path), digests)
+    assert len(tree.files) == len(digests) == len(sizes)
+    for relative, info in tree.files.items():
+        data = (tmp_path / relative).read_bytes()
+        expected = new_hasher()
+        expected.update(data)
+        assert digests[relative] == expected.hexdigest(), relative
+        assert info.size == len(data) and info.blake3 is None
