@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -28,7 +27,7 @@ from ftpproto.channel import Progress
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpproto.messages import Message, error, ok, parse_size
 from ftpproto.pipeline import ServerFetch, ServerOffer, Window, window_reply
-from ftpserver.finishing import Finisher, create_later
+from ftpserver.finishing import Finisher, Job, create_later
 from ftpserver.fsops import os_error
 from ftpserver.storage.base import ReadHandle, UploadHandle
 from ftpserver.storage.deferred import Confirm, collecting
@@ -51,7 +50,7 @@ class _Queued:
     upload: UploadHandle
     virtual: str
     size: int
-    created: Future[None] | None = None  # its file, made by the finisher, until looked at
+    created: Job | None = None  # its file, made by the finisher, until looked at
     confirm: Confirm | None = None  # its reservation, until the ledger's answer is read
     refusal: ProtocolError | None = None  # once refused
 
@@ -65,7 +64,7 @@ class _Committing:
     hexdigest: str
     started: float  # when its data began, for the audit record
     moved: int
-    done: Future[None]
+    done: Job
 
 
 class Pipeline:
@@ -133,7 +132,7 @@ class Pipeline:
         failure = None
         if created is not None:
             try:
-                created.result()  # waited for first: nothing is given up while it runs
+                self.finisher.result(created)  # first: nothing is given up while it runs
             except (ConnectionError, TimeoutError):
                 raise
             except OSError as exc:
@@ -160,7 +159,7 @@ class Pipeline:
         """``send|ok`` once the upload is in place, or why it could not be committed."""
         session = self.session
         try:
-            item.done.result()
+            self.finisher.result(item.done)
         except (ConnectionError, TimeoutError) as exc:
             session.log_failed("put", item.virtual, item.moved, item.started, exc)
             raise
@@ -309,9 +308,9 @@ def _confirmed(queued: _Queued) -> bool:
 def _ready(item: Message | _Queued | _Committing) -> bool:
     """Whether an owed reply can be given without waiting for the finisher."""
     if isinstance(item, _Queued):
-        return item.created is None or item.created.done()
+        return item.created is None or item.created.done
     if isinstance(item, _Committing):
-        return item.done.done()
+        return item.done.done
     return True
 
 

@@ -18,47 +18,95 @@ the first job and ends with the session.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import TypeVar
+from queue import SimpleQueue
 
 from ftpserver.storage.base import UploadHandle
 
-__all__ = ["Finisher", "create_later"]
+__all__ = ["Finisher", "Job", "create_later"]
 
-T = TypeVar("T")
+
+class Job:
+    """One step for the helper thread; :meth:`Finisher.result` waits for it."""
+
+    __slots__ = ("done", "error", "work")
+
+    def __init__(self, work: Callable[[], None]) -> None:
+        self.work: Callable[[], None] | None = work
+        self.done = False
+        self.error: BaseException | None = None
 
 
 class Finisher:
-    """One helper thread per session, running jobs one at a time in the order submitted."""
+    """One helper thread per session, running jobs one at a time in the order submitted.
+
+    Lighter than a ``ThreadPoolExecutor`` (a job is two per file): a job
+    is a plain object in a ``SimpleQueue``, and the thread wakes the
+    session's only when it waits.
+    """
 
     def __init__(self) -> None:
-        self._pool: ThreadPoolExecutor | None = None
-        self._last: Future[object] | None = None
+        self._jobs: SimpleQueue[Job | None] = SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._changed = threading.Condition()
+        self._waiting = False
+        self._last: Job | None = None
 
-    def submit(self, job: Callable[[], T]) -> Future[T]:
-        """Run ``job`` after every job submitted before it; its future."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="upload-finisher")
-        future = self._pool.submit(job)
-        self._last = future  # type: ignore[assignment]
-        return future
+    def submit(self, work: Callable[[], None]) -> Job:
+        """Run ``work`` after every job submitted before it."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="upload-finisher", daemon=True)
+            self._thread.start()
+        job = self._last = Job(work)
+        self._jobs.put(job)
+        return job
 
-    def commit(self, upload: UploadHandle, hexdigest: str) -> Future[None]:
+    def commit(self, upload: UploadHandle, hexdigest: str) -> Job:
         """Commit ``upload`` on the helper thread; a failed commit gives the upload up."""
         return self.submit(lambda: _commit(upload, hexdigest))
 
+    def result(self, job: Job) -> None:
+        """Wait for ``job``; raise what it raised."""
+        self._wait(job)
+        if job.error is not None:
+            raise job.error
+
     def drain(self) -> None:
-        """Wait until every job submitted so far is done (their outcomes stay in their futures)."""
-        last = self._last
-        if last is not None and not last.done():
-            wait([last])
+        """Wait until every job submitted so far is done (their outcomes stay with them)."""
+        if self._last is not None:
+            self._wait(self._last)
+
+    def _wait(self, job: Job) -> None:
+        if not job.done:
+            with self._changed:
+                self._waiting = True
+                while not job.done:
+                    self._changed.wait(1.0)
+                self._waiting = False
 
     def close(self) -> None:
         """Finish the jobs submitted and end the thread."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._jobs.put(None)
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            try:
+                assert job.work is not None
+                job.work()
+            except BaseException as exc:  # kept for the session's thread to raise
+                job.error = exc
+            job.work = None
+            job.done = True
+            if self._waiting:
+                with self._changed:
+                    self._changed.notify_all()
 
 
 def create_later(upload: UploadHandle) -> Callable[[], None] | None:

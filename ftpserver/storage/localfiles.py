@@ -99,6 +99,8 @@ class HomeAccount:
         measure: Callable[[], int],
     ) -> None:
         self.ledger = ledger
+        # A runtime protocol check walks the class every time: once here, not per upload.
+        self._later = ledger if isinstance(ledger, LaterLedger) else None
         self.user = user
         self.quota = quota
         self.root = root
@@ -158,10 +160,11 @@ class HomeAccount:
             )
 
         confirms = collector()
-        if confirms is None or not isinstance(self.ledger, LaterLedger):
+        later = self._later
+        if confirms is None or later is None:
             return now()
         # collecting (ftpserver.storage.deferred): asked now, the answer checked later
-        answer = self.ledger.reserve_later(self.user, self.quota, size, replaced, free, temp)
+        answer = later.reserve_later(self.user, self.quota, size, replaced, free, temp)
         reservation = Reservation.asked(self.user, size, replaced, temp)
 
         def confirm() -> None:
