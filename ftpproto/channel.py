@@ -18,8 +18,9 @@ transfers): they go out in order before anything else is written, and
 before the channel waits for the peer, so they can ride along with the
 next write instead of each taking one.  Replies still being finished
 (another thread commits an upload) hold up a read only when the read
-would wait: while the peer's bytes are already here, the ones ready go
-out and the rest wait for a later read or write.
+would wait, or before more than a piece of file data: while the peer's
+bytes are already here, the ones ready go out and the rest wait for a
+later read or write.
 
 :attr:`Channel.in_step` tells whether the outgoing stream ends at a frame
 boundary, so a last message (why the connection closes) can still be read
@@ -314,7 +315,9 @@ class Channel:
             sink.write(data)
             remaining -= len(data)
             on_piece(len(data))
-        if remaining:
+        if remaining > READ_PIECE:  # a while before the next read: nothing owed waits it out
+            self.pay()
+        elif remaining:
             self._pay_before_read()
         if (
             remaining >= SPLICE_MIN
