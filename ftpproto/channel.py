@@ -191,11 +191,20 @@ class Channel:
 
     def _send_joined(self, parts: tuple[Message | bytes | memoryview, ...]) -> None:
         owed = self._owed_bytes()
-        self.sock.sendall(
-            b"".join(
-                [owed, *(encode_frame(p.encode()) if isinstance(p, Message) else p for p in parts)]
-            )
-        )
+        framed = (encode_frame(p.encode()) if isinstance(p, Message) else p for p in parts)
+        buffers = [owed, *framed]
+        if type(self.sock) is not socket.socket:  # TLS: one record stream, no sendmsg
+            self.sock.sendall(b"".join(buffers))
+            return
+        # Gathered by the kernel (sendmsg) rather than joined here: no copy of the file data.
+        views = [memoryview(b).cast("B") for b in buffers if len(b)]
+        while views:
+            sent = self.sock.sendmsg(views)
+            while views and sent >= len(views[0]):
+                sent -= len(views[0])
+                del views[0]
+            if sent:
+                views[0] = views[0][sent:]
 
     def send_last(self, message: Message, timeout: float = 5.0) -> bool:
         """Send a last ``message`` before closing, if the peer can still read it as one.
