@@ -52,14 +52,26 @@ class Finisher:
         self._changed = threading.Condition()
         self._waiting = False
         self._last: Job | None = None
+        self._inline = False  # no thread could be started: jobs run as they are submitted
 
     def submit(self, work: Callable[[], None]) -> Job:
-        """Run ``work`` after every job submitted before it."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="upload-finisher", daemon=True)
-            self._thread.start()
+        """Run ``work`` after every job submitted before it.
+
+        Where no thread can be started (a task limit), on this one, now.
+        """
         job = self._last = Job(work)
-        self._jobs.put(job)
+        if self._thread is None and not self._inline:
+            thread = threading.Thread(target=self._run, name="upload-finisher", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # "can't start new thread"
+                self._inline = True
+            else:
+                self._thread = thread
+        if self._inline:
+            _do(job)
+        else:
+            self._jobs.put(job)
         return job
 
     def commit(self, upload: UploadHandle, hexdigest: str) -> Job:
@@ -97,16 +109,20 @@ class Finisher:
             job = self._jobs.get()
             if job is None:
                 return
-            try:
-                assert job.work is not None
-                job.work()
-            except BaseException as exc:  # kept for the session's thread to raise
-                job.error = exc
-            job.work = None
-            job.done = True
+            _do(job)
             if self._waiting:
                 with self._changed:
                     self._changed.notify_all()
+
+
+def _do(job: Job) -> None:
+    try:
+        assert job.work is not None
+        job.work()
+    except BaseException as exc:  # kept for the session's thread to raise
+        job.error = exc
+    job.work = None
+    job.done = True
 
 
 def create_later(upload: UploadHandle) -> Callable[[], None] | None:
