@@ -74,7 +74,7 @@ class Owed(Protocol):
         ...
 
     def unfinished(self) -> bool:
-        """Whether some owed replies are still being finished."""
+        """Whether replies are still owed once those ready went out (:meth:`due`)."""
         ...
 
 
@@ -148,7 +148,9 @@ class Channel:
         owed = self.owed
         if owed is None:
             return
-        self.pay(every=not (owed.unfinished() and self._readable()))
+        self.pay(every=False)
+        if owed.unfinished() and not self._readable():
+            self.pay()
 
     def _readable(self) -> bool:
         """Whether the peer's next bytes are here already (reading them will not wait)."""

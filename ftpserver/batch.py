@@ -113,8 +113,8 @@ class Pipeline:
         return paid
 
     def unfinished(self) -> bool:
-        """Whether an owed reply waits for the finisher."""
-        return any(not _ready(item) for item in self.owed)
+        """Whether replies are still owed (after ``due(False)``: the first awaits the finisher)."""
+        return bool(self.owed)
 
     def _answer(self, item: Message | _Queued | _Committing) -> Message:
         if isinstance(item, _Queued):
