@@ -278,19 +278,24 @@ class Pipeline:
         queued = self.queue.popleft()
         self.window.give(queued.size)
         offer, virtual, upload = queued.offer, queued.virtual, queued.upload
-        started = time.monotonic()
-        meter = session.meter("upload", session.user_account.upload_rate, virtual)
         try:
             if not offer.begin(withdraw=flag is not None):
                 raise offer.withdrawn()
+        except BaseException:
+            with contextlib.suppress(OSError):
+                upload.abort()
+            raise
+        started = time.monotonic()
+        meter = session.meter("upload", session.user_account.upload_rate, virtual)
+        try:
             session.channel.recv_file(upload.sink, offer.count, offer.hasher, meter)
             final = session.channel.recv()  # a connection lost before keeps what arrived
             upload.keep_partial = False
             hexdigest = offer.check(final)
         except BaseException as exc:
             with contextlib.suppress(OSError):
-                upload.abort()
-            if flag is not None or not isinstance(exc, OSError | ProtocolError):
+                upload.abort()  # keeps what arrived as the partial upload, if it should
+            if not isinstance(exc, OSError | ProtocolError):
                 raise
             session.log_failed("put", virtual, meter.moved, started, exc)
             if isinstance(exc, OSError) and not isinstance(exc, ConnectionError | TimeoutError):
