@@ -199,6 +199,8 @@ class Output:
             fields["seconds"] = round(result.seconds, 3)
             self.record(direction, {**fields, "verified": True})
             return
+        if self.quiet:  # the line would be left out: not worth formatting, file after file
+            return
         rate = result.size / result.seconds if result.seconds > 0 else 0.0
         arrow = "->" if direction == "get" else "<-"
         resumed = f", resumed at {format_size(result.offset)}" if result.offset else ""

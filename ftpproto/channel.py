@@ -16,7 +16,11 @@ deadline surfaces as :class:`~ftpproto.errors.DeadlineExceeded` (a
 A channel may owe replies (:attr:`Channel.owed`, the server's pipelined
 transfers): they go out in order before anything else is written, and
 before the channel waits for the peer, so they can ride along with the
-next write instead of each taking one.
+next write instead of each taking one.  Replies still being finished
+(another thread commits an upload) hold up a read only when the read
+would wait, or before more than a piece of file data: while the peer's
+bytes are already here, the ones ready go out and the rest wait for a
+later read or write.
 
 :attr:`Channel.in_step` tells whether the outgoing stream ends at a frame
 boundary, so a last message (why the connection closes) can still be read
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +51,7 @@ __all__ = [
     "Channel",
     "Deadlines",
     "Hasher",
+    "Owed",
     "Progress",
     "SpliceSink",
 ]
@@ -58,6 +64,18 @@ Progress = Callable[[int], None]
 
 class _Sink(Protocol):
     def write(self, data: bytes | memoryview, /) -> object: ...
+
+
+class Owed(Protocol):
+    """The replies a channel owes (see the module docstring)."""
+
+    def due(self, every: bool) -> list[Message]:
+        """The replies to write now, in order: all (``every``, waiting if need be) or the ready."""
+        ...
+
+    def unfinished(self) -> bool:
+        """Whether replies are still owed once those ready went out (:meth:`due`)."""
+        ...
 
 
 class Deadlines(NamedTuple):
@@ -106,23 +124,43 @@ class Channel:
         self._timeout: float | None = None
         self._decoder = FrameDecoder(max_frame)
         self.in_step = True  # the outgoing stream ends at a frame boundary
-        # Replies not written yet: called before every write and every wait for the peer,
-        # it returns them in order (and owes nothing more until the next one is deferred).
-        self.owed: Callable[[], list[Message]] | None = None
+        # Replies not written yet: asked before every write and every read of the peer,
+        # it gives them in order (and owes nothing more until the next one is deferred).
+        self.owed: Owed | None = None
+        self._poll: select.poll | None = None
 
-    def _owed_bytes(self) -> bytes:
-        """The frames of the replies owed, now due."""
+    def _owed_bytes(self, every: bool = True) -> bytes:
+        """The frames of the replies owed, now due (only those ready unless ``every``)."""
         if self.owed is None:
             return b""
-        return b"".join(encode_frame(m.encode()) for m in self.owed())
+        return b"".join(encode_frame(m.encode()) for m in self.owed.due(every))
 
-    def pay(self) -> None:
+    def pay(self, every: bool = True) -> None:
         """Write the replies owed, if any (before waiting for the peer, or other writes)."""
-        data = self._owed_bytes()
+        data = self._owed_bytes(every)
         if data:
             self.in_step = False
             self.sock.sendall(data)
             self.in_step = True
+
+    def _pay_before_read(self) -> None:
+        """Write the replies owed before a read: all, unless the read will not wait."""
+        owed = self.owed
+        if owed is None:
+            return
+        self.pay(every=False)
+        if owed.unfinished() and not self._readable():
+            self.pay()
+
+    def _readable(self) -> bool:
+        """Whether the peer's next bytes are here already (reading them will not wait)."""
+        pending = getattr(self.sock, "pending", None)  # TLS: decrypted bytes not read yet
+        if pending is not None and pending():
+            return True
+        if self._poll is None:
+            self._poll = select.poll()
+            self._poll.register(self.sock, select.POLLIN)
+        return bool(self._poll.poll(0))
 
     def _set_timeout(self, seconds: float) -> None:
         """``settimeout`` only when the value changes (each call is a system call)."""
@@ -155,11 +193,20 @@ class Channel:
 
     def _send_joined(self, parts: tuple[Message | bytes | memoryview, ...]) -> None:
         owed = self._owed_bytes()
-        self.sock.sendall(
-            b"".join(
-                [owed, *(encode_frame(p.encode()) if isinstance(p, Message) else p for p in parts)]
-            )
-        )
+        framed = (encode_frame(p.encode()) if isinstance(p, Message) else p for p in parts)
+        buffers = [owed, *framed]
+        if type(self.sock) is not socket.socket:  # TLS: one record stream, no sendmsg
+            self.sock.sendall(b"".join(buffers))
+            return
+        # Gathered by the kernel (sendmsg) rather than joined here: no copy of the file data.
+        views = [memoryview(b).cast("B") for b in buffers if len(b)]
+        while views:
+            sent = self.sock.sendmsg(views)
+            while views and sent >= len(views[0]):
+                sent -= len(views[0])
+                del views[0]
+            if sent:
+                views[0] = views[0][sent:]
 
     def send_last(self, message: Message, timeout: float = 5.0) -> bool:
         """Send a last ``message`` before closing, if the peer can still read it as one.
@@ -208,7 +255,7 @@ class Channel:
                     if left <= 0:
                         raise self._late()
                     self._set_timeout(min(left, self.deadlines.idle))
-            self.pay()
+            self._pay_before_read()
             try:
                 data = self.sock.recv(max(self._decoder.wanted(), 4096))
             except TimeoutError:
@@ -288,8 +335,10 @@ class Channel:
             sink.write(data)
             remaining -= len(data)
             on_piece(len(data))
-        if remaining:
+        if remaining > READ_PIECE:  # a while before the next read: nothing owed waits it out
             self.pay()
+        elif remaining:
+            self._pay_before_read()
         if (
             remaining >= SPLICE_MIN
             and isinstance(sink, SpliceSink)

@@ -27,6 +27,7 @@ from ftpproto.channel import Progress
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpproto.messages import Message, error, ok, parse_size
 from ftpproto.pipeline import ServerFetch, ServerOffer, Window, window_reply
+from ftpserver.finishing import Finisher, Job, create_later
 from ftpserver.fsops import os_error
 from ftpserver.storage.base import ReadHandle, UploadHandle
 from ftpserver.storage.deferred import Confirm, collecting
@@ -42,14 +43,28 @@ SMALL_FILE = 256 * 1024  # up to this size a fetched file goes out in one write 
 
 @dataclass(eq=False)
 class _Queued:
-    """An upload offered and reserved, waiting for its data."""
+    """An upload offered, being started and reserved, then waiting for its data."""
 
+    path: str  # as the client named it
     offer: ServerOffer
     upload: UploadHandle
     virtual: str
     size: int
+    created: Job | None = None  # its file, made by the finisher, until looked at
     confirm: Confirm | None = None  # its reservation, until the ledger's answer is read
-    refusal: ProtocolError | None = None  # the ledger's, once read
+    refusal: ProtocolError | None = None  # once refused
+
+
+@dataclass(eq=False)
+class _Committing:
+    """An upload whose data arrived and checked out, being committed: its ``send`` answer."""
+
+    virtual: str
+    count: int
+    hexdigest: str
+    started: float  # when its data began, for the audit record
+    moved: int
+    done: Job
 
 
 class Pipeline:
@@ -59,11 +74,20 @@ class Pipeline:
         self.session = session
         self.window = Window(files, size)
         self.queue: deque[_Queued] = deque()
-        self.owed: list[Message | _Queued] = []  # replies not written yet, in request order
+        self.owed: list[Message | _Queued | _Committing] = []  # not written yet, in order
+        self.finisher = Finisher()
 
     def close(self) -> None:
-        """Discard every queued upload (the session ends); their reservations go back."""
-        self.owed.clear()
+        """Discard every queued upload (the session ends); their reservations go back.
+
+        Uploads whose data arrived complete are committed first.
+        """
+        self.finisher.close()
+        owed, self.owed = self.owed, []
+        for item in owed:  # committed, answer unsent: still audited
+            if isinstance(item, _Committing):
+                with contextlib.suppress(Exception):
+                    self._committed(item)
         while self.queue:
             queued = self.queue.popleft()
             self.window.give(queued.size)
@@ -72,33 +96,80 @@ class Pipeline:
             with contextlib.suppress(OSError):
                 queued.upload.abort()
 
-    def _pay(self) -> list[Message]:
-        """The replies owed, in order (the channel writes them): each offer's once confirmed."""
-        owed, self.owed = self.owed, []
-        return [self._answer(item) if isinstance(item, _Queued) else item for item in owed]
+    def drain(self) -> None:
+        """Wait for the uploads being started or committed (before any other command runs)."""
+        self.finisher.drain()
 
-    def _answer(self, queued: _Queued) -> Message:
-        """``offer|ready`` once the ledger agreed to the reservation, or its refusal."""
-        self._confirm(queued)
-        if queued.refusal is not None:
-            return error("offer", queued.refusal)
-        return queued.offer.ready()
+    # -- the replies owed (ftpproto.channel.Owed) ----------------------------
+
+    def due(self, every: bool) -> list[Message]:
+        """The replies owed, in order: all, or those ready (an offer once confirmed)."""
+        paid: list[Message] = []
+        for item in self.owed:
+            if not every and not _ready(item):
+                break
+            paid.append(self._answer(item))
+        del self.owed[: len(paid)]
+        return paid
+
+    def unfinished(self) -> bool:
+        """Whether replies are still owed (after ``due(False)``: the first awaits the finisher)."""
+        return bool(self.owed)
+
+    def _answer(self, item: Message | _Queued | _Committing) -> Message:
+        if isinstance(item, _Queued):
+            self._confirm(item)
+            if item.refusal is not None:
+                return error("offer", item.refusal)
+            return item.offer.ready()
+        if isinstance(item, _Committing):
+            return self._committed(item)
+        return item
 
     def _confirm(self, queued: _Queued) -> None:
-        """Read the ledger's answer to ``queued``'s reservation; a refusal gives the upload up."""
+        """Read how ``queued``'s file and reservation went; a refusal gives the upload up."""
+        created, queued.created = queued.created, None
+        failure = None
+        if created is not None:
+            try:
+                self.finisher.result(created)  # first: nothing is given up while it runs
+            except (ConnectionError, TimeoutError):
+                raise
+            except OSError as exc:
+                failure = os_error(exc, queued.path)
         confirm, queued.confirm = queued.confirm, None
-        if confirm is None:
-            return
+        if confirm is not None:
+            try:
+                confirm()
+            except ProtocolError as exc:
+                failure = exc
+        if failure is not None:
+            self._refuse(queued, failure)
+
+    def _refuse(self, queued: _Queued, exc: ProtocolError) -> None:
+        queued.refusal = exc
+        if queued in self.queue:
+            self.queue.remove(queued)
+            self.window.give(queued.size)
+        with contextlib.suppress(OSError):
+            queued.upload.abort()
+        self.session.activity.refused(exc.code)
+
+    def _committed(self, item: _Committing) -> Message:
+        """``send|ok`` once the upload is in place, or why it could not be committed."""
+        session = self.session
         try:
-            confirm()
-        except ProtocolError as exc:
-            queued.refusal = exc
-            if queued in self.queue:
-                self.queue.remove(queued)
-                self.window.give(queued.size)
-            with contextlib.suppress(OSError):
-                queued.upload.abort()
-            self.session.activity.refused(exc.code)
+            self.finisher.result(item.done)
+        except (ConnectionError, TimeoutError) as exc:
+            session.log_failed("put", item.virtual, item.moved, item.started, exc)
+            raise
+        except (ProtocolError, OSError) as exc:
+            session.log_failed("put", item.virtual, item.moved, item.started, exc)
+            failure = exc if isinstance(exc, ProtocolError) else os_error(exc, item.virtual)
+            session.activity.refused(failure.code)
+            return error("send", failure)
+        session.log_transfer("put", item.virtual, item.count, item.started, item.hexdigest, "ok")
+        return ok("send", str(item.count), item.hexdigest)
 
     def window_command(self) -> None:
         """``window``: the files and bytes a client may have in flight."""
@@ -159,13 +230,19 @@ class Pipeline:
     # -- uploads -------------------------------------------------------------
 
     def offer(self, path: str, size_text: str) -> None:
-        """``offer|PATH|SIZE``: check, reserve and queue an upload; ``offer|ready|SIZE``."""
+        """``offer|PATH|SIZE``: check, reserve and queue an upload; ``offer|ready|SIZE``.
+
+        The temporary file is made on the finisher's thread where the
+        storage allows (the answer waits for it); the checks and the
+        reservation here, in order.
+        """
         size = parse_size(size_text)
         if not self.window.admits(size):
             raise self.window.full()
         storage = self.session.storage
         virtual = storage.virtual(path)
         upload = storage.open_upload(virtual)
+        create = create_later(upload)
         with collecting() as confirms:
             try:
                 _, hasher = upload.start(size, None)
@@ -175,19 +252,21 @@ class Pipeline:
                         confirm()
                 upload.abort()
                 raise
-        queued = _Queued(ServerOffer(virtual, size, hasher), upload, virtual, size)
+        queued = _Queued(path, ServerOffer(virtual, size, hasher), upload, virtual, size)
         queued.confirm = confirms[0] if confirms else None
+        if create is not None:
+            queued.created = self.finisher.submit(create)
         self.queue.append(queued)
         self.window.take(size)
         self.owed.append(queued)  # answered when the replies go out
-        self.session.channel.owed = self._pay
+        self.session.channel.owed = self
 
     def send(self, flag: str | None) -> None:
         """``send`` (the oldest offer's data follows) or ``send|abort`` (withdraw it)."""
         session = self.session
         if flag is not None and flag != "abort":
             raise ProtocolError(ErrorCode.BAD_REQUEST, "usage: send [abort]")
-        while self.queue and self.queue[0].confirm is not None:  # a client that did not wait
+        while self.queue and not _confirmed(self.queue[0]):  # a client that did not wait
             self._confirm(self.queue[0])
         if not self.queue:
             refusal = ProtocolError(ErrorCode.BAD_STATE, "send without a ready offer")
@@ -198,30 +277,46 @@ class Pipeline:
             raise ConnectionAbortedError("send without a ready offer")
         queued = self.queue.popleft()
         self.window.give(queued.size)
-        offer, virtual = queued.offer, queued.virtual
-        with queued.upload as upload:
+        offer, virtual, upload = queued.offer, queued.virtual, queued.upload
+        try:
             if not offer.begin(withdraw=flag is not None):
                 raise offer.withdrawn()
-            started = time.monotonic()
-            meter = session.meter("upload", session.user_account.upload_rate, virtual)
-            try:
-                session.channel.recv_file(upload.sink, offer.count, offer.hasher, meter)
-                final = session.channel.recv()  # a connection lost before keeps what arrived
-                upload.keep_partial = False
-                hexdigest = offer.check(final)
-                upload.commit(hexdigest)
-            except OSError as exc:
-                failure = exc if isinstance(exc, ConnectionError | TimeoutError) else None
-                session.log_failed("put", virtual, meter.moved, started, exc)
-                if failure is not None:
-                    raise
-                raise os_error(exc, virtual) from exc
-            except ProtocolError as exc:
-                session.log_failed("put", virtual, meter.moved, started, exc)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                upload.abort()
+            raise
+        started = time.monotonic()
+        meter = session.meter("upload", session.user_account.upload_rate, virtual)
+        try:
+            session.channel.recv_file(upload.sink, offer.count, offer.hasher, meter)
+            final = session.channel.recv()  # a connection lost before keeps what arrived
+            upload.keep_partial = False
+            hexdigest = offer.check(final)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                upload.abort()  # keeps what arrived as the partial upload, if it should
+            if not isinstance(exc, OSError | ProtocolError):
                 raise
-        session.log_transfer("put", virtual, offer.count, started, hexdigest, "ok")
-        self.owed.append(ok("send", str(offer.count), hexdigest))
-        session.channel.owed = self._pay
+            session.log_failed("put", virtual, meter.moved, started, exc)
+            if isinstance(exc, OSError) and not isinstance(exc, ConnectionError | TimeoutError):
+                raise os_error(exc, virtual) from exc
+            raise
+        done = self.finisher.commit(upload, hexdigest)
+        self.owed.append(_Committing(virtual, offer.count, hexdigest, started, meter.moved, done))
+        session.channel.owed = self
+
+
+def _confirmed(queued: _Queued) -> bool:
+    return queued.created is None and queued.confirm is None
+
+
+def _ready(item: Message | _Queued | _Committing) -> bool:
+    """Whether an owed reply can be given without waiting for the finisher."""
+    if isinstance(item, _Queued):
+        return item.created is None or item.created.done
+    if isinstance(item, _Committing):
+        return item.done.done
+    return True
 
 
 def _read_small(source: ReadHandle, count: int) -> bytes | None:

@@ -33,6 +33,7 @@ from ftpserver.users import User
 __all__ = ["SessionHandler"]
 
 log = logging.getLogger("ftpserver.session")
+_PIPELINED_UPLOAD = ("offer", "send")  # commands that need not wait for the finisher (batch.py)
 
 
 class _CloseSession(Exception):
@@ -134,6 +135,8 @@ class SessionHandler(FileCommands):
                 raise ProtocolError(
                     ErrorCode.PERMISSION_DENIED, f"permission denied: {name}{target}"
                 )
+            if spec.name not in _PIPELINED_UPLOAD:
+                self.pipeline.drain()  # uploads being committed are in place before it runs
             getattr(self, "cmd_" + spec.name)(*message.fields)
         except _CloseSession:
             return False

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import stat
 
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpserver.storage.paths import (
@@ -61,15 +62,40 @@ class Jail:
             if virtual == "/":
                 raise ProtocolError(ErrorCode.PERMISSION_DENIED, "not allowed on your home folder")
             parent, name = posixpath.split(virtual)
-            real_parent = self._checked(os.path.join(self.root, parent.lstrip("/")), virtual)
+            real_parent = self._checked(parent, virtual)
             return virtual, os.path.join(real_parent, name)
-        return virtual, self._checked(os.path.join(self.root, virtual.lstrip("/")), virtual)
+        return virtual, self._checked(virtual, virtual)
 
-    def _checked(self, unresolved: str, virtual: str) -> str:
-        real = os.path.realpath(unresolved)
+    def _checked(self, inside: str, virtual: str) -> str:
+        """The real path of the virtual path ``inside``, refused unless it is in the home."""
+        real = self._real(inside.lstrip("/"))
         if not self.contains(real):
             raise ProtocolError(ErrorCode.PERMISSION_DENIED, f"permission denied: {virtual}")
         return real
+
+    def _real(self, relative: str) -> str:
+        """``realpath(root/relative)`` for a normalised ``relative``, looking only below the root.
+
+        The root is real already, so while no name below it is a symlink the
+        answer is the joined path: one ``lstat`` per name below the root,
+        where ``realpath`` takes one per name from ``/`` (in Python).  From a
+        name that cannot be looked at (missing, say) ``realpath`` keeps the
+        rest as given, and so does this.  At the first symlink, ``realpath``
+        of the whole path decides.
+        """
+        if not relative:
+            return self.root
+        path = self.root.rstrip("/")
+        names = relative.split("/")
+        for index, name in enumerate(names):
+            path = f"{path}/{name}"
+            try:
+                mode = os.lstat(path).st_mode
+            except OSError:
+                return "/".join([path, *names[index + 1 :]])
+            if stat.S_ISLNK(mode):
+                return os.path.realpath(os.path.join(self.root, relative))
+        return path
 
     def contains(self, real: str) -> bool:
         """Whether the real path ``real`` (already resolved) lies inside the home."""

@@ -470,25 +470,37 @@ def test_last_message_gives_up(pair: tuple[Channel, Channel]) -> None:
     assert left.last_message(0.05) is None
 
 
+class _Owed:
+    """Replies owed: ``ready`` can go now, ``later`` are still being finished (after them)."""
+
+    def __init__(self) -> None:
+        self.ready: list[Message] = []
+        self.later: list[Message] = []
+
+    def due(self, every: bool) -> list[Message]:
+        taken = self.ready + (self.later if every else [])
+        self.ready = []
+        if every:
+            self.later = []
+        return taken
+
+    def unfinished(self) -> bool:
+        return bool(self.later)
+
+
 def test_owed_replies_go_first_and_before_a_wait(pair: tuple[Channel, Channel]) -> None:
     """``owed``: written ahead of the next write, or before the channel waits for the peer."""
     server, client = pair
-    owed: list[Message] = []
-
-    def take() -> list[Message]:
-        taken = owed[:]
-        owed.clear()
-        return taken
-
-    server.owed = take
-    owed += [ready("offer", 3), ready("offer", 4)]
+    owed = _Owed()
+    server.owed = owed
+    owed.ready += [ready("offer", 3), ready("offer", 4)]
     server.send(request("pwd"))  # the owed replies first, then this
     assert [client.recv() for _ in range(3)] == [
         ready("offer", 3),
         ready("offer", 4),
         request("pwd"),
     ]
-    owed.append(ready("offer", 5))
+    owed.ready.append(ready("offer", 5))
     server.send_parts(ready("fetch", 2), b"ab", digest("fetch", "0" * 64))
     assert client.recv() == ready("offer", 5)
     assert client.recv() == ready("fetch", 2)
@@ -497,9 +509,53 @@ def test_owed_replies_go_first_and_before_a_wait(pair: tuple[Channel, Channel]) 
     assert sink.getvalue() == b"ab"
     assert client.recv() == digest("fetch", "0" * 64)
     client.send(request("send"), request("quit"))  # two messages in one write
-    owed.append(ready("offer", 6))
+    owed.ready.append(ready("offer", 6))
     assert server.recv() == request("send")  # read from the socket: paid before
     assert client.recv() == ready("offer", 6)
-    owed.append(ready("offer", 7))
+    owed.ready.append(ready("offer", 7))
     assert server.recv() == request("quit")  # already buffered: no wait, nothing paid
-    assert owed == [ready("offer", 7)]
+    assert owed.ready == [ready("offer", 7)]
+
+
+def test_owed_replies_being_finished_wait_only_if_the_read_would(
+    pair: tuple[Channel, Channel],
+) -> None:
+    """A reply still being finished holds up a read only when the peer's bytes are not there."""
+    server, client = pair
+    owed = _Owed()
+    server.owed = owed
+    owed.ready.append(ready("offer", 1))
+    owed.later.append(ready("offer", 2))
+    client.send(request("pwd"))
+    time.sleep(0.2)  # the request is in the server's socket before it reads
+    assert server.recv() == request("pwd")  # readable: the ready one went out, not the other
+    assert client.recv() == ready("offer", 1)
+    assert owed.later == [ready("offer", 2)]
+    client.sock.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        client.recv()
+    client.sock.settimeout(5)
+    received: list[Message] = []
+    reader = threading.Thread(target=lambda: received.append(server.recv()))
+    reader.start()  # nothing to read: it pays everything before it waits
+    assert client.recv() == ready("offer", 2)
+    client.send(request("quit"))
+    reader.join(5)
+    assert received == [request("quit")] and owed.later == []
+
+
+def test_send_parts_gathers_big_data_whole(pair: tuple[Channel, Channel]) -> None:
+    """Messages and data sent gathered (``sendmsg``) arrive whole, however the kernel splits."""
+    server, client = pair
+    server.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    sender = threading.Thread(
+        target=server.send_parts, args=(ready("fetch", len(data)), data, digest("fetch", "1" * 64))
+    )
+    sender.start()
+    assert client.recv() == ready("fetch", len(data))
+    sink = io.BytesIO()
+    client.recv_file(sink, len(data), new_hasher())
+    assert sink.getvalue() == data
+    assert client.recv() == digest("fetch", "1" * 64)
+    sender.join(5)

@@ -266,3 +266,42 @@ def test_chdir_changes_only_this_jail(homes: Path) -> None:
 )
 def test_is_reserved(name: str, reserved: bool) -> None:
     assert is_reserved(name) is reserved
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/a.txt",
+        "/sub/deep",
+        "/sub/b.txt/under-a-file",
+        "/missing/deeper/name",
+        "/sub/missing",
+        "/in-file",
+        "/in-dir/b.txt",
+        "/in-abs",
+        "/sub/up/a.txt",
+        "/dangling-in",
+        "/dangling-in/more",
+        "/loop",
+        "/loop/x",
+        "/out-dir/secret",
+    ],
+)
+@pytest.mark.parametrize("follow", [True, False])
+def test_resolve_gives_what_realpath_gives(homes: Path, path: str, follow: bool) -> None:
+    """Resolving looks only below the real home, and must still agree with ``realpath``."""
+    jail = Jail(homes / "alice")
+    root = os.path.realpath(homes / "alice")
+    if follow:
+        expected = os.path.realpath(os.path.join(root, path.lstrip("/")))
+    else:
+        parent, name = os.path.split(path)
+        expected = os.path.join(os.path.realpath(os.path.join(root, parent.lstrip("/"))), name)
+    if not jail.contains(expected):
+        with pytest.raises(ProtocolError):
+            jail.resolve(path, follow=follow)
+        return
+    if path == "/" and not follow:
+        return  # refused for its own reason (tested above)
+    assert jail.resolve(path, follow=follow) == (path, expected)

@@ -294,3 +294,33 @@ def test_asked_requests_cross_together_and_a_post_gets_no_reply(
     theirs.close()
     thread.join(5)
     assert shared.quotas.usage("a", 100, 10**9).reserved == 0  # given back with the pipe
+
+
+def test_a_post_goes_out_while_another_thread_waits_for_a_reply() -> None:
+    """An upload's helper thread posts a settle while the session's thread waits for a reply."""
+    mine, theirs = Pipe()
+    client = PipeClient(theirs)
+    got: list[object] = []
+
+    def supervisor() -> None:
+        got.append(mine.recv())  # the call's request: its caller now waits for the reply
+        got.append(mine.recv() if mine.poll(5) else None)  # the post, sent meanwhile
+        mine.send((True, "answered"))
+
+    thread = threading.Thread(target=supervisor)
+    thread.start()
+    caller = threading.Thread(target=lambda: got.append(client.call("bans", "is_banned", IP)))
+    caller.start()
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.01)
+    client.post("quotas", "settle", "a", 1, None, None)
+    caller.join(10)
+    thread.join(10)
+    assert got == [
+        ("bans", "is_banned", (IP,)),
+        ("quotas", "settle", ("a", 1, None, None), "post"),
+        "answered",
+    ]
+    theirs.close()
+    mine.close()

@@ -234,18 +234,25 @@ class LocalStorage:
 
     def open_upload(self, virtual: str) -> LocalUpload:
         virtual, real = self.jail.resolve(virtual)
-        if os.path.isdir(real):
+        try:
+            st: os.stat_result | None = os.lstat(real)
+        except OSError:
+            st = None
+        if st is None:
+            if not os.path.isdir(os.path.dirname(real)):
+                parent = posixpath.dirname(virtual)
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"no such folder: {parent}")
+        elif stat.S_ISDIR(st.st_mode):
             raise ProtocolError(ErrorCode.IS_DIRECTORY, f"is a folder: {virtual}")
-        if not os.path.isdir(os.path.dirname(real)):
-            parent = posixpath.dirname(virtual)
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"no such folder: {parent}")
-        if os.path.islink(real):  # a link that resolving left a link: a loop, not a target
+        elif stat.S_ISLNK(st.st_mode):  # a link that resolving left a link: a loop, not a target
             raise _loop(virtual)
         owner = self.owners.name if self.owners is not None else ""
         partial = self._partial(virtual)
-        return LocalUpload(
+        upload = LocalUpload(
             self.account, self.digests, real, partial, self.file_mode, self.fsync, owner
         )
+        upload.replaced = st.st_size if st is not None and stat.S_ISREG(st.st_mode) else 0
+        return upload
 
     def partial_size(self, virtual: str) -> int:
         virtual, real = self.jail.resolve(virtual)

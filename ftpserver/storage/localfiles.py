@@ -55,6 +55,9 @@ _warned: set[str] = set()
 
 def _thread_lock(root: str) -> threading.Lock:
     """This process's lock for the home ``root``."""
+    lock = _locks.get(root)  # once made, a home's lock is never replaced
+    if lock is not None:
+        return lock
     with _locks_lock:
         return _locks.setdefault(root, threading.Lock())
 
@@ -96,6 +99,8 @@ class HomeAccount:
         measure: Callable[[], int],
     ) -> None:
         self.ledger = ledger
+        # A runtime protocol check walks the class every time: once here, not per upload.
+        self._later = ledger if isinstance(ledger, LaterLedger) else None
         self.user = user
         self.quota = quota
         self.root = root
@@ -155,10 +160,11 @@ class HomeAccount:
             )
 
         confirms = collector()
-        if confirms is None or not isinstance(self.ledger, LaterLedger):
+        later = self._later
+        if confirms is None or later is None:
             return now()
         # collecting (ftpserver.storage.deferred): asked now, the answer checked later
-        answer = self.ledger.reserve_later(self.user, self.quota, size, replaced, free, temp)
+        answer = later.reserve_later(self.user, self.quota, size, replaced, free, temp)
         reservation = Reservation.asked(self.user, size, replaced, temp)
 
         def confirm() -> None:
@@ -180,18 +186,26 @@ class HomeAccount:
         """Report ``growth`` bytes to the ledger; the caller holds the home's lock."""
         self.ask(lambda: self.ledger.settle(self.user, growth, limit, release), held=True)
 
-    def replace(self, source: str, target: str, enforce: bool, release: Reservation | None) -> None:
+    def replace(
+        self,
+        source: str,
+        target: str,
+        enforce: bool,
+        release: Reservation | None,
+        size: int | None = None,
+    ) -> None:
         """Rename the uncounted ``source`` over ``target``, counting the size change exactly.
 
         With ``enforce`` (a finished upload) a growth over the quota is
         refused with QUOTA_EXCEEDED and nothing is renamed: the reservation
         made at ``ready`` can fall short when the file it was to replace was
         renamed or removed meanwhile.  ``release`` is given back in the same
-        ledger step, whatever the outcome.
+        ledger step, whatever the outcome.  ``size`` is the source's, when
+        the caller has it open (no one else writes an uncounted file).
         """
         with self.locked():
             old = file_size(target)
-            growth = file_size(source) - old
+            growth = (file_size(source) if size is None else size) - old
             # A growth within the reservation was counted against the quota at ready.
             covered = release is not None and growth <= release.quota_bytes
             self.settle(growth, self.quota if enforce and not covered else None, release)
@@ -319,8 +333,10 @@ class LocalUpload(AbortedOnExit):
         name = temp_name(os.path.basename(partial), owner)
         self.temp = os.path.join(os.path.dirname(target), name)
         self.keep_partial = False
+        self.replaced: int | None = None  # the target's size, if the caller just looked
         self.reservation: Reservation | None = None
         self.writer: GuardedWriter | None = None
+        self._later = False  # start() leaves the new temporary file to create()
         self._done = False
 
     @property
@@ -328,15 +344,29 @@ class LocalUpload(AbortedOnExit):
         assert self.writer is not None, "start() first"
         return self.writer
 
+    def create_later(self) -> Callable[[], None]:
+        """Have :meth:`start` (unless it resumes) leave the new temporary file to :meth:`create`.
+
+        The pipelined uploads make it on a helper thread (:mod:`ftpserver.finishing`):
+        on ext4, allocating the inode is the costliest step of a small upload.
+        """
+        self._later = True
+        return self.create
+
+    def create(self) -> None:
+        """Make the new, empty temporary file (``O_EXCL``), unless it exists already."""
+        if self.writer is None:
+            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_EXCL
+            self.writer = GuardedWriter(os.open(self.temp, flags, self.mode))
+
     def start(self, size: int, resume: Resume | None) -> tuple[int, Hasher]:
         claimed = 0
         if resume is not None:
             with contextlib.suppress(FileNotFoundError):
                 claimed = self.account.claim(self.partial, self.temp)
-        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (0 if claimed else os.O_EXCL)
-        fd = os.open(self.temp, flags, self.mode)
-        self.writer = GuardedWriter(fd)
         if claimed:
+            fd = os.open(self.temp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self.mode)
+            self.writer = GuardedWriter(fd)
             with open(fd, "rb", buffering=0, closefd=False) as reader:
                 offset, hasher = upload_start(
                     resume, size, claimed, lambda count: file_digest(reader, 0, count)[0]
@@ -346,9 +376,11 @@ class LocalUpload(AbortedOnExit):
                 os.ftruncate(fd, offset)
             os.lseek(fd, offset, os.SEEK_SET)
         else:  # a new, empty file (O_EXCL): nothing to take over, truncate or seek
+            if not self._later:
+                self.create()
             offset, hasher = upload_start(resume, size, 0, lambda count: new_hasher())
         self.keep_partial = offset > 0
-        replaced = file_size(self.target)
+        replaced = file_size(self.target) if self.replaced is None else self.replaced
         free = disk_free(os.path.dirname(self.temp))
         self.reservation = self.account.reserve(size, replaced, free, self.temp)
         self.keep_partial = True
@@ -386,10 +418,13 @@ class LocalUpload(AbortedOnExit):
         try:
             if commit:
                 held, reservation = reservation, None
-                self.account.replace(self.temp, self.target, enforce=True, release=held)
+                st = os.fstat(fd)  # the version a rename keeps (size, time, inode)
+                self.account.replace(
+                    self.temp, self.target, enforce=True, release=held, size=st.st_size
+                )
                 renamed = True
                 if hexdigest:
-                    self.digests.put(os.fstat(fd), hexdigest, fd)
+                    self.digests.put(st, hexdigest, fd)
             elif self.keep_partial and file_size(self.temp) > 0:
                 os.makedirs(os.path.dirname(self.partial), exist_ok=True)
                 held, reservation = reservation, None
