@@ -24,7 +24,7 @@ import pytest
 from conftest import HOST, OsView, digest_of
 
 import ftpfiles.files
-import ftpproto.channel
+import ftpproto.filedata
 import ftpproto.splicing
 from ftpfiles.files import GuardedWriter
 from ftpproto.channel import SPLICE_MIN, Channel
@@ -64,7 +64,7 @@ def spliced(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         counts.append(real(*args))
         return counts[-1]
 
-    monkeypatch.setattr(ftpproto.channel, "splice_file", recording)
+    monkeypatch.setattr(ftpproto.filedata, "splice_file", recording)
     return counts
 
 
