@@ -3,8 +3,9 @@
 Clients name *virtual* paths: ``/`` is the home folder, and relative paths are
 taken against the session's virtual working folder (the process's real
 working directory is never changed).  :meth:`Jail.resolve` normalises a path,
-follows symlinks with ``realpath`` and then checks with
-``os.path.commonpath`` that the result is still inside the real home; every
+resolves its symlinks as ``realpath`` would (one ``lstat`` per name below
+the real home; ``realpath`` itself from the first symlink on) and then
+checks with ``os.path.commonpath`` that the result is still inside the real home; every
 path a client names goes through it before any ``os`` call.  Replies only
 ever show virtual paths.
 """

@@ -22,7 +22,7 @@ import pytest
 from conftest import ALICE, ALICE_PASSWORD, HOST, RunningServer, digest_of
 
 import ftpserver.handler
-import ftpserver.storage.localfiles
+import ftpserver.storage.homeaccount
 from ftpclient.client import FileTransferClient
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpserver.config import Settings
@@ -455,7 +455,7 @@ def test_a_home_without_flock_still_works(
             calls.append(fd)
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
 
-    monkeypatch.setattr(ftpserver.storage.localfiles, "fcntl", NoFlock)
+    monkeypatch.setattr(ftpserver.storage.homeaccount, "fcntl", NoFlock)
     storage = make_storage(home, ledger)
     upload(storage, "/n.bin", b"n" * 100)
     assert storage.remove("/a.txt") == 3

@@ -3,7 +3,7 @@
 Reserving space asks the quota ledger, which with worker processes lives in
 the supervisor: a round trip over a pipe per upload.  A session with many
 uploads offered at once (:mod:`ftpserver.batch`) makes them inside
-:func:`collecting`: :meth:`~ftpserver.storage.localfiles.HomeAccount.reserve`
+:func:`collecting`: :meth:`~ftpserver.storage.homeaccount.HomeAccount.reserve`
 then sends each request without waiting and returns the reservation the
 ledger will hold if it agrees (the same figures it computes), and the
 session calls the collected confirmation before it tells the client the

@@ -6,7 +6,7 @@ call, and nothing above this module sees a real path.  Uploads go through a
 temporary file and an atomic rename (:class:`~ftpserver.storage.localfiles.LocalUpload`),
 ``mv`` through ``renameat2(RENAME_NOREPLACE)`` where the kernel has it, and
 every change of how many bytes the home holds is made and reported to the
-quota ledger under the home's lock (:class:`~ftpserver.storage.localfiles.HomeAccount`).
+quota ledger under the home's lock (:class:`~ftpserver.storage.homeaccount.HomeAccount`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from ftpserver.fsops import entry, file_size, list_entries, remove_folder, renam
 from ftpserver.jail import Jail
 from ftpserver.state.ledger import QuotaLedger, Usage
 from ftpserver.storage.base import Entry
-from ftpserver.storage.localfiles import HomeAccount, LocalReadHandle, LocalUpload, disk_free
+from ftpserver.storage.homeaccount import HomeAccount
+from ftpserver.storage.localfiles import LocalReadHandle, LocalUpload, disk_free
 from ftpserver.storage.paths import PARTIAL_DIR, is_temporary
 from ftpserver.storage.temps import (
     UploadOwners,

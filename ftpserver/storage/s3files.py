@@ -34,7 +34,7 @@ from ftpproto.digest import is_hexdigest
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpserver.state.ledger import QuotaLedger
 from ftpserver.storage.base import ClosedOnExit
-from ftpserver.storage.localfiles import HomeAccount
+from ftpserver.storage.homeaccount import HomeAccount
 from ftpserver.storage.s3client import StoreError, error_code, store_error
 
 __all__ = [

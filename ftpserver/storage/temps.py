@@ -37,7 +37,7 @@ from urllib.parse import quote
 from ftpserver.storage.paths import TEMP_PREFIX
 
 if TYPE_CHECKING:
-    from ftpserver.storage.localfiles import HomeAccount
+    from ftpserver.storage.homeaccount import HomeAccount
 
 __all__ = [
     "TempName",
