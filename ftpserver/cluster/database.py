@@ -51,6 +51,36 @@ LOCK_BANS = 0x4654_0003  # with a second key: hashtext(ip)
 LOCK_QUOTA = 0x4654_0004
 LOCK_USERS = 0x4654_0005  # with a second key: hashtext(user name)
 
+
+def _give_back_many(function: str, array: str, table: str, column: str) -> str:
+    """SQL for ``function(node_name, array)``: one slot of ``table`` given back per element.
+
+    An element may repeat.  Each row is locked before it is counted down or
+    deleted, in the byte order of the keys (the order in which a node sends
+    a batch of starts, so the two never deadlock).
+    """
+    return f"""create or replace function {function}(node_name text, {array} text[])
+        returns void language plpgsql as $$
+        declare
+            item text;
+            gone bigint;
+            held integer;
+        begin
+            for item, gone in
+                select k, count(*) from unnest({array}) as k group by k order by k collate "C"
+            loop
+                select s.count into held from {table} s
+                    where s.node = node_name and s.{column} = item for update;
+                if held > gone then
+                    update {table} s set count = held - gone
+                        where s.node = node_name and s.{column} = item;
+                elsif held is not null then
+                    delete from {table} s where s.node = node_name and s.{column} = item;
+                end if;
+            end loop;
+        end $$"""
+
+
 MIGRATIONS: list[tuple[str, ...]] = [
     (  # 1: nodes and their leases, session slots, failed logins and bans, bandwidth
         """create table ft_nodes (
@@ -225,50 +255,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
                 return next;
             end loop;
         end $$""",
-        # Give back one slot per element (an address may repeat).  Each row is
-        # locked before it is counted down or deleted, in the order of the
-        # addresses: version 2's delete-then-update, two at once for one address,
-        # could break the count > 0 check and leave the slot counted for good.
-        """create or replace function ft_release_many(node_name text, clients text[])
-        returns void language plpgsql as $$
-        declare
-            client text;
-            gone bigint;
-            held integer;
-        begin
-            for client, gone in
-                select c, count(*) from unnest(clients) as c group by c order by c collate "C"
-            loop
-                select s.count into held from ft_slots s
-                    where s.node = node_name and s.ip = client for update;
-                if held > gone then
-                    update ft_slots s set count = held - gone
-                        where s.node = node_name and s.ip = client;
-                elsif held is not null then
-                    delete from ft_slots s where s.node = node_name and s.ip = client;
-                end if;
-            end loop;
-        end $$""",
-        """create or replace function ft_user_release_many(node_name text, names text[])
-        returns void language plpgsql as $$
-        declare
-            who text;
-            gone bigint;
-            held integer;
-        begin
-            for who, gone in
-                select u, count(*) from unnest(names) as u group by u order by u collate "C"
-            loop
-                select s.count into held from ft_user_slots s
-                    where s.node = node_name and s.user_name = who for update;
-                if held > gone then
-                    update ft_user_slots s set count = held - gone
-                        where s.node = node_name and s.user_name = who;
-                elsif held is not null then
-                    delete from ft_user_slots s where s.node = node_name and s.user_name = who;
-                end if;
-            end loop;
-        end $$""",
+        # Give-backs that lock their row first: version 2's delete-then-update,
+        # two at once for one address, could break the count > 0 check and
+        # leave the slot counted for good.
+        _give_back_many("ft_release_many", "clients", "ft_slots", "ip"),
+        _give_back_many("ft_user_release_many", "names", "ft_user_slots", "user_name"),
         # The single ones (nodes of version 5) do the same.
         """create or replace function ft_open(
             lock_key bigint, node_name text, client text, max_total integer, max_per_ip integer,
