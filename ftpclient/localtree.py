@@ -2,7 +2,8 @@
 
 :func:`local_tree` walks a folder with ``os.scandir`` (links never
 followed) into a :class:`Tree` of relative ``/``-separated paths.  Asked for
-digests, it hashes every regular file with BLAKE3 as it goes: each file is
+digests, it hashes every regular file (up to a size, if given) with BLAKE3
+as it goes: each file is
 opened once, never through a link, read with ``os.preadv`` into one buffer
 reused for the whole tree, and its size and time are taken from the open
 file, so they describe the bytes that were hashed.
@@ -23,6 +24,7 @@ from typing import NamedTuple
 
 from ftpclient.datatypes import LocalError
 from ftpproto.digest import READ_PIECE, new_hasher
+from ftpproto.splicing import hash_fd
 
 __all__ = ["Digest", "FileInfo", "Tree", "local_digest", "local_tree"]
 
@@ -55,12 +57,13 @@ class Tree:
         self.exists = exists
 
 
-def local_tree(root: str, digests: dict[str, str] | None = None) -> Tree:
+def local_tree(root: str, digests: dict[str, str] | None = None, most: int | None = None) -> Tree:
     """The local tree under ``root`` (links not followed); a missing root is an empty tree.
 
-    With ``digests`` every regular file is hashed as it is found, its digest
-    stored there by relative path; a file that cannot be read has none.  A
-    folder that cannot be listed is left out, as ``os.walk`` does.
+    With ``digests`` every regular file (of at most ``most`` bytes, if
+    given) is hashed as it is found, its digest stored there by relative
+    path; a file that cannot be read has none.  A folder that cannot be
+    listed is left out, as ``os.walk`` does.
     """
     if not os.path.isdir(root):
         if os.path.lexists(root):
@@ -82,7 +85,7 @@ def local_tree(root: str, digests: dict[str, str] | None = None) -> Tree:
                 pending.append((relative + "/", item.path))
             elif not item.is_file(follow_symlinks=False):
                 tree.others.add(relative)
-            elif digests is None or (hashed := _hashed(item.path, buffer)) is None:
+            elif digests is None or (hashed := _hashed(item.path, buffer, most)) is None:
                 st = item.stat(follow_symlinks=False)
                 tree.files[relative] = FileInfo(st.st_size, int(st.st_mtime))
             else:
@@ -91,9 +94,12 @@ def local_tree(root: str, digests: dict[str, str] | None = None) -> Tree:
     return tree
 
 
-def _hashed(path: str, buffer: memoryview) -> tuple[os.stat_result, str] | None:
+def _hashed(
+    path: str, buffer: memoryview, most: int | None = None
+) -> tuple[os.stat_result, str] | None:
     """The regular file ``path`` (never a link followed): its status and digest, or None.
 
+    None also for a file over ``most`` bytes (left to be hashed when asked).
     Read with ``os.preadv`` into ``buffer`` (reused for every file).
     """
     try:
@@ -102,21 +108,11 @@ def _hashed(path: str, buffer: memoryview) -> tuple[os.stat_result, str] | None:
         return None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(st.st_mode) or (most is not None and st.st_size > most):
             return None
         hasher = new_hasher()
-        size, done, piece = st.st_size, 0, len(buffer)
-        if size <= piece:  # most files: one read, no slicing (measured: 10% less CPU per tree)
-            if os.preadv(fd, [buffer], 0) < size:
-                return None  # shorter than it was a moment ago
-            hasher.update(buffer[:size])
-            return st, hasher.hexdigest()
-        while done < size:
-            n = os.preadv(fd, [buffer[: min(size - done, piece)]], done)
-            if not n:
-                return None  # shorter than it was a moment ago
-            hasher.update(buffer[:n])
-            done += n
+        if hash_fd(hasher, fd, 0, st.st_size, buffer) < st.st_size:
+            return None  # shorter than it was a moment ago
         return st, hasher.hexdigest()
     except OSError:
         return None

@@ -35,6 +35,8 @@ from ftpclient.copying import CopyResult, OnFile, copy_files
 from ftpclient.localtree import Digest, FileInfo, Tree, local_digest, local_tree
 from ftpproto.errors import ErrorCode, RemoteError
 
+AHEAD_MOST = 4 * 1024 * 1024  # mirror -c hashes local files up to this size before comparing
+
 __all__ = [
     "FileInfo",
     "MirrorEnds",
@@ -74,15 +76,13 @@ class MirrorPlan:
         self.unchanged = 0
 
 
-def remote_tree(
-    client: FileTransferClient, root: str, digests: bool, frames: list[bytes] | None = None
-) -> Tree:
-    """The remote tree under ``root`` in one request; a missing root is an empty tree.
+def remote_tree(client: FileTransferClient, frames: list[bytes]) -> Tree:
+    """The remote tree from the frames of a ``tree`` answer (``client.read_tree_frames``).
 
-    ``frames``: the answer was read already (``client.read_tree_frames``), only parse it.
+    A missing root is an empty tree.
     """
     try:
-        entries = client.tree(root, digests) if frames is None else client.parse_tree(frames)
+        entries = client.parse_tree(frames)
     except RemoteError as exc:
         if exc.code == ErrorCode.NOT_FOUND:
             return Tree(exists=False)
@@ -110,9 +110,10 @@ def look(
     The ``tree`` request goes out first; while the server answers, a
     helper thread reads the answer off the connection (unparsed: it holds the
     GIL only briefly) and this thread walks the local tree, with
-    ``by_digest`` hashing every file.  Then the answer is parsed.  The
-    digest callback returned gives what was hashed ahead and hashes
-    anything else when asked.  The local side's error, if any, is raised
+    ``by_digest`` hashing every file of up to :data:`AHEAD_MOST` bytes
+    (a bigger one is read only if its size matches the other side's).
+    Then the answer is parsed.  The digest callback returned gives what was
+    hashed ahead and hashes anything else when asked.  The local side's error, if any, is raised
     after the remote's.
     """
     digest = local_digest(ends.local)
@@ -131,14 +132,14 @@ def look(
     reader.start()
     local: Tree | Exception
     try:
-        local = local_tree(ends.local, done if by_digest else None)
+        local = local_tree(ends.local, done if by_digest else None, AHEAD_MOST)
     except Exception as exc:  # raised after the remote side's
         local = exc
     # (Ctrl-C goes up at once: the shell then closes the connection, which ends the reader.)
     reader.join()
     if failed:
         raise failed[0]
-    remote = remote_tree(client, ends.remote, by_digest, frames)
+    remote = remote_tree(client, frames)
     if isinstance(local, Exception):
         raise local
     return remote, local, lambda path: done.get(path) or digest(path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import stat
 import time
 from typing import BinaryIO
@@ -34,7 +35,14 @@ class Transfers:
     channel: Channel
 
     def close(self) -> None:
-        """Close the connection without saying goodbye."""
+        """Close the connection without saying goodbye.
+
+        Shut down first: a thread still reading from it (``mirror``'s reader
+        of a ``tree`` answer, after Ctrl-C) wakes then, where a close alone
+        leaves it waiting until its timeout, and the server's session with it.
+        """
+        with contextlib.suppress(OSError):
+            self.channel.sock.shutdown(socket.SHUT_RDWR)
         self.channel.close()
 
     def _call(self, command: str, *args: str) -> Message:

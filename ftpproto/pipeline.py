@@ -62,7 +62,7 @@ class Window:
     A file is admitted while fewer than :attr:`files` are in flight and its
     size fits in :attr:`size` bytes with the others' (a file bigger than
     the whole window goes alone).  The server counts an offered upload from
-    its ``ready`` until it reads the file's ``send``; the client from its
+    reading its ``offer`` until it reads the file's ``send``; the client from its
     ``offer`` until it has sent that ``send`` (its data follows), so on one
     ordered stream the server never counts more than the client.
     """

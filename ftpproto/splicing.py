@@ -86,17 +86,22 @@ class SpliceSink(Protocol):
         ...
 
 
-def hash_fd(hasher: Hasher, fd: int, offset: int, size: int) -> int:
+def hash_fd(
+    hasher: Hasher, fd: int, offset: int, size: int, buffer: memoryview | None = None
+) -> int:
     """Feed ``size`` bytes of the file ``fd`` from ``offset`` to ``hasher``; the count read.
 
     Fewer than ``size`` means the file is shorter.  Reads with ``os.preadv``
-    into one reused buffer, so the file position is left alone and no memory
-    is allocated per piece.
+    into one reused buffer (``buffer``, pieces of its length, or a new one
+    of up to :data:`READ_PIECE`), so the file position is left alone and no
+    memory is allocated per piece.
     """
-    buffer = memoryview(bytearray(min(size, READ_PIECE)))
+    if buffer is None:
+        buffer = memoryview(bytearray(min(size, READ_PIECE)))
+    piece = len(buffer)
     done = 0
     while done < size:
-        n = os.preadv(fd, [buffer[: min(size - done, READ_PIECE)]], offset + done)
+        n = os.preadv(fd, [buffer[: min(size - done, piece)]], offset + done)
         if not n:
             break
         hasher.update(buffer[:n])
