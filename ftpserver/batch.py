@@ -105,11 +105,9 @@ class Pipeline:
     def due(self, every: bool) -> list[Message]:
         """The replies owed, in order: all, or those ready (an offer once confirmed)."""
         paid: list[Message] = []
-        for item in self.owed:
-            if not every and not _ready(item):
-                break
-            paid.append(self._answer(item))
-        del self.owed[: len(paid)]
+        owed = self.owed
+        while owed and (every or _ready(owed[0])):
+            paid.append(self._answer(owed.pop(0)))  # off the list first: never answered twice
         return paid
 
     def unfinished(self) -> bool:
@@ -143,6 +141,10 @@ class Pipeline:
                 confirm()
             except ProtocolError as exc:
                 failure = exc
+            except (ConnectionError, TimeoutError):
+                raise
+            except OSError as exc:  # measuring the home for the ledger
+                failure = os_error(exc, queued.path)
         if failure is not None:
             self._refuse(queued, failure)
 

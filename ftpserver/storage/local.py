@@ -249,11 +249,10 @@ class LocalStorage:
             raise _loop(virtual)
         owner = self.owners.name if self.owners is not None else ""
         partial = self._partial(virtual)
-        upload = LocalUpload(
-            self.account, self.digests, real, partial, self.file_mode, self.fsync, owner
+        replaced = st.st_size if st is not None and stat.S_ISREG(st.st_mode) else 0
+        return LocalUpload(
+            self.account, self.digests, real, partial, self.file_mode, self.fsync, owner, replaced
         )
-        upload.replaced = st.st_size if st is not None and stat.S_ISREG(st.st_mode) else 0
-        return upload
 
     def partial_size(self, virtual: str) -> int:
         virtual, real = self.jail.resolve(virtual)

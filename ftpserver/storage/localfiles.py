@@ -110,7 +110,8 @@ class LocalUpload(AbortedOnExit):
         partial: str,
         mode: int,
         fsync: bool,
-        owner: str = "",
+        owner: str,
+        replaced: int,
     ) -> None:
         self.account = account
         self.digests = digests
@@ -122,7 +123,7 @@ class LocalUpload(AbortedOnExit):
         name = temp_name(os.path.basename(partial), owner)
         self.temp = os.path.join(os.path.dirname(target), name)
         self.keep_partial = False
-        self.replaced: int | None = None  # the target's size, if the caller just looked
+        self.replaced = replaced  # the size of the file it will replace (0: none), as looked at
         self.reservation: Reservation | None = None
         self.writer: GuardedWriter | None = None
         self._later = False  # start() leaves the new temporary file to create()
@@ -169,9 +170,8 @@ class LocalUpload(AbortedOnExit):
                 self.create()
             offset, hasher = upload_start(resume, size, 0, lambda count: new_hasher())
         self.keep_partial = offset > 0
-        replaced = file_size(self.target) if self.replaced is None else self.replaced
         free = disk_free(os.path.dirname(self.temp))
-        self.reservation = self.account.reserve(size, replaced, free, self.temp)
+        self.reservation = self.account.reserve(size, self.replaced, free, self.temp)
         self.keep_partial = True
         return offset, hasher
 
