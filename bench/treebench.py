@@ -209,9 +209,9 @@ class Runner:
         try:
             self._record("big down", link, rep, end.column, down)
             self._record("big up", link, rep, end.column, up)
-        finally:
+        finally:  # one file frees no inodes worth deferring: gone at once (disk space)
             for path in (local, remote):
-                self._discard(path)
+                path.unlink(missing_ok=True)
 
 
 def _prepare(opts: TreeOptions, tmp: Path, big: bool) -> tuple[Shared, Runner, TreeResults]:

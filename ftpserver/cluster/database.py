@@ -11,9 +11,11 @@ The sessions' own round trips go through :mod:`ftpserver.cluster.prepared`.
 
 :func:`migrate` brings the schema to :data:`SCHEMA_VERSION`, one numbered
 step at a time, under a PostgreSQL advisory lock, so several nodes starting
-at once run each step once.  Steps only add (tables, columns, indexes): a
-node of the previous release keeps working on a newer schema, which is what
-lets nodes be upgraded one by one.
+at once run each step once.  Steps add tables, columns, indexes and
+functions, and a step that rewrites a function keeps its signature and
+answers (step 6 makes ``ft_open``, ``ft_release`` and ``ft_user_release``
+call the batched ones): a node of the previous release keeps working on a
+newer schema, which is what lets nodes be upgraded one by one.
 """
 
 from __future__ import annotations
@@ -226,6 +228,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
         begin
             if max_total > 0 or max_per_ip > 0 then
                 perform pg_advisory_xact_lock(lock_key);
+            end if;
+            if max_total > 0 then
                 select coalesce(sum(s.count), 0) into total
                     from ft_slots s join ft_nodes n on n.name = s.node
                     where n.lease_until > now();

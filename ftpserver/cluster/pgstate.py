@@ -5,7 +5,7 @@ answers as the in-process classes of :mod:`ftpserver.guards`:
 
 * :class:`PgSessionSlots`: a row per (node, client address) with its count
   of open sessions; a slot is taken (``ft_open_many``, one round trip like
-  every call here) under one cluster-wide advisory lock,
+  every call here) under one cluster-wide advisory lock when a limit is set,
   counting only nodes whose lease is running, so the limits hold across
   nodes and a dead node's slots stop counting when its lease runs out.  The
   same round trip tells whether the address is banned (for the login that
@@ -83,8 +83,8 @@ class _NodeCounts:
     The copy is written back whole (:meth:`resync`) after a write failed
     (an outage) or when the node's row had gone (the others took it for
     dead), so the table always comes back to what the node really holds.
-    Takes and give-backs run at once, each on a connection of its own (no
-    lock held over a round trip); a resync waits for the writes in flight
+    Takes and give-backs go through batches (:mod:`ftpserver.cluster.batching`),
+    no lock held over a round trip; a resync waits for the writes in flight
     and holds new ones back, so that the copy it writes is what the table
     would hold.
     """

@@ -56,13 +56,15 @@ class Prepared:
             done = _PREPARED.setdefault(conn, set())
         pgconn = conn.pgconn
         if self.name not in done:
-            _checked(pgconn, pgconn.prepare(self.name, self.query))
+            _checked(conn, pgconn.prepare(self.name, self.query))
             done.add(self.name)
         result = pgconn.exec_prepared(self.name, values)
-        if result.error_field(pq.DiagnosticField.SQLSTATE) == b"26000":  # gone (DISCARD ALL)
-            _checked(pgconn, pgconn.prepare(self.name, self.query))
+        # 26000: no such statement (psycopg's DEALLOCATE ALL after a rolled-back
+        # transaction on a connection where it prepared statements of its own)
+        if result.error_field(pq.DiagnosticField.SQLSTATE) == b"26000":
+            _checked(conn, pgconn.prepare(self.name, self.query))
             result = pgconn.exec_prepared(self.name, values)
-        return _checked(pgconn, result)
+        return _checked(conn, result)
 
 
 def array(items: list[str]) -> str:
@@ -71,18 +73,12 @@ def array(items: list[str]) -> str:
     return "{" + ",".join(quoted) + "}"
 
 
-def _checked(pgconn: pq.abc.PGconn, result: pq.abc.PGresult) -> pq.abc.PGresult:
-    """``result``, or psycopg's exception for its error."""
+def _checked(conn: Connection, result: pq.abc.PGresult) -> pq.abc.PGresult:
+    """``result``, or psycopg's exception for its error (as psycopg's own calls raise it)."""
     if result.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
         return result
-    primary = result.error_field(pq.DiagnosticField.MESSAGE_PRIMARY)
-    message = (primary or result.error_message or pgconn.error_message).decode(errors="replace")
-    message = message.strip()
-    if pgconn.status == pq.ConnStatus.BAD:
-        raise psycopg.OperationalError(message or "the connection to the database broke")
-    code = (result.error_field(pq.DiagnosticField.SQLSTATE) or b"").decode()
-    try:
-        error = psycopg.errors.lookup(code)
-    except KeyError:
-        error = psycopg.DatabaseError
-    raise error(message)
+    pgconn = conn.pgconn
+    if pgconn.status == pq.ConnStatus.BAD:  # libpq gives no SQLSTATE for a broken socket
+        message = (result.error_message or pgconn.error_message).decode(errors="replace")
+        raise psycopg.OperationalError(message.strip() or "the connection to the database broke")
+    raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
