@@ -103,7 +103,11 @@ class Pipeline:
     # -- the replies owed (ftpproto.channel.Owed) ----------------------------
 
     def due(self, every: bool) -> list[Message]:
-        """The replies owed, in order: all, or those ready (an offer once confirmed)."""
+        """The replies owed, in order: all, or those ready (an offer once its file is made).
+
+        An offer's answer reads its reservation's answer, which with workers
+        may wait for the supervisor.
+        """
         paid: list[Message] = []
         owed = self.owed
         while owed and (every or _ready(owed[0])):

@@ -12,7 +12,9 @@ The BLAKE3 digest goes with the object: as ``blake3`` metadata for a
 one-request upload, as a tag bound to the ETag for a multipart one (its
 metadata is fixed before the digest is known).
 
-A connection lost mid-upload keeps the multipart upload open with its
+A connection lost mid-upload of one request keeps nothing (a resume starts
+at 0: at most two parts are sent again).  A connection lost mid-upload of
+several parts keeps the multipart upload open with its
 finished parts as the *partial upload* of the target: a small record object
 under the home's ``.ftp-partial/`` (upload id, parts, size, prefix digest)
 that ``partial`` reports.  A resuming ``put`` with that offset and prefix
