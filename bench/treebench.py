@@ -58,6 +58,7 @@ class TreeOptions:
     columns: tuple[str, ...]
     rounds: int
     timeout: float
+    password: bool = False  # ours logs in with its password (bcrypt), not with a key
 
 
 @dataclass
@@ -231,6 +232,11 @@ def _prepare(opts: TreeOptions, tmp: Path, big: bool) -> tuple[Shared, Runner, T
     cert, key = make_certificate(root, (SERVER_ADDRESS, CLIENT_ADDRESS, "127.0.0.2"))
     homes = {"ours": home_root / USER, "ssh": root / "ssh", "ftp": root / "ftp" / "root" / "pub"}
     shared = Shared(root, users, password, cert, key, opts.rounds, homes)
+    if not opts.password:  # scripts log in with a key, as rsync and sftp do here
+        from ftpclient.identity import generate  # this work tree's client
+
+        shared.identity = root / "id_ed25519"
+        userfile.change_keys(users, USER, add=generate(shared.identity).public_line(USER))
     results = TreeResults()
     runner = Runner(opts, shared, results)
     runner.digests = tree_digests(root / "tree")
@@ -243,7 +249,8 @@ def _prepare(opts: TreeOptions, tmp: Path, big: bool) -> tuple[Shared, Runner, T
         shutil.copytree(root / "tree", served / "tree", copy_function=os.link)
         if big:
             os.link(root / "big.bin", served / "big.bin")
-    results.extra.update(tree_files=opts.files, tree_folders=opts.folders, tree_bytes=total)
+    results.extra.update(tree_files=opts.files, tree_folders=opts.folders, tree_bytes=total,
+                         login="password" if opts.password else "key")  # fmt: skip
     return shared, runner, results
 
 
@@ -340,6 +347,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                        " else a userland delay proxy (auto)")  # fmt: skip
     group.add_argument("--tree-columns", type=_columns, default=COLUMNS,
                        help=f"columns ({','.join(COLUMNS)})")  # fmt: skip
+    group.add_argument("--tree-password", action="store_true",
+                       help="ours logs in with the password (a bcrypt check on each fresh"
+                       " server) instead of an Ed25519 key, as the ssh columns use")  # fmt: skip
     group.add_argument("--tree-timeout", type=float, default=3600.0,
                        help="seconds one client command may take (3600)")  # fmt: skip
 
@@ -356,4 +366,5 @@ def options(args: argparse.Namespace) -> TreeOptions:
         columns=args.tree_columns,
         rounds=args.bcrypt_rounds,
         timeout=args.tree_timeout,
+        password=args.tree_password,
     )

@@ -38,6 +38,7 @@ class Shared:
     key: Path
     rounds: int  # bcrypt cost of the benchmark user
     homes: dict[str, Path] = field(default_factory=dict)  # column family -> served folder
+    identity: Path | None = None  # ours' client key (the user's key), as ssh's columns use one
 
 
 @dataclass
@@ -52,11 +53,14 @@ class Endpoint:
     port: int
     key: Path | None = None  # ssh client key
     tls: Path | None = None  # ours over TLS: the certificate to trust
+    identity: Path | None = None  # ours: log in with this key instead of the password
 
     def _ours(self, command: str) -> list[str]:
         tls = ["--cafile", str(self.tls)] if self.tls else []
+        key = ["--identity", str(self.identity)] if self.identity else []
         return [*self.prefix, sys.executable, "-m", "ftpclient", "--host", self.host,
-                "--port", str(self.port), "--user", USER, "-q", *tls, "-c", command]  # fmt: skip
+                "--port", str(self.port), "--user", USER, "-q", *tls, *key,
+                "-c", command]  # fmt: skip
 
     def _ssh(self) -> str:
         assert self.key is not None
@@ -152,7 +156,8 @@ class Column:
 
     def _env(self) -> dict[str, str]:
         env = child_env()
-        env["FTPCLIENT_PASSWORD"] = self.shared.password
+        if self.shared.identity is None:  # with a key, a refused key fails rather than falls back
+            env["FTPCLIENT_PASSWORD"] = self.shared.password
         env["XDG_CONFIG_HOME"] = str(self.shared.tmp / "xdg")  # no user config, no default key
         return env
 
@@ -172,7 +177,8 @@ class Column:
             kind = Kind(self.name, command, served, self.shared.password)
             with running(kind, logs) as server, link.reach([server.info.port]) as host:
                 cafile = self.shared.cert if tls else None
-                yield Endpoint(self.name, served, prefix, env, host, server.info.port, tls=cafile)
+                yield Endpoint(self.name, served, prefix, env, host, server.info.port, tls=cafile,
+                               identity=self.shared.identity)  # fmt: skip
             return
         # free here and on the proxy's target; a fresh namespace has every port free
         hosts = ("127.0.0.1", link.server_host) if link.method == "proxy" else ("127.0.0.1",)

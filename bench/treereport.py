@@ -154,6 +154,8 @@ def report(results: TreeResults, big_mib: int) -> dict[str, Any]:
           " [min-max]")  # fmt: skip
     for name, description in results.links.items():
         print(f"link {name}: {description}")
+    ours = "its password (bcrypt)" if results.extra.get("login") == "password" else "an Ed25519 key"
+    print(f"logins: ours with {ours}; rsync and sftp with an ssh key; lftp anonymous")
     print(render_table(results, big_mib))
     print()
     for line in throughput_lines(results, big_mib):

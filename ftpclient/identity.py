@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from ftpclient.client import FileTransferClient
 from ftpclient.settings import config_path
+from ftpclient.sshkey import load_unencrypted_ed25519
 from ftpproto.errors import ErrorCode, RemoteError
 from ftpproto.keylogin import encode_field, fingerprint, key_blob
 
@@ -60,10 +61,7 @@ class Identity(NamedTuple):
     @property
     def blob(self) -> bytes:
         """The public key in OpenSSH's wire form."""
-        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-        raw = self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        return key_blob(raw)
+        return key_blob(self.key.public_key().public_bytes_raw())
 
     @property
     def fingerprint(self) -> str:
@@ -115,9 +113,7 @@ def load_identity(path: Path, passphrase: Callable[[Path], str] = ask_passphrase
     """Read an Ed25519 private key in OpenSSH format; ``passphrase(path)`` only if encrypted."""
     # Here, not at the top (nor below): cryptography costs 40-60 ms at every
     # start, and a client without a key never needs it.
-    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 
     try:
         mode = os.stat(path).st_mode
@@ -128,6 +124,12 @@ def load_identity(path: Path, passphrase: Callable[[Path], str] = ask_passphrase
         raise IdentityError(
             f"key {path} is open to others (mode {mode & 0o777:04o}): chmod 600 {path}"
         )
+    unencrypted = load_unencrypted_ed25519(data)  # without cryptography's serialization (20 ms)
+    if unencrypted is not None:
+        return Identity(path, unencrypted)
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.serialization import load_ssh_private_key
+
     try:
         try:
             key = load_ssh_private_key(data, None)

@@ -117,3 +117,21 @@ def test_an_unchanged_mirror_imports_only_what_comparing_needs(
         heavy = (set(NOT_FOR_PWD) - {"blake3"}) | moving
         assert not heavy & modules, sorted(heavy & modules)
         assert ("blake3" in modules) == ("-c" in command)
+
+
+def test_a_key_login_imports_only_the_signing_half_of_cryptography(
+    server: RunningServer, tmp_path: Path, config_home: Path
+) -> None:
+    """An unencrypted key is read by ``ftpclient.sshkey``: neither cryptography's
+    serialization (20-25 ms) nor ssl (15-20 ms, only for a TLS binding) is imported."""
+    from ftpclient.identity import generate
+
+    key = tmp_path / "id_ed25519"
+    generate(key)
+    # alice has no such key on the server: it is refused and the password logs in
+    args = ["--port", str(server.port), "--identity", str(key), f"{ALICE}@{HOST}", "-c", "pwd"]
+    out, modules = imported_by(tmp_path, *args)
+    assert out.splitlines() == ["/", "EXIT 0"]
+    assert "cryptography.hazmat.primitives.asymmetric.ed25519" in modules
+    unneeded = {"ssl", "cryptography.hazmat.primitives.serialization.ssh"}
+    assert not unneeded & modules, sorted(unneeded & modules)
