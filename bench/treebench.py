@@ -160,8 +160,7 @@ class Runner:
                 return seconds
 
             self._record("tree down", link, rep, end.column, down)
-            # Ours' get -r keeps no modification times (mirror does): mirror -c first finds
-            # the same content and only sets the times, then the plain mirror has nothing to do.
+            # The copy has the times (ours' tree down is a mirror): neither mirror moves a file.
             self._record("mirror -c, unchanged", link, rep, end.column,
                          lambda: self._mirror(end, link, local, by_digest=True))  # fmt: skip
             self._record("mirror, unchanged", link, rep, end.column,

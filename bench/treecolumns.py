@@ -102,8 +102,8 @@ class Endpoint:
     def download_tree(self, name: str, local: Path) -> list[str]:
         """Copy the remote folder ``name`` to the new local folder ``local``."""
         remote = self._remote(name)
-        if self.column.startswith("ours"):
-            return self._ours(shlex.join(["get", "-r", remote, str(local)]))
+        if self.column.startswith("ours"):  # mirror keeps the times, as rsync -a and lftp do
+            return self._ours(shlex.join(["mirror", remote, str(local)]))
         if self.column == "rsync":
             return [*self.prefix, "rsync", "-a", "-e", self._ssh(), f"root@{self.host}:{remote}/",
                     f"{local}/"]  # fmt: skip

@@ -27,7 +27,7 @@ from ftpproto.channel import Progress
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpproto.messages import Message, error, ok, parse_size
 from ftpproto.pipeline import ServerFetch, ServerOffer, Window, window_reply
-from ftpserver.finishing import Finisher, Job, create_later
+from ftpserver.finishing import Finisher, Job
 from ftpserver.fsops import os_error
 from ftpserver.storage.base import ReadHandle, UploadHandle
 from ftpserver.storage.deferred import Confirm, collecting
@@ -50,7 +50,6 @@ class _Queued:
     upload: UploadHandle
     virtual: str
     size: int
-    created: Job | None = None  # its file, made by the finisher, until looked at
     confirm: Confirm | None = None  # its reservation, until the ledger's answer is read
     refusal: ProtocolError | None = None  # once refused
 
@@ -103,7 +102,7 @@ class Pipeline:
     # -- the replies owed (ftpproto.channel.Owed) ----------------------------
 
     def due(self, every: bool) -> list[Message]:
-        """The replies owed, in order: all, or those ready (an offer once its file is made).
+        """The replies owed, in order: all, or those ready (a commit once the finisher made it).
 
         An offer's answer reads its reservation's answer, which with workers
         may wait for the supervisor.
@@ -129,16 +128,8 @@ class Pipeline:
         return item
 
     def _confirm(self, queued: _Queued) -> None:
-        """Read how ``queued``'s file and reservation went; a refusal gives the upload up."""
-        created, queued.created = queued.created, None
+        """Read how ``queued``'s reservation went; a refusal gives the upload up."""
         failure = None
-        if created is not None:
-            try:
-                self.finisher.result(created)  # first: nothing is given up while it runs
-            except (ConnectionError, TimeoutError):
-                raise
-            except OSError as exc:
-                failure = os_error(exc, queued.path)
         confirm, queued.confirm = queued.confirm, None
         if confirm is not None:
             try:
@@ -238,9 +229,9 @@ class Pipeline:
     def offer(self, path: str, size_text: str) -> None:
         """``offer|PATH|SIZE``: check, reserve and queue an upload; ``offer|ready|SIZE``.
 
-        The temporary file is made on the finisher's thread where the
-        storage allows (the answer waits for it); the checks and the
-        reservation here, in order.
+        The checks, the reservation and the temporary file here, in order;
+        the answer is owed (with workers it may wait for the supervisor's
+        answer to the reservation).
         """
         size = parse_size(size_text)
         if not self.window.admits(size):
@@ -248,7 +239,6 @@ class Pipeline:
         storage = self.session.storage
         virtual = storage.virtual(path)
         upload = storage.open_upload(virtual)
-        create = create_later(upload)
         with collecting() as confirms:
             try:
                 _, hasher = upload.start(size, None)
@@ -260,8 +250,6 @@ class Pipeline:
                 raise
         queued = _Queued(path, ServerOffer(virtual, size, hasher), upload, virtual, size)
         queued.confirm = confirms[0] if confirms else None
-        if create is not None:
-            queued.created = self.finisher.submit(create)
         self.queue.append(queued)
         self.window.take(size)
         self.owed.append(queued)  # answered when the replies go out
@@ -313,13 +301,11 @@ class Pipeline:
 
 
 def _confirmed(queued: _Queued) -> bool:
-    return queued.created is None and queued.confirm is None
+    return queued.confirm is None
 
 
 def _ready(item: Message | _Queued | _Committing) -> bool:
     """Whether an owed reply can be given without waiting for the finisher."""
-    if isinstance(item, _Queued):
-        return item.created is None or item.created.done
     if isinstance(item, _Committing):
         return item.done.done
     return True

@@ -1,19 +1,16 @@
-"""A session's helper thread for the disk side of pipelined uploads (docs/PROTOCOL.md, 5.4).
+"""A session's helper thread for commits that wait on a remote store (docs/PROTOCOL.md, 5.4).
 
-Receiving a small file costs the session's thread less than creating its
-temporary file and renaming it into place (inode allocation, the rename,
-the digest's extended attribute, the home's lock and the quota ledger).
-:class:`Finisher` runs those steps on one more thread, in the order they
-were asked: at ``offer`` the creation of the temporary file (where the
-storage can leave it for later: :func:`create_later`; the checks of the
-path and the quota reservation stay on the session's thread, in order),
-and after the data :meth:`~ftpserver.storage.base.UploadHandle.commit`,
-while the session's thread reads and hashes the next file (the
-interpreter lock is released in system calls and in hashing).  Nothing
-about a file's outcome changes: its ``offer`` is answered once its file
-exists, its ``send`` once its commit is done, in request order
-(:mod:`ftpserver.batch` owes them to the channel); the thread is made at
-the first job and ends with the session.
+A pipelined upload to an object store (S3) is committed by a request to the
+store; :class:`Finisher` runs those commits on one more thread, in the
+order they were asked, while the session's thread reads and hashes the next
+file.  Jobs marked ``inline`` (a local disk's commit: a rename, a few
+system calls) run on the session's thread once the jobs before them are
+done: handing them to another thread costs more than they do (each hand-over
+and each system call passes the interpreter lock between the threads;
+measured in docs/PERFORMANCE.md).  Nothing about a file's outcome changes:
+its ``send`` is answered once its commit is done, in request order
+(:mod:`ftpserver.batch` owes them to the channel); the thread is made at the
+first job that needs it and ends with the session.
 """
 
 from __future__ import annotations
@@ -24,7 +21,7 @@ from queue import SimpleQueue
 
 from ftpserver.storage.base import UploadHandle
 
-__all__ = ["Finisher", "Job", "create_later"]
+__all__ = ["Finisher", "Job"]
 
 
 class Job:
@@ -41,7 +38,7 @@ class Job:
 class Finisher:
     """One helper thread per session, running jobs one at a time in the order submitted.
 
-    Lighter than a ``ThreadPoolExecutor`` (a job is two per file): a job
+    Lighter than a ``ThreadPoolExecutor`` (a job per file): a job
     is a plain object in a ``SimpleQueue``, and the thread wakes the
     session's only when it waits.
     """
@@ -54,11 +51,17 @@ class Finisher:
         self._last: Job | None = None
         self._inline = False  # no thread could be started: jobs run as they are submitted
 
-    def submit(self, work: Callable[[], None]) -> Job:
+    def submit(self, work: Callable[[], None], inline: bool = False) -> Job:
         """Run ``work`` after every job submitted before it.
 
-        Where no thread can be started (a task limit), on this one, now.
+        With ``inline``, or where no thread can be started (a task limit),
+        on this thread, now (after the jobs before it).
         """
+        if inline:
+            self.drain()
+            job = self._last = Job(work)
+            _do(job)
+            return job
         job = self._last = Job(work)
         if self._thread is None and not self._inline:
             thread = threading.Thread(target=self._run, name="upload-finisher", daemon=True)
@@ -75,8 +78,11 @@ class Finisher:
         return job
 
     def commit(self, upload: UploadHandle, hexdigest: str) -> Job:
-        """Commit ``upload`` on the helper thread; a failed commit gives the upload up."""
-        return self.submit(lambda: _commit(upload, hexdigest))
+        """Commit ``upload`` (on the helper thread if it waits on a remote store).
+
+        A failed commit gives the upload up.
+        """
+        return self.submit(lambda: _commit(upload, hexdigest), inline=not upload.remote_commit)
 
     def result(self, job: Job) -> None:
         """Wait for ``job``; raise what it raised."""
@@ -123,17 +129,6 @@ def _do(job: Job) -> None:
         job.error = exc
     job.work = None
     job.done = True
-
-
-def create_later(upload: UploadHandle) -> Callable[[], None] | None:
-    """Where the storage can, leave ``upload``'s file to be made later; the function that makes it.
-
-    Call it before ``upload.start()``; that then reserves the space but
-    makes no file, and the function returned (run once, on any thread,
-    before the data) does.  None: the storage makes its file at start.
-    """
-    later = getattr(upload, "create_later", None)  # LocalUpload's (one system call worth moving)
-    return later() if later is not None else None
 
 
 def _commit(upload: UploadHandle, hexdigest: str) -> None:

@@ -121,6 +121,8 @@ class FailingWriter(GuardedWriter):
 class FaultyUpload(AbortedOnExit):
     """A :class:`LocalUpload` whose creation, writes and fsync may fail."""
 
+    remote_commit = False
+
     def __init__(self, inner: LocalUpload, faults: Faults, virtual: str) -> None:
         self.inner = inner
         self.faults = faults

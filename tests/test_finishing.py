@@ -1,4 +1,4 @@
-"""Tests for ftpserver.finishing: the helper thread of pipelined uploads, without a server."""
+"""Tests for ftpserver.finishing: the helper thread of remote commits, without a server."""
 
 from __future__ import annotations
 
@@ -66,4 +66,33 @@ def test_without_a_thread_jobs_run_at_once(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(OSError):
         finisher.result(failed)
     finisher.drain()
+    finisher.close()
+
+
+def test_an_inline_job_runs_here_after_the_jobs_before_it() -> None:
+    """A local commit (``inline``) waits for the remote ones before it, then runs on this thread."""
+    finisher = Finisher()
+    seen: list[tuple[str, str]] = []
+    gate = threading.Event()
+    remote = finisher.submit(
+        lambda: (gate.wait(5), seen.append(("remote", threading.current_thread().name)))
+    )
+    threading.Timer(0.2, gate.set).start()
+    local = finisher.submit(
+        lambda: seen.append(("local", threading.current_thread().name)), inline=True
+    )
+    assert remote.done and local.done  # the inline job waited for the one before it
+    assert seen == [("remote", "upload-finisher"), ("local", threading.current_thread().name)]
+    failed = finisher.submit(_boom, inline=True)
+    with pytest.raises(OSError, match="Input/output"):
+        finisher.result(failed)
+    finisher.close()
+
+
+def test_inline_jobs_alone_start_no_thread() -> None:
+    finisher = Finisher()
+    before = threading.active_count()
+    for _ in range(3):
+        finisher.submit(lambda: None, inline=True)
+    assert threading.active_count() == before
     finisher.close()

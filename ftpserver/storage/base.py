@@ -139,6 +139,11 @@ class UploadHandle(Protocol):
     """
 
     keep_partial: bool
+    # Whether commit() waits on a remote store (S3): a session with pipelined
+    # uploads then commits on a helper thread (ftpserver.finishing) while it
+    # reads the next file.  A local commit is a few system calls, cheaper
+    # than handing it to another thread under the interpreter lock.
+    remote_commit: bool
 
     def start(self, size: int, resume: Resume | None) -> tuple[int, Hasher]:
         """Reserve space and prepare to receive; return ``(offset, hasher)``.

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable
 
 from ftpfiles.files import GuardedWriter, file_digest
 from ftpproto.digest import Hasher, new_hasher
@@ -102,6 +101,8 @@ class LocalUpload(AbortedOnExit):
     saves them as the partial upload for ``target``.
     """
 
+    remote_commit = False  # see UploadHandle
+
     def __init__(
         self,
         account: HomeAccount,
@@ -126,7 +127,6 @@ class LocalUpload(AbortedOnExit):
         self.replaced = replaced  # the size of the file it will replace (0: none), as looked at
         self.reservation: Reservation | None = None
         self.writer: GuardedWriter | None = None
-        self._later = False  # start() leaves the new temporary file to create()
         self._done = False
 
     @property
@@ -134,20 +134,10 @@ class LocalUpload(AbortedOnExit):
         assert self.writer is not None, "start() first"
         return self.writer
 
-    def create_later(self) -> Callable[[], None]:
-        """Have :meth:`start` (unless it resumes) leave the new temporary file to :meth:`create`.
-
-        The pipelined uploads make it on a helper thread (:mod:`ftpserver.finishing`):
-        on ext4, allocating the inode is the costliest step of a small upload.
-        """
-        self._later = True
-        return self.create
-
     def create(self) -> None:
-        """Make the new, empty temporary file (``O_EXCL``), unless it exists already."""
-        if self.writer is None:
-            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_EXCL
-            self.writer = GuardedWriter(os.open(self.temp, flags, self.mode))
+        """Make the new, empty temporary file (``O_EXCL``)."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_EXCL
+        self.writer = GuardedWriter(os.open(self.temp, flags, self.mode))
 
     def start(self, size: int, resume: Resume | None) -> tuple[int, Hasher]:
         claimed = 0
@@ -166,8 +156,7 @@ class LocalUpload(AbortedOnExit):
                 os.ftruncate(fd, offset)
             os.lseek(fd, offset, os.SEEK_SET)
         else:  # a new, empty file (O_EXCL): nothing to take over, truncate or seek
-            if not self._later:
-                self.create()
+            self.create()
             offset, hasher = upload_start(resume, size, 0, lambda count: new_hasher())
         self.keep_partial = offset > 0
         free = disk_free(os.path.dirname(self.temp))

@@ -71,6 +71,8 @@ class S3Upload(AbortedOnExit):
     With ``stage`` a multipart upload is made at a private key (see the module docstring).
     """
 
+    remote_commit = True  # the commit is a request to the store: see UploadHandle
+
     def __init__(
         self,
         home: Home,

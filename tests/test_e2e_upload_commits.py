@@ -1,12 +1,13 @@
-"""End to end: the helper thread of pipelined uploads (``ftpserver/finishing.py``).
+"""End to end: how a pipelined upload is made and committed, file by file.
 
-The server makes an offered upload's temporary file and commits a received
-one on a helper thread while its session reads the next file.  Through the
-real server: a command sent right behind the data (no answer read) finds
-every upload in place; answers come in request order; a commit that fails
-(``fsync`` without space) or a temporary file that cannot be made is that
-file's error alone, named, with nothing left over or counted, and the
-others are stored.
+On a local disk the session makes an offered upload's temporary file and
+commits a received one on its own thread (a remote store's commit runs on
+``ftpserver/finishing.py``'s helper thread, see ``test_e2e_s3_tree.py``).
+Through the real server: a command sent right behind the data (no answer
+read) finds every upload in place; answers come in request order; a commit
+that fails (``fsync`` without space) or a temporary file that cannot be
+made is that file's error alone, named, with nothing left over or counted,
+and the others are stored.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def test_a_temporary_file_that_cannot_be_made_refuses_its_offer(
     local: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The helper thread cannot make one file's temporary file: its offer gets the error."""
+    """One file's temporary file cannot be made: its offer gets the error."""
     made = LocalUpload.create
 
     def create(upload: LocalUpload) -> None:
