@@ -33,6 +33,7 @@ from ftpserver.config import Settings, keep_restart_only
 from ftpserver.digests import DigestCache
 from ftpserver.guards import PasswordGate
 from ftpserver.handler import SessionHandler
+from ftpserver.keys import load_checker
 from ftpserver.limits import AcceptGate, evict_oldest_waiting, refuse_busy
 from ftpserver.login import server_binding
 from ftpserver.state.shared import LocalState, Shared
@@ -200,6 +201,7 @@ class FileTransferServer(socketserver.ThreadingTCPServer):
         """
         self.settings = settings
         self.users = users
+        load_checker(user.keys for user in users.users.values())  # then no import at a first login
         self.reload_settings = reload_settings
         self.local_state: LocalState | None = None
         if shared is None:

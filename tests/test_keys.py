@@ -267,3 +267,20 @@ def test_the_worked_example_in_protocol_md() -> None:
     listed = re.search(r"The 163 signed bytes.*?```\n(.*?)```", text, re.S)
     assert listed is not None and len(data) == 163
     assert bytes.fromhex(listed.group(1).replace(" ", "").replace("\n", "")) == data
+
+
+def test_the_signature_check_is_loaded_at_start_only_for_users_with_keys(tmp_path: Path) -> None:
+    """A server whose users have keys imports cryptography when it starts (its first key
+    login then imports nothing); one without keys never does."""
+    from conftest import run_command
+
+    probe = (
+        "import sys\n"
+        "from ftpserver.keys import load_checker, parse_key_line\n"
+        "print(load_checker([(), ()]), 'cryptography' in sys.modules)\n"
+        f"key = parse_key_line({SSH_KEYGEN_LINE!r})\n"
+        "print(load_checker([(), (key,)]), 'cryptography' in sys.modules)\n"
+    )
+    done = run_command(["-c", probe], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["False False", "True True"]
