@@ -714,6 +714,20 @@ class Account:
 MakeServer = Callable[..., RunningServer]
 
 
+@pytest.fixture
+def s3_server(
+    s3_settings: dict[str, object],  # noqa: F811 (the fixture of that name)
+    server_config: Path,
+    server_process: Callable[..., ServerProcess],
+    users_file: Path,
+    homes: Path,
+) -> Callable[[], ServerProcess]:
+    """A factory: the real server (two workers) with ``storage: s3`` on the test's
+    SeaweedFS prefix; call it again for a restart on the same store."""
+    add_settings(server_config, {"workers": 2, **s3_settings})
+    return lambda: server_process(users_file, homes)
+
+
 def start_server(
     users_file: Path, homes: Path, *, proxied: bool | None = None, **changes: object
 ) -> RunningServer:

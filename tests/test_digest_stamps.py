@@ -7,7 +7,9 @@ the file (size or time) is never taken.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,9 +20,16 @@ from ftpserver.digests import XATTR, DigestCache
 pytestmark = pytest.mark.timeout(30)
 
 
-def _file(path: Path, data: bytes) -> int:
-    path.write_bytes(data)
-    return os.open(path, os.O_RDONLY)
+@contextlib.contextmanager
+def _opened(path: Path, data: bytes | None = None) -> Iterator[int]:
+    """``path`` (written with ``data`` first, if given) open for reading."""
+    if data is not None:
+        path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 @pytest.fixture
@@ -38,26 +47,20 @@ def cache(tmp_path: Path) -> DigestCache:
 def test_a_stamp_is_49_bytes_and_read_back_after_a_restart(
     cache: DigestCache, tmp_path: Path
 ) -> None:
-    fd = _file(tmp_path / "a.bin", b"alpha")
-    try:
+    with _opened(tmp_path / "a.bin", b"alpha") as fd:
         st = os.fstat(fd)
         cache.put(st, digest_of(b"alpha"), fd)
         assert len(os.getxattr(fd, XATTR)) == 49
         assert DigestCache().get(st, fd) == digest_of(b"alpha")  # a new cache: the attribute
-    finally:
-        os.close(fd)
 
 
 def test_the_text_form_of_earlier_versions_is_still_read(
     cache: DigestCache, tmp_path: Path
 ) -> None:
-    fd = _file(tmp_path / "old.bin", b"beta")
-    try:
+    with _opened(tmp_path / "old.bin", b"beta") as fd:
         st = os.fstat(fd)
         os.setxattr(fd, XATTR, f"{st.st_size}:{st.st_mtime_ns}:{digest_of(b'beta')}".encode())
         assert cache.get(st, fd) == digest_of(b"beta")
-    finally:
-        os.close(fd)
 
 
 @pytest.mark.parametrize(
@@ -65,28 +68,19 @@ def test_the_text_form_of_earlier_versions_is_still_read(
     [b"", b"garbage", b"\x01" + b"\x00" * 47, b"\x02" + b"\x00" * 48, b"4:5:" + b"z" * 64],
 )
 def test_a_damaged_stamp_is_no_digest(cache: DigestCache, tmp_path: Path, stamp: bytes) -> None:
-    fd = _file(tmp_path / "bad.bin", b"gamma")
-    try:
+    with _opened(tmp_path / "bad.bin", b"gamma") as fd:
         os.setxattr(fd, XATTR, stamp)
         assert cache.get(os.fstat(fd), fd) is None
-    finally:
-        os.close(fd)
 
 
 def test_a_stamp_of_another_version_is_no_digest(cache: DigestCache, tmp_path: Path) -> None:
     path = tmp_path / "c.bin"
-    fd = _file(path, b"delta")
-    try:
+    with _opened(path, b"delta") as fd:
         cache.put(os.fstat(fd), digest_of(b"delta"), fd)
-    finally:
-        os.close(fd)
     with open(path, "ab") as more:  # same inode, another size and time: the stamp stays
         more.write(b"!")
-    fd = os.open(path, os.O_RDONLY)
-    try:
+    with _opened(path) as fd:
         assert DigestCache().get(os.fstat(fd), fd) is None
-    finally:
-        os.close(fd)
 
 
 def test_a_stamp_takes_no_more_disk_than_the_file(cache: DigestCache, tmp_path: Path) -> None:
@@ -96,11 +90,8 @@ def test_a_stamp_takes_no_more_disk_than_the_file(cache: DigestCache, tmp_path: 
     for path in (packed, text):
         path.write_bytes(b"x" * 100)
     before = os.stat(packed).st_blocks
-    fd = os.open(packed, os.O_RDONLY)
-    try:
+    with _opened(packed) as fd:
         cache.put(os.fstat(fd), digest_of(b"x" * 100), fd)
-    finally:
-        os.close(fd)
     st = os.stat(text)
     os.setxattr(text, XATTR, f"{st.st_size}:{st.st_mtime_ns}:{digest_of(b'x' * 100)}".encode())
     assert os.stat(packed).st_blocks <= os.stat(text).st_blocks

@@ -22,13 +22,12 @@ from conftest import (
     HOST,
     STALLED_PUT,
     ServerProcess,
-    add_settings,
     digest_of,
     run_and_kill,
     run_command,
     wait_until,
 )
-from s3service import BUCKET, SeaweedS3, require
+from s3service import BUCKET, require
 
 from ftpclient.client import FileTransferClient
 from ftpproto.units import format_size
@@ -45,17 +44,10 @@ def login(port: int) -> FileTransferClient:
 
 
 def test_reput_after_a_restart_continues_from_the_kept_parts(
-    s3_settings: dict[str, object],
-    seaweed: SeaweedS3,
-    server_config: Path,
-    server_process: Callable[..., ServerProcess],
-    users_file: Path,
-    homes: Path,
-    tmp_path: Path,
+    s3_settings: dict[str, object], s3_server: Callable[[], ServerProcess], tmp_path: Path
 ) -> None:
     require(b3state.library(), "libblake3 is not there (python3 ftpserver/storage/b3build.py)")
-    add_settings(server_config, {"workers": 2, **s3_settings})
-    first = server_process(users_file, homes)
+    first = s3_server()
     old = b"the old version\n" * 100
     (tmp_path / "old.bin").write_bytes(old)
     data = os.urandom(12 * MIB)
@@ -74,7 +66,7 @@ def test_reput_after_a_restart_continues_from_the_kept_parts(
     first.proc.terminate()
     assert first.proc.wait(timeout=30) == 0
 
-    second = server_process(users_file, homes)
+    second = s3_server()
     with login(second.port) as conn:
         assert conn.partial("big.bin") == kept
         assert conn.get("big.bin", str(tmp_path / "still-old.bin")).size == len(old)

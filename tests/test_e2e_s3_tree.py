@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import ALICE, ALICE_PASSWORD, HOST, ServerProcess, add_settings, run_command
-from s3service import BUCKET, SeaweedS3
+from conftest import ALICE, ALICE_PASSWORD, HOST, ServerProcess, run_command
+from s3service import BUCKET
 
 pytestmark = pytest.mark.timeout(240)
 MIB = 1024 * 1024
@@ -37,16 +37,9 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 def test_put_r_and_get_r_on_s3(
-    s3_settings: dict[str, object],
-    seaweed: SeaweedS3,
-    server_config: Path,
-    server_process: Callable[..., ServerProcess],
-    users_file: Path,
-    homes: Path,
-    tmp_path: Path,
+    s3_settings: dict[str, object], s3_server: Callable[[], ServerProcess], tmp_path: Path
 ) -> None:
-    add_settings(server_config, {"workers": 2, **s3_settings})
-    server = server_process(users_file, homes)
+    server = s3_server()
     files = _tree(tmp_path / "tree")
 
     def client(command: str) -> list[dict[str, object]]:
