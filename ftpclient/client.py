@@ -67,7 +67,7 @@ _ENTRY_FRAME = PREFIX.encode() + b"|tree|entry|"
 
 @functools.cache
 def _tree_entry() -> re.Pattern[str]:
-    """``tree|entry|TYPE|PATH|SIZE|MTIME|BLAKE3`` with nothing escaped: what read_tree takes apart.
+    """``tree|entry|TYPE|PATH|SIZE|MTIME|BLAKE3`` with nothing escaped: what parse_tree takes apart.
 
     Compiled when first needed, not at every start of the client.
     """
@@ -188,15 +188,11 @@ class FileTransferClient(Transfers):
         BLAKE3 digest too (None where the server could not give one).
         """
         self.send_tree(path, digests)
-        return self.read_tree()
+        return self.parse_tree(self.read_tree_frames())
 
     def send_tree(self, path: str, digests: bool = False) -> None:
-        """Send the request of :meth:`tree` only; :meth:`read_tree` reads its answer."""
+        """Send the request of :meth:`tree` only; :meth:`read_tree_frames` reads its answer."""
         self.channel.send(request("tree", path, *(["blake3"] if digests else [])))
-
-    def read_tree(self) -> list[TreeEntry]:
-        """The answer to a ``tree`` request already sent: :meth:`parse_tree` of its frames."""
-        return self.parse_tree(self.read_tree_frames())
 
     def read_tree_frames(self) -> list[bytes]:
         """The frames of a ``tree`` answer, not parsed: every entry, then the last message.

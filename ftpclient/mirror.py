@@ -70,9 +70,8 @@ class MirrorPlan:
         self.make_folders: list[str] = []  # parents first
         self.remove_first: list[str] = []  # clashes, removed before copying
         self.remove: list[str] = []  # gone from the source (deepest first)
-        self.skipped: list[str] = (
-            [] if skipped is None else skipped
-        )  # links, special files, clashes
+        # links, special files, clashes
+        self.skipped: list[str] = [] if skipped is None else skipped
         self.unchanged = 0
 
 

@@ -45,7 +45,6 @@ SMALL_FILE = 256 * 1024  # up to this size a fetched file goes out in one write 
 class _Queued:
     """An upload offered, being started and reserved, then waiting for its data."""
 
-    path: str  # as the client named it
     offer: ServerOffer
     upload: UploadHandle
     virtual: str
@@ -139,7 +138,7 @@ class Pipeline:
             except (ConnectionError, TimeoutError):
                 raise
             except OSError as exc:  # measuring the home for the ledger
-                failure = os_error(exc, queued.path)
+                failure = os_error(exc, queued.virtual)
         if failure is not None:
             self._refuse(queued, failure)
 
@@ -248,7 +247,7 @@ class Pipeline:
                         confirm()
                 upload.abort()
                 raise
-        queued = _Queued(path, ServerOffer(virtual, size, hasher), upload, virtual, size)
+        queued = _Queued(ServerOffer(virtual, size, hasher), upload, virtual, size)
         queued.confirm = confirms[0] if confirms else None
         self.queue.append(queued)
         self.window.take(size)
@@ -260,7 +259,7 @@ class Pipeline:
         session = self.session
         if flag is not None and flag != "abort":
             raise ProtocolError(ErrorCode.BAD_REQUEST, "usage: send [abort]")
-        while self.queue and not _confirmed(self.queue[0]):  # a client that did not wait
+        while self.queue and self.queue[0].confirm is not None:  # a client that did not wait
             self._confirm(self.queue[0])
         if not self.queue:
             refusal = ProtocolError(ErrorCode.BAD_STATE, "send without a ready offer")
@@ -298,10 +297,6 @@ class Pipeline:
         done = self.finisher.commit(upload, hexdigest)
         self.owed.append(_Committing(virtual, offer.count, hexdigest, started, meter.moved, done))
         session.channel.owed = self
-
-
-def _confirmed(queued: _Queued) -> bool:
-    return queued.confirm is None
 
 
 def _ready(item: Message | _Queued | _Committing) -> bool:
