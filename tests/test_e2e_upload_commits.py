@@ -7,7 +7,8 @@ Through the real server: a command sent right behind the data (no answer
 read) finds every upload in place; answers come in request order; a commit
 that fails (``fsync`` without space) or a temporary file that cannot be
 made is that file's error alone, named, with nothing left over or counted,
-and the others are stored.
+and the others are stored; so is an offer whose home cannot be measured for
+its reservation (the ledger across a pipe, as in a worker).
 """
 
 from __future__ import annotations
@@ -141,3 +142,65 @@ class _Collect:
 
     def write(self, data: bytes | memoryview) -> None:
         self.data += data
+
+
+def test_an_offer_whose_home_cannot_be_measured_is_refused_alone(
+    tmp_path: Path, local: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the quota ledger across a pipe (as in a worker), an offer's reservation is
+    confirmed later; measuring the home for it fails with an OSError: that offer is refused,
+    naming its path, nothing of it is left, and the session goes on."""
+    import threading
+    from multiprocessing import Pipe
+
+    from conftest import CLIENT_TIMEOUT, HOST, write_users_file
+
+    from ftpserver.config import Settings
+    from ftpserver.server import FileTransferServer
+    from ftpserver.state.owner import StateOwner
+    from ftpserver.state.pipe import remote_shared
+    from ftpserver.state.shared import LocalState
+    from ftpserver.storage.local import LocalStorage
+    from ftpserver.users import load_users
+
+    homes = tmp_path / "homes"
+    users = write_users_file(tmp_path / "users.yaml", homes, {ALICE: (ALICE_PASSWORD, {})})
+    settings = Settings(host=HOST, port=0, users=users, home=homes, fsync_uploads=False)
+    mine, theirs = Pipe()
+    owner = StateOwner(LocalState.create(settings)).attach(mine, 1)
+    server = FileTransferServer(settings, load_users(users, homes), shared=remote_shared(theirs))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01})
+    thread.start()
+    measure = LocalStorage.measure
+    failing = [True]
+
+    def flaky(storage: LocalStorage) -> int:
+        if failing[0]:
+            failing[0] = False
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(storage.jail.root))
+        return measure(storage)
+
+    monkeypatch.setattr(LocalStorage, "measure", flaky)
+    files = _files(3)
+    for name, data in files.items():
+        (local / name).write_bytes(data)
+    try:
+        with FileTransferClient(HOST, server.address[1], timeout=CLIENT_TIMEOUT) as conn:
+            conn.login(ALICE, ALICE_PASSWORD)
+            outcomes = list(conn.put_many([(name, str(local / name)) for name in files]))
+            first = outcomes[0].error
+            assert isinstance(first, RemoteError) and first.code == ErrorCode.PERMISSION_DENIED
+            assert "/f000.bin" in first.text and str(homes) not in first.text, first.text
+            assert [o.error is None for o in outcomes] == [False, True, True]
+            assert conn.pwd() == "/"
+        home = homes / ALICE
+        assert not (home / "f000.bin").exists()
+        for name in ("f001.bin", "f002.bin"):
+            assert (home / name).read_bytes() == files[name]
+        assert temp_files(home) == []
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+        theirs.close()
+        owner.join(5)
