@@ -158,7 +158,8 @@ class SessionBase(socketserver.BaseRequestHandler):
                 view.detach()  # the session's thread still owns the descriptor
 
     def _wait(self, seconds: float) -> None:
-        if self._cancelled.wait(seconds):
+        """Sleep ``seconds`` (0: only look), raising if the session is being closed meanwhile."""
+        if self._cancelled.is_set() if seconds <= 0 else self._cancelled.wait(seconds):
             raise ConnectionAbortedError("session closed by the server")
 
     def meter(self, direction: str, rate: int | None, virtual: str) -> Meter:

@@ -198,13 +198,13 @@ class LocalStorage:
     def open_read(self, virtual: str) -> LocalReadHandle:
         virtual, real = self.jail.resolve(virtual)
         fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             os.close(fd)
-            if stat.S_ISDIR(mode):
+            if stat.S_ISDIR(st.st_mode):
                 raise ProtocolError(ErrorCode.IS_DIRECTORY, f"is a folder: {virtual}")
             raise ProtocolError(ErrorCode.BAD_PATH, f"not a regular file: {virtual}")
-        return LocalReadHandle(fd, self.digests)
+        return LocalReadHandle(fd, st, self.digests)
 
     @contextlib.contextmanager
     def files_in(self, virtual: str) -> Iterator[Callable[[str], LocalReadHandle]]:
@@ -223,10 +223,11 @@ class LocalStorage:
                 raise ProtocolError(ErrorCode.BAD_PATH, f"not a name: {name}")
             flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
             fd = os.open(name, flags, dir_fd=folder)
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
                 os.close(fd)
                 raise ProtocolError(ErrorCode.BAD_PATH, f"not a regular file: {name}")
-            return LocalReadHandle(fd, self.digests)
+            return LocalReadHandle(fd, st, self.digests)
 
         try:
             yield open_name

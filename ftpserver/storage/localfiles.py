@@ -52,10 +52,11 @@ def discard_upload(temp: str) -> None:
 class LocalReadHandle(ClosedOnExit):
     """A regular file open for reading (see :class:`~ftpserver.storage.base.ReadHandle`)."""
 
-    def __init__(self, fd: int, digests: DigestCache) -> None:
+    def __init__(self, fd: int, st: os.stat_result, digests: DigestCache) -> None:
+        """``st`` is the open file's status (``os.fstat(fd)``), taken by the opener."""
         self._fd = fd
         self._digests = digests
-        self._before = os.fstat(fd)
+        self._before = st
 
     @property
     def size(self) -> int:
