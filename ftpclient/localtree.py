@@ -2,29 +2,25 @@
 
 :func:`local_tree` walks a folder with ``os.scandir`` (links never
 followed) into a :class:`Tree` of relative ``/``-separated paths.  Asked for
-digests, it hashes every regular file (up to a size, if given) with BLAKE3
-as it goes: each file is
-opened once, never through a link, read with ``os.preadv`` into one buffer
-reused for the whole tree, and its size and time are taken from the open
-file, so they describe the bytes that were hashed.
+digests, it then hashes every regular file (up to a size, if given) with
+BLAKE3 through :func:`ftpclient.treehash.hash_files`, on more than one core
+where that pays: each file is opened once, never through a link, and its
+size and time are taken from the open file, so they describe the bytes that
+were hashed.
 
-One thread: hashing small files from several threads was no faster here (each
-file is five system calls, and every one hands the GIL over; see
-docs/PERFORMANCE.md, "Trees and slow links").  :class:`FileInfo` and
-:class:`Tree` are plain classes, not dataclasses: that import alone costs
-an unchanged ``mirror`` about 10 ms at every start.
+:class:`FileInfo` and :class:`Tree` are plain classes, not dataclasses: that
+import alone costs an unchanged ``mirror`` about 10 ms at every start.
 """
 
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable
 from typing import NamedTuple
 
 from ftpclient.datatypes import LocalError
-from ftpproto.digest import READ_PIECE, new_hasher
-from ftpproto.splicing import hash_fd
+from ftpclient.treehash import hash_file, hash_files
+from ftpproto.digest import READ_PIECE
 
 __all__ = ["Digest", "FileInfo", "Tree", "local_digest", "local_tree"]
 
@@ -57,20 +53,28 @@ class Tree:
         self.exists = exists
 
 
-def local_tree(root: str, digests: dict[str, str] | None = None, most: int | None = None) -> Tree:
+def local_tree(
+    root: str,
+    digests: dict[str, str] | None = None,
+    most: int | None = None,
+    beside: Callable[[], object] | None = None,
+) -> Tree:
     """The local tree under ``root`` (links not followed); a missing root is an empty tree.
 
     With ``digests`` every regular file (of at most ``most`` bytes, if
-    given) is hashed as it is found, its digest stored there by relative
-    path; a file that cannot be read has none.  A folder that cannot be
-    listed is left out, as ``os.walk`` does.
+    given) is hashed (:func:`~ftpclient.treehash.hash_files`, after the
+    walk), its digest stored there by relative path; a file that cannot be
+    read has none.  ``beside`` is called once any hashing helpers are
+    started (threads must not be started before: see
+    :mod:`ftpclient.treehash`).  A folder that cannot be listed is left
+    out, as ``os.walk`` does.
     """
     if not os.path.isdir(root):
         if os.path.lexists(root):
             raise LocalError(f"not a folder: {root}")
         return Tree(exists=False)
     tree = Tree()
-    buffer = memoryview(bytearray(READ_PIECE if digests is not None else 0))
+    found: list[tuple[str, os.DirEntry[str]]] = []
     pending = [("", root)]
     while pending:
         prefix, folder = pending.pop()
@@ -83,41 +87,28 @@ def local_tree(root: str, digests: dict[str, str] | None = None, most: int | Non
             if item.is_dir(follow_symlinks=False):
                 tree.folders.add(relative)
                 pending.append((relative + "/", item.path))
-            elif not item.is_file(follow_symlinks=False):
-                tree.others.add(relative)
-            elif digests is None or (hashed := _hashed(item.path, buffer, most)) is None:
-                st = item.stat(follow_symlinks=False)
-                tree.files[relative] = FileInfo(st.st_size, int(st.st_mtime))
+            elif item.is_file(follow_symlinks=False):
+                found.append((relative, item))
             else:
-                st, digests[relative] = hashed
-                tree.files[relative] = FileInfo(st.st_size, int(st.st_mtime))
+                tree.others.add(relative)
+    if digests is None:
+        if beside is not None:
+            beside()
+        for relative, item in found:
+            st = item.stat(follow_symlinks=False)
+            tree.files[relative] = FileInfo(st.st_size, int(st.st_mtime))
+        return tree
+    hashed = hash_files([item.path for _, item in found], most, beside)
+    for (relative, item), known in zip(found, hashed, strict=True):
+        if known is None:
+            st = item.stat(follow_symlinks=False)
+            tree.files[relative] = FileInfo(st.st_size, int(st.st_mtime))
+            continue
+        size, mtime, digest = known
+        tree.files[relative] = FileInfo(size, mtime)
+        if digest is not None:
+            digests[relative] = digest
     return tree
-
-
-def _hashed(
-    path: str, buffer: memoryview, most: int | None = None
-) -> tuple[os.stat_result, str] | None:
-    """The regular file ``path`` (never a link followed): its status and digest, or None.
-
-    None also for a file over ``most`` bytes (left to be hashed when asked).
-    Read with ``os.preadv`` into ``buffer`` (reused for every file).
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or (most is not None and st.st_size > most):
-            return None
-        hasher = new_hasher()
-        if hash_fd(hasher, fd, 0, st.st_size, buffer) < st.st_size:
-            return None  # shorter than it was a moment ago
-        return st, hasher.hexdigest()
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 def local_digest(root: str) -> Digest:
@@ -125,7 +116,7 @@ def local_digest(root: str) -> Digest:
 
     def digest(relative: str) -> str | None:
         path = os.path.join(root, *relative.split("/"))
-        hashed = _hashed(path, memoryview(bytearray(READ_PIECE)))
-        return None if hashed is None else hashed[1]
+        hashed = hash_file(path, memoryview(bytearray(READ_PIECE)))
+        return None if hashed is None else hashed[2]
 
     return digest

@@ -106,14 +106,15 @@ def look(
 ) -> tuple[Tree, Tree, Digest]:
     """The remote tree, the local tree and the local files' digests, looked at side by side.
 
-    The ``tree`` request goes out first; while the server answers, a
-    helper thread reads the answer off the connection (unparsed: it holds the
-    GIL only briefly) and this thread walks the local tree, with
-    ``by_digest`` hashing every file of up to :data:`AHEAD_MOST` bytes
-    (a bigger one is read only if its size matches the other side's).
-    Then the answer is parsed.  The digest callback returned gives what was
-    hashed ahead and hashes anything else when asked.  The local side's error, if any, is raised
-    after the remote's.
+    The ``tree`` request goes out first; while the server answers, this
+    thread walks the local tree, with ``by_digest`` hashing every file of up
+    to :data:`AHEAD_MOST` bytes (a bigger one is read only if its size
+    matches the other side's; forked helpers take shares of a big tree), and a
+    helper thread reads the answer off the connection (unparsed: it holds
+    the GIL only briefly; started after any fork).  Then the answer is
+    parsed.  The digest callback returned gives what was hashed ahead and
+    hashes anything else when asked.  The local side's error, if any, is
+    raised after the remote's.
     """
     digest = local_digest(ends.local)
     done: dict[str, str] = {}
@@ -127,15 +128,18 @@ def look(
             failed.append(exc)
 
     client.send_tree(ends.remote, by_digest)
+    # started once any hashing helpers are forked: a thread must not exist before
     reader = threading.Thread(target=read_answer, name="mirror-answer", daemon=True)
-    reader.start()
     local: Tree | Exception
     try:
-        local = local_tree(ends.local, done if by_digest else None, AHEAD_MOST)
+        local = local_tree(ends.local, done if by_digest else None, AHEAD_MOST, reader.start)
     except Exception as exc:  # raised after the remote side's
         local = exc
     # (Ctrl-C goes up at once: the shell then closes the connection, which ends the reader.)
-    reader.join()
+    if reader.ident is None:  # the local side failed before it was started
+        read_answer()
+    else:
+        reader.join()
     if failed:
         raise failed[0]
     remote = remote_tree(client, frames)

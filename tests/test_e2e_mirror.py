@@ -31,6 +31,7 @@ from conftest import (
 from test_e2e_shell import SpawnShell, plain
 
 from ftpclient.copying import copy_files
+from ftpclient.treehash import FORK_FROM
 from ftpproto.commands import lookup
 from ftpproto.messages import Message
 from ftpserver import handler, treeinfo
@@ -226,9 +227,14 @@ def test_client_tree_raises_for_a_malformed_entry_and_an_error_after_entries() -
 def test_mirror_c_of_a_bigger_tree_copies_exactly_what_differs(
     server: RunningServer, run_cli: RunCli, local: Path
 ) -> None:
-    """``mirror -c --delete`` of 120 files: an answer of several batches read beside the hashing."""
+    """``mirror -c --delete`` of 300 files: an answer of several batches read beside the hashing.
+
+    Enough files for the client to fork a helper hashing a share of them
+    (:data:`ftpclient.treehash.FORK_FROM`) where it has two cores.
+    """
     site = server.alice_home / "site"
-    files = {f"d{i % 4}/f{i:03}.bin": bytes([i]) * (100 + 37 * i) for i in range(120)}
+    files = {f"d{i % 4}/f{i:03}.bin": bytes([i % 256]) * (100 + 37 * i) for i in range(300)}
+    assert len(files) >= FORK_FROM
     make_tree(site, files)
     copy = local / "copy"
     make_tree(copy, files)
@@ -248,10 +254,10 @@ def test_mirror_c_of_a_bigger_tree_copies_exactly_what_differs(
         ("time set", "d2/f002.bin"),
     ]
     summary = events[-1]
-    assert summary["event"] == "mirror_summary" and summary["unchanged"] == 118
+    assert summary["event"] == "mirror_summary" and summary["unchanged"] == 298
     assert tree_digests(copy) == tree_digests(site) and mtimes(copy) == mtimes(site)
     again = run_cli("-c", "mirror -c site copy")
-    assert "mirror: 0 files copied, 120 unchanged" in again.stdout, again.stdout
+    assert "mirror: 0 files copied, 300 unchanged" in again.stdout, again.stdout
 
 
 # -- modification times with -p ------------------------------------------------------------

@@ -1,0 +1,129 @@
+"""Hashing many local files with forked helpers (``ftpclient.treehash``): same answers."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ftpclient import treehash
+from ftpclient.treehash import Hashed, hash_file, hash_files
+from ftpproto.digest import READ_PIECE, new_hasher
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> list[str]:
+    """Files of many sizes (one over the limit used below), and paths that give None."""
+    found = []
+    for index in range(40):
+        path = tmp_path / f"f{index:02}"
+        path.write_bytes(bytes([index]) * (index * 997 if index != 7 else READ_PIECE + 3))
+        found.append(str(path))
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "link").symlink_to("f01")
+    return [*found, str(tmp_path / "fifo"), str(tmp_path / "link"), str(tmp_path / "missing")]
+
+
+@pytest.fixture
+def forks(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Helpers are forked for 8 files or more, three shares, as in a single-threaded client.
+
+    (The test process has threads of its own: the check is told otherwise.)
+    Yields the pids of the helpers forked.
+    """
+    started: list[int] = []
+    real_fork = os.fork
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid:
+            started.append(pid)
+        return pid
+
+    monkeypatch.setattr(treehash, "FORK_FROM", 8)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2})
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    monkeypatch.setattr(os, "fork", fork)
+    yield started
+
+
+def serial(paths: list[str], most: int) -> list[Hashed | None]:
+    buffer = memoryview(bytearray(READ_PIECE))
+    return [hash_file(path, buffer, most) for path in paths]
+
+
+def test_hash_file_gives_size_time_and_digest_or_none(paths: list[str]) -> None:
+    buffer = memoryview(bytearray(READ_PIECE))
+    size, mtime, digest = hash_file(paths[3], buffer) or (0, 0, None)
+    expected = new_hasher()
+    expected.update(Path(paths[3]).read_bytes())
+    assert (size, mtime, digest) == (3 * 997, int(os.stat(paths[3]).st_mtime), expected.hexdigest())
+    assert hash_file(paths[7], buffer, most=READ_PIECE) == (READ_PIECE + 3, mtime, None)
+    assert [hash_file(path, buffer) for path in paths[-3:]] == [None, None, None]
+
+
+def test_helpers_give_the_answers_of_one_process(paths: list[str], forks: list[int]) -> None:
+    beside: list[int] = []
+    found = hash_files(paths, READ_PIECE, lambda: beside.append(len(forks)))
+    assert len(forks) == 2 and beside == [2]  # called once, after both helpers were forked
+    assert found == serial(paths, READ_PIECE)
+    assert found[7] is not None and found[7][2] is None  # over the limit: no digest
+    assert found[-3:] == [None, None, None]
+    for pid in forks:  # every helper was waited for
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def test_a_failed_helper_leaves_its_share_to_this_process(
+    paths: list[str], forks: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parent = os.getpid()
+    real_share: Callable[[treehash._SharedJob, int], None] = treehash._SharedJob.hash_share
+
+    def hash_share(job: treehash._SharedJob, share: int) -> None:
+        if os.getpid() != parent:
+            raise RuntimeError("a helper that fails")
+        real_share(job, share)
+
+    monkeypatch.setattr(treehash._SharedJob, "hash_share", hash_share)
+    assert hash_files(paths, READ_PIECE) == serial(paths, READ_PIECE)
+    assert len(forks) == 2
+
+
+def test_no_helper_where_fork_fails_or_another_thread_runs(
+    paths: list[str], forks: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_fork() -> int:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    assert hash_files(paths, READ_PIECE) == serial(paths, READ_PIECE)
+
+    def forbidden() -> int:
+        raise AssertionError("forked beside another thread")
+
+    monkeypatch.setattr(os, "fork", forbidden)
+    monkeypatch.setattr(threading, "active_count", lambda: 2)
+    called: list[bool] = []
+    assert hash_files(paths, None, lambda: called.append(True)) == serial(paths, READ_PIECE * 2)
+    assert called == [True]
+
+
+def test_few_files_are_hashed_here(paths: list[str], forks: list[int]) -> None:
+    assert hash_files(paths[:7]) == serial(paths[:7], READ_PIECE * 2)
+    assert forks == []
+
+
+def test_an_interrupt_leaves_no_helper_behind(paths: list[str], forks: list[int]) -> None:
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        hash_files(paths, None, interrupted)
+    assert len(forks) == 2
+    for pid in forks:  # killed and waited for, not left running or as a zombie
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
