@@ -81,12 +81,16 @@ def hash_files(
     hashes its share: the place to start a thread that works meanwhile.
     """
     shares = _shares(len(paths))
-    if shares == 1:
+    try:  # anonymous and shared: what a helper writes is seen here
+        slots = mmap.mmap(-1, len(paths) * _SLOT.size) if shares > 1 else None
+    except OSError:
+        slots = None  # no memory to share: hashed here alone
+    if slots is None:
         if beside is not None:
             beside()
         buffer = memoryview(bytearray(READ_PIECE))
         return [hash_file(path, buffer, most) for path in paths]
-    with mmap.mmap(-1, len(paths) * _SLOT.size) as slots:  # anonymous and shared: seen by all
+    with slots:
         job = _SharedJob(paths, most, shares, slots)
         helpers: dict[int, int] = {}  # pid -> share
         try:

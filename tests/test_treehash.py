@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -110,6 +111,17 @@ def test_no_helper_where_fork_fails_or_another_thread_runs(
     called: list[bool] = []
     assert hash_files(paths, None, lambda: called.append(True)) == serial(paths, READ_PIECE * 2)
     assert called == [True]
+
+
+def test_no_helper_without_memory_to_share(
+    paths: list[str], forks: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_map(*_args: object) -> mmap.mmap:
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(mmap, "mmap", no_map)
+    assert hash_files(paths, READ_PIECE) == serial(paths, READ_PIECE)
+    assert forks == []
 
 
 def test_few_files_are_hashed_here(paths: list[str], forks: list[int]) -> None:
