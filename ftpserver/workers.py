@@ -55,7 +55,7 @@ from ftpserver.server import FileTransferServer, reload_config, report_reload
 from ftpserver.services import AdminServices
 from ftpserver.signals import SignalCounter
 from ftpserver.state.owner import StateOwner
-from ftpserver.state.pipe import remote_shared
+from ftpserver.state.pipe import flush_remote, remote_shared
 from ftpserver.state.shared import LocalState
 from ftpserver.state.wire import WorkerEnd, worker_pipe
 from ftpserver.users import UserStore
@@ -124,6 +124,7 @@ def _worker(
         return run(server, (signal.SIGTERM,))
     finally:
         leave(cluster)
+        flush_remote(shared)  # the settles still held back, before the process ends
 
 
 def serve_workers(

@@ -72,7 +72,7 @@ from ftpclient.client import FileTransferClient, Quota
 from ftpproto.errors import ConnectionClosed, ErrorCode, RemoteError
 from ftpserver.config import Settings
 from ftpserver.jail import TEMP_PREFIX
-from ftpserver.state.ledger import Usage
+from ftpserver.state.ledger import Unmeasured, Usage
 from ftpserver.state.owner import StateOwner
 from ftpserver.state.pipe import remote_shared
 from ftpserver.state.shared import LocalState
@@ -339,7 +339,10 @@ def test_quota_is_shared_by_the_workers(
         fitted = len(sessions) - len(refused)
         assert fitted == 5, f"{fitted} of 8 uploads of 2 MiB fit a 10 MiB quota: {outcomes}"
         assert {error.code for error in refused} == {ErrorCode.QUOTA_EXCEEDED}, refused
-        assert sessions[0].quota() == Quota(10 * MIB, 10 * MIB, 0)
+        # the other worker's settles are held back up to POST_DELAY: its reservations count
+        # until then, so what is left is exact at once, what is used a moment later
+        assert sessions[0].quota().available == 0
+        assert wait_until(lambda: sessions[0].quota() == Quota(10 * MIB, 10 * MIB, 0), 5)
     finally:
         close_all(*sessions)
     stored = sorted(p.name for p in home.iterdir())
@@ -767,7 +770,8 @@ def test_state_owner_gives_back_what_a_closed_worker_held(tmp_path: Path) -> Non
     thread.join(5)
     assert not thread.is_alive()
     assert shared.limiter.count == 0, "the slot was not given back (or given back twice)"
-    assert usage(shared).reserved == 0, "the reservation was not given back"
+    with pytest.raises(Unmeasured):  # given back, then the figures dropped (held-back settles)
+        usage(shared)
     assert not temps[0].exists(), "the dead worker's upload file was left"
     assert temps[1].exists(), "a file whose reservation was released was removed"
     assert (tmp_path / "kept").read_bytes() == b"x" * 100

@@ -23,14 +23,22 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpserver.config import Settings
 from ftpserver.guards import SessionLimiter
 from ftpserver.jail import TEMP_PREFIX
+from ftpserver.state import wire
 from ftpserver.state.ledger import Reservation, Unmeasured, Usage
 from ftpserver.state.owner import StateOwner
-from ftpserver.state.pipe import RemoteBandwidth, RemoteBans, RemoteSlots, remote_shared
+from ftpserver.state.pipe import (
+    RemoteBandwidth,
+    RemoteBans,
+    RemoteSlots,
+    flush_remote,
+    remote_shared,
+)
 from ftpserver.state.quotas import RemoteLedger
 from ftpserver.state.shared import LocalState, Shared
 from ftpserver.state.wire import PipeClient, StateUnavailable
@@ -293,7 +301,58 @@ def test_asked_requests_cross_together_and_a_post_gets_no_reply(
     assert "a posted" in caplog.text
     theirs.close()
     thread.join(5)
-    assert shared.quotas.usage("a", 100, 10**9).reserved == 0  # given back with the pipe
+    with pytest.raises(Unmeasured):  # given back with the pipe (else the figures would stay)
+        shared.quotas.usage("a", 100, 10**9)
+
+
+def test_posted_settles_are_held_back_then_give_back_their_reservations(
+    linked: Callable[..., Linked],
+) -> None:
+    """A settle is posted later than it is made, yet gives back the reservation it was made with."""
+    pair = linked()
+    quotas, book, free = pair.remote.quotas, pair.state.quotas, 10**9
+    quotas.record("a", 0)
+    held = [quotas.reserve("a", None, 100, 0, free, "") for _ in range(3)]
+    for reservation in held:
+        quotas.settle("a", 100, None, reservation)
+        assert reservation.quota_bytes == reservation.disk_bytes == 0  # zeroed here at once
+    # no other request: the helper thread sends them, with every byte they hold
+    assert wait_until(lambda: book.usage("a", None, free).used == 300)
+    assert book.usage("a", None, free) == Usage(300, 0, None, free)
+
+
+def test_flush_sends_the_held_back_settles_at_once(
+    linked: Callable[..., Linked], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker about to exit sends what it holds back (``flush_remote``), not a delay later."""
+    monkeypatch.setattr(wire, "POST_DELAY", 60.0)
+    pair = linked()
+    quotas, book, free = pair.remote.quotas, pair.state.quotas, 10**9
+    quotas.record("a", 0)
+    quotas.settle("a", -5)
+    time.sleep(0.1)
+    assert book.usage("a", None, free).used == 0  # still held back
+    flush_remote(pair.remote)
+    assert wait_until(lambda: book.usage("a", None, free).used == -5)
+
+
+def test_a_worker_gone_with_settles_held_back_has_its_users_measured_again() -> None:
+    """Its reservations are given back and its users' figures dropped, sent or not."""
+    state = LocalState.create(SETTINGS)
+    mine, theirs = Pipe()
+    thread = StateOwner(state).attach(mine, 0)
+    ledger = RemoteLedger(PipeClient(theirs, on_lost=lambda: None))
+    ledger.record("a", 0)
+    ledger.record("b", 0)  # figures only: nothing of "b" can be held back
+    reservation = ledger.reserve("a", None, 100, 0, 10**9, "")
+    ledger.settle("a", 100, None, reservation)  # held back...
+    theirs.close()  # ...and the worker is gone, perhaps before it went out
+    thread.join(5)
+    with pytest.raises(Unmeasured):  # measured again by the next session that needs them
+        state.quotas.usage("a", None, 10**9)
+    assert state.quotas.usage("b", None, 10**9).used == 0
+    state.quotas.record("a", 100)
+    assert state.quotas.usage("a", None, 10**9) == Usage(100, 0, None, 10**9)
 
 
 def test_a_post_goes_out_while_another_thread_waits_for_a_reply() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import pickle
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -165,10 +166,10 @@ class StateOwner:
                     return
                 requests = message if isinstance(message, list) else [message]
                 with self._gate.passing():
-                    replies = [self._answer_one(held, worker, request) for request in requests]
-                for reply in replies:
-                    if reply is not None:
-                        conn.send(reply)
+                    answered = (self._answer_one(held, worker, request) for request in requests)
+                    replies = [reply for reply in answered if reply is not None]
+                if replies:  # one message for the batch's replies, as the requests came
+                    conn.send_bytes(_dumps(replies[0] if len(replies) == 1 else replies))
         except OSError:
             return
         finally:
@@ -219,6 +220,11 @@ class StateOwner:
                 slots,
                 uploads,
             )
+
+
+def _dumps(replies: Reply | list[Reply]) -> bytes:
+    """Plain pickle, read by the worker's ``recv()`` alike (see :meth:`PipeClient._flush`)."""
+    return pickle.dumps(replies, pickle.HIGHEST_PROTOCOL)
 
 
 def _with_quota_holds(

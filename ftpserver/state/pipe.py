@@ -15,7 +15,14 @@ from ftpserver.state.quotas import RemoteLedger
 from ftpserver.state.shared import Shared
 from ftpserver.state.wire import PipeClient, StateUnavailable, WorkerEnd, expect
 
-__all__ = ["RemoteBandwidth", "RemoteBans", "RemoteSlots", "RemoteUserSessions", "remote_shared"]
+__all__ = [
+    "RemoteBandwidth",
+    "RemoteBans",
+    "RemoteSlots",
+    "RemoteUserSessions",
+    "flush_remote",
+    "remote_shared",
+]
 
 
 class RemoteSlots:
@@ -80,3 +87,9 @@ def remote_shared(conn: WorkerEnd) -> Shared:
         RemoteBandwidth(client),
         RemoteUserSessions(client),
     )
+
+
+def flush_remote(shared: Shared) -> None:
+    """Send what the proxies of :func:`remote_shared` hold back (posted settles) now."""
+    if isinstance(shared.quotas, RemoteLedger):
+        shared.quotas.flush()

@@ -13,6 +13,7 @@ if it dies.  ``forget`` is not shared: only the owner's reload drops figures.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
 
 from ftpserver.state.ledger import QuotaBook, Reservation, Unmeasured, Usage
@@ -61,8 +62,9 @@ class RemoteLedger:
         self, user: str, growth: int, limit: int | None = None, release: Reservation | None = None
     ) -> None:
         if limit is None:  # nothing to refuse: sent without waiting for the answer
-            try:
-                self._client.post(TARGET, "settle", user, growth, limit, release)
+            try:  # (a copy: the request goes out later, after this one is zeroed below)
+                sent = None if release is None else dataclasses.replace(release)
+                self._client.post(TARGET, "settle", user, growth, limit, sent)
             finally:
                 if release is not None:
                     _spent(release)
@@ -83,6 +85,11 @@ class RemoteLedger:
             self._client.call(TARGET, "release", reservation)
         _spent(reservation)
 
+    def flush(self) -> None:
+        """Send the settles still held back (:data:`~ftpserver.state.wire.POST_DELAY`) now."""
+        with contextlib.suppress(StateUnavailable):
+            self._client.flush()
+
 
 def _spent(reservation: Reservation) -> None:
     """Zero the worker's copy as the book zeroes its own, so a second release gives nothing."""
@@ -90,10 +97,11 @@ def _spent(reservation: Reservation) -> None:
 
 
 class QuotaHolds:
-    """The reservations one worker holds in the supervisor's book."""
+    """The reservations one worker holds in the supervisor's book, and whose figures it moved."""
 
     def __init__(self) -> None:
         self.reservations: list[Reservation] = []
+        self.users: set[str] = set()
 
     def forget(self, copy: Reservation | None) -> Reservation | None:
         """The worker gave back ``copy``: stop holding the first reservation equal to it."""
@@ -103,11 +111,18 @@ class QuotaHolds:
         return None
 
     def give_back(self, book: QuotaBook) -> int:
-        """Release every reservation still held and remove its upload (the worker died)."""
+        """Release every reservation still held and remove its upload (the worker is gone).
+
+        The figures of the users it served are then forgotten, to be
+        measured again by the next session that needs them: a worker that
+        died may have held back settles it never sent.
+        """
         held, self.reservations = self.reservations, []
         for reservation in held:
             book.release(reservation)
             discard_upload(reservation.temp)
+        for user in self.users:
+            book.forget(user)
         return len(held)
 
 
@@ -128,11 +143,13 @@ def quota_methods(book: QuotaBook) -> dict[str, QuotaMethod]:
         size, replaced, free = arg(args, 2, int), arg(args, 3, int), arg(args, 4, int)
         reservation = book.reserve(user, quota, size, replaced, free, arg(args, 5, str))
         holds.reservations.append(reservation)
+        holds.users.add(user)
         return reservation
 
     def settle(holds: QuotaHolds, args: Args) -> None:
         user, growth, limit = arg(args, 0, str), arg(args, 1, int), _quota(args, 2)
         copy = _reservation(args, 3)
+        holds.users.add(user)
         given = holds.forget(copy)  # settle gives it back, whatever the outcome...
         try:
             book.settle(user, growth, limit, copy)
