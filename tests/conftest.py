@@ -419,6 +419,16 @@ def recv_exactly(sock: socket.socket, count: int) -> bytes:
     return data
 
 
+class _Sink:
+    """Keeps what it is given, in ``into``."""
+
+    def __init__(self, into: bytearray) -> None:
+        self.into = into
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.into += data
+
+
 class RawSession:
     """A socket and a Channel for sending what the client library would not."""
 
@@ -451,6 +461,12 @@ class RawSession:
     def recv_raw(self, count: int) -> bytes:
         """The next ``count`` bytes as they are (fewer only at the end of the stream)."""
         return recv_exactly(self.sock, count)
+
+    def recv_file(self, size: int) -> bytes:
+        """The ``size`` bytes of file data that follow a ``ready`` (read through the channel)."""
+        received = bytearray()
+        self.channel.recv_file(_Sink(received), size, new_hasher())
+        return bytes(received)
 
     def call(self, command: str, *args: str) -> Message:
         """Send a request and return the next message."""
