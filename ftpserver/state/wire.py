@@ -106,6 +106,7 @@ class PipeClient:
         self._waiting: deque[_Slot] = deque()  # submitted, reply not read yet, oldest first
         self._outbox: list[Request] = []  # submitted, not sent yet
         self._posted = threading.Condition(self._lock)  # a post waits in the outbox
+        self._held = False  # a post is in the outbox
         self._flusher: threading.Thread | None = None
 
     def call(self, target: str, method: str, *args: object) -> object:
@@ -140,7 +141,9 @@ class PipeClient:
                     target=self._flush_posts, name="state-posts", daemon=True
                 )
                 self._flusher.start()
-            self._posted.notify()
+            if not self._held:  # the helper waits only while no post is held back
+                self._held = True
+                self._posted.notify()
 
     def flush(self) -> None:
         """Send what is held back now (before this process exits)."""
@@ -152,7 +155,7 @@ class PipeClient:
         """The helper thread: send the outbox :data:`POST_DELAY` after something was posted."""
         while True:
             with self._lock:
-                while not self._outbox and not self._lost:
+                while not self._held and not self._lost:
                     self._posted.wait()
                 if self._lost:
                     return
@@ -168,6 +171,7 @@ class PipeClient:
         if not self._outbox:
             return
         batch, self._outbox = self._outbox, []
+        self._held = False
         # Plain pickle, read by the other end's recv() alike: Connection.send builds a
         # ForkingPickler (for sockets and such, never sent here) per message, which cost
         # a tenth of a pipelined upload's Python time.
