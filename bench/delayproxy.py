@@ -14,13 +14,15 @@ nothing the client sends arrives before that.  What the proxy does not model
 is TCP's own window over the link: each side's TCP only sees loopback, so
 the proxy holds at most ``--buffer`` bytes per direction (then stops reading,
 which pushes back on the sender).
+
+On Linux the bytes are spliced through pipes and never copied into the
+process (:mod:`bench.delayqueue`), so the link takes little CPU from the
+programs measured; ``--copy`` forces the older copying queue.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
-import contextlib
 import heapq
 import selectors
 import signal
@@ -29,27 +31,9 @@ import sys
 import time
 from types import FrameType
 
-__all__ = ["main"]
+from bench.delayqueue import CopyQueue, DelayQueue, PipePool, SpliceQueue, splice_works
 
-CHUNK = 256 * 1024
-_EOF = b""
-
-
-class Direction:
-    """Bytes from ``source`` on their way to ``sink``, each chunk with its due time."""
-
-    def __init__(self, source: socket.socket, sink: socket.socket, limit: int) -> None:
-        self.source, self.sink, self.limit = source, sink, limit
-        self.queue: collections.deque[tuple[float, bytes]] = collections.deque()
-        self.queued = 0
-        self.eof_read = False
-        self.done = False
-
-    def wants_read(self) -> bool:
-        return not self.eof_read and self.queued < self.limit
-
-    def due(self) -> float | None:
-        return self.queue[0][0] if self.queue else None
+__all__ = ["Proxy", "main"]
 
 
 class Pair:
@@ -58,21 +42,24 @@ class Pair:
     def __init__(self, client: socket.socket, target: tuple[str, int], opens: float) -> None:
         self.client, self.target, self.opens = client, target, opens
         self.upstream: socket.socket | None = None
-        self.directions: list[Direction] = []
+        self.directions: list[DelayQueue] = []
 
-    def open(self, limit: int) -> None:
+    def open(self, limit: int, pool: PipePool | None) -> None:
         upstream = socket.create_connection(self.target, timeout=10)
         upstream.setblocking(False)
         self.client.setblocking(False)
         for sock in (upstream, self.client):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.upstream = upstream
-        self.directions = [
-            Direction(self.client, upstream, limit),
-            Direction(upstream, self.client, limit),
-        ]
+        ends = [(self.client, upstream), (upstream, self.client)]
+        if pool is None:
+            self.directions = [CopyQueue(source, sink, limit) for source, sink in ends]
+        else:
+            self.directions = [SpliceQueue(source, sink, limit, pool) for source, sink in ends]
 
     def close(self) -> None:
+        for direction in self.directions:
+            direction.close()
         for sock in (self.client, self.upstream):
             if sock is not None:
                 sock.close()
@@ -81,8 +68,9 @@ class Pair:
 class Proxy:
     """The event loop: listeners, pending connections and the open pairs."""
 
-    def __init__(self, delay: float, limit: int) -> None:
+    def __init__(self, delay: float, limit: int, splice: bool) -> None:
         self.delay, self.limit = delay, limit
+        self.pool = PipePool() if splice else None
         self.listeners: dict[socket.socket, tuple[str, int]] = {}
         self.pending: list[tuple[float, int, Pair]] = []
         self.pairs: list[Pair] = []
@@ -105,48 +93,13 @@ class Proxy:
         self.counter += 1
         heapq.heappush(self.pending, (pair.opens, self.counter, pair))
 
-    def _read(self, direction: Direction, now: float) -> None:
-        try:
-            data = direction.source.recv(CHUNK)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = _EOF
-        if not data:
-            direction.eof_read = True
-        direction.queue.append((now + self.delay, data))
-        direction.queued += len(data)
-
-    def _write(self, direction: Direction, now: float) -> None:
-        while direction.queue and direction.queue[0][0] <= now:
-            due, data = direction.queue[0]
-            if not data:
-                direction.queue.popleft()
-                direction.done = True
-                with contextlib.suppress(OSError):
-                    direction.sink.shutdown(socket.SHUT_WR)
-                return
-            try:
-                sent = direction.sink.send(data)
-            except BlockingIOError:
-                return
-            except OSError:
-                direction.queue.clear()
-                direction.done = direction.eof_read = True
-                return
-            direction.queued -= sent
-            if sent < len(data):
-                direction.queue[0] = (due, data[sent:])
-                return
-            direction.queue.popleft()
-
     def step(self, selector: selectors.DefaultSelector) -> None:
         """One round: open due upstreams, wait for sockets or the next due chunk, move bytes."""
         now = time.monotonic()
         while self.pending and self.pending[0][0] <= now:
             pair = heapq.heappop(self.pending)[2]
             try:
-                pair.open(self.limit)
+                pair.open(self.limit, self.pool)
                 self.pairs.append(pair)
             except OSError:
                 pair.close()
@@ -178,12 +131,20 @@ class Proxy:
         for pair in self.pairs:
             for direction in pair.directions:
                 if direction.source in readable and direction.wants_read():
-                    self._read(direction, now)
-                self._write(direction, now)
+                    direction.read(now + self.delay)
+                direction.write(now)
         finished = [p for p in self.pairs if all(d.done for d in p.directions)]
         for pair in finished:
             pair.close()
             self.pairs.remove(pair)
+
+    def close(self) -> None:
+        for pair in self.pairs:
+            pair.close()
+        for listener in self.listeners:
+            listener.close()
+        if self.pool is not None:
+            self.pool.close()
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
@@ -197,10 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", default="127.0.0.1")
     parser.add_argument("--target", default="127.0.0.2")
     parser.add_argument("--buffer", type=int, default=64 * 1024 * 1024, help="bytes per direction")
+    parser.add_argument(
+        "--copy", action="store_true", help="copy bytes through the process, not splice"
+    )
     parser.add_argument("ports", type=int, nargs="+")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _stop)
-    proxy = Proxy(args.delay, args.buffer)
+    proxy = Proxy(args.delay, args.buffer, splice=not args.copy and splice_works())
     for port in args.ports:
         proxy.listen(args.listen, port, (args.target, port))
     print("ready", flush=True)
@@ -209,8 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         while True:
             proxy.step(selector)
     finally:
-        for pair in proxy.pairs:
-            pair.close()
+        proxy.close()
     return 0
 
 
