@@ -97,6 +97,7 @@ class Runner:
         self.tree = shared.tmp / "tree"
         self.digests: dict[str, tuple[int, str]] = {}
         self.big_digest = ""
+        self.big_left: Path | None = None
         self.counter = 0
 
     def _fresh(self, base: Path, stem: str) -> Path:
@@ -189,7 +190,17 @@ class Runner:
         return seconds
 
     def big_steps(self, end: Endpoint, link: Link, rep: int) -> None:
-        """One big file down, then up."""
+        """One big file down, then up.
+
+        Each transfer starts right after the big file written before it is
+        deleted (:meth:`release_big`), so that every column writes into
+        memory the machine still holds.  In a virtual machine whose balloon
+        reports free memory to the host, memory freed a second or more before
+        is taken back, and the first write to it costs a host page fault per
+        page: 366-479 MiB/s against 3900-4300 right after a delete (see
+        docs/PERFORMANCE.md).  Deleting each file at the end of its own
+        round instead made whichever column came next pay that, at random.
+        """
         local = self._fresh(self.shared.tmp / "client", "big")
         remote = self._fresh(end.served, "up-big")
 
@@ -207,11 +218,22 @@ class Runner:
             return seconds
 
         try:
+            self.release_big()
+            self.big_left = local
             self._record("big down", link, rep, end.column, down)
+            self.release_big()
+            self.big_left = remote
             self._record("big up", link, rep, end.column, up)
-        finally:  # one file frees no inodes worth deferring: gone at once (disk space)
+        except BaseException:  # a failed round keeps nothing
             for path in (local, remote):
                 path.unlink(missing_ok=True)
+            raise
+
+    def release_big(self) -> None:
+        """Delete the big file the last transfer wrote, if any (see :meth:`big_steps`)."""
+        if self.big_left is not None:
+            self.big_left.unlink(missing_ok=True)
+            self.big_left = None
 
 
 def _prepare(opts: TreeOptions, tmp: Path, big: bool) -> tuple[Shared, Runner, TreeResults]:
@@ -306,6 +328,7 @@ def run(names: list[str], opts: TreeOptions, tmp: Path) -> TreeResults:
                             results.notes.setdefault((row, link.name), {})[column] = "ERROR"
                         results.runs.append({"link": link.name, "rep": rep, "column": column,
                                              "error": f"{type(exc).__name__}: {exc}"})  # fmt: skip
+    runner.release_big()
     shutil.rmtree(shared.tmp / "trash", ignore_errors=True)
     return results
 
