@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import pickle
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from ftpserver.state.quotas import TARGET as QUOTAS
 from ftpserver.state.quotas import QuotaHolds, quota_methods
 from ftpserver.state.shared import LocalState
-from ftpserver.state.wire import POST, Args, OwnerEnd, Reply, arg, expect, fields
+from ftpserver.state.wire import POST, Args, OwnerEnd, Reply, arg, expect, fields, pack, unpack
 
 __all__ = ["StateOwner"]
 
@@ -164,12 +163,11 @@ class StateOwner:
                     message: object = conn.recv()
                 except (EOFError, OSError):
                     return
-                requests = message if isinstance(message, list) else [message]
                 with self._gate.passing():
-                    answered = (self._answer_one(held, worker, request) for request in requests)
+                    answered = (self._answer_one(held, worker, r) for r in unpack(message))
                     replies = [reply for reply in answered if reply is not None]
                 if replies:  # one message for the batch's replies, as the requests came
-                    conn.send_bytes(_dumps(replies[0] if len(replies) == 1 else replies))
+                    conn.send_bytes(pack(replies))
         except OSError:
             return
         finally:
@@ -220,11 +218,6 @@ class StateOwner:
                 slots,
                 uploads,
             )
-
-
-def _dumps(replies: Reply | list[Reply]) -> bytes:
-    """Plain pickle, read by the worker's ``recv()`` alike (see :meth:`PipeClient._flush`)."""
-    return pickle.dumps(replies, pickle.HIGHEST_PROTOCOL)
 
 
 def _with_quota_holds(

@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing import Pipe
 from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
@@ -43,6 +43,8 @@ __all__ = [
     "arg",
     "expect",
     "fields",
+    "pack",
+    "unpack",
     "worker_pipe",
 ]
 
@@ -61,6 +63,21 @@ Reply = tuple[bool, object]
 # checked before use, so it is ``object``.
 WorkerEnd: TypeAlias = "Connection[Outgoing, object]"
 OwnerEnd: TypeAlias = "Connection[Reply, object]"
+
+
+def pack(items: Sequence[object]) -> bytes:
+    """One message for ``items`` sent together: one alone as itself, several as a list.
+
+    Plain pickle, read by the other end's ``recv()`` alike: ``Connection.send``
+    builds a ForkingPickler (for sockets and such, never sent here) per
+    message, which cost a tenth of a pipelined upload's Python time.
+    """
+    return pickle.dumps(items[0] if len(items) == 1 else items, pickle.HIGHEST_PROTOCOL)
+
+
+def unpack(message: object) -> list[object]:
+    """The items of a message :func:`pack` made."""
+    return message if isinstance(message, list) else [message]
 
 
 class StateUnavailable(ConnectionAbortedError):
@@ -172,12 +189,8 @@ class PipeClient:
             return
         batch, self._outbox = self._outbox, []
         self._held = False
-        # Plain pickle, read by the other end's recv() alike: Connection.send builds a
-        # ForkingPickler (for sockets and such, never sent here) per message, which cost
-        # a tenth of a pipelined upload's Python time.
-        data = pickle.dumps(batch[0] if len(batch) == 1 else batch, pickle.HIGHEST_PROTOCOL)
         try:
-            self._conn.send_bytes(data)
+            self._conn.send_bytes(pack(batch))
         except (EOFError, OSError) as exc:
             raise self._gone(exc) from exc
 
@@ -193,7 +206,7 @@ class PipeClient:
                     message = self._conn.recv()
                 except (EOFError, OSError) as exc:
                     raise self._gone(exc) from exc
-                for reply in message if isinstance(message, list) else [message]:
+                for reply in unpack(message):
                     first = self._waiting.popleft()
                     first.reply, first.done = reply, True
         ok, value = fields(slot.reply, 2, "reply")
