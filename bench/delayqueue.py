@@ -22,7 +22,7 @@ import contextlib
 import fcntl
 import os
 import socket
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 __all__ = ["COALESCE", "CopyQueue", "DelayQueue", "PipePool", "SpliceQueue", "splice_works"]
 
@@ -30,6 +30,8 @@ CHUNK = 256 * 1024
 PIPE_SIZE = 1024 * 1024
 COALESCE = 0.001
 _FLAGS = getattr(os, "SPLICE_F_NONBLOCK", 0) | getattr(os, "SPLICE_F_MOVE", 0)
+Pipe = tuple[int, int]  # read end, write end
+Item = TypeVar("Item")
 
 
 class DelayQueue(Protocol):
@@ -55,11 +57,25 @@ class DelayQueue(Protocol):
         """Release what the queue holds (its pipes)."""
 
 
-class _Queue:
-    """What both kinds share: the sockets, the byte count and the EOF flags."""
+class _Held(Generic[Item]):
+    """Bytes waiting to be written (no item: the EOF), and when they are due."""
+
+    __slots__ = ("due", "item", "size")
+
+    def __init__(self, due: float, item: Item | None, size: int) -> None:
+        self.due, self.item, self.size = due, item, size
+
+
+class _Queue(Generic[Item]):
+    """What both kinds share: the sockets, the queue of what is held, writing it when due.
+
+    A kind says how its items are sent (:meth:`_send`, the count sent) and
+    what happens to one once it is all sent (:meth:`_sent`).
+    """
 
     def __init__(self, source: socket.socket, sink: socket.socket, limit: int) -> None:
         self.source, self.sink, self.limit = source, sink, limit
+        self.queue: collections.deque[_Held[Item]] = collections.deque()
         self.queued = 0
         self.eof_read = False
         self.done = False
@@ -67,27 +83,46 @@ class _Queue:
     def wants_read(self) -> bool:
         return not self.eof_read and self.queued < self.limit
 
-    def _finish(self) -> None:
-        """The EOF is due: pass it on."""
-        self.done = True
-        with contextlib.suppress(OSError):
-            self.sink.shutdown(socket.SHUT_WR)
+    def due(self) -> float | None:
+        return self.queue[0].due if self.queue else None
 
-    def _broken(self) -> None:
-        """The sink is gone: drop everything, read nothing more."""
-        self.done = self.eof_read = True
+    def write(self, now: float) -> None:
+        while self.queue and self.queue[0].due <= now:
+            held = self.queue[0]
+            if held.item is None:  # the EOF is due: pass it on
+                self.queue.popleft()
+                self.done = True
+                with contextlib.suppress(OSError):
+                    self.sink.shutdown(socket.SHUT_WR)
+                return
+            try:
+                sent = self._send(held.item, held.size)
+            except BlockingIOError:
+                return
+            except OSError:  # the sink is gone: drop everything, read nothing more
+                self.close()
+                self.done = self.eof_read = True
+                return
+            held.size -= sent
+            self.queued -= sent
+            if held.size:
+                return
+            self.queue.popleft()
+            self._sent(held.item)
+
+    def close(self) -> None:
+        self.queue.clear()
         self.queued = 0
 
+    def _send(self, item: Item, size: int) -> int:
+        raise NotImplementedError
 
-class CopyQueue(_Queue):
+    def _sent(self, item: Item) -> None:
+        """``item`` is all written."""
+
+
+class CopyQueue(_Queue[memoryview]):
     """Bytes read into the process and sent from it."""
-
-    def __init__(self, source: socket.socket, sink: socket.socket, limit: int) -> None:
-        super().__init__(source, sink, limit)
-        self.queue: collections.deque[tuple[float, memoryview]] = collections.deque()
-
-    def due(self) -> float | None:
-        return self.queue[0][0] if self.queue else None
 
     def read(self, due: float) -> None:
         try:
@@ -97,42 +132,21 @@ class CopyQueue(_Queue):
         except OSError:
             data = b""
         self.eof_read = not data
-        self.queue.append((due, memoryview(data)))
+        self.queue.append(_Held(due, memoryview(data) if data else None, len(data)))
         self.queued += len(data)
 
-    def write(self, now: float) -> None:
-        while self.queue and self.queue[0][0] <= now:
-            due, data = self.queue[0]
-            if not data:
-                self.queue.popleft()
-                self._finish()
-                return
-            try:
-                sent = self.sink.send(data)
-            except BlockingIOError:
-                return
-            except OSError:
-                self.queue.clear()
-                self._broken()
-                return
-            self.queued -= sent
-            if sent < len(data):
-                self.queue[0] = (due, data[sent:])
-                return
-            self.queue.popleft()
-
-    def close(self) -> None:
-        self.queue.clear()
+    def _send(self, item: memoryview, size: int) -> int:
+        return self.sink.send(item[len(item) - size :])
 
 
 class PipePool:
     """Pipes for :class:`SpliceQueue`, kept open for reuse and closed together."""
 
     def __init__(self) -> None:
-        self.free: list[tuple[int, int]] = []
-        self.opened: list[tuple[int, int]] = []
+        self.free: list[Pipe] = []
+        self.opened: list[Pipe] = []
 
-    def take(self) -> tuple[int, int]:
+    def take(self) -> Pipe:
         if self.free:
             return self.free.pop()
         pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -141,7 +155,7 @@ class PipePool:
         self.opened.append(pipe)
         return pipe
 
-    def give(self, pipe: tuple[int, int]) -> None:
+    def give(self, pipe: Pipe) -> None:
         self.free.append(pipe)
 
     def close(self) -> None:
@@ -152,16 +166,7 @@ class PipePool:
         self.free.clear()
 
 
-class _Held:
-    """Bytes waiting in one pipe (no pipe: the EOF), and when they are due."""
-
-    __slots__ = ("due", "pipe", "size")
-
-    def __init__(self, due: float, pipe: tuple[int, int] | None, size: int) -> None:
-        self.due, self.pipe, self.size = due, pipe, size
-
-
-class SpliceQueue(_Queue):
+class SpliceQueue(_Queue[Pipe]):
     """Bytes moved socket → pipe → socket by the kernel, never copied through Python."""
 
     def __init__(
@@ -169,12 +174,8 @@ class SpliceQueue(_Queue):
     ) -> None:
         super().__init__(source, sink, limit)
         self.pool = pool
-        self.queue: collections.deque[_Held] = collections.deque()
 
-    def due(self) -> float | None:
-        return self.queue[0].due if self.queue else None
-
-    def _splice_in(self, pipe: tuple[int, int]) -> int | None:
+    def _splice_in(self, pipe: Pipe) -> int | None:
         """Bytes moved from the source into ``pipe``: None when nothing could move, 0 at EOF."""
         try:
             return os.splice(self.source.fileno(), pipe[1], PIPE_SIZE, flags=_FLAGS)
@@ -185,8 +186,8 @@ class SpliceQueue(_Queue):
 
     def read(self, due: float) -> None:
         last = self.queue[-1] if self.queue else None
-        if last is not None and last.pipe is not None and last.due >= due - COALESCE:
-            moved = self._splice_in(last.pipe)
+        if last is not None and last.item is not None and last.due >= due - COALESCE:
+            moved = self._splice_in(last.item)
             if moved:
                 last.size += moved
                 self.queued += moved
@@ -204,35 +205,19 @@ class SpliceQueue(_Queue):
         self.queue.append(_Held(due, pipe, moved))
         self.queued += moved
 
-    def write(self, now: float) -> None:
-        while self.queue and self.queue[0].due <= now:
-            held = self.queue[0]
-            if held.pipe is None:
-                self.queue.popleft()
-                self._finish()
-                return
-            try:
-                sent = os.splice(held.pipe[0], self.sink.fileno(), held.size, flags=_FLAGS)
-            except BlockingIOError:
-                return
-            except OSError:
-                self.close()
-                self._broken()
-                return
-            held.size -= sent
-            self.queued -= sent
-            if held.size:
-                return
-            self.queue.popleft()
-            self.pool.give(held.pipe)
+    def _send(self, item: Pipe, size: int) -> int:
+        return os.splice(item[0], self.sink.fileno(), size, flags=_FLAGS)
+
+    def _sent(self, item: Pipe) -> None:
+        self.pool.give(item)
 
     def close(self) -> None:
         """Drain what is left out of the pipes before they go back to the pool."""
         while self.queue:
             held = self.queue.popleft()
-            if held.pipe is not None:
-                _drain(held.pipe[0], held.size)
-                self.pool.give(held.pipe)
+            if held.item is not None:
+                _drain(held.item[0], held.size)
+                self.pool.give(held.item)
         self.queued = 0
 
 
