@@ -19,8 +19,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from ftpclient.datatypes import LocalError
-from ftpclient.treehash import hash_file, hash_files
-from ftpproto.digest import READ_PIECE
+from ftpclient.treehash import ReadBuffer, hash_file, hash_files
 
 __all__ = ["Digest", "FileInfo", "Tree", "local_digest", "local_tree"]
 
@@ -116,7 +115,7 @@ def local_digest(root: str) -> Digest:
 
     def digest(relative: str) -> str | None:
         path = os.path.join(root, *relative.split("/"))
-        hashed = hash_file(path, memoryview(bytearray(READ_PIECE)))
+        hashed = hash_file(path, ReadBuffer())
         return None if hashed is None else hashed[2]
 
     return digest

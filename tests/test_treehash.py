@@ -1,9 +1,14 @@
-"""Hashing many local files with forked helpers (``ftpclient.treehash``): same answers."""
+"""Hashing many local files with forked helpers (``ftpclient.treehash``): same answers.
+
+The helpers take chunks of files from a pipe as they are free; whatever a
+helper did not finish, this process hashes, so the answer never changes.
+"""
 
 from __future__ import annotations
 
 import mmap
 import os
+import select
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ftpclient import treehash
-from ftpclient.treehash import Hashed, hash_file, hash_files
+from ftpclient.treehash import Hashed, ReadBuffer, hash_file, hash_files
 from ftpproto.digest import READ_PIECE, new_hasher
 
 
@@ -52,18 +57,27 @@ def forks(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
 
 
 def serial(paths: list[str], most: int) -> list[Hashed | None]:
-    buffer = memoryview(bytearray(READ_PIECE))
+    buffer = ReadBuffer()
     return [hash_file(path, buffer, most) for path in paths]
 
 
 def test_hash_file_gives_size_time_and_digest_or_none(paths: list[str]) -> None:
-    buffer = memoryview(bytearray(READ_PIECE))
+    buffer = ReadBuffer()
     size, mtime, digest = hash_file(paths[3], buffer) or (0, 0, None)
     expected = new_hasher()
     expected.update(Path(paths[3]).read_bytes())
     assert (size, mtime, digest) == (3 * 997, int(os.stat(paths[3]).st_mtime), expected.hexdigest())
     assert hash_file(paths[7], buffer, most=READ_PIECE) == (READ_PIECE + 3, mtime, None)
     assert [hash_file(path, buffer) for path in paths[-3:]] == [None, None, None]
+
+
+def test_the_read_buffer_grows_only_as_far_as_the_files_need() -> None:
+    buffer = ReadBuffer()
+    assert len(buffer.fit(0)) == 0
+    assert len(buffer.fit(1000)) == 1000
+    assert len(buffer.fit(1500)) == 2000  # at least doubled
+    assert len(buffer.fit(10)) == 2000  # never shrunk
+    assert len(buffer.fit(READ_PIECE * 3)) == READ_PIECE  # bigger files are read in pieces
 
 
 def test_helpers_give_the_answers_of_one_process(paths: list[str], forks: list[int]) -> None:
@@ -78,20 +92,44 @@ def test_helpers_give_the_answers_of_one_process(paths: list[str], forks: list[i
             os.waitpid(pid, os.WNOHANG)
 
 
-def test_a_failed_helper_leaves_its_share_to_this_process(
+def test_a_chunk_a_failed_helper_took_is_hashed_here(
     paths: list[str], forks: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A helper that takes a chunk and dies before filling its slots loses nothing."""
     parent = os.getpid()
-    real_share: Callable[[treehash._SharedJob, int], None] = treehash._SharedJob.hash_share
+    real_chunks: Callable[[treehash._SharedJob], None] = treehash._SharedJob.hash_chunks
+    taken_read, taken_write = os.pipe()
 
-    def hash_share(job: treehash._SharedJob, share: int) -> None:
-        if os.getpid() != parent:
+    def hash_chunks(job: treehash._SharedJob) -> None:
+        if os.getpid() != parent:  # a helper: take one chunk, say so, fail
+            os.read(job.chunks, 4)
+            os.write(taken_write, b"x")
             raise RuntimeError("a helper that fails")
-        real_share(job, share)
+        assert select.select([taken_read], [], [], 10)[0], "no helper took a chunk"
+        real_chunks(job)
 
-    monkeypatch.setattr(treehash._SharedJob, "hash_share", hash_share)
-    assert hash_files(paths, READ_PIECE) == serial(paths, READ_PIECE)
+    monkeypatch.setattr(treehash._SharedJob, "hash_chunks", hash_chunks)
+    try:
+        assert hash_files(paths, READ_PIECE) == serial(paths, READ_PIECE)
+    finally:
+        os.close(taken_read)
+        os.close(taken_write)
     assert len(forks) == 2
+
+
+def test_chunks_the_pipe_could_not_take_are_hashed_here(
+    paths: list[str], forks: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_deal = treehash._SharedJob._deal
+    dealt: list[int] = []
+
+    def deal_half(count: int) -> int:
+        dealt.append(count)
+        return real_deal(count // 2)
+
+    monkeypatch.setattr(treehash._SharedJob, "_deal", staticmethod(deal_half))
+    assert hash_files(paths, READ_PIECE) == serial(paths, READ_PIECE)
+    assert dealt == [-(-len(paths) // treehash.CHUNK)]
 
 
 def test_no_helper_where_fork_fails_or_another_thread_runs(
