@@ -62,12 +62,10 @@ __all__ = [
     "tls_context",
 ]
 
-_ENTRY_FRAME = PREFIX.encode() + b"|tree|entry|"
-
 
 @functools.cache
 def _tree_entry() -> re.Pattern[str]:
-    """``tree|entry|TYPE|PATH|SIZE|MTIME|BLAKE3`` with nothing escaped: what parse_tree takes apart.
+    """``tree|entry|TYPE|PATH|SIZE|MTIME|BLAKE3`` with nothing escaped: what read_tree takes apart.
 
     Compiled when first needed, not at every start of the client.
     """
@@ -188,30 +186,14 @@ class FileTransferClient(Transfers):
         BLAKE3 digest too (None where the server could not give one).
         """
         self.send_tree(path, digests)
-        return self.parse_tree(self.read_tree_frames())
+        return self.read_tree()
 
     def send_tree(self, path: str, digests: bool = False) -> None:
-        """Send the request of :meth:`tree` only; :meth:`read_tree_frames` reads its answer."""
+        """Send the request of :meth:`tree` only; :meth:`read_tree` reads its answer."""
         self.channel.send(request("tree", path, *(["blake3"] if digests else [])))
 
-    def read_tree_frames(self) -> list[bytes]:
-        """The frames of a ``tree`` answer, not parsed: every entry, then the last message.
-
-        Cheap enough for a helper thread to drain the answer while another
-        thread works (``mirror -c`` hashes the local tree meanwhile); parsing
-        them needs the GIL for longer, so it is left to :meth:`parse_tree`.
-        """
-        frames: list[bytes] = []
-        recv_frame = self.channel.recv_frame
-        while True:
-            payload = recv_frame()
-            frames.append(payload)
-            if not payload.startswith(_ENTRY_FRAME):
-                return frames
-
-    @staticmethod
-    def parse_tree(frames: list[bytes]) -> list[TreeEntry]:
-        """The entries of a ``tree`` answer read by :meth:`read_tree_frames`.
+    def read_tree(self) -> list[TreeEntry]:
+        """The entries of a ``tree`` answer, each parsed as it arrives.
 
         A tree of thousands of entries is thousands of messages: an entry
         in its usual form (no ``%``-escape, sizes and digest well formed) is
@@ -221,7 +203,9 @@ class FileTransferClient(Transfers):
         """
         entries: list[TreeEntry] = []
         plain_entry = _tree_entry().fullmatch
-        for payload in frames:
+        recv_frame = self.channel.recv_frame
+        while True:
+            payload = recv_frame()
             try:
                 found = plain_entry(payload.decode("utf-8"))
             except UnicodeDecodeError:
@@ -240,7 +224,6 @@ class FileTransferClient(Transfers):
             kind, relative, size, mtime, hexdigest = reply.expect("tree", "entry", 5)
             known = parse_digest(hexdigest) if hexdigest != "-" else None
             entries.append(TreeEntry(kind, relative, parse_size(size), parse_size(mtime), known))
-        raise MessageError("tree answer without its end")
 
     def touch(self, path: str, mtime: int) -> None:
         """Set a remote file's (or folder's) modification time, in seconds since the epoch."""

@@ -75,13 +75,10 @@ class MirrorPlan:
         self.unchanged = 0
 
 
-def remote_tree(client: FileTransferClient, frames: list[bytes]) -> Tree:
-    """The remote tree from the frames of a ``tree`` answer (``client.read_tree_frames``).
-
-    A missing root is an empty tree.
-    """
+def remote_tree(client: FileTransferClient) -> Tree:
+    """The remote tree from the answer to ``client.send_tree``; a missing root is an empty tree."""
     try:
-        entries = client.parse_tree(frames)
+        entries = client.read_tree()
     except RemoteError as exc:
         if exc.code == ErrorCode.NOT_FOUND:
             return Tree(exists=False)
@@ -109,21 +106,23 @@ def look(
     The ``tree`` request goes out first; while the server answers, this
     thread walks the local tree, with ``by_digest`` hashing every file of up
     to :data:`AHEAD_MOST` bytes (a bigger one is read only if its size
-    matches the other side's; forked helpers take shares of a big tree), and a
-    helper thread reads the answer off the connection (unparsed: it holds
-    the GIL only briefly; started after any fork).  Then the answer is
-    parsed.  The digest callback returned gives what was hashed ahead and
-    hashes anything else when asked.  The local side's error, if any, is
-    raised after the remote's.
+    matches the other side's; forked helpers hash a big tree's files with
+    this thread, each taking the next chunk when free), and a helper thread
+    reads the answer off the connection and parses it (started after any
+    fork).  The time the parsing takes from this thread's hashing goes to
+    the helpers, so it is not left to run alone after the hashing.  The
+    digest callback returned gives what was hashed ahead and hashes
+    anything else when asked.  The local side's error, if any, is raised
+    after the remote's.
     """
     digest = local_digest(ends.local)
     done: dict[str, str] = {}
-    frames: list[bytes] = []
+    remote: list[Tree] = []
     failed: list[BaseException] = []
 
     def read_answer() -> None:
         try:
-            frames.extend(client.read_tree_frames())
+            remote.append(remote_tree(client))
         except BaseException as exc:  # raised in the caller's thread
             failed.append(exc)
 
@@ -142,10 +141,9 @@ def look(
         reader.join()
     if failed:
         raise failed[0]
-    remote = remote_tree(client, frames)
     if isinstance(local, Exception):
         raise local
-    return remote, local, lambda path: done.get(path) or digest(path)
+    return remote[0], local, lambda path: done.get(path) or digest(path)
 
 
 def plan_mirror(
