@@ -4,7 +4,8 @@
   names the *virtual* path, never the server's real one (every storage
   backend raises ``OSError`` codes, whatever its disk).
 * :func:`rename_noreplace` renames without replacing what is already there.
-* :func:`list_entries` streams a folder listing without holding it whole.
+* :func:`list_entries` streams a folder listing without holding it whole;
+  :func:`scan_entries` gives each entry's status with it.
 * :func:`remove_folder` removes an empty folder and says why one that holds
   only uploads in progress is not empty.
 * :func:`file_size` and :func:`entry` read what a listing shows.
@@ -14,7 +15,6 @@ The local storage backend (:mod:`ftpserver.storage.local`) is built on these.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import os
@@ -33,6 +33,7 @@ __all__ = [
     "os_error",
     "remove_folder",
     "rename_noreplace",
+    "scan_entries",
 ]
 
 _ERRNO: dict[int, tuple[ErrorCode, str]] = {
@@ -119,12 +120,24 @@ def file_size(path: str) -> int:
 
 def list_entries(real_dir: str) -> Iterator[Entry]:
     """Entries of a folder one by one, hiding the server's own files."""
-    with os.scandir(real_dir) as scan:
+    return (found for found, _ in scan_entries(real_dir))
+
+
+def scan_entries(folder: str | int) -> Iterator[tuple[Entry, os.stat_result]]:
+    """Entries of a folder (its path, or an open folder's descriptor) with their status.
+
+    The status is ``lstat``'s (a link is not followed); the server's own
+    files are hidden, and a name gone meanwhile is left out.
+    """
+    with os.scandir(folder) as scan:
         for item in scan:
             if is_reserved(item.name):
                 continue
-            with contextlib.suppress(FileNotFoundError):
-                yield entry(item.name, item.stat(follow_symlinks=False))
+            try:
+                st = item.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            yield entry(item.name, st), st
 
 
 def remove_folder(real: str, virtual: str) -> None:

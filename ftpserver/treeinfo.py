@@ -12,9 +12,11 @@ whole tree instead, streamed in batches like ``ls``::
 Symlinks are listed as ``link`` and never followed, so the walk stays
 inside the tree.  With ``blake3`` each regular file's digest comes from the
 storage's digest cache where known and is computed (and remembered)
-otherwise (a storage with ``files_in``, the local one, opens them by name in
-each folder resolved once); ``-`` means not asked, not a file, or the file changed while it
-was read.  The work per request is bounded: at most :data:`MAX_ENTRIES`
+otherwise; ``-`` means not asked, not a file, or the file changed while it
+was read.  A storage with ``tree_folder`` (the local one) opens each folder
+once, lists it through that, answers from memory the digests it remembers
+for the versions listed without opening those files, and opens the others
+by name in the open folder.  The work per request is bounded: at most :data:`MAX_ENTRIES`
 entries and :data:`MAX_DEPTH` levels, else the answer ends in a ``400``
 error after what was sent (mirror a subfolder instead).  A batch goes out
 when full or after a second of hashing, so the client hears from a long
@@ -36,7 +38,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 from ftpproto.channel import Channel
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpproto.messages import Message, ok
-from ftpserver.storage.base import ReadHandle, Storage
+from ftpserver.storage.base import Entry, ReadHandle, Storage
 from ftpserver.transfers import handle_digest
 
 __all__ = ["MAX_DEPTH", "MAX_ENTRIES", "TreeItem", "send_tree", "walk_tree"]
@@ -73,18 +75,41 @@ def _digest(open_file: Callable[[], ReadHandle], size: int) -> str:
         raise
 
 
+class _Folder(Protocol):
+    """One folder of a tree: its entries, digests known without reading, files by name."""
+
+    def entries(self) -> list[Entry]: ...
+    def known_digest(self, name: str) -> str | None: ...
+    def open(self, name: str) -> ReadHandle: ...
+
+
 @runtime_checkable
-class _OpensByName(Protocol):
-    def files_in(self, virtual: str) -> AbstractContextManager[Callable[[str], ReadHandle]]: ...
+class _OpensFolders(Protocol):
+    def tree_folder(self, virtual: str) -> AbstractContextManager[_Folder]: ...
 
 
-def _opener(
-    storage: Storage, folder: str, needed: bool
-) -> AbstractContextManager[Callable[[str], ReadHandle]]:
-    """Opens a file of ``folder`` by name: the storage's ``files_in``, or ``open_read``."""
-    if needed and isinstance(storage, _OpensByName):
-        return storage.files_in(folder)
-    return contextlib.nullcontext(lambda name: storage.open_read(posixpath.join(folder, name)))
+class _StorageFolder:
+    """A folder of any storage, through its usual requests."""
+
+    def __init__(self, storage: Storage, folder: str) -> None:
+        self.storage = storage
+        self.folder = folder
+
+    def entries(self) -> list[Entry]:
+        return list(self.storage.listdir(self.folder))
+
+    def known_digest(self, name: str) -> str | None:
+        return None  # the file's handle knows (handle_digest)
+
+    def open(self, name: str) -> ReadHandle:
+        return self.storage.open_read(posixpath.join(self.folder, name))
+
+
+def _folder(storage: Storage, folder: str) -> AbstractContextManager[_Folder]:
+    """The folder ``folder``: the storage's ``tree_folder``, or its usual requests."""
+    if isinstance(storage, _OpensFolders):
+        return storage.tree_folder(folder)
+    return contextlib.nullcontext(_StorageFolder(storage, folder))
 
 
 def walk_tree(
@@ -109,10 +134,8 @@ def walk_tree(
         relative, depth = pending.pop()
         folder = posixpath.join(root, relative) if relative else root
         children: list[tuple[str, int]] = []
-        entries = sorted(storage.listdir(folder))
-        hashing = digests and any(e.kind == "file" for e in entries)
-        with _opener(storage, folder, hashing) as by_name:
-            for name, kind, size, mtime in entries:
+        with _folder(storage, folder) as files:
+            for name, kind, size, mtime in sorted(files.entries()):
                 count += 1
                 if count > limit:
                     raise ProtocolError(
@@ -123,7 +146,9 @@ def walk_tree(
                 digest = NO_DIGEST
                 if kind == "file" and digests:
                     alive()
-                    digest = _digest(functools.partial(by_name, name), size)
+                    digest = files.known_digest(name) or _digest(
+                        functools.partial(files.open, name), size
+                    )
                 elif kind == "dir":
                     if depth + 1 >= MAX_DEPTH:
                         raise ProtocolError(

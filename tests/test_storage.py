@@ -36,6 +36,7 @@ from ftpserver.storage.base import Entry, Storage
 from ftpserver.storage.local import LocalStorage
 from ftpserver.storage.localfiles import LocalReadHandle, discard_upload
 from ftpserver.storage.paths import PARTIAL_DIR, TEMP_PREFIX
+from ftpserver.transfers import handle_digest
 from ftpserver.users import User
 
 pytestmark = pytest.mark.timeout(60)
@@ -524,23 +525,42 @@ def test_set_mtime_on_files_folders_and_links_inside_the_jail(
     assert (tmp_path / "secret").stat().st_mtime_ns == before
 
 
-def test_files_in_opens_names_of_one_folder_and_never_follows_a_link(
+def test_tree_folder_opens_names_of_one_folder_and_never_follows_a_link(
     storage: LocalStorage,
 ) -> None:
-    """``files_in`` (a tree's digests): names in the checked folder only, links refused."""
-    with storage.files_in("/") as open_name:
-        with open_name("a.txt") as handle:
+    """``tree_folder`` (a tree's digests): names in the checked folder only, links refused."""
+    with storage.tree_folder("/") as folder:
+        with folder.open("a.txt") as handle:
             assert handle.size == 3
         for link in ("in", "out", "loop"):  # inside, outside and a loop: none is followed
             with pytest.raises(OSError) as refused:
-                open_name(link)
+                folder.open(link)
             assert refused.value.errno == errno.ELOOP
         for bad in ("sub/b.txt", "..", "."):
             with pytest.raises(ProtocolError):
-                open_name(bad)
-        with pytest.raises(ProtocolError) as folder:
-            open_name("sub")
-        assert folder.value.code == ErrorCode.BAD_PATH
-    with pytest.raises(ProtocolError) as outside, storage.files_in("/out"):
+                folder.open(bad)
+        with pytest.raises(ProtocolError) as not_file:
+            folder.open("sub")
+        assert not_file.value.code == ErrorCode.BAD_PATH
+    with pytest.raises(ProtocolError) as outside, storage.tree_folder("/out"):
         pass
     assert outside.value.code == ErrorCode.PERMISSION_DENIED
+
+
+def test_tree_folder_lists_as_listdir_and_knows_digests_of_the_versions_listed(
+    storage: LocalStorage, home: Path
+) -> None:
+    """Digests come from memory without opening a file, only for the version listed."""
+    with storage.tree_folder("/") as folder:
+        assert sorted(folder.entries()) == sorted(storage.listdir("/"))
+        assert folder.known_digest("a.txt") is None  # never hashed: the caller opens it
+        with folder.open("a.txt") as handle:
+            digest = handle_digest(handle)  # computed and remembered
+        assert digest == digest_of(b"aaa")
+        assert folder.known_digest("a.txt") == digest
+        assert folder.known_digest("sub") is None and folder.known_digest("in") is None
+    os.utime(home / "a.txt", ns=(1, 1))  # another version: not the one remembered
+    with storage.tree_folder("/") as folder:
+        folder.entries()
+        assert folder.known_digest("a.txt") is None
+        assert folder.known_digest("nothing") is None

@@ -18,7 +18,7 @@ import os
 import posixpath
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpserver.digests import DigestCache
@@ -27,7 +27,7 @@ from ftpserver.jail import Jail
 from ftpserver.state.ledger import QuotaLedger, Usage
 from ftpserver.storage.base import Entry
 from ftpserver.storage.homeaccount import HomeAccount
-from ftpserver.storage.localfiles import LocalReadHandle, LocalUpload, disk_free
+from ftpserver.storage.localfiles import LocalFolder, LocalReadHandle, LocalUpload, disk_free
 from ftpserver.storage.paths import PARTIAL_DIR, is_temporary
 from ftpserver.storage.temps import (
     UploadOwners,
@@ -207,30 +207,12 @@ class LocalStorage:
         return LocalReadHandle(fd, st, self.digests)
 
     @contextlib.contextmanager
-    def files_in(self, virtual: str) -> Iterator[Callable[[str], LocalReadHandle]]:
-        """Open regular files of the folder ``virtual`` by name, the folder resolved once.
-
-        For a tree's digests (:mod:`ftpserver.treeinfo`): a name is opened
-        relative to the checked folder and never followed if it is a link
-        (``ELOOP``), so it cannot lead anywhere else; folders and special
-        files are refused as by :meth:`open_read`.
-        """
+    def tree_folder(self, virtual: str) -> Iterator[LocalFolder]:
+        """The folder ``virtual``, resolved and opened once, for a tree (:class:`LocalFolder`)."""
         virtual, real = self.jail.resolve(virtual)
         folder = os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-
-        def open_name(name: str) -> LocalReadHandle:
-            if "/" in name or name in (".", ".."):
-                raise ProtocolError(ErrorCode.BAD_PATH, f"not a name: {name}")
-            flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
-            fd = os.open(name, flags, dir_fd=folder)
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                os.close(fd)
-                raise ProtocolError(ErrorCode.BAD_PATH, f"not a regular file: {name}")
-            return LocalReadHandle(fd, st, self.digests)
-
         try:
-            yield open_name
+            yield LocalFolder(folder, self.digests)
         finally:
             os.close(folder)
 

@@ -5,6 +5,9 @@
 * :class:`LocalReadHandle` is one version of a regular file, with its file
   descriptor for ``sendfile`` and its digest remembered in the
   :class:`~ftpserver.digests.DigestCache`.
+* :class:`LocalFolder` is one folder opened once for a ``tree`` answer: its
+  listing, the digests remembered for the versions listed, its files
+  opened by name.
 * :class:`LocalUpload` receives a file into a temporary file in the target
   folder and renames it into place only when complete and verified.  A
   connection lost mid-upload saves what arrived as a *partial upload* (under
@@ -19,19 +22,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
 
 from ftpfiles.files import GuardedWriter, file_digest
 from ftpproto.digest import Hasher, new_hasher
+from ftpproto.errors import ErrorCode, ProtocolError
 from ftpproto.handshake import Resume, upload_start
 from ftpserver.digests import DigestCache, version
-from ftpserver.fsops import file_size
+from ftpserver.fsops import file_size, scan_entries
 from ftpserver.state.ledger import Reservation
-from ftpserver.storage.base import AbortedOnExit, ClosedOnExit
+from ftpserver.storage.base import AbortedOnExit, ClosedOnExit, Entry
 from ftpserver.storage.homeaccount import HomeAccount
 from ftpserver.storage.paths import is_temporary
 from ftpserver.storage.temps import temp_name
 
-__all__ = ["LocalReadHandle", "LocalUpload", "discard_upload", "disk_free"]
+__all__ = ["LocalFolder", "LocalReadHandle", "LocalUpload", "discard_upload", "disk_free"]
 
 log = logging.getLogger("ftpserver")
 
@@ -92,6 +97,50 @@ class LocalReadHandle(ClosedOnExit):
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
             os.close(fd)
+
+
+class LocalFolder:
+    """A folder open for a tree's listing and digests (:mod:`ftpserver.treeinfo`).
+
+    ``fd`` is the folder, opened after the jail checked its path; it is the
+    caller's to close.  Names are opened relative to it and never followed
+    if they are links (``ELOOP``), so they cannot lead anywhere else.
+    """
+
+    def __init__(self, fd: int, digests: DigestCache) -> None:
+        self._fd = fd
+        self._digests = digests
+        self._listed: dict[str, os.stat_result] = {}  # regular files, as listed
+
+    def entries(self) -> list[Entry]:
+        """The folder's entries (links not followed, the server's own files hidden)."""
+        found = []
+        for item, st in scan_entries(self._fd):
+            if item.kind == "file":
+                self._listed[item.name] = st
+            found.append(item)
+        return found
+
+    def known_digest(self, name: str) -> str | None:
+        """The digest remembered in memory for the version of ``name`` listed; None if none.
+
+        No file is opened: a tree whose digests are known costs no more
+        system calls than its listing.
+        """
+        st = self._listed.get(name)
+        return None if st is None else self._digests.get(st)
+
+    def open(self, name: str) -> LocalReadHandle:
+        """Open the regular file ``name`` of this folder for reading."""
+        if "/" in name or name in (".", ".."):
+            raise ProtocolError(ErrorCode.BAD_PATH, f"not a name: {name}")
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(name, flags, dir_fd=self._fd)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise ProtocolError(ErrorCode.BAD_PATH, f"not a regular file: {name}")
+        return LocalReadHandle(fd, st, self._digests)
 
 
 class LocalUpload(AbortedOnExit):
