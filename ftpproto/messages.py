@@ -66,8 +66,13 @@ class Message(NamedTuple):
 
     def encode(self) -> bytes:
         """The UTF-8 payload of this message (framing is added by the channel)."""
-        parts = [PREFIX, self.command, *(_quote(f) for f in self.fields)]
-        return "|".join(parts).encode("utf-8")
+        fields = self.fields
+        if not fields:
+            return f"{PREFIX}|{self.command}".encode()
+        body = "|".join(fields)
+        if "%" in body or body.count("|") >= len(fields):  # some field needs escaping
+            body = "|".join([_quote(field) for field in fields])
+        return f"{PREFIX}|{self.command}|{body}".encode()
 
     @classmethod
     def parse(cls, payload: bytes) -> Message:
