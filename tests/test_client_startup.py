@@ -135,3 +135,33 @@ def test_a_key_login_imports_only_the_signing_half_of_cryptography(
     assert "cryptography.hazmat.primitives.asymmetric.ed25519" in modules
     unneeded = {"ssl", "cryptography.hazmat.primitives.serialization.ssh"}
     assert not unneeded & modules, sorted(unneeded & modules)
+
+
+# Runs the program as the console script does, then says whether it froze what was alive.
+RUN_AND_FREEZE = """\
+import gc, sys
+from ftpclient.__main__ import run
+sys.argv = ["ftpclient", *sys.argv[1:]]
+try:
+    run()
+except SystemExit as exc:
+    print("EXIT", exc.code, "FROZEN", gc.get_freeze_count() > 0)
+"""
+
+
+def test_the_program_exits_with_main_s_status_after_freezing_what_is_alive(
+    server: RunningServer, tmp_path: Path, config_home: Path
+) -> None:
+    """``run`` (the console script, ``python -m ftpclient``): no collection at exit, same status."""
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="ftpclient")
+    assert script.value == "ftpclient.__main__:run"
+    target = ["--port", str(server.port), f"{ALICE}@{HOST}"]
+    for command, status in (("pwd", 0), ("cd nowhere", 1)):
+        done = run_command(
+            ["-c", RUN_AND_FREEZE, *target, "-c", command], cwd=tmp_path, password=ALICE_PASSWORD
+        )
+        assert done.stdout.splitlines()[-1] == f"EXIT {status} FROZEN True", done.stderr
+    usage = run_command(["-c", RUN_AND_FREEZE, "--retries", "-1"], cwd=tmp_path)
+    assert usage.stdout.splitlines()[-1] == "EXIT 2 FROZEN True", usage.stderr
