@@ -44,9 +44,9 @@ MOST_HELPERS = 3
 CHUNK = 4  # files per chunk at least: a chunk costs one read of the pipe
 MOST_CHUNKS = 1024  # their numbers fit a pipe of one page, the least a pipe holds
 _OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-# a slot per file: what is known (below), size, modification time, raw digest
-_SLOT = struct.Struct("<Bqq32s")
-_DATA = struct.Struct("<qq32s")  # the slot after its mark, written before the mark
+_DATA = struct.Struct("<qq32s")  # size, modification time, raw digest
+# a slot per file: what is known (below), then its data, written before the mark
+_SLOT = struct.Struct("<B" + _DATA.format.removeprefix("<"))
 _TOKEN = struct.Struct("<I")  # a chunk's number in the pipe
 _PENDING, _UNREAD, _STATUS, _DIGEST = 0, 1, 2, 3
 
