@@ -16,11 +16,14 @@ deadline surfaces as :class:`~ftpproto.errors.DeadlineExceeded` (a
 A channel may owe replies (:attr:`Channel.owed`, the server's pipelined
 transfers): they go out in order before anything else is written, and
 before the channel waits for the peer, so they can ride along with the
-next write instead of each taking one.  Replies still being finished
-(another thread commits an upload) hold up a read only when the read
-would wait, or before more than a piece of file data: while the peer's
-bytes are already here, the ones ready go out and the rest wait for a
-later read or write.
+next write instead of each taking one.  Before a read, they go out only
+when the read would wait, or once :data:`PAY_AT` are owed: while the
+peer's next bytes are already here, replies wait to ride along with later
+ones (a write and a wake-up of the peer for several files, not one each).
+Replies still being finished (another thread commits an upload) hold up
+a read only when the read would wait, or before more than a piece of file
+data: otherwise the ones ready go out and the rest wait for a later read
+or write.
 
 :attr:`Channel.in_step` tells whether the outgoing stream ends at a frame
 boundary, so a last message (why the connection closes) can still be read
@@ -48,6 +51,7 @@ from ftpproto.splicing import SpliceSink
 
 __all__ = [
     "CHUNK_SIZE",
+    "PAY_AT",
     "SENDFILE_MIN",
     "SPLICE_MIN",
     "Channel",
@@ -59,6 +63,11 @@ __all__ = [
 ]
 
 
+# Owed replies that go out before a read even while the peer's next bytes are here
+# (a client's pipelined uploads wait on these answers: see ftpclient.pipelinedput).
+PAY_AT = 16
+
+
 class Owed(Protocol):
     """The replies a channel owes (see the module docstring)."""
 
@@ -66,8 +75,8 @@ class Owed(Protocol):
         """The replies to write now, in order: all (``every``, waiting if need be) or the ready."""
         ...
 
-    def unfinished(self) -> bool:
-        """Whether replies are still owed once those ready went out (:meth:`due`)."""
+    def owing(self) -> int:
+        """How many replies are owed (ready or still being finished)."""
         ...
 
 
@@ -105,13 +114,20 @@ class Channel(FileData):
             self.in_step = True
 
     def _pay_before_read(self) -> None:
-        """Write the replies owed before a read: all, unless the read will not wait."""
+        """Write the replies owed before a read that would wait (all), or once ``PAY_AT`` are owed.
+
+        Once ``PAY_AT`` are owed and the read will not wait, only the ready ones go.
+        """
         owed = self.owed
         if owed is None:
             return
-        self.pay(every=False)
-        if owed.unfinished() and not self._readable():
-            self.pay()
+        count = owed.owing()
+        if not count:
+            return
+        readable = self._readable()
+        if readable and count < PAY_AT:
+            return  # the peer's bytes are here: these ride along with later replies
+        self.pay(every=not readable)
 
     def _readable(self) -> bool:
         """Whether the peer's next bytes are here already (reading them will not wait)."""

@@ -112,9 +112,9 @@ class Pipeline:
             paid.append(self._answer(owed.pop(0)))  # off the list first: never answered twice
         return paid
 
-    def unfinished(self) -> bool:
-        """Whether replies are still owed (after ``due(False)``: the first awaits the finisher)."""
-        return bool(self.owed)
+    def owing(self) -> int:
+        """How many replies are owed."""
+        return len(self.owed)
 
     def _answer(self, item: Message | _Queued | _Committing) -> Message:
         if isinstance(item, _Queued):

@@ -16,7 +16,7 @@ import pytest
 from conftest import digest_of
 
 from ftpfiles.files import GuardedWriter, file_digest
-from ftpproto.channel import CHUNK_SIZE, Channel, Deadlines
+from ftpproto.channel import CHUNK_SIZE, PAY_AT, Channel, Deadlines
 from ftpproto.digest import new_hasher
 from ftpproto.errors import ConnectionClosed, DeadlineExceeded, FramingError, MessageError
 from ftpproto.framing import encode_frame
@@ -484,8 +484,8 @@ class _Owed:
             self.later = []
         return taken
 
-    def unfinished(self) -> bool:
-        return bool(self.later)
+    def owing(self) -> int:
+        return len(self.ready) + len(self.later)
 
 
 def test_owed_replies_go_first_and_before_a_wait(pair: tuple[Channel, Channel]) -> None:
@@ -508,13 +508,37 @@ def test_owed_replies_go_first_and_before_a_wait(pair: tuple[Channel, Channel]) 
     client.recv_file(sink, 2, new_hasher())
     assert sink.getvalue() == b"ab"
     assert client.recv() == digest("fetch", "0" * 64)
-    client.send(request("send"), request("quit"))  # two messages in one write
     owed.ready.append(ready("offer", 6))
-    assert server.recv() == request("send")  # read from the socket: paid before
+    received: list[Message] = []
+    reader = threading.Thread(target=lambda: received.append(server.recv()))
+    reader.start()  # nothing to read: it pays before it waits
     assert client.recv() == ready("offer", 6)
+    client.send(request("send"), request("quit"))  # two messages in one write
+    reader.join(5)
+    assert received == [request("send")]
     owed.ready.append(ready("offer", 7))
     assert server.recv() == request("quit")  # already buffered: no wait, nothing paid
     assert owed.ready == [ready("offer", 7)]
+
+
+def test_owed_replies_ride_along_while_the_peer_sends(pair: tuple[Channel, Channel]) -> None:
+    """With the peer's bytes already there, replies wait until ``PAY_AT`` are owed."""
+    server, client = pair
+    owed = _Owed()
+    server.owed = owed
+    owed.ready += [ready("offer", n) for n in range(1, PAY_AT)]
+    client.send(request("pwd"))
+    time.sleep(0.2)  # in the server's socket before it reads
+    assert server.recv() == request("pwd")
+    assert len(owed.ready) == PAY_AT - 1, "paid although the read did not wait"
+    owed.ready.append(ready("offer", PAY_AT))
+    client.send(request("pwd"))
+    time.sleep(0.2)
+    assert server.recv() == request("pwd")
+    assert owed.ready == []
+    assert [client.recv() for _ in range(PAY_AT)] == [
+        ready("offer", n) for n in range(1, PAY_AT + 1)
+    ]
 
 
 def test_owed_replies_being_finished_wait_only_if_the_read_would(
@@ -524,13 +548,15 @@ def test_owed_replies_being_finished_wait_only_if_the_read_would(
     server, client = pair
     owed = _Owed()
     server.owed = owed
-    owed.ready.append(ready("offer", 1))
-    owed.later.append(ready("offer", 2))
+    owed.ready += [ready("offer", n) for n in range(1, PAY_AT)]
+    owed.later.append(ready("offer", PAY_AT))
     client.send(request("pwd"))
     time.sleep(0.2)  # the request is in the server's socket before it reads
-    assert server.recv() == request("pwd")  # readable: the ready one went out, not the other
-    assert client.recv() == ready("offer", 1)
-    assert owed.later == [ready("offer", 2)]
+    assert server.recv() == request("pwd")  # readable: the ready ones went out, not the other
+    assert [client.recv() for _ in range(PAY_AT - 1)] == [
+        ready("offer", n) for n in range(1, PAY_AT)
+    ]
+    assert owed.later == [ready("offer", PAY_AT)]
     client.sock.settimeout(0.2)
     with pytest.raises(TimeoutError):
         client.recv()
@@ -538,7 +564,7 @@ def test_owed_replies_being_finished_wait_only_if_the_read_would(
     received: list[Message] = []
     reader = threading.Thread(target=lambda: received.append(server.recv()))
     reader.start()  # nothing to read: it pays everything before it waits
-    assert client.recv() == ready("offer", 2)
+    assert client.recv() == ready("offer", PAY_AT)
     client.send(request("quit"))
     reader.join(5)
     assert received == [request("quit")] and owed.later == []
