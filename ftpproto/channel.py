@@ -64,7 +64,8 @@ __all__ = [
 
 
 # Owed replies that go out before a read even while the peer's next bytes are here
-# (a client's pipelined uploads wait on these answers: see ftpclient.pipelinedput).
+# (a client's pipelined uploads wait on these answers: see ftpclient.pipelinedput);
+# the server lowers it for a small window (Channel.pay_at).
 PAY_AT = 16
 
 
@@ -97,6 +98,7 @@ class Channel(FileData):
         # Replies not written yet: asked before every write and every read of the peer,
         # it gives them in order (and owes nothing more until the next one is deferred).
         self.owed: Owed | None = None
+        self.pay_at = PAY_AT  # see PAY_AT
         self._poll: select.poll | None = None
 
     def _owed_bytes(self, every: bool = True) -> bytes:
@@ -114,9 +116,9 @@ class Channel(FileData):
             self.in_step = True
 
     def _pay_before_read(self) -> None:
-        """Write the replies owed before a read that would wait (all), or once ``PAY_AT`` are owed.
+        """Write the replies owed before a read that would wait (all), or once ``pay_at`` are owed.
 
-        Once ``PAY_AT`` are owed and the read will not wait, only the ready ones go.
+        Once ``pay_at`` are owed and the read will not wait, only the ready ones go.
         """
         owed = self.owed
         if owed is None:
@@ -125,7 +127,7 @@ class Channel(FileData):
         if not count:
             return
         readable = self._readable()
-        if readable and count < PAY_AT:
+        if readable and count < self.pay_at:
             return  # the peer's bytes are here: these ride along with later replies
         self.pay(every=not readable)
 

@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ftpproto.channel import Progress
+from ftpproto.channel import PAY_AT, Progress
 from ftpproto.errors import ErrorCode, ProtocolError
 from ftpproto.messages import Message, error, ok, parse_size
 from ftpproto.pipeline import ServerFetch, ServerOffer, Window, window_reply
@@ -71,6 +71,9 @@ class Pipeline:
     def __init__(self, session: SessionBase, files: int, size: int) -> None:
         self.session = session
         self.window = Window(files, size)
+        # Answers held while the client's bytes are here: a quarter of the window at
+        # most, so a client refilling at half never waits on them (ftpproto.channel).
+        self.pay_at = max(1, min(PAY_AT, files // 4))
         self.queue: deque[_Queued] = deque()
         self.owed: list[Message | _Queued | _Committing] = []  # not written yet, in order
         self.finisher = Finisher()
@@ -252,7 +255,7 @@ class Pipeline:
         self.queue.append(queued)
         self.window.take(size)
         self.owed.append(queued)  # answered when the replies go out
-        self.session.channel.owed = self
+        self._owe()
 
     def send(self, flag: str | None) -> None:
         """``send`` (the oldest offer's data follows) or ``send|abort`` (withdraw it)."""
@@ -296,7 +299,13 @@ class Pipeline:
             raise
         done = self.finisher.commit(upload, hexdigest)
         self.owed.append(_Committing(virtual, offer.count, hexdigest, started, meter.moved, done))
-        session.channel.owed = self
+        self._owe()
+
+    def _owe(self) -> None:
+        """Make the channel ask this pipeline for its answers (before its next write or wait)."""
+        channel = self.session.channel
+        channel.owed = self
+        channel.pay_at = self.pay_at
 
 
 def _ready(item: Message | _Queued | _Committing) -> bool:

@@ -585,3 +585,22 @@ def test_send_parts_gathers_big_data_whole(pair: tuple[Channel, Channel]) -> Non
     assert sink.getvalue() == data
     assert client.recv() == digest("fetch", "1" * 64)
     sender.join(5)
+
+
+def test_a_lower_pay_at_pays_sooner(pair: tuple[Channel, Channel]) -> None:
+    """``pay_at`` (a server's small window lowers it): owed replies go once that many are owed."""
+    server, client = pair
+    owed = _Owed()
+    server.owed = owed
+    server.pay_at = 2
+    owed.ready.append(ready("offer", 1))
+    client.send(request("pwd"), request("pwd"))
+    time.sleep(0.2)  # in the server's socket before it reads
+    assert server.recv() == request("pwd")
+    assert owed.ready == [ready("offer", 1)], "paid below pay_at although the read did not wait"
+    owed.ready.append(ready("offer", 2))
+    client.send(request("quit"))
+    time.sleep(0.2)
+    assert server.recv() == request("pwd")  # buffered: no read, nothing paid yet
+    assert server.recv() == request("quit")  # read with two owed: both go
+    assert [client.recv() for _ in range(2)] == [ready("offer", 1), ready("offer", 2)]
