@@ -65,12 +65,15 @@ __all__ = [
 
 # Owed replies that go out before a read even while the peer's next bytes are here
 # (a client's pipelined uploads wait on these answers: see ftpclient.pipelinedput);
-# the server lowers it for a small window (Channel.pay_at).
+# the most an Owed's pay_at should be (the server's is less for a small window).
 PAY_AT = 16
 
 
 class Owed(Protocol):
     """The replies a channel owes (see the module docstring)."""
+
+    # How many may wait for a later write while the peer's next bytes are here.
+    pay_at: int
 
     def due(self, every: bool) -> list[Message]:
         """The replies to write now, in order: all (``every``, waiting if need be) or the ready."""
@@ -98,7 +101,6 @@ class Channel(FileData):
         # Replies not written yet: asked before every write and every read of the peer,
         # it gives them in order (and owes nothing more until the next one is deferred).
         self.owed: Owed | None = None
-        self.pay_at = PAY_AT  # see PAY_AT
         self._poll: select.poll | None = None
 
     def _owed_bytes(self, every: bool = True) -> bytes:
@@ -116,9 +118,9 @@ class Channel(FileData):
             self.in_step = True
 
     def _pay_before_read(self) -> None:
-        """Write the replies owed before a read that would wait (all), or once ``pay_at`` are owed.
+        """Write the replies owed before a read that would wait (all), or once ``owed.pay_at`` are.
 
-        Once ``pay_at`` are owed and the read will not wait, only the ready ones go.
+        Once that many are owed and the read will not wait, only the ready ones go.
         """
         owed = self.owed
         if owed is None:
@@ -127,7 +129,7 @@ class Channel(FileData):
         if not count:
             return
         readable = self._readable()
-        if readable and count < self.pay_at:
+        if readable and count < owed.pay_at:
             return  # the peer's bytes are here: these ride along with later replies
         self.pay(every=not readable)
 

@@ -255,7 +255,7 @@ class Pipeline:
         self.queue.append(queued)
         self.window.take(size)
         self.owed.append(queued)  # answered when the replies go out
-        self._owe()
+        self.session.channel.owed = self
 
     def send(self, flag: str | None) -> None:
         """``send`` (the oldest offer's data follows) or ``send|abort`` (withdraw it)."""
@@ -299,13 +299,7 @@ class Pipeline:
             raise
         done = self.finisher.commit(upload, hexdigest)
         self.owed.append(_Committing(virtual, offer.count, hexdigest, started, meter.moved, done))
-        self._owe()
-
-    def _owe(self) -> None:
-        """Make the channel ask this pipeline for its answers (before its next write or wait)."""
-        channel = self.session.channel
-        channel.owed = self
-        channel.pay_at = self.pay_at
+        session.channel.owed = self
 
 
 def _ready(item: Message | _Queued | _Committing) -> bool:

@@ -476,6 +476,7 @@ class _Owed:
     def __init__(self) -> None:
         self.ready: list[Message] = []
         self.later: list[Message] = []
+        self.pay_at = PAY_AT
 
     def due(self, every: bool) -> list[Message]:
         taken = self.ready + (self.later if every else [])
@@ -591,8 +592,8 @@ def test_a_lower_pay_at_pays_sooner(pair: tuple[Channel, Channel]) -> None:
     """``pay_at`` (a server's small window lowers it): owed replies go once that many are owed."""
     server, client = pair
     owed = _Owed()
+    owed.pay_at = 2
     server.owed = owed
-    server.pay_at = 2
     owed.ready.append(ready("offer", 1))
     client.send(request("pwd"), request("pwd"))
     time.sleep(0.2)  # in the server's socket before it reads
