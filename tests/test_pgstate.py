@@ -218,3 +218,13 @@ def test_user_sessions_count_every_node(node: Node) -> None:
         assert getattr(state.user_slots, method)(*args) == expected, (state.name, method, args)
     a._stop.set()  # a dies with two of carol's sessions
     assert wait_until(lambda: b.user_slots.acquire("carol", 2), timeout=3.0 + 2.0)
+
+
+def test_record_first_keeps_figures_another_node_recorded(node: Node) -> None:
+    """A measurement made because the ledger had none loses to one recorded meanwhile."""
+    a, b = node("a"), node("b")
+    a.quotas.record("fay", 7, first=True)
+    b.quotas.record("fay", 9, first=True)  # measured after a's: a's figure and settles stay
+    assert b.quotas.usage("fay", None, 100).used == 7
+    b.quotas.record("fay", 9)  # a plain record sets it
+    assert a.quotas.usage("fay", None, 100).used == 9

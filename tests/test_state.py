@@ -30,7 +30,7 @@ from ftpserver.config import Settings
 from ftpserver.guards import SessionLimiter
 from ftpserver.jail import TEMP_PREFIX
 from ftpserver.state import wire
-from ftpserver.state.ledger import Reservation, Unmeasured, Usage
+from ftpserver.state.ledger import QuotaBook, Reservation, Unmeasured, Usage
 from ftpserver.state.owner import StateOwner
 from ftpserver.state.pipe import (
     RemoteBandwidth,
@@ -42,6 +42,7 @@ from ftpserver.state.pipe import (
 from ftpserver.state.quotas import RemoteLedger
 from ftpserver.state.shared import LocalState, Shared
 from ftpserver.state.wire import PipeClient, StateUnavailable
+from ftpserver.storage.homeaccount import HomeAccount
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -383,3 +384,47 @@ def test_a_post_goes_out_while_another_thread_waits_for_a_reply() -> None:
     ]
     theirs.close()
     mine.close()
+
+
+def test_a_measurement_loses_to_figures_recorded_meanwhile(
+    linked: Callable[..., Linked], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Worker B measures a home after worker A committed a file whose settle A still holds back.
+
+    A's figures, recorded first, stay and A's settle completes them: B's
+    measurement already saw A's file, so recording it would count it twice.
+    """
+    monkeypatch.setattr(wire, "POST_DELAY", 60.0)
+    a = linked()
+    b = linked(a.state)
+    free = 10**9
+    home = tmp_path / "home"
+    home.mkdir()
+    a.remote.quotas.record("u", 0, first=True)  # A measured the empty home
+    reservation = a.remote.quotas.reserve("u", None, 5, 0, free, "")
+    (home / "f").write_bytes(b"12345")  # A's upload is in place...
+    a.remote.quotas.settle("u", 5, None, reservation)  # ...and its settle held back
+    asked: list[str] = []
+
+    def usage() -> Usage:
+        if not asked:  # B's first question reached the ledger before A's record
+            asked.append("u")
+            raise Unmeasured("u")
+        return b.remote.quotas.usage("u", None, free)
+
+    measure = lambda: sum(p.stat().st_size for p in home.iterdir())  # noqa: E731
+    account = HomeAccount(b.remote.quotas, "u", None, str(home), measure)
+    assert account.ask(usage).used == 0  # A's figure, A's settle not arrived yet
+    flush_remote(a.remote)
+    assert wait_until(lambda: a.state.quotas.usage("u", None, free).reserved == 0)
+    assert a.state.quotas.usage("u", None, free).used == 5 == measure()
+
+
+def test_record_first_keeps_figures_already_there() -> None:
+    """``record(first=True)`` sets figures only for a user the ledger has none for."""
+    book = QuotaBook()
+    book.record("u", 7, first=True)
+    book.record("u", 9, first=True)
+    assert book.usage("u", None, 100).used == 7
+    book.record("u", 9)  # a plain record sets them
+    assert book.usage("u", None, 100).used == 9

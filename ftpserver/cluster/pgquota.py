@@ -36,6 +36,14 @@ __all__ = ["PgQuotaLedger", "PgReservation"]
 
 Connection = psycopg.Connection[tuple[object, ...]]
 
+# A measurement of a home; the second keeps one recorded meanwhile (QuotaLedger.record).
+_RECORD = (
+    "insert into ft_usage (user_name, used) values (%s, %s) on conflict (user_name)"
+    " do update set used = excluded.used, measured = now()"
+)
+_RECORD_FIRST = (
+    "insert into ft_usage (user_name, used) values (%s, %s) on conflict (user_name) do nothing"
+)
 _LIVE = "ft_reservations r join ft_nodes n on n.name = r.node and n.lease_until > now()"
 _FIGURES = (
     "select u.used,"
@@ -80,14 +88,9 @@ class PgQuotaLedger:
             left = min(left, max(0, quota - used - reserved))
         return Usage(used, reserved, quota, left)
 
-    def record(self, user: str, used: int) -> None:
-        self.db.run(
-            lambda conn: conn.execute(
-                "insert into ft_usage (user_name, used) values (%s, %s) on conflict (user_name)"
-                " do update set used = excluded.used, measured = now()",
-                (user, used),
-            )
-        )
+    def record(self, user: str, used: int, first: bool = False) -> None:
+        query = _RECORD_FIRST if first else _RECORD
+        self.db.run(lambda conn: conn.execute(query, (user, used)))
 
     def reserve(
         self, user: str, quota: int | None, size: int, replaced: int, free: int, temp: str

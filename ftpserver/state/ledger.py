@@ -67,8 +67,15 @@ class QuotaLedger(Protocol):
         """The user's figures; ``available`` is capped by ``free`` disk bytes less reservations."""
         ...
 
-    def record(self, user: str, used: int) -> None:
-        """Set the user's usage to a fresh measurement of the home (reservations stay)."""
+    def record(self, user: str, used: int, first: bool = False) -> None:
+        """Set the user's usage to a fresh measurement of the home (reservations stay).
+
+        With ``first`` (a measurement made because the ledger said
+        :class:`Unmeasured`), only if it still has no figures for the user:
+        another session's measurement recorded meanwhile wins, because the
+        settles that follow it may reach the ledger after this measurement
+        already saw their files (a worker posts them without waiting).
+        """
         ...
 
     def reserve(
@@ -145,10 +152,13 @@ class QuotaBook:
                 left = min(left, max(0, quota - account.used - account.reserved))
             return Usage(account.used, account.reserved, quota, left)
 
-    def record(self, user: str, used: int) -> None:
+    def record(self, user: str, used: int, first: bool = False) -> None:
         with self._lock:
-            account = self._accounts.setdefault(user, _Account(used))
-            account.used = used
+            account = self._accounts.get(user)
+            if account is None:
+                self._accounts[user] = _Account(used)
+            elif not first:
+                account.used = used
 
     def reserve(
         self, user: str, quota: int | None, size: int, replaced: int, free: int, temp: str

@@ -43,8 +43,8 @@ class RemoteLedger:
     def usage(self, user: str, quota: int | None, free: int) -> Usage:
         return expect(self._client.call(TARGET, "usage", user, quota, free), Usage)
 
-    def record(self, user: str, used: int) -> None:
-        self._client.call(TARGET, "record", user, used)
+    def record(self, user: str, used: int, first: bool = False) -> None:
+        self._client.call(TARGET, "record", user, used, first)
 
     def reserve(
         self, user: str, quota: int | None, size: int, replaced: int, free: int, temp: str
@@ -136,7 +136,7 @@ def quota_methods(book: QuotaBook) -> dict[str, QuotaMethod]:
         return book.usage(arg(args, 0, str), _quota(args, 1), arg(args, 2, int))
 
     def record(holds: QuotaHolds, args: Args) -> None:
-        book.record(arg(args, 0, str), arg(args, 1, int))
+        book.record(arg(args, 0, str), arg(args, 1, int), arg(args, 2, bool))
 
     def reserve(holds: QuotaHolds, args: Args) -> Reservation:
         user, quota = arg(args, 0, str), _quota(args, 1)
@@ -165,7 +165,7 @@ def quota_methods(book: QuotaBook) -> dict[str, QuotaMethod]:
 
     return {
         "usage": (3, usage),
-        "record": (2, record),
+        "record": (3, record),
         "reserve": (6, reserve),
         "settle": (4, settle),
         "release": (1, release),

@@ -111,11 +111,12 @@ class HomeAccount:
             except Unmeasured:
                 if attempt == _ATTEMPTS - 1:
                     raise
+                # first: a measurement recorded meanwhile by another session wins (see record)
                 if held:
-                    self.ledger.record(self.user, self._measure())
+                    self.ledger.record(self.user, self._measure(), first=True)
                 else:
                     with self.locked():
-                        self.ledger.record(self.user, self._measure())
+                        self.ledger.record(self.user, self._measure(), first=True)
         raise AssertionError("unreachable")
 
     def reserve(self, size: int, replaced: int, free: int, temp: str) -> Reservation:
