@@ -38,7 +38,8 @@ __all__ = ["ROWS", "TREE_WORKLOADS", "TreeOptions", "TreeResults", "run"]
 TREE_WORKLOADS = ("tree", "tree-big")
 BIG_COLUMNS = ("ours", "ours-tls", "lftp")
 NO_MIRROR = "n/a (no mirror in this client)"
-ROWS = ("tree up", "tree down", "mirror, unchanged", "mirror -c, unchanged", "big down", "big up")
+ROWS = ("tree up", "tree down", "mirror, unchanged", "mirror -c, unchanged",
+        "mirror -c --rehash, unchanged", "big down", "big up")  # fmt: skip
 
 
 class NotAvailable(Exception):
@@ -162,17 +163,21 @@ class Runner:
 
             self._record("tree down", link, rep, end.column, down)
             # The copy has the times (ours' tree down is a mirror): neither mirror moves a file.
+            # -c trusts the digests the download kept; --rehash reads every file again
             self._record("mirror -c, unchanged", link, rep, end.column,
                          lambda: self._mirror(end, link, local, by_digest=True))  # fmt: skip
+            self._record("mirror -c --rehash, unchanged", link, rep, end.column,
+                         lambda: self._mirror(end, link, local, True, rehash=True))  # fmt: skip
             self._record("mirror, unchanged", link, rep, end.column,
                          lambda: self._mirror(end, link, local))  # fmt: skip
         finally:
             self._discard(local)
 
-    def _mirror(self, end: Endpoint, link: Link, local: Path, by_digest: bool = False) -> float:
+    def _mirror(self, end: Endpoint, link: Link, local: Path, by_digest: bool = False,
+                rehash: bool = False) -> float:  # fmt: skip
         if not local.is_dir():
             raise RuntimeError("no downloaded copy to mirror onto")
-        argv = end.mirror_tree("tree", local, by_digest)
+        argv = end.mirror_tree("tree", local, by_digest, rehash)
         if argv is None:
             raise NotAvailable("n/a (compares by content only: ours -c)" if by_digest
                                else "n/a (no mirror command)")  # fmt: skip
@@ -184,7 +189,7 @@ class Runner:
             budget = session + 3 * link.rtt + hashing
             facts = {"seconds": seconds, "session_s": session, "hash_s": hashing,
                      "rtt_s": link.rtt, "budget_s": budget}  # fmt: skip
-            self.results.extra.setdefault("mirror", {}).setdefault(
+            self.results.extra.setdefault("mirror-rehash" if rehash else "mirror", {}).setdefault(
                 f"{end.column} {link.name}", []
             ).append(facts)
         return seconds

@@ -111,14 +111,18 @@ class Endpoint:
             return self._sftp(shlex.join(["get", "-r", remote, str(local)]))
         return self._lftp(shlex.join(["mirror", remote, str(local)]))
 
-    def mirror_tree(self, name: str, local: Path, by_digest: bool = False) -> list[str] | None:
+    def mirror_tree(
+        self, name: str, local: Path, by_digest: bool = False, rehash: bool = False
+    ) -> list[str] | None:
         """Bring ``local`` (already a copy) up to date with ``name``; None: no such command.
 
         By size and modification time, as the peers' (``rsync -a``, lftp's
-        ``mirror``) do; ``by_digest``: ours with ``-c`` (every file hashed).
+        ``mirror``) do; ``by_digest``: ours with ``-c`` (by BLAKE3, trusting
+        the local digests its download kept), ``rehash``: with ``--rehash``
+        too (every local file read).
         """
         if self.column.startswith("ours"):
-            flags = ["-c"] if by_digest else []
+            flags = (["-c", "--rehash"] if rehash else ["-c"]) if by_digest else []
             return self._ours(shlex.join(["mirror", *flags, self._remote(name), str(local)]))
         if by_digest:
             return None
@@ -159,6 +163,7 @@ class Column:
         if self.shared.identity is None:  # with a key, a refused key fails rather than falls back
             env["FTPCLIENT_PASSWORD"] = self.shared.password
         env["XDG_CONFIG_HOME"] = str(self.shared.tmp / "xdg")  # no user config, no default key
+        env["XDG_CACHE_HOME"] = str(self.shared.tmp / "xdg-cache")  # the run's digest caches
         return env
 
     @contextlib.contextmanager

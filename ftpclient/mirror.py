@@ -18,7 +18,9 @@ Three steps, each its own function:
 3. **Run** the plan (:func:`run_plan`): folders, then the copies through
    :func:`ftpclient.copying.copy_files` (modification times kept: that is
    what makes the next mirror see the files unchanged), then times, then
-   deletions.
+   deletions.  A download keeps the digests it verified in the local
+   tree's :class:`~ftpclient.digestcache.DigestCache` (:func:`keep_digests`),
+   so the next ``mirror -c`` need not read those files.
 
 Links and special files in the source are never followed, only reported.
 """
@@ -27,13 +29,17 @@ from __future__ import annotations
 
 import os
 import posixpath
+import stat
 import threading
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ftpclient.client import FileTransferClient, LocalError
 from ftpclient.copying import CopyResult, OnFile, copy_files
 from ftpclient.localtree import Digest, FileInfo, Tree, local_digest, local_tree
 from ftpproto.errors import ErrorCode, RemoteError
+
+if TYPE_CHECKING:
+    from ftpclient.digestcache import DigestCache
 
 AHEAD_MOST = 4 * 1024 * 1024  # mirror -c hashes local files up to this size before comparing
 
@@ -42,6 +48,7 @@ __all__ = [
     "MirrorEnds",
     "MirrorPlan",
     "Tree",
+    "keep_digests",
     "local_digest",
     "local_tree",
     "look",
@@ -99,7 +106,10 @@ def remote_tree(client: FileTransferClient) -> Tree:
 
 
 def look(
-    client: FileTransferClient, ends: MirrorEnds, by_digest: bool
+    client: FileTransferClient,
+    ends: MirrorEnds,
+    by_digest: bool,
+    cache: DigestCache | None = None,
 ) -> tuple[Tree, Tree, Digest]:
     """The remote tree, the local tree and the local files' digests, looked at side by side.
 
@@ -112,10 +122,12 @@ def look(
     fork).  The time the parsing takes from this thread's hashing goes to
     the helpers, so it is not left to run alone after the hashing.  The
     digest callback returned gives what was hashed ahead and hashes
-    anything else when asked.  The local side's error, if any, is raised
-    after the remote's.
+    anything else when asked.  With ``cache``, local files whose digests it
+    keeps are not read, what is hashed is kept there, and files no longer
+    in the local tree are dropped from it.  The local side's error, if any,
+    is raised after the remote's.
     """
-    digest = local_digest(ends.local)
+    digest = local_digest(ends.local, cache)
     done: dict[str, str] = {}
     remote: list[Tree] = []
     failed: list[BaseException] = []
@@ -131,7 +143,7 @@ def look(
     reader = threading.Thread(target=read_answer, name="mirror-answer", daemon=True)
     local: Tree | Exception
     try:
-        local = local_tree(ends.local, done if by_digest else None, AHEAD_MOST, reader.start)
+        local = local_tree(ends.local, done if by_digest else None, AHEAD_MOST, reader.start, cache)
     except Exception as exc:  # raised after the remote side's
         local = exc
     # (Ctrl-C goes up at once: the shell then closes the connection, which ends the reader.)
@@ -143,6 +155,8 @@ def look(
         raise failed[0]
     if isinstance(local, Exception):
         raise local
+    if cache is not None:
+        cache.keep_only(local.files)
     return remote[0], local, lambda path: done.get(path) or digest(path)
 
 
@@ -277,6 +291,33 @@ def run_plan(
     for path in plan.remove:
         _remove(client, ends, path)
     return result
+
+
+def keep_digests(
+    cache: DigestCache, ends: MirrorEnds, plan: MirrorPlan, source: Tree, result: CopyResult
+) -> None:
+    """After a download, keep in ``cache`` the digests of what ``run_plan`` wrote.
+
+    A copied file's digest is the one its bytes were verified with; a file
+    that only got its time set has the source's (``-c`` found them equal).
+    Each is kept with the status the file has now, after its time was set.
+    What was removed is dropped.
+    """
+    relative = {ends.source(path): path for path in plan.copy}
+    written = [(relative.get(done.remote, ""), done.blake3) for done in result.files]
+    written += [(path, source.files[path].blake3 or "") for path, _ in plan.set_time]
+    for path in plan.remove_first + plan.remove:
+        cache.forget(path)
+    for path, digest in written:
+        if not path:
+            continue
+        try:
+            st = os.lstat(ends.target(path))
+        except OSError:
+            cache.forget(path)
+            continue
+        if digest and stat.S_ISREG(st.st_mode):
+            cache.remember(path, st, digest)
 
 
 def _make_folder(client: FileTransferClient, ends: MirrorEnds, relative: str) -> None:

@@ -20,12 +20,20 @@ from ftpproto.units import format_size
 if TYPE_CHECKING:
     from ftpclient.client import TransferResult
     from ftpclient.copying import CopyResult
+    from ftpclient.digestcache import DigestCache
     from ftpclient.mirror import MirrorEnds, MirrorPlan
 
 __all__ = ["MirrorCommands"]
 
-MIRROR_USAGE = "mirror [-R] [-c] [--delete] [--dry-run] SOURCE [TARGET]"
-MIRROR_FLAGS = {"-R": "R", "-c": "c", "--delete": "delete", "-e": "delete", "--dry-run": "dry"}
+MIRROR_USAGE = "mirror [-R] [-c [--rehash]] [--delete] [--dry-run] SOURCE [TARGET]"
+MIRROR_FLAGS = {
+    "-R": "R",
+    "-c": "c",
+    "--rehash": "rehash",
+    "--delete": "delete",
+    "-e": "delete",
+    "--dry-run": "dry",
+}
 
 
 class MirrorCommands(ShellParts):
@@ -34,13 +42,15 @@ class MirrorCommands(ShellParts):
     mtime_warnings: Callable[[CopyResult], None]
 
     def do_mirror(self, arg: str) -> None:
-        """mirror [-R] [-c] [--delete] [--dry-run] SOURCE [TARGET]: copy only what changed.
+        """mirror [-R] [-c [--rehash]] [--delete] [--dry-run] SOURCE [TARGET]: copy what changed.
 
         Downloads the remote folder SOURCE into TARGET (default: its name here);
         -R uploads the local folder SOURCE instead.  Files missing or with
         another size or modification time are copied (-c: another BLAKE3
-        digest), times kept; --delete (-e) removes what SOURCE no longer has;
-        --dry-run only says what it would do.  Example: mirror -c --delete site"""
+        digest; local digests are kept between runs while a file's inode,
+        size and times stay the same, --rehash reads every file again), times
+        kept; --delete (-e) removes what SOURCE no longer has; --dry-run only
+        says what it would do.  Example: mirror -c --delete site"""
         options: set[str] = set()
         words: list[str] = []
         for word in split_words(arg):
@@ -51,7 +61,7 @@ class MirrorCommands(ShellParts):
                 return
             else:
                 words.append(word)
-        if not 1 <= len(words) <= 2:
+        if not 1 <= len(words) <= 2 or ("rehash" in options and "c" not in options):
             self.fail(f"usage: {MIRROR_USAGE}")
             return
         upload = "R" in options
@@ -65,14 +75,22 @@ class MirrorCommands(ShellParts):
         from ftpclient.mirror import MirrorEnds  # here, not at the top: only mirror needs it
 
         ends = MirrorEnds("put", target, source) if upload else MirrorEnds("get", source, target)
-        self._mirror(
-            ends, by_digest="c" in options, delete="delete" in options, dry="dry" in options
-        )
+        from ftpclient.digestcache import DigestCache
 
-    def _mirror(self, ends: MirrorEnds, by_digest: bool, delete: bool, dry: bool) -> None:
-        from ftpclient.mirror import look, plan_mirror, run_plan  # see do_mirror
+        # -c reads and keeps local digests; a download keeps those it verified
+        cache = DigestCache.load(ends.local, "rehash" not in options) if "c" in options else None
+        try:
+            self._mirror(ends, cache, delete="delete" in options, dry="dry" in options)
+        finally:
+            if cache is not None:
+                cache.save()
 
-        remote, local, digest = look(self.client, ends, by_digest)
+    def _mirror(self, ends: MirrorEnds, cache: DigestCache | None, delete: bool, dry: bool) -> None:
+        """Mirror the ends, by digest if given a ``cache`` (-c)."""
+        from ftpclient.mirror import keep_digests, look, plan_mirror, run_plan  # see do_mirror
+
+        by_digest = cache is not None
+        remote, local, digest = look(self.client, ends, by_digest, cache)
         if ends.direction == "get":
             if not remote.exists:
                 self.fail(f"remote: no such folder: {ends.remote}", 404)
@@ -101,6 +119,13 @@ class MirrorCommands(ShellParts):
             target.exists,
             lambda done: self._mirrored(ends.direction, relative, done),
         )
+        wrote = result.files or plan.set_time or plan.remove or plan.remove_first
+        if ends.direction == "get" and wrote:
+            from ftpclient.digestcache import DigestCache
+
+            kept = DigestCache.load(ends.local) if cache is None else cache
+            keep_digests(kept, ends, plan, source, result)
+            kept.save()
         self.mtime_warnings(result)
         for path, _ in plan.set_time:
             self._event("time set", path)

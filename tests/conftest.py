@@ -101,6 +101,18 @@ def _write_bytecode() -> None:
         compileall.compile_dir(str(root / package), quiet=2)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _client_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """``$XDG_CACHE_HOME`` in a temporary folder: the clients' digest caches stay out of ``~``."""
+    saved = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if saved is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = saved
+
+
 @pytest.fixture(autouse=True)
 def _proxy_switch(request: pytest.FixtureRequest) -> Iterator[None]:
     """Sets the switch for the test: off with FTP_TEST_DIRECT=1 or a ``direct`` mark."""
