@@ -103,8 +103,9 @@ def local_tree(
             st = item.stat(follow_symlinks=False)
             tree.files[relative] = FileInfo(st.st_size, int(st.st_mtime))
         return tree
+    before: dict[str, os.stat_result] = {}  # the status of each file to hash, taken before
     if cache is not None:
-        found = _known(found, tree, digests, cache)
+        found = _known(found, tree, digests, cache, before)
     hashed = hash_files([item.path for _, item in found], most, beside)
     for (relative, item), known in zip(found, hashed, strict=True):
         if known is None:
@@ -115,8 +116,8 @@ def local_tree(
         tree.files[relative] = FileInfo(size, mtime)
         if digest is not None:
             digests[relative] = digest
-            if cache is not None:
-                _keep(cache, relative, item.stat(follow_symlinks=False), known)
+            if cache is not None and relative in before:
+                _keep(cache, relative, before[relative], known)
     return tree
 
 
@@ -125,11 +126,13 @@ def _known(
     tree: Tree,
     digests: dict[str, str],
     cache: DigestCache,
+    before: dict[str, os.stat_result],
 ) -> list[tuple[str, os.DirEntry[str]]]:
     """Put the files ``cache`` knows into ``tree`` and ``digests``; the others, to hash.
 
-    The status taken here (one ``lstat``, kept by the entry) is the one a
-    hashed file's digest is kept with: taken before its bytes are read.
+    The status of each of those, taken here (one ``lstat``), goes into
+    ``before``: a hashed file's digest is kept with the status it had before
+    its bytes were read.
     """
     unknown = []
     for relative, item in found:
@@ -141,6 +144,7 @@ def _known(
         digest = cache.known(relative, st)
         if digest is None:
             unknown.append((relative, item))
+            before[relative] = st
         else:
             tree.files[relative] = FileInfo(st.st_size, int(st.st_mtime))
             digests[relative] = digest
