@@ -12,6 +12,7 @@ ever show virtual paths.
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import stat
@@ -63,18 +64,34 @@ class Jail:
             if virtual == "/":
                 raise ProtocolError(ErrorCode.PERMISSION_DENIED, "not allowed on your home folder")
             parent, name = posixpath.split(virtual)
-            real_parent = self._checked(parent, virtual)
+            real_parent = self._checked(parent, virtual)[0]
             return virtual, os.path.join(real_parent, name)
-        return virtual, self._checked(virtual, virtual)
+        return virtual, self._checked(virtual, virtual)[0]
 
-    def _checked(self, inside: str, virtual: str) -> str:
-        """The real path of the virtual path ``inside``, refused unless it is in the home."""
-        real = self._real(inside.lstrip("/"))
+    def resolve_status(self, path: str) -> tuple[str, str, os.stat_result | None, bool]:
+        """:meth:`resolve`, with what the walk saw of the last name: ``(virtual, real, st, seen)``.
+
+        ``seen`` is True when the walk looked at the last name itself, and
+        ``st`` is then its ``lstat`` (None: no such name, in a folder that
+        exists); it spares the caller looking again.  At the home itself, a
+        link on the way or a missing folder before the last name, ``seen``
+        is False and the caller looks for itself.
+        """
+        virtual = self.virtual(path)
+        real, st, seen = self._checked(virtual, virtual)
+        return virtual, real, st, seen
+
+    def _checked(self, inside: str, virtual: str) -> tuple[str, os.stat_result | None, bool]:
+        """The real path of the virtual path ``inside`` (and :meth:`_walk`'s status of it).
+
+        Refused unless it is in the home.
+        """
+        real, st, seen = self._walk(inside.lstrip("/"))
         if not self.contains(real):
             raise ProtocolError(ErrorCode.PERMISSION_DENIED, f"permission denied: {virtual}")
-        return real
+        return real, st, seen
 
-    def _real(self, relative: str) -> str:
+    def _walk(self, relative: str) -> tuple[str, os.stat_result | None, bool]:
         """``realpath(root/relative)`` for a normalised ``relative``, looking only below the root.
 
         The root is real already, so while no name below it is a symlink the
@@ -82,21 +99,24 @@ class Jail:
         where ``realpath`` takes one per name from ``/`` (in Python).  From a
         name that cannot be looked at (missing, say) ``realpath`` keeps the
         rest as given, and so does this.  At the first symlink, ``realpath``
-        of the whole path decides.
+        of the whole path decides.  Also returns the last name's status and
+        whether it was looked at (see :meth:`resolve_status`).
         """
         if not relative:
-            return self.root
+            return self.root, None, False
         path = self.root.rstrip("/")
         names = relative.split("/")
+        last = len(names) - 1
         for index, name in enumerate(names):
             path = f"{path}/{name}"
             try:
-                mode = os.lstat(path).st_mode
-            except OSError:
-                return "/".join([path, *names[index + 1 :]])
-            if stat.S_ISLNK(mode):
-                return os.path.realpath(os.path.join(self.root, relative))
-        return path
+                st = os.lstat(path)
+            except OSError as exc:
+                seen = index == last and exc.errno == errno.ENOENT  # (its folder is one)
+                return "/".join([path, *names[index + 1 :]]), None, seen
+            if stat.S_ISLNK(st.st_mode):
+                return os.path.realpath(os.path.join(self.root, relative)), None, False
+        return path, st, True
 
     def contains(self, real: str) -> bool:
         """Whether the real path ``real`` (already resolved) lies inside the home."""

@@ -305,3 +305,30 @@ def test_resolve_gives_what_realpath_gives(homes: Path, path: str, follow: bool)
     if path == "/" and not follow:
         return  # refused for its own reason (tested above)
     assert jail.resolve(path, follow=follow) == (path, expected)
+
+
+@pytest.mark.parametrize(
+    ("path", "seen", "exists"),
+    [
+        ("/a.txt", True, True),  # the last name looked at: its status
+        ("/sub/deep", True, True),
+        ("/sub/new.txt", True, False),  # missing, in a folder that exists
+        ("/", False, False),  # the home itself: the caller looks
+        ("/nowhere/new.txt", False, False),  # a folder on the way is missing
+        ("/a.txt/new.txt", False, False),  # a file on the way (ENOTDIR)
+        ("/in-dir/b.txt", False, False),  # a link on the way: realpath decided
+        ("/in-file", False, False),  # the last name a link
+    ],
+)
+def test_resolve_status_says_what_the_walk_saw_of_the_last_name(
+    homes: Path, path: str, seen: bool, exists: bool
+) -> None:
+    """What ``resolve_status`` reports matches an ``lstat`` of the real path, where it looked."""
+    jail = Jail(homes / "alice")
+    virtual, real, st, was_seen = jail.resolve_status(path)
+    assert (virtual, real) == jail.resolve(path)
+    assert (was_seen, st is not None) == (seen, exists)
+    if st is not None:
+        assert os.path.samestat(st, os.lstat(real))
+    with pytest.raises(ProtocolError):
+        jail.resolve_status("/out-dir/secret")

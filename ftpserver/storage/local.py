@@ -217,13 +217,14 @@ class LocalStorage:
             os.close(folder)
 
     def open_upload(self, virtual: str) -> LocalUpload:
-        virtual, real = self.jail.resolve(virtual)
-        try:
-            st: os.stat_result | None = os.lstat(real)
-        except OSError:
-            st = None
+        virtual, real, st, seen = self.jail.resolve_status(virtual)
+        if not seen:  # (the jail's walk did not look at the name itself)
+            try:
+                st = os.lstat(real)
+            except OSError:
+                st = None
         if st is None:
-            if not os.path.isdir(os.path.dirname(real)):
+            if not seen and not os.path.isdir(os.path.dirname(real)):
                 parent = posixpath.dirname(virtual)
                 raise ProtocolError(ErrorCode.NOT_FOUND, f"no such folder: {parent}")
         elif stat.S_ISDIR(st.st_mode):
