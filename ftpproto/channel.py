@@ -123,15 +123,21 @@ class Channel(FileData):
         Once that many are owed and the read will not wait, only the ready ones go.
         """
         owed = self.owed
-        if owed is None:
+        if owed is None or not owed.owing():
             return
-        count = owed.owing()
-        if not count:
-            return
-        readable = self._readable()
-        if readable and count < owed.pay_at:
-            return  # the peer's bytes are here: these ride along with later replies
-        self.pay(every=not readable)
+        if self._readable():
+            self._pay_while_readable()
+        else:
+            self.pay()
+
+    def _pay_while_readable(self) -> None:
+        """The peer's bytes are here: owed replies ride along with later ones, up to a point.
+
+        Once ``owed.pay_at`` are owed, the ready ones go.
+        """
+        owed = self.owed
+        if owed is not None and owed.owing() >= owed.pay_at:
+            self.pay(every=False)
 
     def _readable(self) -> bool:
         """Whether the peer's next bytes are here already (reading them will not wait)."""
@@ -226,6 +232,14 @@ class Channel(FileData):
             payload = self._decoder.next_frame()
             if payload is not None:
                 return payload
+            want = max(self._decoder.wanted(), 4096)
+            data = self._read_now(want)
+            if data is not None:  # no wait: no deadline to set
+                self._pay_while_readable()
+                if not data:
+                    raise ConnectionClosed("connection closed by peer")
+                self._decoder.feed(data)
+                continue
             if self.deadlines is not None:
                 if not self._decoder.buffered:
                     self._set_timeout(self.deadlines.idle)
@@ -238,7 +252,7 @@ class Channel(FileData):
                     self._set_timeout(min(left, self.deadlines.idle))
             self._pay_before_read()
             try:
-                data = self.sock.recv(max(self._decoder.wanted(), 4096))
+                data = self.sock.recv(want)
             except TimeoutError:
                 if self.deadlines is None:
                     raise

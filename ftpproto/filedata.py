@@ -83,6 +83,8 @@ class FileData:
 
         def _pay_before_read(self) -> None: ...
 
+        def _pay_while_readable(self) -> None: ...
+
         def _data_timeout(self) -> None: ...
 
     def recv_file(
@@ -122,7 +124,6 @@ class FileData:
             if progress:
                 progress(count)
 
-        self._data_timeout()
         remaining = size
         if self._decoder.buffered and remaining:
             data = self._decoder.take_raw(remaining)
@@ -132,18 +133,24 @@ class FileData:
             on_piece(len(data))
         if remaining > READ_PIECE:  # a while before the next read: nothing owed waits it out
             self.pay()
-        elif remaining:
-            self._pay_before_read()
         if (
             remaining >= SPLICE_MIN
             and isinstance(sink, SpliceSink)
             and sink.error is None
             and can_splice(self.sock, sink.fd)
         ):
+            self._data_timeout()
             remaining -= splice_file(self.sock, sink, remaining, hasher, on_piece)
         view = memoryview(bytearray(min(remaining, READ_PIECE)))
         while remaining:
-            n = self.sock.recv_into(view[: min(remaining, READ_PIECE)])
+            piece = view[: min(remaining, READ_PIECE)]
+            n = self._read_into_now(piece)
+            if n >= 0:  # no wait: no deadline to set
+                self._pay_while_readable()
+            else:
+                self._data_timeout()
+                self._pay_before_read()
+                n = self.sock.recv_into(piece)
             if n == 0:
                 raise ConnectionClosed(f"connection closed with {remaining} bytes still to come")
             chunk = view[:n]
@@ -151,6 +158,44 @@ class FileData:
             sink.write(chunk)
             remaining -= n
             on_piece(n)
+
+    def _plain_fd(self) -> int:
+        """The socket's descriptor if a read on it never waits (-1 if it might, or must not).
+
+        A plain socket with a timeout (or none: non-blocking) has a
+        non-blocking descriptor.  A TLS socket's bytes must go through its
+        decryption, and a blocking socket's read would wait.
+        """
+        sock = self.sock
+        if type(sock) is not socket.socket or sock.gettimeout() is None:
+            return -1
+        return sock.fileno()
+
+    def _read_now(self, size: int) -> bytes | None:
+        """Up to ``size`` bytes the peer sent already; None if a read would wait (or might).
+
+        One ``read(2)``: ``recv`` on a socket with a timeout polls first, and
+        a deadline's timeout is set before it (a system call each, per
+        message and per piece of file data).  Only where
+        :meth:`_plain_fd` allows; b"" at the end of the stream.
+        """
+        fd = self._plain_fd()
+        if fd < 0:
+            return None
+        try:
+            return os.read(fd, size)
+        except BlockingIOError:
+            return None
+
+    def _read_into_now(self, view: memoryview) -> int:
+        """:meth:`_read_now` into ``view``: how many bytes came (0: the end), or -1."""
+        fd = self._plain_fd()
+        if fd < 0:
+            return -1
+        try:
+            return os.readv(fd, [view])
+        except BlockingIOError:
+            return -1
 
     def send_file(
         self,

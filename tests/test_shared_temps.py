@@ -91,6 +91,28 @@ def test_temporary_names_carry_the_partial_key_the_process_and_the_node() -> Non
     assert parse_temp(TEMP_PREFIX + "0123456789abcdef") is None  # an older server's name
 
 
+def test_a_forked_worker_names_its_temporary_files_as_itself() -> None:
+    """The process id and the random part are the child's own after a fork (as the workers are)."""
+    key = "cd" * 32
+    read_end, write_end = os.pipe()
+    before = temp_name(key, "n1")
+    pid = os.fork()
+    if pid == 0:  # the child: its names, then out without running the tests' exit code
+        try:
+            os.write(write_end, "\n".join([before, temp_name(key, "n1")]).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        inherited, child_name = pipe.read().split("\n")
+    os.waitpid(pid, 0)
+    after = temp_name(key, "n1")  # the parent's next name: the child's would match unless reseeded
+    child, parent = parse_temp(child_name), parse_temp(after)
+    assert child is not None and parent is not None and inherited == before
+    assert child.pid == pid and parent.pid == os.getpid()
+    assert child_name.split("-")[3] != after.split("-")[3]
+
+
 def test_a_dead_nodes_upload_is_adopted_and_resumed(home: Path) -> None:
     ledger = QuotaBook()
     data = os.urandom(10 * KIB)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import random as _random
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -92,9 +93,24 @@ class TempName:
 
 
 def temp_name(key: str, node: str, pid: int | None = None) -> str:
-    """A fresh temporary name for an upload whose partial key is ``key``."""
-    random = os.urandom(_RANDOM_LENGTH // 2).hex()
-    return f"{TEMP_PREFIX}{key}-{random}-{os.getpid() if pid is None else pid}-{owner_tag(node)}"
+    """A fresh temporary name for an upload whose partial key is ``key``.
+
+    The random part comes from :mod:`random` (seeded from the system and
+    again in every forked child), not two system calls per upload as
+    ``os.urandom`` and ``os.getpid`` take: it must only be unlikely to
+    repeat, and the file is created with ``O_EXCL``, which fails if it did.
+    """
+    bits = f"{_random.getrandbits(_RANDOM_LENGTH * 4):0{_RANDOM_LENGTH}x}"
+    return f"{TEMP_PREFIX}{key}-{bits}-{_this_pid() if pid is None else pid}-{owner_tag(node)}"
+
+
+_pid = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+
+
+def _this_pid() -> int:
+    """This process's id, kept since it started or was forked."""
+    return _pid[0]
 
 
 def parse_temp(name: str, folder: str = "") -> TempName | None:
