@@ -25,6 +25,12 @@ a read only when the read would wait, or before more than a piece of file
 data: otherwise the ones ready go out and the rest wait for a later read
 or write.
 
+A read first takes what the peer sent already, in one ``read`` of the
+socket's non-blocking descriptor (a plain socket with a timeout); only a
+read that would wait sets the deadline's timeout and goes through the
+socket's ``recv``, which polls first (three system calls, not one, for the
+messages and small files of a pipelined tree).
+
 :attr:`Channel.in_step` tells whether the outgoing stream ends at a frame
 boundary, so a last message (why the connection closes) can still be read
 as one: not after a write that failed half-way, nor in the middle of file
