@@ -70,9 +70,11 @@ def local_tree(
     walk), its digest stored there by relative path; a file that cannot be
     read has none.  ``beside`` is called once any hashing helpers are
     started (threads must not be started before: see
-    :mod:`ftpclient.treehash`).  A folder that cannot be listed is left
-    out, as ``os.walk`` does.  A file whose digest ``cache`` knows (of any
-    size) is not read, and what is hashed is kept there.
+    :mod:`ftpclient.treehash`), and only if there is a file to hash: a
+    thread to work beside costs more than it saves when nothing is read.
+    A folder that cannot be listed is left out, as ``os.walk`` does.  A
+    file whose digest ``cache`` knows (of any size) is not read, and what
+    is hashed is kept there.
     """
     if not os.path.isdir(root):
         if os.path.lexists(root):
@@ -97,8 +99,6 @@ def local_tree(
             else:
                 tree.others.add(relative)
     if digests is None:
-        if beside is not None:
-            beside()
         for relative, item in found:
             st = item.stat(follow_symlinks=False)
             tree.files[relative] = FileInfo(st.st_size, int(st.st_mtime))
@@ -106,7 +106,7 @@ def local_tree(
     before: dict[str, os.stat_result] = {}  # the status of each file to hash, taken before
     if cache is not None:
         found = _known(found, tree, digests, cache, before)
-    hashed = hash_files([item.path for _, item in found], most, beside)
+    hashed = hash_files([item.path for _, item in found], most, beside if found else None)
     for (relative, item), known in zip(found, hashed, strict=True):
         if known is None:
             st = item.stat(follow_symlinks=False)

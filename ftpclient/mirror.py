@@ -119,8 +119,9 @@ def look(
     matches the other side's; forked helpers hash a big tree's files with
     this thread, each taking the next chunk when free), and a helper thread
     reads the answer off the connection and parses it (started after any
-    fork).  The time the parsing takes from this thread's hashing goes to
-    the helpers, so it is not left to run alone after the hashing.  The
+    fork; with nothing to hash, this thread reads it after the walk).  The
+    time the parsing takes from this thread's hashing goes to the helpers,
+    so it is not left to run alone after the hashing.  The
     digest callback returned gives what was hashed ahead and hashes
     anything else when asked.  With ``cache``, local files whose digests it
     keeps are not read, what is hashed is kept there, and files no longer
