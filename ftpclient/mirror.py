@@ -31,6 +31,7 @@ import os
 import posixpath
 import stat
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 from ftpclient.client import FileTransferClient, LocalError
@@ -295,16 +296,21 @@ def run_plan(
 
 
 def keep_digests(
-    cache: DigestCache, ends: MirrorEnds, plan: MirrorPlan, source: Tree, result: CopyResult
+    cache: DigestCache,
+    ends: MirrorEnds,
+    plan: MirrorPlan,
+    source: Tree,
+    result: CopyResult,
+    relative: Mapping[str, str],
 ) -> None:
     """After a download, keep in ``cache`` the digests of what ``run_plan`` wrote.
 
+    ``relative`` gives the relative path of each copy by its remote path.
     A copied file's digest is the one its bytes were verified with; a file
     that only got its time set has the source's (``-c`` found them equal).
     Each is kept with the status the file has now, after its time was set.
     What was removed is dropped.
     """
-    relative = {ends.source(path): path for path in plan.copy}
     written = [(relative.get(done.remote, ""), done.blake3) for done in result.files]
     written += [(path, source.files[path].blake3 or "") for path, _ in plan.set_time]
     for path in plan.remove_first + plan.remove:

@@ -124,7 +124,7 @@ class MirrorCommands(ShellParts):
             from ftpclient.digestcache import DigestCache
 
             kept = DigestCache.load(ends.local) if cache is None else cache
-            keep_digests(kept, ends, plan, source, result)
+            keep_digests(kept, ends, plan, source, result, relative)
             kept.save()
         self.mtime_warnings(result)
         for path, _ in plan.set_time:

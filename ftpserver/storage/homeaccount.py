@@ -112,11 +112,8 @@ class HomeAccount:
                 if attempt == _ATTEMPTS - 1:
                     raise
                 # first: a measurement recorded meanwhile by another session wins (see record)
-                if held:
+                with contextlib.nullcontext() if held else self.locked():
                     self.ledger.record(self.user, self._measure(), first=True)
-                else:
-                    with self.locked():
-                        self.ledger.record(self.user, self._measure(), first=True)
         raise AssertionError("unreachable")
 
     def reserve(self, size: int, replaced: int, free: int, temp: str) -> Reservation:
