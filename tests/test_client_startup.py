@@ -11,6 +11,8 @@ every time (issue 19).  They are imported where they are used: a key, TLS,
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -102,21 +104,24 @@ def test_server_without_keys_or_tls_loads_no_cryptography(tmp_path: Path) -> Non
 def test_an_unchanged_mirror_imports_only_what_comparing_needs(
     server: RunningServer, tmp_path: Path, config_home: Path
 ) -> None:
-    """``mirror -c`` of an unchanged tree: blake3 for the local files, but none of the
-    modules that move files, nor dataclasses or shutil (issue 15: its time is a target)."""
+    """An unchanged mirror loads none of the modules that move files, nor dataclasses
+    or shutil (issue 15: its time is a target); blake3 only where a local file is read:
+    ``--rehash``, not ``-c`` with the digest the download kept."""
     site = server.alice_home / "site"
     (site / "sub").mkdir(parents=True)
     (site / "sub" / "a.txt").write_bytes(b"alpha")
+    an_hour_ago = time.time() - 3600  # settled: the download's digest is kept
+    os.utime(site / "sub" / "a.txt", (an_hour_ago, an_hour_ago))
     target = ["--port", str(server.port), f"{ALICE}@{HOST}", "-c"]
     out, _ = imported_by(tmp_path, *target, "mirror site copy")
     assert "1 file copied" in out, out
-    for command in ("mirror -c site copy", "mirror site copy"):
+    for command in ("mirror -c --rehash site copy", "mirror -c site copy", "mirror site copy"):
         out, modules = imported_by(tmp_path, *target, command)
         assert "0 files copied, 1 unchanged" in out, out
         moving = {"ftpclient.pipelined", "ftpclient.pipelinedput", "ftpproto.pipeline"}
         heavy = (set(NOT_FOR_PWD) - {"blake3"}) | moving
         assert not heavy & modules, sorted(heavy & modules)
-        assert ("blake3" in modules) == ("-c" in command)
+        assert ("blake3" in modules) == ("--rehash" in command), command
 
 
 def test_a_key_login_imports_only_the_signing_half_of_cryptography(
