@@ -148,7 +148,7 @@ def dead_owners(owners: UploadOwners, found: Collection[TempName]) -> set[TempNa
     return {
         temp
         for temp in found
-        if (temp.pid != os.getpid() if temp.tag == mine else temp.tag not in alive)
+        if (temp.pid != _this_pid() if temp.tag == mine else temp.tag not in alive)
     }
 
 
