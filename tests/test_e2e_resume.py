@@ -142,7 +142,7 @@ def test_remote_changed_since_the_part_restarts_from_zero(
     server: RunningServer, big_remote: bytes, client: ClientFactory, local: Path
 ) -> None:
     (local / "big.bin.part").write_bytes(big_remote[:MIB])
-    changed = b"\x00" + big_remote[1:]
+    changed = bytes([big_remote[0] ^ 0xFF]) + big_remote[1:]  # differs whatever the first byte
     (server.alice_home / "big.bin").write_bytes(changed)
     result = client().get("big.bin", str(local / "big.bin"), resume=True)
     assert result.offset == 0
