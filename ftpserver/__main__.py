@@ -20,7 +20,7 @@ import secrets
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ftpproto.commands import RIGHTS
@@ -260,8 +260,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 def _run(
     server: FileTransferServer,
     stop_signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT),
+    serving: Callable[[], None] = lambda: None,
 ) -> int:
-    """Serve until one of ``stop_signals``, reloading on SIGHUP; then stop gracefully."""
+    """Serve until one of ``stop_signals``, reloading on SIGHUP; then stop gracefully.
+
+    ``serving`` is called once the server accepts connections and its signals are handled.
+    """
     signals = SignalCounter((*stop_signals, signal.SIGHUP))
 
     def stops() -> int:
@@ -269,6 +273,7 @@ def _run(
 
     reloads = 0
     threading.Thread(target=server.serve_forever, args=(0.5,), daemon=True).start()
+    serving()
     try:
         while not stops():
             signals.wait(1.0)

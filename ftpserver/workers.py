@@ -40,6 +40,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import select
 import signal
 import socket
 import time
@@ -67,7 +68,9 @@ log = logging.getLogger("ftpserver")
 _FORWARDED = {signal.SIGTERM, signal.SIGHUP}
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 RESPAWN_PAUSE = 1.0  # seconds before replacing a worker that ended this soon after its start
-Runner = Callable[[FileTransferServer, tuple[signal.Signals, ...]], int]
+READY_TIMEOUT = 60.0  # seconds the first workers get to start serving before "listening on"
+# run(server, stop signals, serving): serves until stopped; serving() once it accepts
+Runner = Callable[[FileTransferServer, tuple[signal.Signals, ...], Callable[[], None]], int]
 
 
 def cpu_plan(workers: int) -> list[int]:
@@ -101,7 +104,9 @@ def _worker(
     reload_settings: Callable[[], Settings],
     run: Runner,
     prepare: Callable[[FileTransferServer], None],
+    ready: int,
 ) -> int:
+    """Serve as worker ``index``; ``ready`` (a pipe, or -1) gets a byte once it accepts."""
     set_process_label(f"worker {index}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
@@ -121,7 +126,7 @@ def _worker(
     if index == 0:
         server.start_sweeper()
     try:
-        return run(server, (signal.SIGTERM,))
+        return run(server, (signal.SIGTERM,), lambda: _serving(index, cpu, ready))
     finally:
         leave(cluster)
         flush_remote(shared)  # the settles still held back, before the process ends
@@ -137,6 +142,9 @@ def serve_workers(
     """Run the supervisor until SIGTERM/SIGINT; ``run`` serves one worker's server.
 
     ``on_started`` is called once the workers are up (it logs the start-up figures).
+    The ``listening on`` line is printed once every first worker accepts
+    (:func:`_wait_ready`): a crowd that connects on seeing it is spread over
+    all of them, not taken by whichever started first.
     """
     listener = _listen(settings)
     set_process_label("supervisor")
@@ -148,6 +156,7 @@ def serve_workers(
     current = _Config(settings, users)
     signals = SignalCounter((signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD))
     supervisor = os.getpid()
+    ready_read, ready_write = os.pipe()  # each first worker writes a byte once it accepts
     shown = admin_state(settings, state, listener.getsockname()[1])  # bans, nodes, health
     admin = AdminServices.supervisor(settings, shown, lambda: current.users, listener)
     admin.start()
@@ -168,6 +177,7 @@ def serve_workers(
         if pid == 0:  # the worker
             code = 1
             try:
+                _close(ready_read)
                 _stop_with(supervisor)
                 signals.close()
                 owner.close_in_child()
@@ -184,6 +194,7 @@ def serve_workers(
                     reload_settings,
                     run,
                     lambda server: admin.prepare_worker(index, server, answers),
+                    ready_write,
                 )
             except BaseException:
                 log.exception("worker %d failed", index)
@@ -199,6 +210,11 @@ def serve_workers(
 
     for index in range(len(cpus)):
         spawn(index)
+    _close(ready_write)
+    ready_write = -1  # a worker started later has no one waiting for it
+    _wait_ready(ready_read, len(cpus), lambda: signals[signal.SIGTERM] + signals[signal.SIGINT])
+    _close(ready_read)
+    ready_read = -1  # closed: a later worker must not close whatever reuses the number
     host, port = listener.getsockname()[:2]
     print(f"listening on {host}:{port}", flush=True)
     log.info("serving %d users from %s with %d workers", len(users.users), settings.home, len(cpus))
@@ -240,6 +256,45 @@ def serve_workers(
             _signal(pid, signal.SIGKILL)
     log.info("stopped")
     return 0
+
+
+def _serving(index: int, cpu: int, fd: int) -> None:
+    """Worker ``index`` accepts now: say so, with a byte to the supervisor on ``fd`` (or -1)."""
+    log.info("worker %d serving (pid %d, CPU %d)", index, os.getpid(), cpu)
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.write(fd, b".")
+        _close(fd)
+
+
+def _close(fd: int) -> None:
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _wait_ready(fd: int, count: int, stops: Callable[[], int]) -> None:
+    """Wait until ``count`` workers said they accept, or every one of them ended.
+
+    The pipe reads end of file once no worker holds its end: a worker that
+    failed at start says nothing, and the supervisor's loop replaces it.
+    A stop signal, or :data:`READY_TIMEOUT`, ends the wait too.
+    """
+    deadline = time.monotonic() + READY_TIMEOUT
+    told = 0
+    while told < count and not stops():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            log.warning("%d of %d workers serve after %g s", told, count, READY_TIMEOUT)
+            return
+        with contextlib.suppress(InterruptedError):
+            readable, _, _ = select.select([fd], [], [], min(left, 0.5))
+            if not readable:
+                continue
+            data = os.read(fd, count)
+            if not data:
+                return  # every worker has ended or told
+            told += len(data)
 
 
 @dataclass(frozen=True)

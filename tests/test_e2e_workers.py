@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
@@ -302,6 +303,33 @@ def test_transfers_through_two_workers(
     assert "c2-big.bin" in result.stdout.split(), result.stdout
     assert (homes / BOB / "cli.txt").read_bytes() == b"from the command line\n"
     assert file_digest_of(local / "cli-big.bin") == file_digest_of(local / "c2" / "big.bin")
+
+
+def test_listening_line_comes_once_every_worker_serves(
+    start_workers: Callable[..., ServerProcess],
+) -> None:
+    """The supervisor says it listens only after each worker accepts.
+
+    A crowd that connects on seeing the line then finds both workers taking
+    connections; before, one worker could take thousands while the other
+    was still starting (docs/PERFORMANCE.md, "A crowd that leaves at once").
+    Each worker logs before it tells the supervisor, and the supervisor logs
+    after it heard from both, so the order in the shared log is the order of
+    events.
+    """
+    running = start_workers()
+    lines = log_text(running).splitlines()
+    supervisor = next(i for i, line in enumerate(lines) if "with 2 workers" in line)
+    serving = {
+        found.group(1): i
+        for i, line in enumerate(lines)
+        if (found := re.search(r"worker (\d+) serving \(pid ", line))
+    }
+    assert set(serving) == {"0", "1"}, lines
+    assert max(serving.values()) < supervisor, lines
+    with logged_in(running) as alice:
+        assert alice.pwd() == "/"
+        alice.quit()
 
 
 # -- 2. the quota book is shared ----------------------------------------------------------------
